@@ -1,0 +1,373 @@
+//! The canonical rule: how every reader turns the log into the same verdicts.
+//!
+//! Kafka has no conditional append, so the log itself arbitrates `exists_or_write`: every
+//! reader applies this rule to the records of one partition in offset order and therefore
+//! reaches the same verdict for every event. Pure: no I/O, no clock.
+//!
+//! For each event of a decoded record, in record order, with `count(key)` the number of
+//! canonical events of its key so far:
+//!
+//! - no index: **canonical**, takes index `count(key)`;
+//! - index `== count(key)`: **canonical**;
+//! - index `< count(key)`: a **duplicate** (a replica lost the race); if its digest differs
+//!   from the canonical event at that index it is a **divergent** duplicate;
+//! - index `> count(key)`: **rejected** (the precondition failed).
+//!
+//! A record that does not decode is **malformed**: skipped and counted.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::event::{Digest, EventSourceKey, Offset};
+use crate::record::{DecodeError, Record};
+
+/// How many recent canonical digests per key a rule keeps by default, to check duplicates
+/// for divergence. Duplicates older than the window are counted but not compared.
+pub const DIGEST_WINDOW_DEFAULT: usize = 65_536;
+
+/// The verdict on one event.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Verdict {
+    /// The event is part of its key's stream, at this index.
+    Canonical {
+        /// The index it holds.
+        index: u64,
+    },
+    /// A copy of an event already canonical at `index`, with the same digest (or too old
+    /// to compare). Hidden from subscribers.
+    Duplicate {
+        /// The index it claimed.
+        index: u64,
+        /// Where the canonical event at that index is, when still in the digest window.
+        winner: Option<Offset>,
+    },
+    /// A copy of an event already canonical at `index`, with a different digest: the writer
+    /// is not deterministic. Hidden from subscribers.
+    Divergent {
+        /// The index it claimed.
+        index: u64,
+        /// Where the canonical event at that index is.
+        winner: Offset,
+    },
+    /// The claimed index was ahead of the count: the write had no effect.
+    Rejected {
+        /// The index it claimed.
+        index: u64,
+        /// The key's count when the event was read.
+        count: u64,
+    },
+}
+
+impl Verdict {
+    /// Whether subscribers see the event.
+    pub fn is_canonical(&self) -> bool {
+        matches!(self, Verdict::Canonical { .. })
+    }
+}
+
+/// What the rule has seen of one key.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct KeyStats {
+    /// Canonical events: the key's count.
+    pub canonical: u64,
+    /// Duplicates with a matching (or unchecked) digest.
+    pub duplicates: u64,
+    /// Duplicates with a different digest.
+    pub divergent: u64,
+    /// Events whose index was ahead of the count.
+    pub rejected: u64,
+}
+
+/// Recent canonical digests of one key, with where each event sits.
+#[derive(Clone, Debug, Default)]
+struct DigestWindow {
+    first_index: u64,
+    entries: VecDeque<(Digest, Offset)>,
+}
+
+/// The canonical rule's state: counts and recent digests per key.
+#[derive(Clone, Debug)]
+pub struct CanonicalRule {
+    keys: HashMap<EventSourceKey, (KeyStats, DigestWindow)>,
+    malformed: u64,
+    digest_window: usize,
+    next_offset: Offset,
+}
+
+impl Default for CanonicalRule {
+    fn default() -> Self {
+        Self::new(DIGEST_WINDOW_DEFAULT)
+    }
+}
+
+impl CanonicalRule {
+    /// A rule that has read nothing, keeping `digest_window` digests per key.
+    pub fn new(digest_window: usize) -> Self {
+        assert!(digest_window > 0, "the digest window must hold at least one digest");
+        Self { keys: HashMap::new(), malformed: 0, digest_window, next_offset: 0 }
+    }
+
+    /// Applies the rule to the record at `offset`, returning one verdict per event, or the
+    /// decode error for a malformed record. Offsets must increase from call to call.
+    pub fn apply(
+        &mut self,
+        offset: Offset,
+        record: Result<&Record, &DecodeError>,
+    ) -> Result<Vec<Verdict>, DecodeError> {
+        assert!(
+            offset >= self.next_offset,
+            "records must be applied in log order: offset {offset} after {}",
+            self.next_offset
+        );
+        self.next_offset = offset + 1;
+        let record = match record {
+            Ok(record) => record,
+            Err(error) => {
+                self.malformed += 1;
+                return Err(error.clone());
+            }
+        };
+        let window_max = self.digest_window;
+        let mut verdicts = Vec::with_capacity(record.events.len());
+        for event in &record.events {
+            let (stats, window) = self.keys.entry(event.key.clone()).or_default();
+            let count = stats.canonical;
+            let index = event.index.unwrap_or(count);
+            let verdict = if index == count {
+                stats.canonical += 1;
+                window.entries.push_back((event.digest, offset));
+                if window.entries.len() > window_max {
+                    window.entries.pop_front();
+                    window.first_index += 1;
+                }
+                Verdict::Canonical { index }
+            } else if index < count {
+                match window.get(index) {
+                    Some((digest, winner)) if digest != event.digest => {
+                        stats.divergent += 1;
+                        Verdict::Divergent { index, winner }
+                    }
+                    found => {
+                        stats.duplicates += 1;
+                        Verdict::Duplicate { index, winner: found.map(|(_, at)| at) }
+                    }
+                }
+            } else {
+                stats.rejected += 1;
+                Verdict::Rejected { index, count }
+            };
+            verdicts.push(verdict);
+        }
+        Ok(verdicts)
+    }
+
+    /// The number of canonical events of `key`: the index its next event takes.
+    pub fn count(&self, key: &EventSourceKey) -> u64 {
+        self.keys.get(key).map_or(0, |(stats, _)| stats.canonical)
+    }
+
+    /// The digest and offset of the canonical event at (`key`, `index`), if still in the
+    /// window.
+    pub fn canonical_at(&self, key: &EventSourceKey, index: u64) -> Option<(Digest, Offset)> {
+        self.keys.get(key).and_then(|(_, window)| window.get(index))
+    }
+
+    /// What the rule has seen of `key`.
+    pub fn stats(&self, key: &EventSourceKey) -> KeyStats {
+        self.keys.get(key).map(|(stats, _)| *stats).unwrap_or_default()
+    }
+
+    /// Every key seen so far with its stats, sorted by key.
+    pub fn all_stats(&self) -> Vec<(EventSourceKey, KeyStats)> {
+        let mut all: Vec<_> = self.keys.iter().map(|(k, (s, _))| (k.clone(), *s)).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Records that did not decode.
+    pub fn malformed(&self) -> u64 {
+        self.malformed
+    }
+
+    /// The offset after the last record applied: where reading goes on.
+    pub fn next_offset(&self) -> Offset {
+        self.next_offset
+    }
+}
+
+impl DigestWindow {
+    fn get(&self, index: u64) -> Option<(Digest, Offset)> {
+        let at = index.checked_sub(self.first_index)?;
+        self.entries.get(usize::try_from(at).ok()?).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+    use proptest::prelude::*;
+
+    fn key(name: &str) -> EventSourceKey {
+        EventSourceKey::new(name).unwrap()
+    }
+
+    fn event(k: &str, index: Option<u64>, payload: &[u8]) -> Event {
+        Event::new(key(k), index, None, 0, "text/plain", payload.to_vec())
+    }
+
+    fn record(events: Vec<Event>) -> Record {
+        Record { source: events[0].key.clone(), writer: "w".into(), events }
+    }
+
+    fn apply(rule: &mut CanonicalRule, offset: Offset, events: Vec<Event>) -> Vec<Verdict> {
+        rule.apply(offset, Ok(&record(events))).unwrap()
+    }
+
+    #[test]
+    fn the_event_at_the_count_is_canonical_and_advances_it() {
+        let mut rule = CanonicalRule::default();
+        assert_eq!(apply(&mut rule, 0, vec![event("a", Some(0), b"x")]), [Verdict::Canonical { index: 0 }]);
+        assert_eq!(rule.count(&key("a")), 1);
+        assert_eq!(rule.count(&key("b")), 0);
+    }
+
+    #[test]
+    fn an_unconditional_write_takes_the_next_index() {
+        let mut rule = CanonicalRule::default();
+        apply(&mut rule, 0, vec![event("a", Some(0), b"x")]);
+        assert_eq!(apply(&mut rule, 1, vec![event("a", None, b"y")]), [Verdict::Canonical { index: 1 }]);
+        assert_eq!(rule.count(&key("a")), 2);
+    }
+
+    #[test]
+    fn a_lower_index_with_the_same_digest_is_a_duplicate_naming_the_winner() {
+        let mut rule = CanonicalRule::default();
+        apply(&mut rule, 3, vec![event("a", Some(0), b"x")]);
+        assert_eq!(
+            apply(&mut rule, 4, vec![event("a", Some(0), b"x")]),
+            [Verdict::Duplicate { index: 0, winner: Some(3) }]
+        );
+        assert_eq!(rule.count(&key("a")), 1);
+        assert_eq!(rule.stats(&key("a")).duplicates, 1);
+    }
+
+    #[test]
+    fn a_lower_index_with_another_digest_is_divergent() {
+        let mut rule = CanonicalRule::default();
+        apply(&mut rule, 0, vec![event("a", Some(0), b"x")]);
+        assert_eq!(apply(&mut rule, 1, vec![event("a", Some(0), b"other")]), [Verdict::Divergent { index: 0, winner: 0 }]);
+        assert_eq!(rule.stats(&key("a")).divergent, 1);
+        assert_eq!(rule.count(&key("a")), 1);
+    }
+
+    #[test]
+    fn a_higher_index_is_rejected_and_changes_nothing() {
+        let mut rule = CanonicalRule::default();
+        assert_eq!(apply(&mut rule, 0, vec![event("a", Some(1), b"x")]), [Verdict::Rejected { index: 1, count: 0 }]);
+        assert_eq!(rule.count(&key("a")), 0);
+        assert_eq!(rule.stats(&key("a")).rejected, 1);
+        assert_eq!(apply(&mut rule, 1, vec![event("a", Some(0), b"x")]), [Verdict::Canonical { index: 0 }]);
+    }
+
+    #[test]
+    fn events_of_one_record_are_judged_in_order_and_per_key() {
+        let mut rule = CanonicalRule::default();
+        let verdicts = apply(
+            &mut rule,
+            0,
+            vec![event("a", Some(0), b"1"), event("a", Some(1), b"2"), event("b", Some(0), b"3"), event("a", Some(5), b"4")],
+        );
+        assert_eq!(
+            verdicts,
+            [
+                Verdict::Canonical { index: 0 },
+                Verdict::Canonical { index: 1 },
+                Verdict::Canonical { index: 0 },
+                Verdict::Rejected { index: 5, count: 2 }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_malformed_record_is_counted_and_changes_no_count() {
+        let mut rule = CanonicalRule::default();
+        assert_eq!(rule.apply(0, Err(&DecodeError::BadMagic)), Err(DecodeError::BadMagic));
+        assert_eq!(rule.malformed(), 1);
+        assert_eq!(rule.next_offset(), 1);
+        assert!(rule.all_stats().is_empty());
+    }
+
+    #[test]
+    fn duplicates_older_than_the_window_are_counted_unchecked() {
+        let mut rule = CanonicalRule::new(2);
+        for i in 0..4 {
+            apply(&mut rule, i, vec![event("a", Some(i), b"x")]);
+        }
+        assert_eq!(apply(&mut rule, 10, vec![event("a", Some(0), b"changed")]), [Verdict::Duplicate { index: 0, winner: None }]);
+        assert_eq!(apply(&mut rule, 11, vec![event("a", Some(3), b"changed")]), [Verdict::Divergent { index: 3, winner: 3 }]);
+        assert_eq!(rule.canonical_at(&key("a"), 2).map(|(_, at)| at), Some(2));
+        assert_eq!(rule.canonical_at(&key("a"), 1), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "log order")]
+    fn applying_out_of_order_is_a_bug() {
+        let mut rule = CanonicalRule::default();
+        apply(&mut rule, 5, vec![event("a", None, b"x")]);
+        apply(&mut rule, 5, vec![event("a", None, b"x")]);
+    }
+
+    fn arbitrary_log() -> impl Strategy<Value = Vec<Result<Record, DecodeError>>> {
+        let event = (0..3usize, proptest::option::of(0u64..6), 0u8..3)
+            .prop_map(|(k, index, payload)| event(["a", "b", "c"][k], index, &[payload]));
+        let record = prop_oneof![
+            9 => proptest::collection::vec(event, 1..4).prop_map(|events| Ok(record(events))),
+            1 => Just(Err(DecodeError::BadMagic)),
+        ];
+        proptest::collection::vec(record, 0..40)
+    }
+
+    proptest! {
+        /// Readers that see the same records reach the same verdicts, however their reads
+        /// are split into batches and whenever they started keeping state.
+        #[test]
+        fn verdicts_do_not_depend_on_batch_boundaries(log in arbitrary_log(), cuts in proptest::collection::vec(0usize..40, 0..6)) {
+            let mut whole = CanonicalRule::default();
+            let expected: Vec<_> = log.iter().enumerate()
+                .map(|(at, r)| whole.apply(at as u64, r.as_ref())).collect();
+
+            let mut cuts = cuts; cuts.push(log.len()); cuts.sort();
+            let mut batched = CanonicalRule::default();
+            let mut got = Vec::new();
+            let mut start = 0;
+            for cut in cuts {
+                let cut = cut.min(log.len());
+                let batch: Vec<_> = (start..cut.max(start)).collect();
+                for at in batch { got.push(batched.apply(at as u64, log[at].as_ref())); }
+                start = cut.max(start);
+                // A clone taken between batches carries on identically.
+                batched = batched.clone();
+            }
+            prop_assert_eq!(got, expected);
+            prop_assert_eq!(batched.all_stats(), whole.all_stats());
+        }
+
+        /// Counts equal the canonical verdicts; canonical indexes of a key are 0, 1, 2, …
+        #[test]
+        fn canonical_indexes_have_no_gap_and_no_repeat(log in arbitrary_log()) {
+            let mut rule = CanonicalRule::default();
+            let mut seen: HashMap<EventSourceKey, Vec<u64>> = HashMap::new();
+            for (at, r) in log.iter().enumerate() {
+                if let (Ok(verdicts), Ok(record)) = (rule.apply(at as u64, r.as_ref()), r) {
+                    for (v, e) in verdicts.iter().zip(&record.events) {
+                        if let Verdict::Canonical { index } = v { seen.entry(e.key.clone()).or_default().push(*index); }
+                    }
+                }
+            }
+            for (k, indexes) in seen {
+                prop_assert_eq!(indexes.clone(), (0..indexes.len() as u64).collect::<Vec<_>>());
+                prop_assert_eq!(rule.count(&k), indexes.len() as u64);
+            }
+        }
+    }
+}

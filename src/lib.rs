@@ -1,0 +1,18 @@
+//! Competing transformers: racing replicas of deterministic event transforms over one
+//! totally ordered Kafka partition.
+//!
+//! Layout (see `docs/ARCHITECTURE.md`):
+//! - [`event`]: event-source keys, events, digests.
+//! - [`record`]: the record codec, the only definition of bytes on the log.
+//! - [`canonical`]: the canonical rule that emulates `exists_or_write` (pure).
+//! - [`log`]: the [`log::EventLog`] backends (memory, Kafka) and the [`log::Pipeline`] API.
+
+pub mod canonical;
+pub mod event;
+pub mod log;
+pub mod record;
+
+pub use canonical::{CanonicalRule, Verdict};
+pub use event::{Digest, Event, EventSourceKey, Offset};
+pub use log::{EventLog, KafkaLog, KafkaLogConfig, LogError, MemoryLog, Pipeline, WriteOutcome};
+pub use record::Record;

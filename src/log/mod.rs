@@ -1,0 +1,88 @@
+//! The distributed event log: one totally ordered partition of records.
+//!
+//! [`EventLog`] is what a backend provides: append a record, read records from an offset.
+//! It knows nothing of indexes or verdicts. [`Pipeline`] puts the canonical rule on top and
+//! offers the log's API from `DESIGN.md`: `write`, `exists_or_write`, `stream_events`.
+//!
+//! Backends: [`MemoryLog`] (the reference, and the DET authors' test driver) and
+//! [`KafkaLog`] (rdkafka, in record-group or transactional mode).
+
+pub mod admin;
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
+pub mod kafka;
+pub mod memory;
+pub mod pipeline;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+pub use kafka::{KafkaLog, KafkaLogConfig, WriteMode};
+pub use memory::MemoryLog;
+pub use pipeline::{CanonicalEvent, EventStream, Pipeline, WriteOutcome};
+
+use crate::event::Offset;
+use crate::record::{EncodeError, FetchedRecord, Record};
+
+/// A pending append: resolves to the record's offset once the log has it.
+pub type Delivery = Pin<Box<dyn Future<Output = Result<Offset, LogError>> + Send>>;
+
+/// One partition of records in a total order: what a log backend provides.
+#[async_trait::async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends one atomic group. The record is queued before this returns, so records
+    /// appended one after another by one caller land in that order unless a delivery fails.
+    /// The returned future says where it landed.
+    fn append(&self, record: &Record) -> Delivery;
+
+    /// A cursor reading records in offset order, starting at `from`.
+    async fn cursor(&self, from: Offset) -> Result<Box<dyn LogCursor>, LogError>;
+
+    /// The offset the next record will take: everything below it is readable (for Kafka, the
+    /// last stable offset as a `read_committed` reader sees it).
+    async fn end_offset(&self) -> Result<Offset, LogError>;
+
+    /// Waits until every appended record is delivered or failed.
+    async fn flush(&self, timeout: Duration) -> Result<(), LogError>;
+}
+
+/// Reads records in offset order.
+#[async_trait::async_trait]
+pub trait LogCursor: Send {
+    /// The next records, waiting up to `max_wait` when there are none; may return an empty
+    /// batch.
+    async fn next_batch(&mut self, max_wait: Duration) -> Result<Vec<FetchedRecord>, LogError>;
+
+    /// The offset the cursor reads next. It can be past the last record returned: Kafka's
+    /// transaction markers take offsets but are never returned.
+    fn position(&self) -> Offset;
+}
+
+/// What went wrong talking to the log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// The broker is unreachable, or a request timed out: retry with backoff.
+    #[error("the event log is unavailable ({0}); is the broker running and reachable?")]
+    Unavailable(String),
+    /// The client cannot go on (fenced, unauthorized, misconfigured): make a new one.
+    #[error("event log client failed: {0}")]
+    Fatal(String),
+    /// The record could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The topic does not have the layout the log needs.
+    #[error("{0}")]
+    TopicLayout(String),
+    /// A configuration value is wrong.
+    #[error("bad event log configuration: {0}")]
+    Config(String),
+}
+
+impl LogError {
+    /// Whether retrying the same call later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, LogError::Unavailable(_))
+    }
+}
