@@ -11,8 +11,10 @@ pub mod canonical;
 pub mod event;
 pub mod log;
 pub mod record;
+pub mod transform;
 
 pub use canonical::{CanonicalRule, Verdict};
 pub use event::{Digest, Event, EventSourceKey, Offset};
 pub use log::{EventLog, KafkaLog, KafkaLogConfig, LogError, MemoryLog, Pipeline, WriteOutcome};
 pub use record::Record;
+pub use transform::{Input, Outputs, Transform, TransformError};

@@ -1,0 +1,149 @@
+//! The transform contract: what a DET author implements.
+//!
+//! A deterministic event transform (DET) turns each canonical input event into zero or more
+//! output events under its own event-source key. Several replicas run the same transform
+//! and race to write the outputs, so it must be deterministic: the same inputs in the same
+//! order give the same outputs. The context it gets holds no wall clock and no randomness
+//! except what is derived from the log ([`Input::seed`]).
+//!
+//! ```
+//! use competing_transformers::transform::{Input, Outputs, Transform, TransformError};
+//! use competing_transformers::EventSourceKey;
+//!
+//! /// Counts greetings and answers each one.
+//! #[derive(Default)]
+//! struct Greeter { greeted: u64 }
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Hello { name: String }
+//!
+//! impl Transform for Greeter {
+//!     fn name(&self) -> &str { "greeter" }
+//!     fn version(&self) -> u32 { 1 }
+//!     fn subscriptions(&self) -> Vec<EventSourceKey> { vec!["hellos".parse().unwrap()] }
+//!     fn apply(&mut self, input: &Input<'_>, out: &mut Outputs) -> Result<(), TransformError> {
+//!         let hello: Hello = input.json()?;
+//!         self.greeted += 1;
+//!         out.emit_json(&serde_json::json!({ "reply": format!("hi {}", hello.name), "n": self.greeted }));
+//!         Ok(())
+//!     }
+//! }
+//! # let _ = Greeter::default();
+//! ```
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::event::{Digest, EventSourceKey, Offset, CONTENT_TYPE_JSON};
+
+/// Most events one input may produce.
+pub const OUTPUT_EVENTS_MAX: usize = 1_000;
+/// Most payload bytes one input may produce, all outputs together: the group must fit in one
+/// Kafka record (1 MiB by default) with room for the envelope.
+pub const OUTPUT_BYTES_MAX: usize = 512 * 1024;
+
+/// One canonical input event, as a transform sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    /// The stream it belongs to.
+    pub key: &'a EventSourceKey,
+    /// Its canonical index in that stream.
+    pub index: u64,
+    /// Where its record sits in the log.
+    pub offset: Offset,
+    /// Its business time, ms since the epoch, as the event source set it.
+    pub effective_time_ms: i64,
+    /// Media type of the payload.
+    pub content_type: &'a str,
+    /// The payload.
+    pub payload: &'a [u8],
+    /// The event's digest.
+    pub digest: Digest,
+}
+
+impl Input<'_> {
+    /// Decodes a JSON payload; a payload that does not decode is a [`TransformError::Decode`],
+    /// which sends the input to the dead-letter stream.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, TransformError> {
+        serde_json::from_slice(self.payload).map_err(|e| TransformError::Decode(e.to_string()))
+    }
+
+    /// A number derived from the input alone, the same on every replica: the only
+    /// randomness a transform may use.
+    pub fn seed(&self) -> u64 {
+        u64::from_be_bytes(self.digest.0[..8].try_into().expect("8 bytes")) ^ self.offset
+    }
+}
+
+/// One output event, before it gets its key and index.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Output {
+    /// Media type of the payload.
+    pub content_type: String,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// Where a transform puts its outputs for one input.
+#[derive(Default, Debug)]
+pub struct Outputs {
+    events: Vec<Output>,
+}
+
+impl Outputs {
+    /// Emits an event with a JSON payload.
+    pub fn emit_json<T: Serialize + ?Sized>(&mut self, value: &T) {
+        let payload = serde_json::to_vec(value).expect("serializing to a Vec cannot fail for derived types");
+        self.emit(CONTENT_TYPE_JSON, payload);
+    }
+
+    /// Emits an event with any payload.
+    pub fn emit(&mut self, content_type: &str, payload: Vec<u8>) {
+        self.events.push(Output { content_type: content_type.to_string(), payload });
+    }
+
+    /// The events emitted so far.
+    pub fn events(&self) -> &[Output] {
+        &self.events
+    }
+
+    /// Takes the events out.
+    pub fn into_events(self) -> Vec<Output> {
+        self.events
+    }
+}
+
+/// Why a transform could not process an input. Every variant sends the input to the
+/// dead-letter stream; the pipeline goes on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransformError {
+    /// The payload could not be decoded.
+    #[error("cannot decode input: {0}")]
+    Decode(String),
+    /// The payload decoded but broke its schema or the transform's rules for valid input.
+    #[error("input failed validation: {0}")]
+    Schema(String),
+    /// The transform failed on a valid input.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A deterministic event transform.
+///
+/// State lives in the implementor. `apply` is called once per canonical input event of the
+/// subscribed keys, in log order, on every replica.
+pub trait Transform: Send + 'static {
+    /// The transform's name: also its output event-source key.
+    fn name(&self) -> &str;
+
+    /// The transform's version, recorded in its dead letters.
+    fn version(&self) -> u32;
+
+    /// The event-source keys whose events it consumes.
+    fn subscriptions(&self) -> Vec<EventSourceKey>;
+
+    /// Processes one input, emitting zero or more outputs. An error (or a panic) sends the
+    /// input to the dead-letter stream and discards what was emitted for it.
+    fn apply(&mut self, input: &Input<'_>, out: &mut Outputs) -> Result<(), TransformError>;
+}
