@@ -229,7 +229,7 @@ wait_ready() {
       stop_dirs "${STOP_ON_FAIL[@]}"
       die "the broker in $dir exited during startup; see $dir/broker.log (last lines above)."
     fi
-    if grep -q 'Kafka Server started' "$dir/broker.log" && port_open "$port"; then
+    if grep -qs 'Kafka Server started' "$dir/broker.log" && port_open "$port"; then
       return 0
     fi
     sleep 0.5
