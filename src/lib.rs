@@ -6,11 +6,16 @@
 //! - [`record`]: the record codec, the only definition of bytes on the log.
 //! - [`canonical`]: the canonical rule that emulates `exists_or_write` (pure).
 //! - [`log`]: the [`log::EventLog`] backends (memory, Kafka) and the [`log::Pipeline`] API.
+//! - [`transform`]: the contract a DET author implements.
+//! - [`replica`]: a replica's decisions (pure core) and the driver that runs them.
+//! - [`dead_letter`]: what a failed input becomes.
 
 pub mod canonical;
+pub mod dead_letter;
 pub mod event;
 pub mod log;
 pub mod record;
+pub mod replica;
 pub mod transform;
 
 pub use canonical::{CanonicalRule, Verdict};

@@ -7,8 +7,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{Delivery, EventLog, LogCursor, LogError};
-use crate::event::Offset;
-use crate::record::{FetchedRecord, Record};
+use crate::canonical::{CanonicalRule, Verdict};
+use crate::event::{Event, EventSourceKey, Offset};
+use crate::record::{EncodeError, FetchedRecord, Record};
 
 /// An event log held in memory, shared by cloning.
 #[derive(Clone, Default)]
@@ -40,7 +41,54 @@ impl MemoryLog {
 
     /// Every record, in order.
     pub fn records(&self) -> Vec<FetchedRecord> {
-        self.inner.records.lock().expect("memory log lock").clone()
+        self.records_from(0)
+    }
+
+    /// The records from offset `from` on.
+    pub fn records_from(&self, from: Offset) -> Vec<FetchedRecord> {
+        let records = self.inner.records.lock().expect("memory log lock");
+        records.get(from as usize..).map(<[_]>::to_vec).unwrap_or_default()
+    }
+
+    /// Appends a record at once, without a runtime.
+    pub fn append_now(&self, record: &Record) -> Result<Offset, EncodeError> {
+        let encoded = record.encode()?;
+        Ok(self.push(FetchedRecord {
+            offset: 0,
+            timestamp_ms: None,
+            key: Some(encoded.key),
+            value: Some(encoded.value),
+            headers: encoded.headers,
+        }))
+    }
+
+    /// Appends `events` unconditionally under `key`, one record, as an event source does.
+    pub fn publish(&self, key: &EventSourceKey, events: Vec<Event>) -> Offset {
+        let events = events.into_iter().map(|e| Event { key: key.clone(), index: None, ..e }).collect();
+        self.append_now(&Record { source: key.clone(), writer: "source".into(), events })
+            .expect("events a test publishes encode")
+    }
+
+    /// The canonical events of `key`, in log order, as every reader sees them.
+    pub fn canonical(&self, key: &EventSourceKey) -> Vec<Event> {
+        self.canonical_with_offsets(key).into_iter().map(|(_, event)| event).collect()
+    }
+
+    /// The canonical events of `key` with the offsets of their records.
+    pub fn canonical_with_offsets(&self, key: &EventSourceKey) -> Vec<(Offset, Event)> {
+        let mut rule = CanonicalRule::default();
+        let mut events = Vec::new();
+        for fetched in self.records() {
+            let decoded = Record::decode_fetched(&fetched);
+            if let Ok(verdicts) = rule.apply(fetched.offset, decoded.as_ref()) {
+                for (event, verdict) in decoded.expect("decoded").events.into_iter().zip(verdicts) {
+                    if let (true, Verdict::Canonical { index }) = (&event.key == key, verdict) {
+                        events.push((fetched.offset, Event { index: Some(index), ..event }));
+                    }
+                }
+            }
+        }
+        events
     }
 
     fn push(&self, mut record: FetchedRecord) -> Offset {
@@ -56,15 +104,7 @@ impl MemoryLog {
 #[async_trait::async_trait]
 impl EventLog for MemoryLog {
     fn append(&self, record: &Record) -> Delivery {
-        let result = record.encode().map_err(LogError::from).map(|encoded| {
-            self.push(FetchedRecord {
-                offset: 0,
-                timestamp_ms: None,
-                key: Some(encoded.key),
-                value: Some(encoded.value),
-                headers: encoded.headers,
-            })
-        });
+        let result = self.append_now(record).map_err(LogError::from);
         Box::pin(async move { result })
     }
 

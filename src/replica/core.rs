@@ -1,0 +1,510 @@
+//! The replica as a sans-I/O state machine.
+//!
+//! Records fetched from the log, delivery outcomes and clock ticks go in; records to append
+//! come out. The Kafka driver ([`super::driver`]) and the simulator drive the same core.
+//!
+//! A replica's life (`DESIGN.md`):
+//! 1. **Catch-up**: read up to the log end seen at start, computing every group but writing
+//!    none, because later records may already hold them. Groups still missing at the end
+//!    were lost (every replica died first): those are written.
+//! 2. **Live**: each canonical input of a subscribed key is transformed; its group (outputs,
+//!    or one dead letter) is numbered from the replica's own counters and written unless
+//!    the records already fetched show it canonical.
+//! 3. **Watching its own streams**: each canonical event of its output or dead-letter key is
+//!    compared with what it computed; a different digest is a divergence and stops writing.
+//! 4. **Re-sending**: a failed delivery, a rejected copy of its own, or a group that stays
+//!    missing for `resend_after_ms` makes it re-send every group not yet canonical, in order.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::canonical::{CanonicalRule, Verdict, DIGEST_WINDOW_DEFAULT};
+use crate::dead_letter::{DeadLetter, Reason, CONTENT_TYPE_DEAD_LETTER};
+use crate::event::{Digest, Event, EventSourceKey, Offset};
+use crate::record::{FetchedRecord, Record, EVENTS_PER_RECORD_MAX};
+use crate::transform::{Input, Outputs, Transform, OUTPUT_BYTES_MAX, OUTPUT_EVENTS_MAX};
+
+/// Limits and identity of one replica.
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    /// The replica's id, written in its records (never digested).
+    pub replica_id: String,
+    /// Digests kept per key for duplicate checks.
+    pub digest_window: usize,
+    /// Most events computed but not yet seen canonical; past it the driver stops fetching.
+    pub pending_events_max: usize,
+    /// Most records in flight at once.
+    pub in_flight_records_max: usize,
+    /// Payload bytes one record may carry before the next group goes in another record.
+    pub record_bytes_max: usize,
+    /// How long a sent group may stay missing from the log before it is sent again.
+    pub resend_after_ms: u64,
+}
+
+impl ReplicaConfig {
+    /// Defaults for a replica called `replica_id`.
+    pub fn new(replica_id: impl Into<String>) -> Self {
+        Self {
+            replica_id: replica_id.into(),
+            digest_window: DIGEST_WINDOW_DEFAULT,
+            pending_events_max: 100_000,
+            in_flight_records_max: 1_000,
+            record_bytes_max: 900 * 1024,
+            resend_after_ms: 5_000,
+        }
+    }
+}
+
+/// A record the driver must append, and the id its delivery outcome is reported under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteRequest {
+    /// Identifies the write in [`ReplicaCore::on_delivery`].
+    pub write_id: u64,
+    /// The record to append.
+    pub record: Record,
+}
+
+/// A canonical event of the replica's own keys whose digest differs from what it computed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Divergence {
+    /// The key.
+    pub key: EventSourceKey,
+    /// The index.
+    pub index: u64,
+    /// What this replica computed.
+    pub ours: Digest,
+    /// What the log holds.
+    pub canonical: Digest,
+    /// Where the canonical event sits.
+    pub canonical_offset: Offset,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "event {} of `{}` at offset {} has digest {} but this replica computed {}: the transform is not deterministic",
+            self.index, self.key, self.canonical_offset, self.canonical, self.ours
+        )
+    }
+}
+
+/// Race accounting of one replica.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaStats {
+    /// Canonical inputs transformed.
+    pub inputs_processed: u64,
+    /// Records appended (first sends and re-sends).
+    pub records_written: u64,
+    /// Groups re-sent after a loss.
+    pub groups_resent: u64,
+    /// Own events that became canonical: races won.
+    pub races_won: u64,
+    /// Own events that arrived second: races lost (duplicates written).
+    pub races_lost: u64,
+    /// Own events rejected as ahead of the count.
+    pub writes_rejected: u64,
+    /// Groups not written because they were already canonical in what was fetched.
+    pub writes_skipped: u64,
+    /// Dead letters computed.
+    pub dead_letters: u64,
+    /// Divergences seen on the replica's own keys.
+    pub divergences: u64,
+    /// Failed deliveries.
+    pub delivery_failures: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SendState {
+    /// Not sent, or to be sent again.
+    Unsent,
+    /// In the record with this write id, at this time.
+    Sent { write_id: u64, at_ms: u64 },
+}
+
+/// What one input produced: all events on one key, consecutive indexes.
+#[derive(Clone, Debug)]
+struct Group {
+    key: EventSourceKey,
+    first_index: u64,
+    events: Vec<Event>,
+    send: SendState,
+}
+
+impl Group {
+    fn end_index(&self) -> u64 {
+        self.first_index + self.events.len() as u64
+    }
+    fn payload_bytes(&self) -> usize {
+        self.events.iter().map(|e| e.payload.len() + 64).sum()
+    }
+}
+
+/// Where the replica is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading up to the log end seen at start, writing nothing.
+    CatchingUp {
+        /// The log end seen at start.
+        until: Offset,
+    },
+    /// Processing and writing.
+    Live,
+    /// Saw a divergence: reads on, writes nothing.
+    Diverged,
+}
+
+/// One replica's decisions.
+pub struct ReplicaCore<T: Transform> {
+    transform: T,
+    config: ReplicaConfig,
+    output_key: EventSourceKey,
+    dead_letter_key: EventSourceKey,
+    subscriptions: Vec<EventSourceKey>,
+    rule: CanonicalRule,
+    phase: Phase,
+    position: Offset,
+    next_index: [u64; 2],
+    pending: VecDeque<Group>,
+    in_flight: VecDeque<u64>,
+    next_write_id: u64,
+    resend_wanted: bool,
+    stats: ReplicaStats,
+    divergence: Option<Divergence>,
+    now_ms: u64,
+}
+
+/// Index into `next_index`.
+const OUTPUT: usize = 0;
+const DEAD_LETTER: usize = 1;
+
+impl<T: Transform> ReplicaCore<T> {
+    /// A replica that will read from offset 0 and write nothing until it reaches `catch_up_until`
+    /// (the log end seen at start).
+    pub fn new(transform: T, config: ReplicaConfig, catch_up_until: Offset) -> Self {
+        let output_key = EventSourceKey::new(transform.name()).expect("a transform's name must be a valid event-source key");
+        let dead_letter_key = output_key.dead_letters();
+        let subscriptions = transform.subscriptions();
+        let rule = CanonicalRule::new(config.digest_window);
+        let phase = if catch_up_until == 0 { Phase::Live } else { Phase::CatchingUp { until: catch_up_until } };
+        Self {
+            transform,
+            config,
+            output_key,
+            dead_letter_key,
+            subscriptions,
+            rule,
+            phase,
+            position: 0,
+            next_index: [0, 0],
+            pending: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            next_write_id: 0,
+            resend_wanted: false,
+            stats: ReplicaStats::default(),
+            divergence: None,
+            now_ms: 0,
+        }
+    }
+
+    /// Applies fetched records (in offset order, continuing where the last batch ended) and
+    /// transforms the canonical inputs among them. `position` is the reader's next offset.
+    pub fn on_fetched(&mut self, records: &[FetchedRecord], position: Offset) {
+        // First the rule over the whole batch, so groups already in it are not written again.
+        let mut inputs = Vec::new();
+        for fetched in records {
+            let decoded = Record::decode_fetched(fetched);
+            let Ok(verdicts) = self.rule.apply(fetched.offset, decoded.as_ref()) else { continue };
+            let record = decoded.expect("decoded");
+            let mine = record.writer == self.config.replica_id;
+            for (event, verdict) in record.events.into_iter().zip(verdicts) {
+                let own_key = event.key == self.output_key || event.key == self.dead_letter_key;
+                if own_key {
+                    self.judge_own(&event, verdict, fetched.offset, mine);
+                } else if let Verdict::Canonical { index } = verdict {
+                    if self.subscriptions.contains(&event.key) {
+                        inputs.push((fetched.offset, index, event));
+                    }
+                }
+            }
+        }
+        self.position = position.max(records.last().map_or(0, |r| r.offset + 1)).max(self.position);
+        for (offset, index, event) in inputs {
+            self.process(offset, index, &event);
+        }
+        self.prune();
+        if let Phase::CatchingUp { until } = self.phase {
+            if self.position >= until {
+                self.phase = Phase::Live;
+            }
+        }
+    }
+
+    fn judge_own(&mut self, event: &Event, verdict: Verdict, offset: Offset, mine: bool) {
+        match verdict {
+            Verdict::Canonical { index } => {
+                if mine {
+                    self.stats.races_won += 1;
+                }
+                if let Some(ours) = self.computed_digest(&event.key, index) {
+                    if ours != event.digest {
+                        self.diverge(Divergence { key: event.key.clone(), index, ours, canonical: event.digest, canonical_offset: offset });
+                    }
+                }
+            }
+            Verdict::Duplicate { .. } | Verdict::Divergent { .. } if mine => self.stats.races_lost += 1,
+            Verdict::Rejected { .. } if mine => {
+                self.stats.writes_rejected += 1;
+                // An earlier group of ours never landed: send again from the count.
+                self.resend_wanted = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn computed_digest(&self, key: &EventSourceKey, index: u64) -> Option<Digest> {
+        self.pending
+            .iter()
+            .find(|g| &g.key == key && g.first_index <= index && index < g.end_index())
+            .map(|g| g.events[(index - g.first_index) as usize].digest)
+    }
+
+    fn diverge(&mut self, divergence: Divergence) {
+        self.stats.divergences += 1;
+        if self.divergence.is_none() {
+            tracing::error!(replica = %self.config.replica_id, %divergence, "divergence: this replica stops writing");
+            self.divergence = Some(divergence);
+        }
+        self.phase = Phase::Diverged;
+    }
+
+    /// Transforms one canonical input and queues its group.
+    fn process(&mut self, offset: Offset, index: u64, event: &Event) {
+        let input = Input {
+            key: &event.key,
+            index,
+            offset,
+            effective_time_ms: event.effective_time_ms,
+            content_type: &event.content_type,
+            payload: &event.payload,
+            digest: event.digest,
+        };
+        self.stats.inputs_processed += 1;
+        let mut outputs = Outputs::default();
+        let transform = &mut self.transform;
+        let result = catch_unwind(AssertUnwindSafe(|| transform.apply(&input, &mut outputs)));
+        let failure = match result {
+            Ok(Ok(())) => {
+                let bytes: usize = outputs.events().iter().map(|o| o.payload.len()).sum();
+                if outputs.events().len() > OUTPUT_EVENTS_MAX || bytes > OUTPUT_BYTES_MAX {
+                    Some((Reason::OutputTooLarge, format!(
+                        "{} events of {bytes} bytes; one input may emit at most {OUTPUT_EVENTS_MAX} events of {OUTPUT_BYTES_MAX} bytes",
+                        outputs.events().len()
+                    )))
+                } else {
+                    None
+                }
+            }
+            Ok(Err(error)) => Some((DeadLetter::reason_of(&error), error.to_string())),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic with a non-text payload".into());
+                Some((Reason::Panic, message))
+            }
+        };
+        let (slot, key, produced) = match failure {
+            None => (OUTPUT, self.output_key.clone(), outputs.into_events().into_iter().map(|o| (o.content_type, o.payload)).collect::<Vec<_>>()),
+            Some((reason, message)) => {
+                self.stats.dead_letters += 1;
+                let letter = DeadLetter::new(self.transform.name(), self.transform.version(), reason, message, &input);
+                tracing::warn!(replica = %self.config.replica_id, "{}", letter.describe());
+                (DEAD_LETTER, self.dead_letter_key.clone(), vec![(CONTENT_TYPE_DEAD_LETTER.to_string(), letter.to_json())])
+            }
+        };
+        if produced.is_empty() {
+            return;
+        }
+        let first_index = self.next_index[slot];
+        self.next_index[slot] += produced.len() as u64;
+        let events: Vec<Event> = produced
+            .into_iter()
+            .zip(first_index..)
+            .map(|((content_type, payload), i)| {
+                Event::new(key.clone(), Some(i), Some(offset), input.effective_time_ms, content_type, payload)
+            })
+            .collect();
+        // Compare with what is already canonical, and skip the write if all of it is.
+        let count = self.rule.count(&key);
+        for event in &events {
+            let i = event.index.expect("numbered");
+            if i >= count {
+                break;
+            }
+            if let Some((canonical, at)) = self.rule.canonical_at(&key, i) {
+                if canonical != event.digest {
+                    self.diverge(Divergence { key: key.clone(), index: i, ours: event.digest, canonical, canonical_offset: at });
+                }
+            }
+        }
+        let group = Group { key, first_index, events, send: SendState::Unsent };
+        if group.end_index() <= count {
+            if self.phase == Phase::Live {
+                self.stats.writes_skipped += 1;
+            }
+            return;
+        }
+        self.pending.push_back(group);
+    }
+
+    /// Drops groups that are canonical now.
+    fn prune(&mut self) {
+        let rule = &self.rule;
+        self.pending.retain(|g| g.end_index() > rule.count(&g.key));
+    }
+
+    /// The next record to append, if any. Call until `None` after every input to the core.
+    pub fn poll_write(&mut self, now_ms: u64) -> Option<WriteRequest> {
+        self.now_ms = self.now_ms.max(now_ms);
+        match self.phase {
+            Phase::Live => {}
+            Phase::Diverged => return None,
+            Phase::CatchingUp { .. } => {
+                // Bounded memory: a backlog past the limit is written even while catching up.
+                if self.pending_events() <= self.config.pending_events_max {
+                    return None;
+                }
+            }
+        }
+        if self.in_flight.len() >= self.config.in_flight_records_max {
+            return None;
+        }
+        if self.resend_wanted && self.in_flight.is_empty() {
+            self.resend_wanted = false;
+            for group in self.pending.iter_mut().filter(|g| g.send != SendState::Unsent) {
+                group.send = SendState::Unsent;
+                self.stats.groups_resent += 1;
+            }
+        }
+        let write_id = self.next_write_id;
+        let mut events = Vec::new();
+        let mut bytes = 0;
+        for group in self.pending.iter_mut().filter(|g| g.send == SendState::Unsent) {
+            let size = group.payload_bytes();
+            if !events.is_empty()
+                && (bytes + size > self.config.record_bytes_max || events.len() + group.events.len() > EVENTS_PER_RECORD_MAX)
+            {
+                break;
+            }
+            bytes += size;
+            events.extend(group.events.iter().cloned());
+            group.send = SendState::Sent { write_id, at_ms: self.now_ms };
+        }
+        if events.is_empty() {
+            return None;
+        }
+        self.next_write_id += 1;
+        self.in_flight.push_back(write_id);
+        self.stats.records_written += 1;
+        let record = Record { source: self.output_key.clone(), writer: self.config.replica_id.clone(), events };
+        Some(WriteRequest { write_id, record })
+    }
+
+    /// Reports where a write landed, or that it failed.
+    pub fn on_delivery(&mut self, write_id: u64, outcome: Result<Offset, ()>) {
+        self.in_flight.retain(|id| *id != write_id);
+        if outcome.is_err() {
+            self.stats.delivery_failures += 1;
+            // The failed groups, and every later one, go out again in order.
+            let mut from_here = false;
+            for group in &mut self.pending {
+                from_here |= matches!(group.send, SendState::Sent { write_id: id, .. } if id == write_id);
+                if from_here {
+                    group.send = SendState::Unsent;
+                }
+            }
+        }
+    }
+
+    /// Lets time pass: a group sent more than `resend_after_ms` ago and still missing from
+    /// the log is sent again, with everything after it.
+    pub fn on_tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let overdue = self.pending.front().is_some_and(|g| {
+            matches!(g.send, SendState::Sent { at_ms, .. } if self.now_ms.saturating_sub(at_ms) >= self.config.resend_after_ms)
+        });
+        if overdue {
+            for group in &mut self.pending {
+                if group.send != SendState::Unsent {
+                    group.send = SendState::Unsent;
+                    self.stats.groups_resent += 1;
+                }
+            }
+        }
+    }
+
+    /// Whether the core can take more input: false while too many events wait to be seen
+    /// canonical and writes are in flight. Reading is what shows written groups canonical,
+    /// so with nothing in flight it always reads on.
+    pub fn wants_input(&self) -> bool {
+        self.pending_events() <= self.config.pending_events_max
+            || self.in_flight.is_empty()
+            || self.phase == Phase::Diverged
+    }
+
+    fn pending_events(&self) -> usize {
+        self.pending.iter().map(|g| g.events.len()).sum()
+    }
+
+    /// The reader's next offset.
+    pub fn position(&self) -> Offset {
+        self.position
+    }
+
+    /// Where the replica is in its life.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The race accounting so far.
+    pub fn stats(&self) -> ReplicaStats {
+        self.stats
+    }
+
+    /// The first divergence seen, if any.
+    pub fn divergence(&self) -> Option<&Divergence> {
+        self.divergence.as_ref()
+    }
+
+    /// The canonical rule as this replica has applied it.
+    pub fn rule(&self) -> &CanonicalRule {
+        &self.rule
+    }
+
+    /// The output key.
+    pub fn output_key(&self) -> &EventSourceKey {
+        &self.output_key
+    }
+
+    /// The dead-letter key.
+    pub fn dead_letter_key(&self) -> &EventSourceKey {
+        &self.dead_letter_key
+    }
+
+    /// Whether every computed group is canonical and nothing is in flight.
+    pub fn is_settled(&self) -> bool {
+        self.pending.is_empty() && self.in_flight.is_empty()
+    }
+
+    /// The replica's id.
+    pub fn replica_id(&self) -> &str {
+        &self.config.replica_id
+    }
+
+    /// The transform.
+    pub fn transform(&self) -> &T {
+        &self.transform
+    }
+}

@@ -1,0 +1,209 @@
+//! Runs a [`ReplicaCore`] over an [`EventLog`]: the only part of a replica that does I/O
+//! or reads a clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::core::{Divergence, Phase, ReplicaConfig, ReplicaCore, ReplicaStats};
+use crate::event::Offset;
+use crate::log::{EventLog, LogCursor, LogError};
+use crate::transform::Transform;
+
+/// How long a fetch waits on the log before the loop looks at its other work.
+const FETCH_WAIT: Duration = Duration::from_millis(50);
+/// How often time is fed to the core and the status published.
+const TICK: Duration = Duration::from_millis(100);
+/// How often the log end is asked for, to report lag.
+const LAG_EVERY: Duration = Duration::from_secs(1);
+/// How long a catch-up goes between progress lines.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// First and longest wait before retrying a transient log error.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long shutdown waits for writes in flight.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
+
+/// What a running replica reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// The replica's id.
+    pub replica_id: String,
+    /// Race accounting.
+    pub stats: ReplicaStats,
+    /// Reader's next offset.
+    pub position: Offset,
+    /// Log end at the last check.
+    pub log_end: Offset,
+    /// Whether it is still catching up.
+    pub catching_up: bool,
+    /// Canonical outputs so far.
+    pub outputs: u64,
+    /// Canonical dead letters so far.
+    pub dead_letters: u64,
+}
+
+impl ReplicaStatus {
+    /// Records between the reader and the log end.
+    pub fn lag(&self) -> u64 {
+        self.log_end.saturating_sub(self.position)
+    }
+}
+
+/// Why a replica stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicaError {
+    /// Its outputs differ from the canonical ones: restarting would not help.
+    #[error("replica diverged: {0}")]
+    Diverged(Divergence),
+    /// The log failed in a way retrying cannot fix.
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// Runs one replica until `shutdown` turns true (then flushes what is in flight) or an
+/// unrecoverable error. Transient log errors are retried with backoff. `status` receives the
+/// replica's accounting about every 100 ms.
+pub async fn run_replica<T: Transform, L: EventLog>(
+    log: Arc<L>,
+    transform: T,
+    config: ReplicaConfig,
+    mut shutdown: watch::Receiver<bool>,
+    status: watch::Sender<ReplicaStatus>,
+) -> Result<ReplicaStatus, ReplicaError> {
+    let start = Instant::now();
+    let now_ms = || start.elapsed().as_millis() as u64;
+    let replica_id = config.replica_id.clone();
+    let end = retry(&mut shutdown, || log.end_offset()).await?;
+    let mut core = ReplicaCore::new(transform, config, end.unwrap_or(0));
+    let Some(mut cursor) = retry(&mut shutdown, || log.cursor(0)).await? else {
+        return Ok(ReplicaStatus { replica_id, ..Default::default() });
+    };
+    tracing::info!(replica = %replica_id, log_end = end.unwrap_or(0), "replica starting: catching up from offset 0");
+    let mut deliveries = FuturesUnordered::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut log_end = end.unwrap_or(0);
+    let mut last_lag_check = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut backoff = BACKOFF_MIN;
+    let mut was_catching_up = matches!(core.phase(), Phase::CatchingUp { .. });
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() { break; }
+            }
+            Some((write_id, outcome)) = deliveries.next(), if !deliveries.is_empty() => {
+                let outcome: Result<Offset, LogError> = outcome;
+                if let Err(error) = &outcome {
+                    tracing::warn!(replica = %replica_id, %error, "a write failed; it will be re-sent");
+                }
+                core.on_delivery(write_id, outcome.map_err(|_| ()));
+            }
+            batch = next_batch(cursor.as_mut()), if core.wants_input() => {
+                match batch {
+                    Ok(records) => {
+                        backoff = BACKOFF_MIN;
+                        core.on_fetched(&records, cursor.position());
+                    }
+                    Err(error) if error.is_transient() => {
+                        tracing::warn!(replica = %replica_id, %error, "reading the log failed; retrying in {backoff:?}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            _ = tick.tick() => {
+                core.on_tick(now_ms());
+                if last_lag_check.elapsed() >= LAG_EVERY {
+                    last_lag_check = Instant::now();
+                    if let Ok(end) = log.end_offset().await { log_end = end; }
+                }
+                let catching_up = matches!(core.phase(), Phase::CatchingUp { .. });
+                if catching_up && last_progress.elapsed() >= PROGRESS_EVERY {
+                    last_progress = Instant::now();
+                    if let Phase::CatchingUp { until } = core.phase() {
+                        tracing::info!(replica = %replica_id, position = core.position(), until,
+                            "catching up: {:.0}%", 100.0 * core.position() as f64 / until.max(1) as f64);
+                    }
+                }
+                if was_catching_up && !catching_up {
+                    tracing::info!(replica = %replica_id, position = core.position(), "caught up; live");
+                }
+                was_catching_up = catching_up;
+                status.send_replace(snapshot(&core, log_end));
+            }
+        }
+        if let Some(divergence) = core.divergence() {
+            status.send_replace(snapshot(&core, log_end));
+            return Err(ReplicaError::Diverged(divergence.clone()));
+        }
+        while let Some(write) = core.poll_write(now_ms()) {
+            let delivery = log.append(&write.record);
+            deliveries.push(async move { (write.write_id, delivery.await) });
+        }
+    }
+    // Shutdown: let in-flight writes finish so nothing is left unknown.
+    let flushed = tokio::time::timeout(SHUTDOWN_FLUSH, async {
+        while let Some((write_id, outcome)) = deliveries.next().await {
+            core.on_delivery(write_id, outcome.map_err(|_| ()));
+        }
+    })
+    .await;
+    if flushed.is_err() {
+        tracing::warn!(replica = %replica_id, "shutdown: some writes were still in flight; other replicas or a restart will write them");
+    }
+    let last = snapshot(&core, log_end);
+    status.send_replace(last.clone());
+    tracing::info!(replica = %replica_id, "replica stopped");
+    Ok(last)
+}
+
+async fn next_batch(cursor: &mut dyn LogCursor) -> Result<Vec<crate::record::FetchedRecord>, LogError> {
+    cursor.next_batch(FETCH_WAIT).await
+}
+
+fn snapshot<T: Transform>(core: &ReplicaCore<T>, log_end: Offset) -> ReplicaStatus {
+    ReplicaStatus {
+        replica_id: core.replica_id().to_string(),
+        stats: core.stats(),
+        position: core.position(),
+        log_end: log_end.max(core.position()),
+        catching_up: matches!(core.phase(), Phase::CatchingUp { .. }),
+        outputs: core.rule().count(core.output_key()),
+        dead_letters: core.rule().count(core.dead_letter_key()),
+    }
+}
+
+/// Retries a transient failure with backoff until it succeeds, fails for good, or shutdown
+/// is asked for (`None`).
+async fn retry<F, Fut, V>(shutdown: &mut watch::Receiver<bool>, mut call: F) -> Result<Option<V>, LogError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<V, LogError>>,
+{
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if *shutdown.borrow() {
+            return Ok(None);
+        }
+        match call().await {
+            Ok(value) => return Ok(Some(value)),
+            Err(error) if error.is_transient() => {
+                tracing::warn!(%error, "retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}

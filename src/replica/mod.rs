@@ -1,0 +1,9 @@
+//! A replica of a transform: the pure decision core and the driver that runs it.
+
+pub mod core;
+pub mod driver;
+pub mod local;
+
+pub use self::core::{Divergence, Phase, ReplicaConfig, ReplicaCore, ReplicaStats, WriteRequest};
+pub use driver::{run_replica, ReplicaError, ReplicaStatus};
+pub use local::run_to_end;
