@@ -147,3 +147,19 @@ pub trait Transform: Send + 'static {
     /// input to the dead-letter stream and discards what was emitted for it.
     fn apply(&mut self, input: &Input<'_>, out: &mut Outputs) -> Result<(), TransformError>;
 }
+
+/// A boxed transform is a transform, so launchers can hold transforms chosen at run time.
+impl<T: Transform + ?Sized> Transform for Box<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn version(&self) -> u32 {
+        (**self).version()
+    }
+    fn subscriptions(&self) -> Vec<EventSourceKey> {
+        (**self).subscriptions()
+    }
+    fn apply(&mut self, input: &Input<'_>, out: &mut Outputs) -> Result<(), TransformError> {
+        (**self).apply(input, out)
+    }
+}
