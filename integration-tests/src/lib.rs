@@ -1,1 +1,178 @@
+//! Shared helpers for tests against a real Kafka broker.
+//!
+//! The broker comes from `KAFKA_BOOTSTRAP` (the README's test command starts one and sets
+//! it), or from testcontainers where a Docker engine runs. With neither, tests fail loudly
+//! with the command that starts a broker: never a silent skip.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use competing_transformers::log::admin::create_topic;
+use competing_transformers::log::conformance::Backend;
+use competing_transformers::log::{KafkaLog, KafkaLogConfig, WriteMode};
+use competing_transformers::record::Record;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tokio::sync::OnceCell;
+
+static BOOTSTRAP: OnceCell<String> = OnceCell::const_new();
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+/// Transaction timeout for transactional logs in tests: short, so a dead writer's open
+/// transaction stops blocking readers soon.
+pub const TEST_TRANSACTION_TIMEOUT_MS: u32 = 3_000;
+
+/// The broker's bootstrap servers.
+pub async fn bootstrap() -> String {
+    BOOTSTRAP
+        .get_or_init(|| async {
+            if let Ok(servers) = std::env::var("KAFKA_BOOTSTRAP") {
+                return servers;
+            }
+            if docker_available() {
+                return start_container().await;
+            }
+            panic!(
+                "no Kafka broker: set KAFKA_BOOTSTRAP=host:port, or run the tests with `scripts/test.sh`, which starts one (scripts/kafka.sh start)"
+            );
+        })
+        .await
+        .clone()
+}
+
+fn docker_available() -> bool {
+    std::process::Command::new("docker")
+        .arg("info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+async fn start_container() -> String {
+    use testcontainers_modules::kafka::apache::Kafka;
+    use testcontainers_modules::testcontainers::runners::AsyncRunner;
+    use testcontainers_modules::testcontainers::ImageExt;
+    // One broker per test process, kept for the process's lifetime. Transactions need the
+    // transaction log's replication factor at 1 on a single node.
+    let container = Kafka::default()
+        .with_env_var("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+        .with_env_var("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+        .start()
+        .await
+        .expect("starting Kafka with testcontainers failed");
+    let port = container.get_host_port_ipv4(testcontainers_modules::kafka::apache::KAFKA_PORT).await.expect("kafka port");
+    Box::leak(Box::new(container));
+    format!("127.0.0.1:{port}")
+}
+
+/// A topic name no other test or run uses.
+pub fn unique_topic(test: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{test}-{}-{nanos}-{}", std::process::id(), UNIQUE.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Creates a fresh log topic for `test` and returns its config (record-group mode).
+pub async fn fresh_log_config(test: &str) -> KafkaLogConfig {
+    let config = KafkaLogConfig::new(bootstrap().await, unique_topic(test));
+    create_topic(&config).await.expect("creating the test topic");
+    config
+}
+
+/// A transactional config for `topic`, with a fresh transactional id.
+pub fn transactional(config: &KafkaLogConfig) -> KafkaLogConfig {
+    let mut config = config.clone();
+    config.mode = WriteMode::Transactional {
+        transactional_id: unique_topic("txn"),
+        transaction_timeout_ms: TEST_TRANSACTION_TIMEOUT_MS,
+    };
+    config
+}
+
+/// A raw rdkafka producer on the broker, for writing what the framework never would.
+pub async fn raw_producer(extra: &[(&str, &str)]) -> FutureProducer {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap().await);
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    config.create().expect("raw producer")
+}
+
+/// The Kafka log, in one write mode, as a conformance backend.
+pub struct KafkaBackend {
+    transactional: bool,
+}
+
+impl KafkaBackend {
+    /// Record groups: the default mode.
+    pub fn record_groups() -> Self {
+        Self { transactional: false }
+    }
+    /// One event per record in a Kafka transaction.
+    pub fn transactional() -> Self {
+        Self { transactional: true }
+    }
+    async fn config(&self, topic: &str) -> KafkaLogConfig {
+        let config = KafkaLogConfig::new(bootstrap().await, topic);
+        if self.transactional {
+            transactional(&config)
+        } else {
+            config
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for KafkaBackend {
+    type Log = KafkaLog;
+
+    async fn create(&self, test: &str) -> String {
+        fresh_log_config(test).await.topic
+    }
+
+    async fn connect(&self, id: &str) -> KafkaLog {
+        KafkaLog::connect(self.config(id).await).await.expect("connecting to the test log")
+    }
+
+    async fn append_and_die(&self, id: &str, record: &Record) {
+        if self.transactional {
+            // Open a transaction, write part of the group, and vanish without committing:
+            // the broker aborts it when its timeout passes.
+            let timeout = TEST_TRANSACTION_TIMEOUT_MS.to_string();
+            let txn_id = unique_topic("dying");
+            let producer = raw_producer(&[("transactional.id", &txn_id), ("transaction.timeout.ms", &timeout)]).await;
+            let events = record.events.clone();
+            let source = record.source.clone();
+            let topic = id.to_string();
+            tokio::task::spawn_blocking(move || {
+                producer.init_transactions(Duration::from_secs(30)).unwrap();
+                producer.begin_transaction().unwrap();
+                for event in &events[..events.len() - 1] {
+                    let one = Record { source: source.clone(), writer: "dying".into(), events: vec![event.clone()] }.encode().unwrap();
+                    let _ = producer.send_result(FutureRecord::to(&topic).partition(0).key(&one.key).payload(&one.value));
+                }
+                producer.flush(Duration::from_secs(10)).unwrap();
+                // A crash: no commit, no abort, no clean close.
+                std::mem::forget(producer);
+            })
+            .await
+            .unwrap();
+        } else {
+            // The record is handed to the producer, which is dropped at once: it lands whole
+            // or not at all.
+            let producer = raw_producer(&[("enable.idempotence", "true")]).await;
+            let encoded = record.encode().unwrap();
+            let _ = producer.send_result(FutureRecord::to(id).partition(0).key(&encoded.key).payload(&encoded.value));
+            drop(producer);
+        }
+    }
+
+    async fn append_raw(&self, id: &str, value: Vec<u8>) {
+        let producer = raw_producer(&[]).await;
+        producer
+            .send(FutureRecord::<(), _>::to(id).partition(0).payload(&value), Duration::from_secs(10))
+            .await
+            .expect("raw append");
+    }
+}

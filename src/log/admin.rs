@@ -3,13 +3,14 @@
 //! The rules are a pure function of what the cluster reports ([`TopicFacts`]), so they are
 //! tested without a broker; the functions around them talk to Kafka.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
-use super::kafka::{classify, KafkaLogConfig};
+use super::kafka::{blocking, classify, KafkaLogConfig};
 use super::LogError;
 
 /// How long an admin request may take.
@@ -99,10 +100,13 @@ fn admin_client(config: &KafkaLogConfig) -> Result<AdminClient<DefaultClientCont
 
 /// Reads the facts about the log's topic from the cluster.
 pub async fn describe_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogError> {
-    let admin = admin_client(config)?;
+    let admin = Arc::new(admin_client(config)?);
     let topic = config.topic.clone();
-    let metadata = tokio::task::block_in_place(|| admin.inner().fetch_metadata(Some(&topic), ADMIN_TIMEOUT))
-        .map_err(|e| unreachable_broker(config, e))?;
+    let metadata = {
+        let (admin, topic) = (admin.clone(), topic.clone());
+        blocking(move || admin.inner().fetch_metadata(Some(&topic), ADMIN_TIMEOUT)).await?
+    }
+    .map_err(|e| unreachable_broker(config, e))?;
     let brokers = metadata.brokers().len();
     let found = metadata.topics().iter().find(|t| t.name() == topic);
     let Some(found) = found.filter(|t| t.error().is_none()) else {
@@ -152,9 +156,12 @@ pub async fn check_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogError
 
 /// Creates the log's topic with the right layout, or checks it if it exists already.
 pub async fn create_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogError> {
-    let admin = admin_client(config)?;
-    let metadata = tokio::task::block_in_place(|| admin.inner().fetch_metadata(None, ADMIN_TIMEOUT))
-        .map_err(|e| unreachable_broker(config, e))?;
+    let admin = Arc::new(admin_client(config)?);
+    let metadata = {
+        let admin = admin.clone();
+        blocking(move || admin.inner().fetch_metadata(None, ADMIN_TIMEOUT)).await?
+    }
+    .map_err(|e| unreachable_broker(config, e))?;
     let (replication, min_insync) = wanted_replication(metadata.brokers().len());
     let min_insync = min_insync.to_string();
     let topic = NewTopic::new(&config.topic, 1, TopicReplication::Fixed(replication as i32))

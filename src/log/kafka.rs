@@ -98,6 +98,8 @@ impl KafkaLogConfig {
         if let WriteMode::Transactional { transactional_id, transaction_timeout_ms } = &self.mode {
             config.set("transactional.id", transactional_id);
             config.set("transaction.timeout.ms", transaction_timeout_ms.to_string());
+            // librdkafka requires deliveries to time out no later than the transaction.
+            config.set("message.timeout.ms", (*transaction_timeout_ms).min(30_000).to_string());
         }
         config
     }
@@ -123,7 +125,7 @@ impl KafkaLogConfig {
 pub struct KafkaLog {
     config: KafkaLogConfig,
     writer: Writer,
-    watermarks: BaseConsumer,
+    watermarks: Arc<BaseConsumer>,
 }
 
 enum Writer {
@@ -150,7 +152,7 @@ impl KafkaLog {
                 Writer::Transactional(spawn_transactional_writer(&config).await?)
             }
         };
-        let watermarks = config.consumer_config().create().map_err(|e| config_error(&config, e))?;
+        let watermarks = Arc::new(config.consumer_config().create().map_err(|e| config_error(&config, e))?);
         Ok(Self { config, writer, watermarks })
     }
 
@@ -166,6 +168,11 @@ impl KafkaLog {
             .payload(encoded.value.as_slice())
             .headers(to_headers(&encoded.headers))
     }
+}
+
+/// Runs a blocking librdkafka call on the blocking pool.
+pub(crate) async fn blocking<R: Send + 'static>(call: impl FnOnce() -> R + Send + 'static) -> Result<R, LogError> {
+    tokio::task::spawn_blocking(call).await.map_err(|e| LogError::Fatal(format!("a blocking Kafka call failed: {e}")))
 }
 
 fn to_headers(headers: &[(String, Vec<u8>)]) -> OwnedHeaders {
@@ -272,10 +279,11 @@ impl EventLog for KafkaLog {
     }
 
     async fn end_offset(&self) -> Result<Offset, LogError> {
-        let consumer = &self.watermarks;
+        let consumer = self.watermarks.clone();
         let (topic, partition) = (self.config.topic.clone(), self.config.partition);
         // A blocking metadata call: keep it off the async workers.
-        tokio::task::block_in_place(|| consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10)))
+        blocking(move || consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10)))
+            .await?
             .map(|(_, high)| high.max(0) as Offset)
             .map_err(classify)
     }
@@ -283,7 +291,8 @@ impl EventLog for KafkaLog {
     async fn flush(&self, timeout: Duration) -> Result<(), LogError> {
         match &self.writer {
             Writer::Groups(producer) => {
-                tokio::task::block_in_place(|| producer.flush(timeout)).map_err(classify)
+                let producer = producer.clone();
+                blocking(move || producer.flush(timeout)).await?.map_err(classify)
             }
             Writer::Transactional(_) => Ok(()),
         }
