@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every test against real Kafka: unit, simulation and doc tests, the EventLog
+# conformance suite on a single broker in both write modes, the replica race tests, and the
+# failover test on a 3-broker cluster. Starts the brokers it needs and stops what it started.
+#
+# Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+started_single=0
+started_cluster=0
+cleanup() {
+  if [ "$started_cluster" = 1 ]; then scripts/kafka.sh cluster-stop >/dev/null 2>&1 || true; fi
+  if [ "$started_single" = 1 ]; then scripts/kafka.sh stop >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
+
+# Compile first, while the two cores are not shared with brokers.
+cargo test --workspace --no-run
+
+scripts/kafka.sh fetch --quiet
+if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
+  if scripts/kafka.sh status >/dev/null 2>&1; then
+    export KAFKA_BOOTSTRAP=127.0.0.1:${KAFKA_PORT:-9092}
+  else
+    eval "export $(scripts/kafka.sh start)"
+    started_single=1
+  fi
+fi
+if [ -z "${KAFKA_CLUSTER_BOOTSTRAP:-}" ]; then
+  if scripts/kafka.sh cluster-status >/dev/null 2>&1; then
+    p=${KAFKA_CLUSTER_PORT:-19092}
+    export KAFKA_CLUSTER_BOOTSTRAP=127.0.0.1:$p,127.0.0.1:$((p + 1)),127.0.0.1:$((p + 2))
+  else
+    eval "export $(scripts/kafka.sh cluster-start)"
+    started_cluster=1
+  fi
+fi
+echo "test: single broker $KAFKA_BOOTSTRAP, cluster $KAFKA_CLUSTER_BOOTSTRAP" >&2
+
+cargo test --workspace "$@" -- --nocapture
