@@ -13,6 +13,7 @@
 pub mod canonical;
 pub mod dead_letter;
 pub mod event;
+pub mod launcher;
 pub mod log;
 pub mod record;
 pub mod replica;

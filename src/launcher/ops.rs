@@ -1,0 +1,257 @@
+//! The operator commands: `topics`, `publish`, `tail`, `status`, `dead-letters`.
+//!
+//! Each connects with the same checks as a replica (the topic must have the log's layout),
+//! prints plain text to stdout, and says what went wrong as one sentence.
+
+use std::io::{BufRead, BufReader, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::cli::{LogArgs, PublishArgs, TailArgs};
+use super::config::Config;
+use super::summary::LogSummary;
+use super::{host_name, wall_clock_ms, Error};
+use crate::dead_letter::DeadLetter;
+use crate::event::{Event, EventSourceKey, Offset, CONTENT_TYPE_JSON};
+use crate::log::{admin, CanonicalEvent, EventLog, EventStream, KafkaLog, KafkaLogConfig, Pipeline, WriteOutcome};
+
+/// How long a reader waits for more events before deciding it has reached the log end.
+const IDLE_WAIT: Duration = Duration::from_millis(500);
+
+/// The log's client configuration from flags, environment and the optional config file.
+pub(super) fn log_config(args: &LogArgs) -> Result<KafkaLogConfig, Error> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    Ok(config.log_config(&args.kafka.overrides())?)
+}
+
+async fn connect(args: &LogArgs) -> Result<Arc<KafkaLog>, Error> {
+    Ok(Arc::new(KafkaLog::connect(log_config(args)?).await?))
+}
+
+fn out(line: std::fmt::Arguments<'_>) -> Result<(), Error> {
+    writeln!(std::io::stdout().lock(), "{line}").map_err(Error::Output)
+}
+
+/// `topics create` (`create`) or `topics check`.
+pub(super) async fn topics(args: &LogArgs, create: bool) -> Result<(), Error> {
+    let config = log_config(args)?;
+    let facts = if create { admin::create_topic(&config).await? } else { admin::check_topic(&config).await? };
+    out(format_args!(
+        "topic `{}` on {}: {} partition, replication factor {} on {} broker(s), min.insync.replicas={}, cleanup.policy={}, retention.ms={}, retention.bytes={}: ready for the event log",
+        facts.topic,
+        config.bootstrap_servers,
+        facts.partitions,
+        facts.replication_factor,
+        facts.brokers,
+        facts.min_insync_replicas,
+        facts.cleanup_policy,
+        facts.retention_ms,
+        facts.retention_bytes
+    ))
+}
+
+/// `publish`: one event per non-empty line.
+pub(super) async fn publish(args: PublishArgs) -> Result<(), Error> {
+    let (source, reader): (String, Box<dyn BufRead>) = match &args.file {
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .map_err(|source| Error::Read { path: path.display().to_string(), source })?;
+            (path.display().to_string(), Box::new(BufReader::new(file)))
+        }
+        None => ("stdin".into(), Box::new(BufReader::new(std::io::stdin()))),
+    };
+    let log = connect(&args.log).await?;
+    let writer = args.writer.clone().unwrap_or_else(|| format!("{}-publish", host_name()));
+    let pipeline = Pipeline::new(log, writer);
+    let key = &args.key;
+    let mut lines = reader.lines();
+    let (mut events, mut written, mut existing) = (0u64, 0u64, 0u64);
+    let mut number = 0usize;
+    // Reading stdin blocks; keep it off the async workers' backs.
+    while let Some(line) = tokio::task::block_in_place(|| lines.next()) {
+        number += 1;
+        let line = line.map_err(|error| Error::Read { path: source.clone(), source: error })?;
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        if let Err(error) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            return Err(Error::Usage(format!(
+                "line {number} of {source} is not one JSON value ({error}); {written} event(s) before it were published: fix the line and publish the rest"
+            )));
+        }
+        let time_ms = args.effective_time_ms.unwrap_or_else(wall_clock_ms);
+        let event = Event::new(key.clone(), None, None, time_ms, CONTENT_TYPE_JSON, text.as_bytes().to_vec());
+        match args.start_index {
+            None => {
+                let offset = pipeline.write(key, vec![event]).await?;
+                written += 1;
+                out(format_args!("line {number}: written at offset {offset}"))?;
+            }
+            Some(start) => match pipeline.exists_or_write(key, start + events, vec![event]).await? {
+                WriteOutcome::Written { offset, index } => {
+                    written += 1;
+                    out(format_args!("line {number}: written as index {index} at offset {offset}"))?;
+                }
+                WriteOutcome::Exists { index, winner, same_digest } => {
+                    existing += 1;
+                    let at = winner.map(|o| format!(" at offset {o}")).unwrap_or_default();
+                    let same = match same_digest {
+                        Some(true) => "the same event",
+                        Some(false) => "a different event (another payload or effective time; pass --effective-time-ms to retry exactly)",
+                        None => "too old to compare",
+                    };
+                    out(format_args!("line {number}: exists as index {index}{at}: {same}"))?;
+                }
+                WriteOutcome::Rejected { index, count } => {
+                    // The start index that would put this line at the count.
+                    let fix = match count.checked_sub(events) {
+                        Some(start) => format!("publish the file again with --start-index {start}"),
+                        None => format!("publish the events before index {index} first"),
+                    };
+                    return Err(Error::Usage(format!(
+                        "line {number}: index {index} is ahead of `{key}`'s count {count}, so it was not written (nor any line after it); {fix}"
+                    )));
+                }
+            },
+        }
+        events += 1;
+    }
+    let existed = if args.start_index.is_some() { format!(", {existing} already existed") } else { String::new() };
+    eprintln!("published {written} event(s) under `{key}` from {source}{existed}");
+    Ok(())
+}
+
+/// Hands canonical events from `stream` to `visit` until the log end seen at `end` (or
+/// forever with `follow`).
+async fn each_canonical(
+    stream: &mut EventStream,
+    end: Offset,
+    follow: bool,
+    mut visit: impl FnMut(CanonicalEvent) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut read_before = None;
+    loop {
+        match stream.next_within(IDLE_WAIT).await? {
+            Some(event) => visit(event)?,
+            None if follow => {}
+            None => {
+                // Transaction markers take offsets no record holds, so "nothing new for a
+                // while" also ends the read.
+                let read = stream.rule().next_offset();
+                if read >= end || read_before == Some(read) {
+                    return Ok(());
+                }
+                read_before = Some(read);
+            }
+        }
+    }
+}
+
+/// `tail`.
+pub(super) async fn tail(args: TailArgs) -> Result<(), Error> {
+    let log = connect(&args.log).await?;
+    let end = log.end_offset().await?;
+    let pipeline = Pipeline::new(log, "tail");
+    let mut stream = pipeline.stream_events(std::slice::from_ref(&args.key), args.from).await?;
+    each_canonical(&mut stream, end, args.follow, |canonical| {
+        let payload = String::from_utf8_lossy(&canonical.event.payload).replace('\n', "\\n");
+        let index = canonical.event.index.expect("canonical events carry their index");
+        out(format_args!("{} {} {} {}", canonical.offset, index, canonical.writer, payload))
+    })
+    .await
+}
+
+/// `status`.
+pub(super) async fn status(args: &LogArgs) -> Result<(), Error> {
+    let log = connect(args).await?;
+    let summary = LogSummary::read(log.as_ref()).await?;
+    let keys = summary.keys();
+    let width = keys.iter().map(|(k, _)| k.as_str().len()).max().unwrap_or(0).max(3);
+    out(format_args!(
+        "{} records in topic `{}`, {} malformed",
+        summary.records(),
+        log.config().topic,
+        summary.malformed()
+    ))?;
+    if keys.is_empty() {
+        return out(format_args!("no events yet"));
+    }
+    out(format_args!(""))?;
+    out(format_args!("{:<width$}  {:>9}  {:>10}  {:>9}  {:>8}", "key", "canonical", "duplicates", "divergent", "rejected"))?;
+    for (key, stats) in &keys {
+        out(format_args!(
+            "{:<width$}  {:>9}  {:>10}  {:>9}  {:>8}",
+            key.as_str(),
+            stats.canonical,
+            stats.duplicates,
+            stats.divergent,
+            stats.rejected
+        ))?;
+    }
+    out(format_args!(""))?;
+    out(format_args!("races won: who wrote the canonical copy of each event"))?;
+    let writers: Vec<_> = keys.iter().map(|(key, stats)| (key, stats, summary.writers(key))).collect();
+    let writer_width = writers.iter().flat_map(|(_, _, w)| w.iter().map(|(name, _)| name.len())).max().unwrap_or(0).max(6);
+    out(format_args!("{:<width$}  {:<writer_width$}  {:>7}  {:>6}  {:>6}", "key", "writer", "won", "share", "lost"))?;
+    for (key, stats, writers) in writers {
+        for (writer, tally) in writers {
+            out(format_args!(
+                "{:<width$}  {:<writer_width$}  {:>7}  {:>5.1}%  {:>6}",
+                key.as_str(),
+                writer,
+                tally.won,
+                percent(tally.won, stats.canonical),
+                tally.lost
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
+}
+
+/// `dead-letters list`.
+pub(super) async fn dead_letters(args: &LogArgs, transformer: &EventSourceKey) -> Result<(), Error> {
+    let log = connect(args).await?;
+    let key = transformer.dead_letters();
+    let letters = read_dead_letters(log, &key).await?;
+    for (offset, index, letter) in &letters {
+        match letter {
+            Ok(letter) => out(format_args!("{index} (offset {offset}): {}", letter.describe()))?,
+            Err(raw) => out(format_args!("{index} (offset {offset}): not a dead letter this launcher can read: {raw}"))?,
+        }
+    }
+    eprintln!("{} dead letter(s) in `{key}`", letters.len());
+    Ok(())
+}
+
+/// A dead letter as read back: its record's offset, its index, and the letter (or its raw
+/// text if it does not parse).
+pub(super) type ReadDeadLetter = (Offset, u64, Result<DeadLetter, String>);
+
+/// Every canonical dead letter of `key`, up to the log end.
+pub(super) async fn read_dead_letters<L: EventLog>(log: Arc<L>, key: &EventSourceKey) -> Result<Vec<ReadDeadLetter>, Error> {
+    let end = log.end_offset().await?;
+    let pipeline = Pipeline::new(log, "dead-letters");
+    let mut stream = pipeline.stream_events(std::slice::from_ref(key), 0).await?;
+    let mut letters = Vec::new();
+    each_canonical(&mut stream, end, false, |canonical| {
+        let index = canonical.event.index.expect("canonical events carry their index");
+        let letter = serde_json::from_slice::<DeadLetter>(&canonical.event.payload)
+            .map_err(|_| String::from_utf8_lossy(&canonical.event.payload).into_owned());
+        letters.push((canonical.offset, index, letter));
+        Ok(())
+    })
+    .await?;
+    Ok(letters)
+}
