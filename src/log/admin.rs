@@ -15,6 +15,8 @@ use super::LogError;
 
 /// How long an admin request may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the first metadata request may take: an unreachable broker is reported this soon.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the cluster says about a topic, as far as the log cares.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,7 +106,7 @@ pub async fn describe_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogEr
     let topic = config.topic.clone();
     let metadata = {
         let (admin, topic) = (admin.clone(), topic.clone());
-        blocking(move || admin.inner().fetch_metadata(Some(&topic), ADMIN_TIMEOUT)).await?
+        blocking(move || admin.inner().fetch_metadata(Some(&topic), METADATA_TIMEOUT)).await?
     }
     .map_err(|e| unreachable_broker(config, e))?;
     let brokers = metadata.brokers().len();
@@ -159,7 +161,7 @@ pub async fn create_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogErro
     let admin = Arc::new(admin_client(config)?);
     let metadata = {
         let admin = admin.clone();
-        blocking(move || admin.inner().fetch_metadata(None, ADMIN_TIMEOUT)).await?
+        blocking(move || admin.inner().fetch_metadata(None, METADATA_TIMEOUT)).await?
     }
     .map_err(|e| unreachable_broker(config, e))?;
     let (replication, min_insync) = wanted_replication(metadata.brokers().len());
