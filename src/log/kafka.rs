@@ -114,6 +114,8 @@ impl KafkaLogConfig {
         // A reader waits at most this long on the broker for new records: latency, not batching.
         config.set("fetch.wait.max.ms", "5");
         config.set("enable.partition.eof", "false");
+        // An offset outside the log is an error, never a silent jump to its end.
+        config.set("auto.offset.reset", "error");
         // librdkafka wants a group id for some calls even with manual assignment; no group
         // coordination happens since nothing subscribes or commits.
         config.set("group.id", "competing-transformers-reader");
@@ -328,14 +330,17 @@ impl LogCursor for KafkaCursor {
     async fn next_batch(&mut self, max_wait: Duration) -> Result<Vec<FetchedRecord>, LogError> {
         let mut batch = match tokio::time::timeout(max_wait, self.consumer.recv()).await {
             Err(_) => return Ok(Vec::new()),
-            Ok(Err(error)) => return Err(classify(error)),
+            Ok(Err(error)) => return consumer_error(error).map(|()| Vec::new()),
             Ok(Ok(message)) => vec![to_fetched(&message)],
         };
         // Drain what is already here without waiting again.
         while batch.len() < BATCH_RECORDS_MAX {
             match self.consumer.recv().now_or_never() {
                 Some(Ok(message)) => batch.push(to_fetched(&message)),
-                Some(Err(error)) => return Err(classify(error)),
+                Some(Err(error)) => {
+                    consumer_error(error)?;
+                    break;
+                }
                 None => break,
             }
         }
@@ -353,6 +358,18 @@ impl LogCursor for KafkaCursor {
             .filter(|o| *o >= 0)
             .map(|o| o as Offset);
         reported.map_or(self.next, |o| o.max(self.next))
+    }
+}
+
+/// A consumer error: librdkafka reports lost connections and keeps reconnecting by itself,
+/// so transient ones are only logged; others end the read.
+fn consumer_error(error: KafkaError) -> Result<(), LogError> {
+    match classify(error) {
+        LogError::Unavailable(message) => {
+            tracing::debug!(%message, "transient consumer error; librdkafka retries");
+            Ok(())
+        }
+        other => Err(other),
     }
 }
 
