@@ -366,12 +366,9 @@ mod tests {
     #[test]
     fn a_flipped_payload_byte_is_a_digest_mismatch() {
         let mut value = sample().encode().unwrap().value;
-        let last = value.len() - 1 - 0;
-        // The second event has an empty payload, so the first event's payload sits earlier:
-        // flip the byte of `{"a":1}` that holds `1`.
+        // Flip the byte of the first event's payload `{"a":1}` that holds `1`.
         let at = value.windows(7).position(|w| w == b"{\"a\":1}").unwrap() + 5;
         value[at] ^= 1;
-        assert!(last > at);
         assert_eq!(Record::decode(&value), Err(DecodeError::DigestMismatch { event: 0 }));
     }
 

@@ -242,7 +242,7 @@ async fn acknowledged_conditional_writes_survive_the_leader_being_killed() {
         Arc::new(KafkaLog::connect(config.clone()).await.expect("connecting the reader")),
         "reader",
     );
-    let mut stream = reader.stream_events(&[race.key.clone()], 0).await.expect("opening the stream");
+    let mut stream = reader.stream_events(std::slice::from_ref(&race.key), 0).await.expect("opening the stream");
     // With a node down, librdkafka reports its failed connections as consumer errors (e.g.
     // BrokerTransportFailure): transient, the stream's state is kept, read on.
     let mut read_errors: Vec<String> = Vec::new();

@@ -119,7 +119,7 @@ async fn wait_for_count(reader: &Pipeline<KafkaLog>, key: &EventSourceKey, count
 }
 
 async fn canonical_payloads(reader: &Pipeline<KafkaLog>, key: &EventSourceKey, count: usize) -> Vec<Vec<u8>> {
-    let events = reader.stream_events(&[key.clone()], 0).await.unwrap().collect(count, Duration::from_secs(10)).await.unwrap();
+    let events = reader.stream_events(std::slice::from_ref(key), 0).await.unwrap().collect(count, Duration::from_secs(10)).await.unwrap();
     events.into_iter().map(|e| e.event.payload).collect()
 }
 
@@ -153,7 +153,7 @@ async fn three_replicas_with_one_killed_and_one_paused_match_a_lone_replica() {
     let got = canonical_payloads(&reader, &output, want.len()).await;
     assert_eq!(got.len(), want.len());
     assert!(got == want, "canonical outputs on Kafka differ from a lone replica's");
-    let extra = reader.stream_events(&[output.clone()], 0).await.unwrap().collect(want.len() + 1, Duration::from_secs(2)).await.unwrap();
+    let extra = reader.stream_events(std::slice::from_ref(&output), 0).await.unwrap().collect(want.len() + 1, Duration::from_secs(2)).await.unwrap();
     assert_eq!(extra.len(), want.len(), "no output beyond the reference's");
 
     // The paused replica catches up and agrees without writing anything twice as canonical.
@@ -196,7 +196,7 @@ async fn a_poison_event_is_dead_lettered_once_and_the_pipeline_goes_on() {
 
     let dead_letters = output.dead_letters();
     wait_for_count(&reader, &dead_letters, 1, Duration::from_secs(10)).await;
-    let letters = reader.stream_events(&[dead_letters.clone()], 0).await.unwrap().collect(2, Duration::from_secs(2)).await.unwrap();
+    let letters = reader.stream_events(std::slice::from_ref(&dead_letters), 0).await.unwrap().collect(2, Duration::from_secs(2)).await.unwrap();
     assert_eq!(letters.len(), 1, "three replicas, one canonical dead letter");
     let letter: DeadLetter = serde_json::from_slice(&letters[0].event.payload).unwrap();
     assert_eq!(letter.reason, Reason::Decode);

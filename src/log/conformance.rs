@@ -56,7 +56,7 @@ pub async fn total_order<B: Backend>(backend: &B) {
     let mut seen = Vec::new();
     for reader in ["r1", "r2"] {
         let reader = pipeline(backend, &id, reader).await;
-        let events = reader.stream_events(&[k.clone()], 0).await.unwrap().collect(10, READ_WAIT).await.unwrap();
+        let events = reader.stream_events(std::slice::from_ref(&k), 0).await.unwrap().collect(10, READ_WAIT).await.unwrap();
         let indexes: Vec<u64> = events.iter().map(|e| e.event.index.unwrap()).collect();
         assert_eq!(indexes, (0..10).collect::<Vec<_>>());
         assert!(events.windows(2).all(|w| w[0].offset < w[1].offset), "log order is offset order");
@@ -105,7 +105,7 @@ pub async fn racing_writers_get_one_winner_per_index<B: Backend>(backend: &B) {
     let mut views = Vec::new();
     for reader in ["r1", "r2"] {
         let reader = pipeline(backend, &id, reader).await;
-        let events = reader.stream_events(&[k.clone()], 0).await.unwrap().collect(indexes as usize, READ_WAIT).await.unwrap();
+        let events = reader.stream_events(std::slice::from_ref(&k), 0).await.unwrap().collect(indexes as usize, READ_WAIT).await.unwrap();
         assert_eq!(payloads(&events), (0..indexes).map(|i| format!("v{i}")).collect::<Vec<_>>());
         views.push(events);
     }
@@ -143,7 +143,7 @@ pub async fn unconditional_writes_take_the_next_index<B: Backend>(backend: &B) {
     log.exists_or_write(&k, 0, vec![text("a")]).await.unwrap();
     log.write(&k, vec![text("b"), text("c")]).await.unwrap();
     assert_eq!(log.count(&k).await.unwrap(), 3);
-    let events = log.stream_events(&[k.clone()], 0).await.unwrap().collect(3, READ_WAIT).await.unwrap();
+    let events = log.stream_events(std::slice::from_ref(&k), 0).await.unwrap().collect(3, READ_WAIT).await.unwrap();
     assert_eq!(payloads(&events), ["a", "b", "c"]);
     assert_eq!(events.iter().map(|e| e.event.index.unwrap()).collect::<Vec<_>>(), [0, 1, 2]);
     assert!(matches!(log.exists_or_write(&k, 3, vec![text("d")]).await.unwrap(), WriteOutcome::Written { index: 3, .. }));
@@ -161,7 +161,7 @@ pub async fn groups_are_atomic_even_when_the_writer_dies<B: Backend>(backend: &B
     backend.append_and_die(&id, &dying).await;
     let log = pipeline(backend, &id, "w").await;
     log.write(&k, vec![text("x0"), text("x1"), text("x2")]).await.unwrap();
-    let mut stream = log.stream_events(&[k.clone()], 0).await.unwrap();
+    let mut stream = log.stream_events(std::slice::from_ref(&k), 0).await.unwrap();
     let mut seen = Vec::new();
     while seen.iter().filter(|p: &&String| p.starts_with('x')).count() < 3 {
         let Some(event) = stream.next_within(READ_WAIT).await.unwrap() else { break };
@@ -196,7 +196,7 @@ pub async fn streams_resume_from_a_position<B: Backend>(backend: &B) {
     for i in 0..5 {
         offsets.push(log.write(&k, vec![text(&format!("{i}"))]).await.unwrap());
     }
-    let events = log.stream_events(&[k.clone()], offsets[3]).await.unwrap().collect(2, READ_WAIT).await.unwrap();
+    let events = log.stream_events(std::slice::from_ref(&k), offsets[3]).await.unwrap().collect(2, READ_WAIT).await.unwrap();
     assert_eq!(payloads(&events), ["3", "4"]);
     assert_eq!(events.iter().map(|e| e.event.index.unwrap()).collect::<Vec<_>>(), [3, 4]);
 }
@@ -210,7 +210,7 @@ pub async fn malformed_records_are_skipped_and_counted<B: Backend>(backend: &B) 
     backend.append_raw(&id, b"{\"not\":\"a record\"}".to_vec()).await;
     backend.append_raw(&id, b"CT\x01garbage".to_vec()).await;
     log.write(&k, vec![text("after")]).await.unwrap();
-    let events = log.stream_events(&[k.clone()], 0).await.unwrap().collect(2, READ_WAIT).await.unwrap();
+    let events = log.stream_events(std::slice::from_ref(&k), 0).await.unwrap().collect(2, READ_WAIT).await.unwrap();
     assert_eq!(payloads(&events), ["before", "after"]);
     let rule = log.snapshot().await.unwrap();
     assert_eq!(rule.malformed(), 2);
