@@ -35,23 +35,11 @@ fn publish(log: &MemoryLog, payload: &[u8]) {
     log.publish(&key("in"), vec![Event::new(key("in"), None, None, 7, "text/plain", payload.to_vec())]);
 }
 
-/// Feeds everything in the log to `core` and appends what it writes; returns records written.
+/// Runs `core` over the log with the library's local driver; returns records it wrote.
 fn drive(core: &mut ReplicaCore<Echo>, log: &MemoryLog) -> u64 {
     let before = core.stats().records_written;
-    loop {
-        let records = log.records_from(core.position());
-        let position = core.position() + records.len() as u64;
-        core.on_fetched(&records, position);
-        let mut wrote = false;
-        while let Some(write) = core.poll_write(0) {
-            let offset = log.append_now(&write.record).unwrap();
-            core.on_delivery(write.write_id, Ok(offset));
-            wrote = true;
-        }
-        if !wrote && records.is_empty() {
-            return core.stats().records_written - before;
-        }
-    }
+    competing_transformers::replica::drive(core, log);
+    core.stats().records_written - before
 }
 
 #[test]

@@ -10,6 +10,14 @@ use crate::transform::Transform;
 /// for its stats and the transform's state.
 pub fn run_to_end<T: Transform>(log: &MemoryLog, transform: T) -> ReplicaCore<T> {
     let mut core = ReplicaCore::new(transform, ReplicaConfig::new("local"), 0);
+    drive(&mut core, log);
+    assert!(core.is_settled() || core.divergence().is_some(), "a lone replica over a memory log always settles");
+    core
+}
+
+/// Feeds `core` everything in `log` it has not read, appending each record it writes at
+/// once, until there is nothing left to read or write.
+pub fn drive<T: Transform>(core: &mut ReplicaCore<T>, log: &MemoryLog) {
     loop {
         let records = log.records_from(core.position());
         let position = core.position() + records.len() as u64;
@@ -21,8 +29,7 @@ pub fn run_to_end<T: Transform>(log: &MemoryLog, transform: T) -> ReplicaCore<T>
             wrote = true;
         }
         if !wrote && records.is_empty() {
-            assert!(core.is_settled() || core.divergence().is_some(), "a lone replica over a memory log always settles");
-            return core;
+            return;
         }
     }
 }

@@ -6,4 +6,4 @@ pub mod local;
 
 pub use self::core::{Divergence, Phase, ReplicaConfig, ReplicaCore, ReplicaStats, WriteRequest};
 pub use driver::{run_replica, ReplicaError, ReplicaStatus};
-pub use local::run_to_end;
+pub use local::{drive, run_to_end};
