@@ -252,6 +252,12 @@ impl EventStream {
         Ok(events)
     }
 
+    /// The offset the stream reads next, past transaction markers: compare it with
+    /// [`EventLog::end_offset`] to know when the stream has caught up.
+    pub fn position(&self) -> Offset {
+        self.cursor.position()
+    }
+
     /// What the stream's rule has seen so far (counts, duplicates, malformed records).
     pub fn rule(&self) -> &CanonicalRule {
         &self.rule
