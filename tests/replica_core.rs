@@ -122,3 +122,31 @@ fn a_rejected_copy_of_its_own_makes_a_replica_send_again_from_the_count() {
     assert_eq!(log.canonical(&key("echo")).len(), 4);
     assert!(core.is_settled());
 }
+
+#[test]
+fn a_staggered_replica_writes_only_what_the_first_rank_has_not_written_in_time() {
+    use competing_transformers::replica::Stagger;
+    let log = MemoryLog::new();
+    publish(&log, b"a");
+    let mut config = ReplicaConfig::new("second");
+    config.stagger = Some(Stagger { rank: 1, delay_ms: 50 });
+    let mut second = ReplicaCore::new(Echo, config, 0);
+    let records = log.records();
+    second.on_fetched(&records, records.len() as u64);
+    assert_eq!(second.poll_write(1_000), None, "held for its turn");
+    assert_eq!(second.next_release_ms(), Some(1_050));
+    // The first rank's copy lands in time: nothing to write.
+    run_to_end(&log, Echo);
+    let records = log.records_from(second.position());
+    second.on_fetched(&records, second.position() + records.len() as u64);
+    assert_eq!(second.poll_write(1_060), None);
+    assert_eq!(second.stats().writes_skipped, 1);
+    // The first rank is stalled for the next input: the second writes once its turn comes.
+    publish(&log, b"b");
+    let records = log.records_from(second.position());
+    second.on_fetched(&records, second.position() + records.len() as u64);
+    assert_eq!(second.poll_write(2_000), None);
+    assert_eq!(second.poll_write(2_049), None);
+    let write = second.poll_write(2_050).expect("its turn has come");
+    assert_eq!(write.record.events.len(), 2);
+}

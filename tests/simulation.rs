@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 
 use competing_transformers::dead_letter::DeadLetter;
 use competing_transformers::record::Record;
-use competing_transformers::replica::{run_to_end, ReplicaConfig, ReplicaCore};
+use competing_transformers::replica::{run_to_end, ReplicaConfig, ReplicaCore, Stagger};
 use competing_transformers::{Event, EventSourceKey, Input, MemoryLog, Outputs, Transform, TransformError};
 
 /// SplitMix64: a tiny generator whose sequence depends on the seed alone.
@@ -108,6 +108,7 @@ struct Faults {
 
 struct SimReplica {
     id: String,
+    stagger: Option<Stagger>,
     core: Option<ReplicaCore<RunningSum>>,
     in_flight: VecDeque<(u64, Record)>,
     /// Writes lost without a word yet: the producer reports them failed later, as
@@ -121,6 +122,7 @@ impl SimReplica {
         let mut config = ReplicaConfig::new(self.id.clone());
         config.resend_after_ms = 300;
         config.pending_events_max = 40;
+        config.stagger = self.stagger;
         self.core = Some(ReplicaCore::new(RunningSum { sum: 0 }, config, log.records().len() as u64));
         self.in_flight.clear();
         self.lost.clear();
@@ -185,8 +187,10 @@ fn run_seed(seed: u64) -> Faults {
     let replica_count = 2 + rng.below(3);
     let input_count = 20 + rng.below(40);
     let log = MemoryLog::new();
+    // Half the seeds stagger writes: replica n waits n × delay before writing.
+    let delay_ms = if rng.chance(50) { Some(1 + rng.below(60)) } else { None };
     let mut replicas: Vec<SimReplica> = (0..replica_count)
-        .map(|n| SimReplica { id: format!("r{n}"), core: None, in_flight: VecDeque::new(), lost: Vec::new(), stalled_until: 0 })
+        .map(|n| SimReplica { id: format!("r{n}"), stagger: delay_ms.map(|delay_ms| Stagger { rank: n, delay_ms }), core: None, in_flight: VecDeque::new(), lost: Vec::new(), stalled_until: 0 })
         .collect();
     for replica in &mut replicas {
         replica.start(&log);

@@ -127,6 +127,10 @@ pub struct RunArgs {
     /// Replicas of each transformer in this process, instead of the config's `replicas`
     #[arg(long, value_name = "N")]
     pub replicas: Option<u32>,
+    /// With `stagger_ms`: the rank of this process's first replica (the others follow);
+    /// give each host its own, 0 on the host that should write first
+    #[arg(long, env = "STAGGER_RANK", value_name = "K", default_value_t = 0)]
+    pub stagger_rank: u64,
 }
 
 /// `topics`.

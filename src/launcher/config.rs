@@ -15,6 +15,7 @@
 //! [[transformer]]
 //! name = "matching-engine"              # a name the launcher binary registers
 //! replicas = 3                          # replicas of it in this process (--replicas wins)
+//! stagger_ms = 5                        # optional: rank k writes after k × 5 ms unless beaten
 //! ```
 
 use std::collections::BTreeMap;
@@ -95,6 +96,10 @@ pub struct TransformerSection {
     /// How many replicas of it this process runs.
     #[serde(default = "one")]
     pub replicas: u32,
+    /// Staggered racing: replica of rank k waits k × this many ms before writing a group,
+    /// and skips it if another replica's copy is canonical by then. Absent: all write at once.
+    #[serde(default)]
+    pub stagger_ms: Option<u64>,
 }
 
 fn one() -> u32 {

@@ -24,7 +24,7 @@ use super::registry::Registry;
 use super::{host_name, log_sentence, Error};
 use crate::log::{admin, EventLog, KafkaLog, LogError};
 use crate::record::WRITER_BYTES_MAX;
-use crate::replica::{run_replica, ReplicaConfig, ReplicaError, ReplicaStatus};
+use crate::replica::{run_replica, ReplicaConfig, ReplicaError, ReplicaStatus, Stagger};
 
 /// First wait before restarting a failed replica; it doubles on each failure in a row.
 const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -62,6 +62,7 @@ impl State {
 /// One supervised replica, as the race table sees it.
 struct Slot {
     replica_id: String,
+    stagger: Option<Stagger>,
     transformer: String,
     state: State,
     restarts: u32,
@@ -110,7 +111,13 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
                     "replica id `{replica_id}` must have a non-empty prefix and at most {WRITER_BYTES_MAX} bytes; pass a shorter --replica-id"
                 )));
             }
-            let slot = Slot { replica_id, transformer: transformer.clone(), state: State::Starting, restarts: 0, status: None };
+            let stagger = config
+                .transformers
+                .iter()
+                .find(|entry| &entry.name == transformer)
+                .and_then(|entry| entry.stagger_ms)
+                .map(|delay_ms| Stagger { rank: args.stagger_rank + u64::from(n - 1), delay_ms });
+            let slot = Slot { replica_id, stagger, transformer: transformer.clone(), state: State::Starting, restarts: 0, status: None };
             slots.push(Arc::new(Mutex::new(slot)));
         }
     }
@@ -246,9 +253,9 @@ where
     C: Fn() -> F,
     F: Future<Output = Result<L, LogError>>,
 {
-    let (replica_id, transformer) = {
+    let (replica_id, transformer, stagger) = {
         let slot = slot.lock().expect("slot lock");
-        (slot.replica_id.clone(), slot.transformer.clone())
+        (slot.replica_id.clone(), slot.transformer.clone(), slot.stagger)
     };
     let mut stop = shutdown.clone();
     let log = tokio::select! {
@@ -262,7 +269,8 @@ where
         slot.status = Some(status_receiver);
         slot.state = State::Running;
     }
-    let config = ReplicaConfig::new(replica_id);
+    let mut config = ReplicaConfig::new(replica_id);
+    config.stagger = stagger;
     // A task of its own, so a panic ends this run instead of the launcher.
     let replica = tokio::spawn(run_replica(Arc::new(log), transform, config, shutdown.clone(), status));
     match replica.await {
@@ -370,7 +378,7 @@ mod tests {
 
     fn slot(transformer: &str) -> SharedSlot {
         let replica_id = format!("test-{transformer}-1");
-        Arc::new(Mutex::new(Slot { replica_id, transformer: transformer.into(), state: State::Starting, restarts: 0, status: None }))
+        Arc::new(Mutex::new(Slot { replica_id, stagger: None, transformer: transformer.into(), state: State::Starting, restarts: 0, status: None }))
     }
 
     fn start(registry: Registry, log: &MemoryLog, slot: &SharedSlot, shutdown: &watch::Receiver<bool>) -> tokio::task::JoinHandle<Ending> {

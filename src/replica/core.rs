@@ -39,6 +39,20 @@ pub struct ReplicaConfig {
     pub record_bytes_max: usize,
     /// How long a sent group may stay missing from the log before it is sent again.
     pub resend_after_ms: u64,
+    /// Staggered racing: when set, this replica holds each new group back for
+    /// `rank × delay_ms` and writes it only if no other replica's copy is canonical by then.
+    /// `None`: every replica writes at once (the lowest latency, the most duplicates).
+    pub stagger: Option<Stagger>,
+}
+
+/// How replicas take turns to write first, trading a little latency under a stall for
+/// fewer duplicates when all are healthy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stagger {
+    /// This replica's rank: 0 writes at once, 1 waits `delay_ms`, 2 waits twice that, …
+    pub rank: u64,
+    /// How long each rank waits more than the one before it.
+    pub delay_ms: u64,
 }
 
 impl ReplicaConfig {
@@ -51,6 +65,7 @@ impl ReplicaConfig {
             in_flight_records_max: 1_000,
             record_bytes_max: 900 * 1024,
             resend_after_ms: 5_000,
+            stagger: None,
         }
     }
 }
@@ -116,6 +131,8 @@ pub struct ReplicaStats {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SendState {
+    /// Held back by staggering until the deadline (set at the first poll after it was made).
+    Held { until_ms: Option<u64> },
     /// Not sent, or to be sent again.
     Unsent,
     /// In the record with this write id, at this time.
@@ -349,7 +366,9 @@ impl<T: Transform> ReplicaCore<T> {
                 }
             }
         }
-        let group = Group { key, first_index, events, send: SendState::Unsent };
+        let held = self.phase == Phase::Live && self.config.stagger.is_some_and(|s| s.rank > 0);
+        let send = if held { SendState::Held { until_ms: None } } else { SendState::Unsent };
+        let group = Group { key, first_index, events, send };
         if group.end_index() <= count {
             if self.phase == Phase::Live {
                 self.stats.writes_skipped += 1;
@@ -362,7 +381,42 @@ impl<T: Transform> ReplicaCore<T> {
     /// Drops groups that are canonical now.
     fn prune(&mut self) {
         let rule = &self.rule;
-        self.pending.retain(|g| g.end_index() > rule.count(&g.key));
+        let before = self.pending.len();
+        let mut skipped = 0;
+        self.pending.retain(|g| {
+            let keep = g.end_index() > rule.count(&g.key);
+            if !keep && matches!(g.send, SendState::Held { .. }) {
+                skipped += 1;
+            }
+            keep
+        });
+        debug_assert!(self.pending.len() <= before);
+        self.stats.writes_skipped += skipped;
+    }
+
+    /// Releases held groups whose turn has come, in order: a group never overtakes an
+    /// earlier one, so a replica's writes stay in index order.
+    fn release_held(&mut self) {
+        let Some(stagger) = self.config.stagger else { return };
+        let now = self.now_ms;
+        for group in &mut self.pending {
+            if let SendState::Held { until_ms } = &mut group.send {
+                let due = *until_ms.get_or_insert(now + stagger.rank * stagger.delay_ms);
+                if due > now {
+                    break;
+                }
+                group.send = SendState::Unsent;
+            }
+        }
+    }
+
+    /// When the next held group's turn comes, if one is waiting: the driver wakes the core
+    /// then with [`ReplicaCore::poll_write`].
+    pub fn next_release_ms(&self) -> Option<u64> {
+        self.pending.iter().find_map(|g| match g.send {
+            SendState::Held { until_ms } => Some(until_ms.unwrap_or(self.now_ms)),
+            _ => None,
+        })
     }
 
     /// The next record to append, if any. Call until `None` after every input to the core.
@@ -381,9 +435,10 @@ impl<T: Transform> ReplicaCore<T> {
         if self.in_flight.len() >= self.config.in_flight_records_max {
             return None;
         }
+        self.release_held();
         if self.resend_wanted && self.in_flight.is_empty() {
             self.resend_wanted = false;
-            for group in self.pending.iter_mut().filter(|g| g.send != SendState::Unsent) {
+            for group in self.pending.iter_mut().filter(|g| matches!(g.send, SendState::Sent { .. })) {
                 group.send = SendState::Unsent;
                 self.stats.groups_resent += 1;
             }
@@ -391,7 +446,10 @@ impl<T: Transform> ReplicaCore<T> {
         let write_id = self.next_write_id;
         let mut events = Vec::new();
         let mut bytes = 0;
-        for group in self.pending.iter_mut().filter(|g| g.send == SendState::Unsent) {
+        for group in self.pending.iter_mut().take_while(|g| !matches!(g.send, SendState::Held { .. })) {
+            if group.send != SendState::Unsent {
+                continue;
+            }
             let size = group.payload_bytes();
             if !events.is_empty()
                 && (bytes + size > self.config.record_bytes_max || events.len() + group.events.len() > EVENTS_PER_RECORD_MAX)
@@ -421,7 +479,7 @@ impl<T: Transform> ReplicaCore<T> {
             let mut from_here = false;
             for group in &mut self.pending {
                 from_here |= matches!(group.send, SendState::Sent { write_id: id, .. } if id == write_id);
-                if from_here {
+                if from_here && matches!(group.send, SendState::Sent { .. }) {
                     group.send = SendState::Unsent;
                 }
             }
@@ -437,7 +495,7 @@ impl<T: Transform> ReplicaCore<T> {
         });
         if overdue {
             for group in &mut self.pending {
-                if group.send != SendState::Unsent {
+                if matches!(group.send, SendState::Sent { .. }) {
                     group.send = SendState::Unsent;
                     self.stats.groups_resent += 1;
                 }

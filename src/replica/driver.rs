@@ -119,6 +119,8 @@ pub async fn run_replica<T: Transform, L: EventLog>(
                     Err(error) => return Err(error.into()),
                 }
             }
+            // A held group's turn: the poll below releases it.
+            _ = sleep_until_ms(start, core.next_release_ms()) => {}
             _ = tick.tick() => {
                 core.on_tick(now_ms());
                 if last_lag_check.elapsed() >= LAG_EVERY {
@@ -163,6 +165,14 @@ pub async fn run_replica<T: Transform, L: EventLog>(
     status.send_replace(last.clone());
     tracing::info!(replica = %replica_id, "replica stopped");
     Ok(last)
+}
+
+/// Sleeps until `at_ms` after `start`, or forever when there is nothing to wake for.
+async fn sleep_until_ms(start: Instant, at_ms: Option<u64>) {
+    match at_ms {
+        Some(at) => tokio::time::sleep_until(start + Duration::from_millis(at)).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_batch(cursor: &mut dyn LogCursor) -> Result<Vec<crate::record::FetchedRecord>, LogError> {

@@ -4,6 +4,6 @@ pub mod core;
 pub mod driver;
 pub mod local;
 
-pub use self::core::{Divergence, Phase, ReplicaConfig, ReplicaCore, ReplicaStats, WriteRequest};
+pub use self::core::{Divergence, Phase, ReplicaConfig, ReplicaCore, ReplicaStats, Stagger, WriteRequest};
 pub use driver::{run_replica, ReplicaError, ReplicaStatus};
 pub use local::{drive, run_to_end};
