@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test against real Kafka: unit, simulation and doc tests, the EventLog
 # conformance suite on a single broker in both write modes, the replica race tests, and the
-# failover test on a 3-broker cluster. Starts the brokers it needs and stops what it started.
+# failover test on a 3-broker cluster, and the ledger's projection into PostgreSQL. Starts the
+# brokers and the database it needs and stops what it started.
 #
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
@@ -9,7 +10,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 started_single=0
 started_cluster=0
+started_postgres=0
+started_registry=0
 cleanup() {
+  if [ "$started_registry" = 1 ]; then scripts/registry.sh stop >/dev/null 2>&1 || true; fi
+  if [ "$started_postgres" = 1 ]; then scripts/postgres.sh stop >/dev/null 2>&1 || true; fi
   if [ "$started_cluster" = 1 ]; then scripts/kafka.sh cluster-stop >/dev/null 2>&1 || true; fi
   if [ "$started_single" = 1 ]; then scripts/kafka.sh stop >/dev/null 2>&1 || true; fi
 }
@@ -36,6 +41,25 @@ if [ -z "${KAFKA_CLUSTER_BOOTSTRAP:-}" ]; then
     started_cluster=1
   fi
 fi
-echo "test: single broker $KAFKA_BOOTSTRAP, cluster $KAFKA_CLUSTER_BOOTSTRAP" >&2
+if [ -z "${DATABASE_URL:-}" ]; then
+  if scripts/postgres.sh status >/dev/null 2>&1; then
+    export DATABASE_URL=postgres://postgres@127.0.0.1:${PG_PORT:-55432}/postgres
+  else
+    eval "export $(scripts/postgres.sh start)"
+    started_postgres=1
+  fi
+fi
+# The Avro tests need a real schema registry (Apicurio, Confluent-compatible API).
+scripts/registry.sh fetch --quiet
+if [ -z "${SCHEMA_REGISTRY_URL:-}" ]; then
+  if scripts/registry.sh status >/dev/null 2>&1; then
+    export SCHEMA_REGISTRY_URL=http://127.0.0.1:${REGISTRY_PORT:-8081}/apis/ccompat/v7
+  else
+    eval "export $(scripts/registry.sh start)"
+    started_registry=1
+  fi
+fi
+echo "test: schema registry $SCHEMA_REGISTRY_URL" >&2
+echo "test: single broker $KAFKA_BOOTSTRAP, cluster $KAFKA_CLUSTER_BOOTSTRAP, PostgreSQL $DATABASE_URL" >&2
 
 cargo test --workspace "$@" -- --nocapture

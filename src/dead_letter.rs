@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::event::Offset;
 use crate::transform::{Input, TransformError};
 
+/// The Avro schema of a dead letter (`schemas/dead-letter.avsc`), the same shape as its JSON
+/// payload, for Kafka-native tools that export dead letters as Avro.
+pub const DEAD_LETTER_SCHEMA: &str = include_str!("../schemas/dead-letter.avsc");
+
 /// Content type of dead-letter payloads.
 pub const CONTENT_TYPE_DEAD_LETTER: &str = "application/vnd.competing-transformers.dead-letter+json";
 
@@ -125,5 +129,36 @@ impl DeadLetter {
             self.reason.describe(),
             self.message
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::codec::{self, AvroOutput, SchemaCache};
+    use crate::event::{Digest, EventSourceKey};
+
+    #[test]
+    fn a_dead_letter_fits_its_avro_schema_and_reads_back_the_same() {
+        let key = EventSourceKey::new("orders").unwrap();
+        let input = Input {
+            key: &key,
+            index: 17,
+            offset: 428,
+            effective_time_ms: 1_700_000_000_000,
+            content_type: codec::CONTENT_TYPE_AVRO,
+            payload: &[0, 0, 0, 0, 9, 1],
+            digest: Digest([0; 32]),
+            schemas: &codec::NO_SCHEMAS,
+        };
+        let letter = DeadLetter::new("enricher", 1, Reason::Schema, "field `amount` missing".into(), &input);
+        let output = AvroOutput { schema_id: 5, schema: Arc::new(codec::parse_schema(DEAD_LETTER_SCHEMA).unwrap()) };
+        let payload = codec::encode_avro(&letter, &output).unwrap();
+        let mut schemas = SchemaCache::new();
+        schemas.insert(5, output.schema.clone());
+        let back: DeadLetter = codec::decode(codec::CONTENT_TYPE_AVRO, &payload, &schemas, None).unwrap();
+        assert_eq!(back, letter);
     }
 }

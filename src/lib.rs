@@ -9,8 +9,11 @@
 //! - [`transform`]: the contract a DET author implements.
 //! - [`replica`]: a replica's decisions (pure core) and the driver that runs them.
 //! - [`dead_letter`]: what a failed input becomes.
+//! - [`codec`]: payload codecs (JSON, Avro in the Confluent wire format), pure.
+//! - [`schema_registry`]: the schema registry client: writer schemas by id, registration.
 
 pub mod canonical;
+pub mod codec;
 pub mod dead_letter;
 pub mod event;
 #[allow(clippy::disallowed_methods)] // the operator CLI: clocks for logs, demo and publish
@@ -18,7 +21,13 @@ pub mod launcher;
 pub mod log;
 pub mod record;
 pub mod replica;
+pub mod schema_registry;
 pub mod transform;
+
+/// The README's examples compile and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
 
 pub use canonical::{CanonicalRule, Verdict};
 pub use event::{Digest, Event, EventSourceKey, Offset};

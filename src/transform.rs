@@ -34,6 +34,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::codec::{self, OutputCodec, SchemaCache};
 use crate::event::{Digest, EventSourceKey, Offset, CONTENT_TYPE_JSON};
 
 /// Most events one input may produce.
@@ -59,6 +60,9 @@ pub struct Input<'a> {
     pub payload: &'a [u8],
     /// The event's digest.
     pub digest: Digest,
+    /// Writer schemas of Avro payloads, resolved by the driver before the core saw the
+    /// input ([`crate::codec::NO_SCHEMAS`] when no registry is configured).
+    pub schemas: &'a SchemaCache,
 }
 
 impl Input<'_> {
@@ -66,6 +70,23 @@ impl Input<'_> {
     /// which sends the input to the dead-letter stream.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, TransformError> {
         serde_json::from_slice(self.payload).map_err(|e| TransformError::Decode(e.to_string()))
+    }
+
+    /// Decodes the payload into `T` by its content type: JSON with serde_json, Avro
+    /// (`application/vnd.apache.avro+binary`, Confluent wire format) with its writer schema.
+    /// A JSON payload that does not decode is a [`TransformError::Decode`]; an Avro payload
+    /// that does not (corrupt, unknown schema id, not fitting `T`) is a
+    /// [`TransformError::Schema`] with apache-avro's error. Both send the input to the
+    /// dead-letter stream.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, TransformError> {
+        codec::decode(self.content_type, self.payload, self.schemas, None)
+    }
+
+    /// Like [`Input::decode`], but an Avro payload is first resolved to `reader`, the schema
+    /// this transform was built against (Avro schema evolution: a field added with a default
+    /// reads as that default from events written before it existed).
+    pub fn decode_as<T: DeserializeOwned>(&self, reader: &apache_avro::Schema) -> Result<T, TransformError> {
+        codec::decode(self.content_type, self.payload, self.schemas, Some(reader))
     }
 
     /// A number derived from the input alone, the same on every replica: the only
@@ -88,9 +109,34 @@ pub struct Output {
 #[derive(Default, Debug)]
 pub struct Outputs {
     events: Vec<Output>,
+    codec: OutputCodec,
 }
 
 impl Outputs {
+    /// Outputs whose [`Outputs::emit_value`] encodes with `codec`.
+    pub fn with_codec(codec: OutputCodec) -> Self {
+        Self { events: Vec::new(), codec }
+    }
+
+    /// The codec [`Outputs::emit_value`] uses, set per transformer by configuration.
+    pub fn codec(&self) -> &OutputCodec {
+        &self.codec
+    }
+
+    /// Emits `value` in the configured codec: JSON by default, Avro under the registered
+    /// output schema when the transformer is configured with `codec = "avro"`. A value that
+    /// does not fit the output schema is a [`TransformError::Schema`].
+    pub fn emit_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), TransformError> {
+        match &self.codec {
+            OutputCodec::Json => self.emit(CONTENT_TYPE_JSON, codec::encode_json(value)),
+            OutputCodec::Avro(output) => {
+                let payload = codec::encode_avro(value, output)?;
+                self.emit(codec::CONTENT_TYPE_AVRO, payload);
+            }
+        }
+        Ok(())
+    }
+
     /// Emits an event with a JSON payload.
     pub fn emit_json<T: Serialize + ?Sized>(&mut self, value: &T) {
         let payload = serde_json::to_vec(value).expect("serializing to a Vec cannot fail for derived types");
@@ -143,6 +189,12 @@ pub trait Transform: Send + 'static {
     /// The event-source keys whose events it consumes.
     fn subscriptions(&self) -> Vec<EventSourceKey>;
 
+    /// The Avro schema (`.avsc` text) of its outputs, if it can write Avro: registered under
+    /// the subject `<name>-value` when the transformer runs with `codec = "avro"`.
+    fn output_schema(&self) -> Option<&str> {
+        None
+    }
+
     /// Processes one input, emitting zero or more outputs. An error (or a panic) sends the
     /// input to the dead-letter stream and discards what was emitted for it.
     fn apply(&mut self, input: &Input<'_>, out: &mut Outputs) -> Result<(), TransformError>;
@@ -158,6 +210,9 @@ impl<T: Transform + ?Sized> Transform for Box<T> {
     }
     fn subscriptions(&self) -> Vec<EventSourceKey> {
         (**self).subscriptions()
+    }
+    fn output_schema(&self) -> Option<&str> {
+        (**self).output_schema()
     }
     fn apply(&mut self, input: &Input<'_>, out: &mut Outputs) -> Result<(), TransformError> {
         (**self).apply(input, out)

@@ -176,3 +176,22 @@ impl Backend for KafkaBackend {
             .expect("raw append");
     }
 }
+
+/// The schema registry's base URL, from `SCHEMA_REGISTRY_URL` (set by `scripts/test.sh`,
+/// which starts Apicurio Registry with `scripts/registry.sh start`). Never a silent skip.
+pub fn schema_registry_url() -> String {
+    match std::env::var(competing_transformers::schema_registry::SCHEMA_REGISTRY_URL_ENV) {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => panic!(
+            "no schema registry: set SCHEMA_REGISTRY_URL=http://host:port/apis/ccompat/v7, or run the tests with `scripts/test.sh`, which starts one (scripts/registry.sh start)"
+        ),
+    }
+}
+
+/// A client of the test schema registry.
+pub fn schema_registry() -> std::sync::Arc<competing_transformers::schema_registry::SchemaRegistry> {
+    let url = schema_registry_url();
+    std::sync::Arc::new(
+        competing_transformers::schema_registry::SchemaRegistry::new(&url).unwrap_or_else(|e| panic!("SCHEMA_REGISTRY_URL: {e}")),
+    )
+}

@@ -7,8 +7,15 @@
 use std::process::ExitCode;
 
 use competing_transformers::launcher::{self, Registry};
+use enricher::Enricher;
+use ledger::Ledger;
 use matching_engine::MatchingEngine;
 
 fn main() -> ExitCode {
-    launcher::main_with(Registry::new().with("matching-engine", MatchingEngine::new))
+    launcher::main_with(
+        Registry::new()
+            .with("matching-engine", MatchingEngine::new)
+            .with("enricher", Enricher::new)
+            .with("ledger", Ledger::new),
+    )
 }

@@ -73,6 +73,18 @@ events (races won).")]
     /// List the dead letters of a transformer.
     #[command(name = "dead-letters", subcommand)]
     DeadLetters(DeadLettersCommand),
+    /// Copy canonical events of chosen keys to a plain Kafka topic, exactly once.
+    #[command(long_about = "Copy the canonical events of chosen keys to a plain Kafka topic, \
+exactly once, for Kafka-native tools (consumers, Connect sinks, kcat).\n\n\
+One record per event on partition 0 of --to (created with one partition if missing): key = \
+the event-source key, value = the payload, timestamp = the effective time, headers ct.key, \
+ct.index, ct.offset, ct.content-type, ct.effective-time-ms, ct.writer, ct.digest, and for dead \
+letters the __connect.errors.* headers of a Connect dead-letter queue. Each batch is one Kafka \
+transaction holding its records and the progress (the committed offset of consumer group \
+export-<TOPIC> on the log), so a killed export neither loses nor duplicates anything and the \
+next run resumes where the last committed one stopped. Read the target with \
+isolation.level=read_committed. Stops at the log end unless --follow is given.")]
+    Export(ExportArgs),
     /// Show racing replicas surviving a crash, against a local broker, in under a minute.
     #[command(long_about = "Show racing replicas surviving a crash, against a broker at \
 --bootstrap, in under a minute.\n\n\
@@ -83,6 +95,33 @@ the first trades, the share of races each replica won, the dead letter, and how 
 were answered before and after the kill, then stops the survivors with SIGTERM. The topic is \
 kept, to explore with `status`, `tail` and `dead-letters`.")]
     Demo(DemoArgs),
+    /// Register or check a transformer's Avro output schema in the schema registry.
+    #[command(subcommand)]
+    Schemas(SchemasCommand),
+}
+
+/// `schemas`.
+#[derive(Subcommand, Debug)]
+pub enum SchemasCommand {
+    /// Register the transformer's output schema under the subject `<name>-value`.
+    #[command(long_about = "Register the transformer's Avro output schema (schemas/*.avsc, \
+built into the binary) under the subject `<name>-value` and print its id. Registering the same \
+schema again is harmless. A schema that breaks the subject's compatibility setting (BACKWARD \
+by default) is refused, and the command exits non-zero saying why.")]
+    Register(SchemasArgs),
+    /// Check, without registering, that the output schema is compatible with the subject.
+    Check(SchemasArgs),
+}
+
+/// `schemas register|check`.
+#[derive(Args, Debug)]
+pub struct SchemasArgs {
+    /// The transformer whose output schema to register or check
+    #[arg(long, value_name = "NAME")]
+    pub transformer: String,
+    /// The schema registry's base URL (for Apicurio: http://HOST:PORT/apis/ccompat/v7)
+    #[arg(long, env = "SCHEMA_REGISTRY_URL", value_name = "URL")]
+    pub registry: String,
 }
 
 /// Where the log is.
@@ -207,6 +246,57 @@ version failed on it, and why.")]
         #[arg(long, value_name = "NAME")]
         transformer: EventSourceKey,
     },
+    /// Write dead letters' original events back, as new events, for a fixed transformer.
+    #[command(long_about = "Write the original event of a dead letter (or of all) back to the \
+log as a new event on its original input key (or --to): payload, content type and effective \
+time untouched, its cause set to the dead letter's offset. A provenance event on \
+<NAME>.redrives records which dead letter went where. Idempotent: a retried redrive finds the \
+event it wrote (by digest) and writes nothing twice.")]
+    Redrive(RedriveArgs),
+}
+
+/// `dead-letters redrive`.
+#[derive(Args, Debug)]
+pub struct RedriveArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// The transformer's name (its output key)
+    #[arg(long, value_name = "NAME")]
+    pub transformer: EventSourceKey,
+    /// The dead letter's index (the first column of `dead-letters list`)
+    #[arg(long, value_name = "I", conflicts_with = "all")]
+    pub index: Option<u64>,
+    /// Every dead letter of the transformer
+    #[arg(long)]
+    pub all: bool,
+    /// Write to this key instead of the dead letter's input key
+    #[arg(long, value_name = "KEY")]
+    pub to: Option<EventSourceKey>,
+    /// Writer id recorded in each record [default: <host name>-redrive]
+    #[arg(long, value_name = "ID")]
+    pub writer: Option<String>,
+}
+
+/// `export`.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// Event-source keys to copy, comma-separated (e.g. orders,matching-engine.dead-letters)
+    #[arg(long, value_name = "K1,K2", value_delimiter = ',', required = true)]
+    pub keys: Vec<EventSourceKey>,
+    /// The plain Kafka topic to write
+    #[arg(long, value_name = "TOPIC")]
+    pub to: String,
+    /// Log offset a first export starts at; a stored position always wins
+    #[arg(long, value_name = "OFFSET")]
+    pub from_offset: Option<u64>,
+    /// Most events per Kafka transaction
+    #[arg(long, value_name = "N", default_value_t = crate::log::export::BATCH_EVENTS_MAX_DEFAULT)]
+    pub batch_events_max: usize,
+    /// Keep exporting new events until SIGINT or SIGTERM
+    #[arg(long, short = 'f')]
+    pub follow: bool,
 }
 
 /// `demo`.

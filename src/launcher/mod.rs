@@ -2,7 +2,7 @@
 //! commands around them.
 //!
 //! A launcher binary registers its transforms and hands over; it gets the whole CLI
-//! (`run`, `topics`, `publish`, `tail`, `status`, `dead-letters`, `demo`):
+//! (`run`, `topics`, `publish`, `tail`, `status`, `dead-letters`, `export`, `demo`):
 //!
 //! ```no_run
 //! # use competing_transformers::launcher::{self, Registry};
@@ -23,7 +23,8 @@
 //! - [`config`]: the TOML file and its validation.
 //! - `cli`: the command line and its help.
 //! - `supervise`: `run`: replicas in tasks, restarts with backoff, signals, the race table.
-//! - `ops`: `topics`, `publish`, `tail`, `status`, `dead-letters`.
+//! - `ops`: `topics`, `publish`, `tail`, `status`, `dead-letters`, `export`.
+//! - [`redrive`]: `dead-letters redrive`, idempotent, with provenance.
 //! - [`summary`]: the whole log's verdicts and race winners (pure, plus one read).
 //! - `demo`: the guided demo, replicas as child processes.
 //!
@@ -33,7 +34,9 @@ mod cli;
 pub mod config;
 mod demo;
 mod ops;
+pub mod redrive;
 pub mod registry;
+mod schemas;
 pub mod summary;
 mod supervise;
 
@@ -129,7 +132,11 @@ async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error>
         Command::Tail(args) => ops::tail(args).await,
         Command::Status(args) => ops::status(&args.log).await,
         Command::DeadLetters(DeadLettersCommand::List { log, transformer }) => ops::dead_letters(&log, &transformer).await,
+        Command::DeadLetters(DeadLettersCommand::Redrive(args)) => ops::redrive(args).await,
+        Command::Export(args) => ops::export(args).await,
         Command::Demo(args) => demo::run(&registry, args).await,
+        Command::Schemas(cli::SchemasCommand::Register(args)) => schemas::run(&registry, &args, true).await,
+        Command::Schemas(cli::SchemasCommand::Check(args)) => schemas::run(&registry, &args, false).await,
     }
 }
 

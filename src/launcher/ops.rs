@@ -1,4 +1,4 @@
-//! The operator commands: `topics`, `publish`, `tail`, `status`, `dead-letters`.
+//! The operator commands: `topics`, `publish`, `tail`, `status`, `dead-letters`, `export`.
 //!
 //! Each connects with the same checks as a replica (the topic must have the log's layout),
 //! prints plain text to stdout, and says what went wrong as one sentence.
@@ -7,12 +7,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::cli::{LogArgs, PublishArgs, TailArgs};
+use super::cli::{ExportArgs, LogArgs, PublishArgs, RedriveArgs, TailArgs};
 use super::config::Config;
 use super::summary::LogSummary;
 use super::{host_name, wall_clock_ms, Error};
 use crate::dead_letter::DeadLetter;
 use crate::event::{Event, EventSourceKey, Offset, CONTENT_TYPE_JSON};
+use crate::log::export::{ExportConfig, ExportRunOptions, Exporter};
 use crate::log::{admin, CanonicalEvent, EventLog, EventStream, KafkaLog, KafkaLogConfig, Pipeline, WriteOutcome};
 
 /// How long a reader waits for more events before deciding it has reached the log end.
@@ -31,7 +32,7 @@ async fn connect(args: &LogArgs) -> Result<Arc<KafkaLog>, Error> {
     Ok(Arc::new(KafkaLog::connect(log_config(args)?).await?))
 }
 
-fn out(line: std::fmt::Arguments<'_>) -> Result<(), Error> {
+pub(super) fn out(line: std::fmt::Arguments<'_>) -> Result<(), Error> {
     writeln!(std::io::stdout().lock(), "{line}").map_err(Error::Output)
 }
 
@@ -127,7 +128,7 @@ pub(super) async fn publish(args: PublishArgs) -> Result<(), Error> {
 
 /// Hands canonical events from `stream` to `visit` until the log end seen at `end` (or
 /// forever with `follow`).
-async fn each_canonical(
+pub(super) async fn each_canonical(
     stream: &mut EventStream,
     end: Offset,
     follow: bool,
@@ -254,4 +255,42 @@ pub(super) async fn read_dead_letters<L: EventLog>(log: Arc<L>, key: &EventSourc
     })
     .await?;
     Ok(letters)
+}
+
+/// `dead-letters redrive`.
+pub(super) async fn redrive(args: RedriveArgs) -> Result<(), Error> {
+    if args.index.is_none() && !args.all {
+        return Err(Error::Usage("say which dead letters to redrive: --index I (see `dead-letters list`) or --all".into()));
+    }
+    let log = connect(&args.log).await?;
+    let writer = args.writer.clone().unwrap_or_else(|| format!("{}-redrive", host_name()));
+    super::redrive::redrive(log, &args.transformer, args.index, args.to.as_ref(), &writer).await.map(|_| ())
+}
+
+/// `export`: until the log end, or with --follow until SIGINT/SIGTERM.
+pub(super) async fn export(args: ExportArgs) -> Result<(), Error> {
+    if args.batch_events_max == 0 {
+        return Err(Error::Usage("--batch-events-max must be at least 1".into()));
+    }
+    let log = connect(&args.log).await?;
+    let mut config = ExportConfig::new(log.config().clone(), args.keys.clone(), &args.to);
+    config.from_offset = args.from_offset.unwrap_or(0);
+    config.batch_events_max = args.batch_events_max;
+    let mut exporter = Exporter::start(config).await?;
+    let started_at = exporter.position();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    if args.follow {
+        tokio::spawn(async move {
+            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else { return };
+            tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+            stop.send_replace(true);
+        });
+    }
+    let options = ExportRunOptions { follow: args.follow, shutdown: Some(shutdown), before_commit: None };
+    let stats = exporter.run(log, options).await?;
+    let keys = if args.keys.is_empty() { "every key".to_string() } else { args.keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ") };
+    out(format_args!(
+        "exported {} event(s) of {keys} to topic `{}` in {} transaction(s), log offsets {started_at}..{}; the next export starts at {} (consumer group `export-{}`)",
+        stats.events, args.to, stats.batches, stats.position, stats.position, args.to
+    ))
 }

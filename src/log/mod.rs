@@ -10,6 +10,7 @@
 pub mod admin;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+pub mod export;
 pub mod kafka;
 pub mod memory;
 #[allow(clippy::disallowed_methods)] // waits with deadlines, never decides with them

@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::canonical::{CanonicalRule, Verdict, DIGEST_WINDOW_DEFAULT};
+use crate::codec::{OutputCodec, SchemaCache, NO_SCHEMAS};
 use crate::dead_letter::{DeadLetter, Reason, CONTENT_TYPE_DEAD_LETTER};
 use crate::event::{Digest, Event, EventSourceKey, Offset};
 use crate::record::{FetchedRecord, Record, EVENTS_PER_RECORD_MAX};
@@ -43,6 +44,9 @@ pub struct ReplicaConfig {
     /// `rank × delay_ms` and writes it only if no other replica's copy is canonical by then.
     /// `None`: every replica writes at once (the lowest latency, the most duplicates).
     pub stagger: Option<Stagger>,
+    /// The codec of the transform's outputs ([`Outputs::emit_value`]): JSON unless the
+    /// transformer is configured for Avro.
+    pub output_codec: OutputCodec,
 }
 
 /// How replicas take turns to write first, trading a little latency under a stall for
@@ -66,6 +70,7 @@ impl ReplicaConfig {
             record_bytes_max: 900 * 1024,
             resend_after_ms: 5_000,
             stagger: None,
+            output_codec: OutputCodec::Json,
         }
     }
 }
@@ -227,6 +232,13 @@ impl<T: Transform> ReplicaCore<T> {
     /// Applies fetched records (in offset order, continuing where the last batch ended) and
     /// transforms the canonical inputs among them. `position` is the reader's next offset.
     pub fn on_fetched(&mut self, records: &[FetchedRecord], position: Offset) {
+        self.on_fetched_with(records, position, &NO_SCHEMAS)
+    }
+
+    /// [`ReplicaCore::on_fetched`] for a batch whose Avro payloads' writer schemas the driver
+    /// resolved into `schemas` first (see [`crate::codec::avro_ids_to_resolve`]): the core
+    /// only reads them.
+    pub fn on_fetched_with(&mut self, records: &[FetchedRecord], position: Offset, schemas: &SchemaCache) {
         // First the rule over the whole batch, so groups already in it are not written again.
         let mut inputs = Vec::new();
         for fetched in records {
@@ -247,7 +259,7 @@ impl<T: Transform> ReplicaCore<T> {
         }
         self.position = position.max(records.last().map_or(0, |r| r.offset + 1)).max(self.position);
         for (offset, index, event) in inputs {
-            self.process(offset, index, &event);
+            self.process(offset, index, &event, schemas);
         }
         self.prune();
         if let Phase::CatchingUp { until } = self.phase {
@@ -296,7 +308,7 @@ impl<T: Transform> ReplicaCore<T> {
     }
 
     /// Transforms one canonical input and queues its group.
-    fn process(&mut self, offset: Offset, index: u64, event: &Event) {
+    fn process(&mut self, offset: Offset, index: u64, event: &Event, schemas: &SchemaCache) {
         let input = Input {
             key: &event.key,
             index,
@@ -305,9 +317,10 @@ impl<T: Transform> ReplicaCore<T> {
             content_type: &event.content_type,
             payload: &event.payload,
             digest: event.digest,
+            schemas,
         };
         self.stats.inputs_processed += 1;
-        let mut outputs = Outputs::default();
+        let mut outputs = Outputs::with_codec(self.config.output_codec.clone());
         let transform = &mut self.transform;
         let result = catch_unwind(AssertUnwindSafe(|| transform.apply(&input, &mut outputs)));
         let failure = match result {
@@ -539,6 +552,11 @@ impl<T: Transform> ReplicaCore<T> {
     /// The canonical rule as this replica has applied it.
     pub fn rule(&self) -> &CanonicalRule {
         &self.rule
+    }
+
+    /// The keys whose canonical events are inputs.
+    pub fn subscriptions(&self) -> &[EventSourceKey] {
+        &self.subscriptions
     }
 
     /// The output key.

@@ -9,7 +9,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::core::{Divergence, Phase, ReplicaConfig, ReplicaCore, ReplicaStats};
-use crate::event::Offset;
+use crate::codec::{avro_ids_to_resolve, SchemaCache};
+use crate::event::{EventSourceKey, Offset};
+use crate::record::FetchedRecord;
+use crate::schema_registry::SchemaRegistry;
 use crate::log::{EventLog, LogCursor, LogError};
 use crate::transform::Transform;
 
@@ -72,9 +75,26 @@ pub async fn run_replica<T: Transform, L: EventLog>(
     log: Arc<L>,
     transform: T,
     config: ReplicaConfig,
+    shutdown: watch::Receiver<bool>,
+    status: watch::Sender<ReplicaStatus>,
+) -> Result<ReplicaStatus, ReplicaError> {
+    run_replica_with_registry(log, transform, config, None, shutdown, status).await
+}
+
+/// [`run_replica`] with a schema registry: before each fetched batch reaches the core, the
+/// writer schemas of its Avro inputs are looked up (cached) so the core can decode them
+/// without I/O. While the registry is unreachable or failing (5xx) the batch waits and the
+/// lookup is retried with backoff; an id the registry does not have reaches the core as
+/// such and its events are dead-lettered with reason `schema`.
+pub async fn run_replica_with_registry<T: Transform, L: EventLog>(
+    log: Arc<L>,
+    transform: T,
+    config: ReplicaConfig,
+    registry: Option<Arc<SchemaRegistry>>,
     mut shutdown: watch::Receiver<bool>,
     status: watch::Sender<ReplicaStatus>,
 ) -> Result<ReplicaStatus, ReplicaError> {
+    let mut schemas = SchemaCache::new();
     let start = Instant::now();
     let now_ms = || start.elapsed().as_millis() as u64;
     let replica_id = config.replica_id.clone();
@@ -109,7 +129,13 @@ pub async fn run_replica<T: Transform, L: EventLog>(
                 match batch {
                     Ok(records) => {
                         backoff = BACKOFF_MIN;
-                        core.on_fetched(&records, cursor.position());
+                        if let Some(registry) = &registry {
+                            let subscriptions = core.subscriptions().to_vec();
+                            if !resolve_schemas(registry, &records, &subscriptions, &mut schemas, &mut shutdown, &replica_id).await {
+                                break;
+                            }
+                        }
+                        core.on_fetched_with(&records, cursor.position(), &schemas);
                     }
                     Err(error) if error.is_transient() => {
                         tracing::warn!(replica = %replica_id, %error, "reading the log failed; retrying in {backoff:?}");
@@ -172,6 +198,39 @@ async fn sleep_until_ms(start: Instant, at_ms: Option<u64>) {
     match at_ms {
         Some(at) => tokio::time::sleep_until(start + Duration::from_millis(at)).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Resolves the writer schemas of the Avro inputs among `records` into `schemas`, retrying
+/// with backoff while the registry is unavailable. False if shutdown came first.
+async fn resolve_schemas(
+    registry: &SchemaRegistry,
+    records: &[FetchedRecord],
+    subscriptions: &[EventSourceKey],
+    schemas: &mut SchemaCache,
+    shutdown: &mut watch::Receiver<bool>,
+    replica_id: &str,
+) -> bool {
+    let ids = avro_ids_to_resolve(records, subscriptions, schemas);
+    if ids.is_empty() {
+        return true;
+    }
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if *shutdown.borrow() {
+            return false;
+        }
+        match registry.resolve(ids.iter().copied(), schemas).await {
+            Ok(()) => return true,
+            Err(error) => {
+                tracing::warn!(replica = %replica_id, %error, "cannot resolve Avro schemas; the batch waits, retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
     }
 }
 

@@ -6,5 +6,5 @@ pub mod driver;
 pub mod local;
 
 pub use self::core::{Divergence, Phase, ReplicaConfig, ReplicaCore, ReplicaStats, Stagger, WriteRequest};
-pub use driver::{run_replica, ReplicaError, ReplicaStatus};
+pub use driver::{run_replica, run_replica_with_registry, ReplicaError, ReplicaStatus};
 pub use local::{drive, run_to_end};

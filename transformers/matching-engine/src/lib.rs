@@ -1,6 +1,6 @@
 //! A price-time priority order-matching engine as a deterministic event transform.
 //!
-//! It reads [`Command`]s (JSON) from the `orders` stream, matches them against an in-memory
+//! It reads [`Command`]s (JSON, or Avro under [`COMMAND_SCHEMA`]) from the `orders` stream, matches them against an in-memory
 //! [`OrderBook`] (best price first, then earliest order; trades at the maker's price) and writes
 //! [`Report`]s to the `matching-engine` stream. State is the book, the order ids seen and a
 //! trade counter; no clock, no randomness, ordered collections only, so every replica writes
@@ -8,6 +8,8 @@
 //!
 //! - [`messages`]: the JSON commands and reports.
 //! - [`book`]: the pure order book and its matching walk.
+//!
+//! Its reports are JSON, or Avro under [`REPORT_SCHEMA`] when configured with `codec = "avro"`.
 //!
 //! Input errors: a payload that is not JSON or not a known command is a
 //! [`TransformError::Decode`] (dead-lettered). A command that breaks a business rule (duplicate
@@ -41,6 +43,13 @@ use competing_transformers::EventSourceKey;
 
 pub use book::{Fill, Level, OrderBook, RestingOrder};
 pub use messages::{CancelReason, Command, RejectReason, Report, Side};
+
+/// The Avro schema of [`Command`] (`schemas/matching-engine/command.avsc`): orders may come
+/// as JSON or as Avro in the Confluent wire format under this schema.
+pub const COMMAND_SCHEMA: &str = include_str!("../../../schemas/matching-engine/command.avsc");
+/// The Avro schema of [`Report`] (`schemas/matching-engine/report.avsc`), registered under
+/// `matching-engine-value` when the engine runs with `codec = "avro"`.
+pub const REPORT_SCHEMA: &str = include_str!("../../../schemas/matching-engine/report.avsc");
 
 /// Longest `order_id`, in bytes: bounds the state per order and the size of each report.
 pub const ORDER_ID_BYTES_MAX: usize = 64;
@@ -173,9 +182,13 @@ impl Transform for MatchingEngine {
         vec![self.input_key.clone()]
     }
 
+    fn output_schema(&self) -> Option<&str> {
+        Some(REPORT_SCHEMA)
+    }
+
     fn apply(&mut self, input: &Input<'_>, out: &mut Outputs) -> Result<(), TransformError> {
-        for report in self.execute(input.json()?)? {
-            out.emit_json(&report);
+        for report in self.execute(input.decode()?)? {
+            out.emit_value(&report)?;
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use competing_transformers::transform::{Input, Outputs, Transform, TransformError};
+use competing_transformers::codec::NO_SCHEMAS;
 use competing_transformers::{Digest, EventSourceKey};
 use proptest::prelude::*;
 
@@ -11,7 +12,7 @@ use super::*;
 /// The input the framework would hand over for the `index`th event of `key`.
 fn input<'a>(key: &'a EventSourceKey, index: u64, payload: &'a [u8]) -> Input<'a> {
     let content_type = "application/json";
-    Input { key, index, offset: index, effective_time_ms: 0, content_type, payload, digest: Digest([0; 32]) }
+    Input { key, index, offset: index, effective_time_ms: 0, content_type, payload, digest: Digest([0; 32]), schemas: &NO_SCHEMAS }
 }
 
 /// Feeds one raw payload to `apply` and returns the decoded reports.

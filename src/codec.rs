@@ -1,0 +1,379 @@
+//! Payload codecs: how a typed value becomes an event's payload and back.
+//!
+//! Two codecs, chosen by the event's content type:
+//!
+//! - `application/json` ([`CONTENT_TYPE_JSON`]): serde_json.
+//! - `application/vnd.apache.avro+binary` ([`CONTENT_TYPE_AVRO`]): Avro binary in the
+//!   Confluent wire format: magic byte 0, the writer schema's registry id as a big-endian u32,
+//!   then the Avro datum ([`frame`], [`schema_id`]).
+//!
+//! Decoding Avro needs the writer schema, which lives in a schema registry. Looking it up is
+//! I/O, and the replica core does none: the driver resolves the ids of a fetched batch first
+//! ([`avro_ids_to_resolve`], [`crate::schema_registry`]) and hands the core a read-only
+//! [`SchemaCache`]; [`decode`] only reads it.
+//!
+//! Avro values reach serde through their JSON shape: the schemas in `schemas/` mirror the
+//! JSON payloads (a union of records for an internally tagged enum, each record with a
+//! one-symbol `type` enum), so one serde type reads and writes both codecs.
+//!
+//! Every failure here is one sentence that goes into a dead letter with reason `schema`
+//! (Avro) or `decode` (JSON), with apache-avro's own error text where it has one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+use std::sync::Arc;
+
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value as AvroValue;
+use apache_avro::writer::datum::GenericDatumWriter;
+use apache_avro::Schema;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::event::{EventSourceKey, CONTENT_TYPE_JSON};
+
+/// apache-avro, re-exported so a DET author names the same [`Schema`] type the codec takes
+/// (for [`crate::transform::Input::decode_as`]) without pinning its version twice.
+pub use apache_avro;
+use crate::record::{FetchedRecord, Record};
+use crate::transform::TransformError;
+
+/// Content type of Avro payloads in the Confluent wire format.
+pub const CONTENT_TYPE_AVRO: &str = "application/vnd.apache.avro+binary";
+/// First byte of a Confluent wire-format payload.
+pub const WIRE_MAGIC: u8 = 0;
+/// Magic byte plus the 4-byte schema id.
+pub const WIRE_HEADER_BYTES: usize = 5;
+
+/// Writer schemas by registry id, as the driver resolved them: read-only to the core.
+///
+/// An id maps to its parsed schema, or to the sentence saying why the registry does not
+/// have it (answered 404, or returned a schema that does not parse). Ids the registry could
+/// not be asked about (unreachable, 5xx) are never stored: the driver retries those.
+#[derive(Clone, Debug, Default)]
+pub struct SchemaCache {
+    schemas: BTreeMap<u32, Result<Arc<Schema>, String>>,
+}
+
+/// An empty cache: for cores driven without a registry.
+pub static NO_SCHEMAS: SchemaCache = SchemaCache::new();
+
+impl SchemaCache {
+    /// An empty cache.
+    pub const fn new() -> Self {
+        Self { schemas: BTreeMap::new() }
+    }
+
+    /// What is known of schema `id`, if it was resolved.
+    pub fn get(&self, id: u32) -> Option<&Result<Arc<Schema>, String>> {
+        self.schemas.get(&id)
+    }
+
+    /// Whether `id` was resolved, to a schema or to a refusal.
+    pub fn contains(&self, id: u32) -> bool {
+        self.schemas.contains_key(&id)
+    }
+
+    /// Records the writer schema of `id`.
+    pub fn insert(&mut self, id: u32, schema: Arc<Schema>) {
+        self.schemas.insert(id, Ok(schema));
+    }
+
+    /// Records that the registry has no usable schema `id`, and why (one sentence).
+    pub fn insert_unknown(&mut self, id: u32, why: String) {
+        self.schemas.insert(id, Err(why));
+    }
+
+    /// Ids resolved so far.
+    pub fn len(&self) -> usize {
+        self.schemas.len()
+    }
+
+    /// Whether nothing was resolved.
+    pub fn is_empty(&self) -> bool {
+        self.schemas.is_empty()
+    }
+}
+
+/// The codec a transform's outputs are written in, set per transformer by configuration.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub enum OutputCodec {
+    /// `application/json`: the default.
+    #[default]
+    Json,
+    /// Avro in the Confluent wire format, under a registered schema.
+    Avro(AvroOutput),
+}
+
+/// The registered schema Avro outputs are written with.
+#[derive(Clone, Debug)]
+pub struct AvroOutput {
+    /// The registry's id of the schema, written in every payload.
+    pub schema_id: u32,
+    /// The schema.
+    pub schema: Arc<Schema>,
+}
+
+/// Parses an Avro schema (the text of a `.avsc` file).
+pub fn parse_schema(text: &str) -> Result<Schema, apache_avro::Error> {
+    Schema::parse_str(text)
+}
+
+/// Prefixes an Avro datum with the Confluent wire header for schema `id`.
+pub fn frame(id: u32, datum: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(WIRE_HEADER_BYTES + datum.len());
+    payload.push(WIRE_MAGIC);
+    payload.extend_from_slice(&id.to_be_bytes());
+    payload.extend_from_slice(datum);
+    payload
+}
+
+/// The schema id of a Confluent wire-format payload, and the datum after the header.
+pub fn schema_id(payload: &[u8]) -> Result<(u32, &[u8]), TransformError> {
+    match payload {
+        [WIRE_MAGIC, a, b, c, d, datum @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), datum)),
+        _ => Err(TransformError::Schema(format!(
+            "the payload is not Avro in the Confluent wire format (magic byte 0, then a 4-byte schema id): it is {} bytes starting {}",
+            payload.len(),
+            hex_prefix(payload)
+        ))),
+    }
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    const SHOWN_BYTES_MAX: usize = 8;
+    let mut text: String = bytes.iter().take(SHOWN_BYTES_MAX).map(|b| format!("{b:02x}")).collect();
+    if bytes.len() > SHOWN_BYTES_MAX {
+        text.push('…');
+    }
+    if text.is_empty() {
+        "with nothing".into()
+    } else {
+        format!("0x{text}")
+    }
+}
+
+/// The media type without parameters (`application/json; charset=utf-8` → `application/json`).
+fn media_type(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or("").trim()
+}
+
+/// Decodes a payload into `T`, by its content type. An Avro payload is read with its writer
+/// schema from `schemas` and, when `reader` is given, resolved to that reader schema (Avro
+/// schema evolution: fields added with a default are filled in, removed fields dropped).
+pub fn decode<T: DeserializeOwned>(
+    content_type: &str,
+    payload: &[u8],
+    schemas: &SchemaCache,
+    reader: Option<&Schema>,
+) -> Result<T, TransformError> {
+    match media_type(content_type) {
+        CONTENT_TYPE_JSON => serde_json::from_slice(payload).map_err(|e| TransformError::Decode(e.to_string())),
+        CONTENT_TYPE_AVRO => {
+            let value = decode_avro(payload, schemas, reader)?;
+            let json = serde_json::Value::try_from(value)
+                .map_err(|e| TransformError::Schema(format!("the Avro value has no JSON shape: {e}")))?;
+            serde_json::from_value(json)
+                .map_err(|e| TransformError::Schema(format!("the Avro value does not fit the transform's input type: {e}")))
+        }
+        other => Err(TransformError::Decode(format!(
+            "unsupported content type `{other}`; payloads must be {CONTENT_TYPE_JSON} or {CONTENT_TYPE_AVRO}"
+        ))),
+    }
+}
+
+/// Reads an Avro wire-format payload into an Avro value, with its writer schema from
+/// `schemas`, resolved to `reader` when given. The whole payload must be one datum.
+pub fn decode_avro(payload: &[u8], schemas: &SchemaCache, reader: Option<&Schema>) -> Result<AvroValue, TransformError> {
+    let (id, datum) = schema_id(payload)?;
+    let writer = match schemas.get(id) {
+        Some(Ok(schema)) => schema,
+        Some(Err(why)) => return Err(TransformError::Schema(why.clone())),
+        None => {
+            return Err(TransformError::Schema(format!(
+                "schema id {id} was not resolved: no schema registry is configured for this replica (set SCHEMA_REGISTRY_URL)"
+            )))
+        }
+    };
+    let avro_error = |e: apache_avro::Error| TransformError::Schema(format!("Avro payload with schema id {id}: {e}"));
+    let datum_reader = GenericDatumReader::builder(writer).maybe_reader_schema(reader).build().map_err(avro_error)?;
+    let mut cursor = Cursor::new(datum);
+    let value = datum_reader.read_value(&mut cursor).map_err(avro_error)?;
+    let rest = datum.len() as u64 - cursor.position();
+    if rest > 0 {
+        return Err(TransformError::Schema(format!(
+            "Avro payload with schema id {id}: {rest} bytes follow the datum; the payload is corrupt or was written with another schema"
+        )));
+    }
+    Ok(value)
+}
+
+/// Encodes `value` as an Avro wire-format payload under `output`'s schema. A value that does
+/// not fit the schema is a [`TransformError::Schema`] naming what does not fit.
+pub fn encode_avro<T: Serialize + ?Sized>(value: &T, output: &AvroOutput) -> Result<Vec<u8>, TransformError> {
+    let json = serde_json::to_value(value).map_err(|e| TransformError::Schema(format!("the output does not serialize: {e}")))?;
+    let fit = |e: apache_avro::Error| {
+        TransformError::Schema(format!("the output does not fit its Avro schema (id {}): {e}", output.schema_id))
+    };
+    let avro = AvroValue::try_from(json).map_err(fit)?.resolve(&output.schema).map_err(fit)?;
+    let datum = GenericDatumWriter::builder(&output.schema).build().map_err(fit)?.write_value_to_vec(avro).map_err(fit)?;
+    Ok(frame(output.schema_id, &datum))
+}
+
+/// Encodes `value` as JSON.
+pub fn encode_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("serializing to a Vec cannot fail for derived types")
+}
+
+/// The schema ids of Avro payloads among `records` on the `subscriptions` keys that `known`
+/// does not hold yet: what the driver must resolve before the core may see the batch.
+///
+/// Records are scanned for the Avro content type first, so a batch without Avro payloads
+/// costs no decoding. Records that do not decode, and payloads without a wire header, are
+/// left to the core (malformed record, or a `schema` dead letter).
+pub fn avro_ids_to_resolve(records: &[FetchedRecord], subscriptions: &[EventSourceKey], known: &SchemaCache) -> BTreeSet<u32> {
+    let needle = CONTENT_TYPE_AVRO.as_bytes();
+    let mut ids = BTreeSet::new();
+    for fetched in records {
+        let Some(value) = &fetched.value else { continue };
+        if !value.windows(needle.len()).any(|w| w == needle) {
+            continue;
+        }
+        let Ok(record) = Record::decode_fetched(fetched) else { continue };
+        for event in &record.events {
+            if media_type(&event.content_type) != CONTENT_TYPE_AVRO || !subscriptions.contains(&event.key) {
+                continue;
+            }
+            if let Ok((id, _)) = schema_id(&event.payload) {
+                if !known.contains(id) {
+                    ids.insert(id);
+                }
+            }
+        }
+    }
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+
+    const V1: &str = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"string"},{"name":"qty","type":"long"}]}"#;
+    const V2: &str = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"string"},{"name":"qty","type":"long"},
+        {"name":"note","type":"string","default":"none"}]}"#;
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct OrderV1 {
+        id: String,
+        qty: u64,
+    }
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct OrderV2 {
+        id: String,
+        qty: u64,
+        note: String,
+    }
+
+    fn output(id: u32, text: &str) -> AvroOutput {
+        AvroOutput { schema_id: id, schema: Arc::new(parse_schema(text).unwrap()) }
+    }
+
+    fn cache(entries: &[(u32, &str)]) -> SchemaCache {
+        let mut cache = SchemaCache::new();
+        for (id, text) in entries {
+            cache.insert(*id, Arc::new(parse_schema(text).unwrap()));
+        }
+        cache
+    }
+
+    #[test]
+    fn avro_round_trips_through_the_wire_format() {
+        let payload = encode_avro(&OrderV1 { id: "o1".into(), qty: 3 }, &output(7, V1)).unwrap();
+        assert_eq!(&payload[..5], &[0, 0, 0, 0, 7]);
+        let back: OrderV1 = decode(CONTENT_TYPE_AVRO, &payload, &cache(&[(7, V1)]), None).unwrap();
+        assert_eq!(back, OrderV1 { id: "o1".into(), qty: 3 });
+    }
+
+    #[test]
+    fn a_reader_schema_fills_fields_added_with_a_default() {
+        let payload = encode_avro(&OrderV1 { id: "o1".into(), qty: 3 }, &output(1, V1)).unwrap();
+        let v2 = parse_schema(V2).unwrap();
+        let back: OrderV2 = decode(CONTENT_TYPE_AVRO, &payload, &cache(&[(1, V1)]), Some(&v2)).unwrap();
+        assert_eq!(back, OrderV2 { id: "o1".into(), qty: 3, note: "none".into() });
+    }
+
+    #[test]
+    fn json_payloads_decode_with_serde_json_and_their_errors_are_decode_errors() {
+        let back: OrderV1 = decode("application/json; charset=utf-8", br#"{"id":"a","qty":1}"#, &NO_SCHEMAS, None).unwrap();
+        assert_eq!(back.id, "a");
+        let error = decode::<OrderV1>(CONTENT_TYPE_JSON, b"{", &NO_SCHEMAS, None).unwrap_err();
+        assert!(matches!(error, TransformError::Decode(_)), "{error:?}");
+        let error = decode::<OrderV1>("text/csv", b"a,1", &NO_SCHEMAS, None).unwrap_err();
+        assert!(error.to_string().contains("unsupported content type `text/csv`"), "{error}");
+    }
+
+    #[test]
+    fn a_payload_without_the_wire_header_is_a_schema_error() {
+        for payload in [&b""[..], &[0, 0, 1][..], &[1, 0, 0, 0, 1, 2][..]] {
+            let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, payload, &cache(&[(1, V1)]), None).unwrap_err();
+            assert!(matches!(&error, TransformError::Schema(m) if m.contains("Confluent wire format")), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn a_truncated_or_padded_body_is_a_schema_error_with_the_avro_error() {
+        let payload = encode_avro(&OrderV1 { id: "order-1".into(), qty: 3 }, &output(1, V1)).unwrap();
+        let truncated = &payload[..payload.len() - 3];
+        let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, truncated, &cache(&[(1, V1)]), None).unwrap_err();
+        assert!(matches!(&error, TransformError::Schema(m) if m.starts_with("Avro payload with schema id 1: ")), "{error:?}");
+        let mut padded = payload.clone();
+        padded.push(2);
+        let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, &padded, &cache(&[(1, V1)]), None).unwrap_err();
+        assert!(error.to_string().contains("1 bytes follow the datum"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_or_unresolved_schema_id_is_a_schema_error_saying_why() {
+        let payload = frame(9, &[2, b'a', 2]);
+        let mut known = SchemaCache::new();
+        known.insert_unknown(9, "schema id 9 is not in the registry".into());
+        let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, &payload, &known, None).unwrap_err();
+        assert_eq!(error, TransformError::Schema("schema id 9 is not in the registry".into()));
+        let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, &payload, &NO_SCHEMAS, None).unwrap_err();
+        assert!(error.to_string().contains("SCHEMA_REGISTRY_URL"), "{error}");
+    }
+
+    #[test]
+    fn an_output_that_does_not_fit_its_schema_is_a_schema_error() {
+        #[derive(serde::Serialize)]
+        struct Wrong {
+            id: u64,
+        }
+        let error = encode_avro(&Wrong { id: 1 }, &output(3, V1)).unwrap_err();
+        assert!(matches!(&error, TransformError::Schema(m) if m.contains("(id 3)")), "{error:?}");
+    }
+
+    #[test]
+    fn only_unknown_ids_of_subscribed_avro_events_need_resolving() {
+        let key = |k: &str| EventSourceKey::new(k).unwrap();
+        let event = |k: &str, ct: &str, payload: Vec<u8>| Event::new(key(k), None, None, 0, ct, payload);
+        let record = Record {
+            source: key("src"),
+            writer: "w".into(),
+            events: vec![
+                event("orders", CONTENT_TYPE_AVRO, frame(1, &[])),
+                event("orders", CONTENT_TYPE_AVRO, frame(2, &[])),
+                event("other", CONTENT_TYPE_AVRO, frame(3, &[])),
+                event("orders", CONTENT_TYPE_JSON, frame(4, &[])),
+                event("orders", CONTENT_TYPE_AVRO, vec![9]),
+            ],
+        };
+        let encoded = record.encode().unwrap();
+        let fetched = FetchedRecord { offset: 0, value: Some(encoded.value), key: Some(encoded.key), ..Default::default() };
+        let ids = avro_ids_to_resolve(&[fetched], &[key("orders")], &cache(&[(1, V1)]));
+        assert_eq!(ids.into_iter().collect::<Vec<_>>(), [2]);
+    }
+}
