@@ -175,6 +175,16 @@ pub enum TransformError {
     Failed(String),
 }
 
+impl TransformError {
+    /// What went wrong, without the prefix naming the kind: a dead letter states the kind in
+    /// its reason already.
+    pub fn detail(&self) -> &str {
+        match self {
+            TransformError::Decode(detail) | TransformError::Schema(detail) | TransformError::Failed(detail) => detail,
+        }
+    }
+}
+
 /// A deterministic event transform.
 ///
 /// State lives in the implementor. `apply` is called once per canonical input event of the

@@ -16,6 +16,10 @@
 //! name = "matching-engine"              # a name the launcher binary registers
 //! replicas = 3                          # replicas of it in this process (--replicas wins)
 //! stagger_ms = 5                        # optional: rank k writes after k × 5 ms unless beaten
+//! codec = "avro"                        # optional: write Avro (default "json")
+//!
+//! [schema_registry]                     # needed for Avro; SCHEMA_REGISTRY_URL wins
+//! url = "http://127.0.0.1:8081/apis/ccompat/v7"
 //! ```
 
 use std::collections::BTreeMap;
@@ -43,6 +47,9 @@ pub struct Config {
     /// The `[[transformer]]` entries: what to run.
     #[serde(default, rename = "transformer")]
     pub transformers: Vec<TransformerSection>,
+    /// Where Avro schemas live: needed to read Avro inputs and to write Avro outputs.
+    #[serde(default)]
+    pub schema_registry: Option<SchemaRegistrySection>,
     /// Where the configuration came from, for error messages.
     #[serde(skip)]
     pub origin: String,
@@ -100,6 +107,29 @@ pub struct TransformerSection {
     /// and skips it if another replica's copy is canonical by then. Absent: all write at once.
     #[serde(default)]
     pub stagger_ms: Option<u64>,
+    /// How it writes its outputs: `json` (the default) or `avro` (its output schema is
+    /// registered at start, and an incompatible one refuses to start).
+    #[serde(default)]
+    pub codec: Codec,
+}
+
+/// The payload codec of a transformer's outputs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// `application/json`.
+    #[default]
+    Json,
+    /// Avro in the Confluent wire format.
+    Avro,
+}
+
+/// The `[schema_registry]` table.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistrySection {
+    /// Base URL of the Confluent-compatible API (`SCHEMA_REGISTRY_URL` wins).
+    pub url: String,
 }
 
 fn one() -> u32 {

@@ -24,7 +24,10 @@ use super::registry::Registry;
 use super::{host_name, log_sentence, Error};
 use crate::log::{admin, EventLog, KafkaLog, LogError};
 use crate::record::WRITER_BYTES_MAX;
-use crate::replica::{run_replica, ReplicaConfig, ReplicaError, ReplicaStatus, Stagger};
+use super::config::Codec;
+use crate::codec::OutputCodec;
+use crate::replica::{run_replica_with_registry, ReplicaConfig, ReplicaError, ReplicaStatus, Stagger};
+use crate::schema_registry::{RegistryError, SchemaRegistry};
 
 /// First wait before restarting a failed replica; it doubles on each failure in a row.
 const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -63,6 +66,9 @@ impl State {
 struct Slot {
     replica_id: String,
     stagger: Option<Stagger>,
+    output_codec: OutputCodec,
+    /// The schema registry Avro inputs are resolved with, when one is configured.
+    schemas: Option<Arc<SchemaRegistry>>,
     transformer: String,
     state: State,
     restarts: u32,
@@ -95,6 +101,32 @@ impl Failure {
     }
 }
 
+/// The schema registry of `SCHEMA_REGISTRY_URL` or the config's `[schema_registry]`, if any.
+fn schema_registry(config: &Config) -> Result<Option<Arc<SchemaRegistry>>, Error> {
+    let url = std::env::var("SCHEMA_REGISTRY_URL").ok().or_else(|| config.schema_registry.as_ref().map(|s| s.url.clone()));
+    url.map(|url| SchemaRegistry::new(&url).map(Arc::new).map_err(|e| Error::Usage(e.to_string()))).transpose()
+}
+
+/// Registers `name`'s output schema and returns the codec its replicas write with; an
+/// incompatible schema refuses to start.
+async fn avro_output(registry: &Registry, name: &str, schemas: Option<&SchemaRegistry>) -> Result<OutputCodec, Error> {
+    let Some(schemas) = schemas else {
+        return Err(Error::Usage(format!(
+            "transformer `{name}` has codec = \"avro\" but no schema registry is configured; set [schema_registry] url or SCHEMA_REGISTRY_URL"
+        )));
+    };
+    let transform = registry.create(name).ok_or_else(|| Error::Usage(format!("unknown transformer `{name}`")))?;
+    let (version, schema) = (transform.version(), transform.output_schema().map(str::to_string));
+    let schema = schema.ok_or_else(|| {
+        Error::Usage(format!("transformer `{name}` v{version} declares no Avro output schema; set codec = \"json\" for it"))
+    })?;
+    match schemas.output_codec(name, &schema).await {
+        Ok(output) => Ok(OutputCodec::Avro(output)),
+        Err(e @ RegistryError::Incompatible { .. }) => Err(Error::Usage(format!("refusing to start {name} v{version}: {e}"))),
+        Err(e) => Err(Error::Usage(format!("cannot register the output schema of {name} v{version}: {e}"))),
+    }
+}
+
 /// `run`: the replicas of the configured transformers until a signal, or until all have
 /// stopped for good.
 pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> {
@@ -102,6 +134,11 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
     let log_config = config.log_config(&args.kafka.overrides())?;
     let plan = config.replica_plan(&registry, args.replicas)?;
     let prefix = args.replica_id.clone().unwrap_or_else(host_name);
+    let schemas = schema_registry(&config)?;
+    let mut codecs = std::collections::BTreeMap::new();
+    for entry in config.transformers.iter().filter(|entry| entry.codec == Codec::Avro) {
+        codecs.insert(entry.name.clone(), avro_output(&registry, &entry.name, schemas.as_deref()).await?);
+    }
     let mut slots: Vec<SharedSlot> = Vec::new();
     for (transformer, replicas) in &plan {
         for n in 1..=*replicas {
@@ -117,7 +154,8 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
                 .find(|entry| &entry.name == transformer)
                 .and_then(|entry| entry.stagger_ms)
                 .map(|delay_ms| Stagger { rank: args.stagger_rank + u64::from(n - 1), delay_ms });
-            let slot = Slot { replica_id, stagger, transformer: transformer.clone(), state: State::Starting, restarts: 0, status: None };
+            let output_codec = codecs.get(transformer).cloned().unwrap_or_default();
+            let slot = Slot { replica_id, stagger, output_codec, schemas: schemas.clone(), transformer: transformer.clone(), state: State::Starting, restarts: 0, status: None };
             slots.push(Arc::new(Mutex::new(slot)));
         }
     }
@@ -253,9 +291,9 @@ where
     C: Fn() -> F,
     F: Future<Output = Result<L, LogError>>,
 {
-    let (replica_id, transformer, stagger) = {
+    let (replica_id, transformer, stagger, output_codec, schemas) = {
         let slot = slot.lock().expect("slot lock");
-        (slot.replica_id.clone(), slot.transformer.clone(), slot.stagger)
+        (slot.replica_id.clone(), slot.transformer.clone(), slot.stagger, slot.output_codec.clone(), slot.schemas.clone())
     };
     let mut stop = shutdown.clone();
     let log = tokio::select! {
@@ -271,8 +309,9 @@ where
     }
     let mut config = ReplicaConfig::new(replica_id);
     config.stagger = stagger;
+    config.output_codec = output_codec;
     // A task of its own, so a panic ends this run instead of the launcher.
-    let replica = tokio::spawn(run_replica(Arc::new(log), transform, config, shutdown.clone(), status));
+    let replica = tokio::spawn(run_replica_with_registry(Arc::new(log), transform, config, schemas, shutdown.clone(), status));
     match replica.await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(ReplicaError::Diverged(divergence))) => Err(Failure::Diverged(divergence.to_string())),
@@ -378,7 +417,7 @@ mod tests {
 
     fn slot(transformer: &str) -> SharedSlot {
         let replica_id = format!("test-{transformer}-1");
-        Arc::new(Mutex::new(Slot { replica_id, stagger: None, transformer: transformer.into(), state: State::Starting, restarts: 0, status: None }))
+        Arc::new(Mutex::new(Slot { replica_id, stagger: None, output_codec: OutputCodec::Json, schemas: None, transformer: transformer.into(), state: State::Starting, restarts: 0, status: None }))
     }
 
     fn start(registry: Registry, log: &MemoryLog, slot: &SharedSlot, shutdown: &watch::Receiver<bool>) -> tokio::task::JoinHandle<Ending> {

@@ -335,7 +335,7 @@ impl<T: Transform> ReplicaCore<T> {
                     None
                 }
             }
-            Ok(Err(error)) => Some((DeadLetter::reason_of(&error), error.to_string())),
+            Ok(Err(error)) => Some((DeadLetter::reason_of(&error), error.detail().to_string())),
             Err(panic) => {
                 let message = panic
                     .downcast_ref::<&str>()
