@@ -11,9 +11,11 @@ use super::cli::{ExportArgs, LogArgs, PublishArgs, RedriveArgs, TailArgs};
 use super::config::Config;
 use super::summary::LogSummary;
 use super::{host_name, wall_clock_ms, Error};
+use crate::codec::{self, SchemaCache};
 use crate::dead_letter::DeadLetter;
 use crate::event::{Event, EventSourceKey, Offset, CONTENT_TYPE_JSON};
 use crate::log::export::{ExportConfig, ExportRunOptions, Exporter};
+use crate::schema_registry::SchemaRegistry;
 use crate::log::{admin, CanonicalEvent, EventLog, EventStream, KafkaLog, KafkaLogConfig, Pipeline, WriteOutcome};
 
 /// How long a reader waits for more events before deciding it has reached the log end.
@@ -134,22 +136,39 @@ pub(super) async fn each_canonical(
     follow: bool,
     mut visit: impl FnMut(CanonicalEvent) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let mut read_before = None;
     loop {
         match stream.next_within(IDLE_WAIT).await? {
             Some(event) => visit(event)?,
             None if follow => {}
-            None => {
-                // Transaction markers take offsets no record holds, so "nothing new for a
-                // while" also ends the read.
-                let read = stream.rule().next_offset();
-                if read >= end || read_before == Some(read) {
-                    return Ok(());
-                }
-                read_before = Some(read);
-            }
+            // The stream's position steps over transaction markers, which no record holds.
+            None if stream.position() >= end => return Ok(()),
+            None => {}
         }
     }
+}
+
+/// A payload as text: JSON as it is, Avro decoded to JSON through the schema registry (when
+/// `SCHEMA_REGISTRY_URL` is set), anything else as lossy UTF-8.
+fn readable(event: &Event, registry: Option<&SchemaRegistry>, schemas: &mut SchemaCache) -> String {
+    if event.content_type.starts_with(codec::CONTENT_TYPE_AVRO) {
+        let Some(registry) = registry else {
+            return format!("<Avro, {} bytes: set SCHEMA_REGISTRY_URL to decode>", event.payload.len());
+        };
+        if let Ok((id, _)) = codec::schema_id(&event.payload) {
+            // A blocking wait inside the visitor: tail prints in order, one event at a time.
+            let resolved = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(registry.resolve([id], schemas))
+            });
+            if let Err(e) = resolved {
+                return format!("<Avro: {e}>");
+            }
+        }
+        return match codec::decode::<serde_json::Value>(&event.content_type, &event.payload, schemas, None) {
+            Ok(json) => json.to_string(),
+            Err(e) => format!("<Avro: {e}>"),
+        };
+    }
+    String::from_utf8_lossy(&event.payload).replace('\n', "\\n")
 }
 
 /// `tail`.
@@ -158,8 +177,10 @@ pub(super) async fn tail(args: TailArgs) -> Result<(), Error> {
     let end = log.end_offset().await?;
     let pipeline = Pipeline::new(log, "tail");
     let mut stream = pipeline.stream_events(std::slice::from_ref(&args.key), args.from).await?;
+    let registry = SchemaRegistry::from_env().transpose().map_err(|e| Error::Usage(e.to_string()))?;
+    let mut schemas = SchemaCache::new();
     each_canonical(&mut stream, end, args.follow, |canonical| {
-        let payload = String::from_utf8_lossy(&canonical.event.payload).replace('\n', "\\n");
+        let payload = readable(&canonical.event, registry.as_ref(), &mut schemas);
         let index = canonical.event.index.expect("canonical events carry their index");
         out(format_args!("{} {} {} {}", canonical.offset, index, canonical.writer, payload))
     })
