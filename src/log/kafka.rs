@@ -9,7 +9,7 @@
 //!   transaction. Kept to measure what it costs: an open transaction of a stalled writer
 //!   holds back every `read_committed` reader until it ends or times out.
 //!
-//! This is the only module besides `admin` that imports rdkafka; Kafka errors are
+//! With `admin` and `export`, the only module that imports rdkafka; Kafka errors are
 //! classified here (transient or fatal) once.
 
 use std::collections::BTreeMap;
