@@ -150,6 +150,24 @@ pub enum DecodeError {
     TrailingBytes(usize),
 }
 
+/// Bytes an event takes in a record value, exactly as [`Record::encode`] writes it.
+pub fn encoded_event_len(event: &Event) -> usize {
+    1 + 1 + event.key.as_str().len()
+        + if event.index.is_some() { 8 } else { 0 }
+        + if event.cause.is_some() { 8 } else { 0 }
+        + 8
+        + 1
+        + event.content_type.len()
+        + 32
+        + 4
+        + event.payload.len()
+}
+
+/// Bytes of a record value before its events: magic, version, source, writer, event count.
+pub fn encoded_header_len(source: &EventSourceKey, writer: &str) -> usize {
+    2 + 1 + 1 + source.as_str().len() + 1 + writer.len() + 4
+}
+
 impl Record {
     /// Encodes the record as Kafka key, value and headers.
     pub fn encode(&self) -> Result<EncodedRecord, EncodeError> {
@@ -162,14 +180,7 @@ impl Record {
         if self.writer.len() > WRITER_BYTES_MAX {
             return Err(EncodeError::WriterTooLong);
         }
-        let size: usize = 8
-            + self.source.as_str().len()
-            + self.writer.len()
-            + self
-                .events
-                .iter()
-                .map(|e| 60 + e.key.as_str().len() + e.content_type.len() + e.payload.len())
-                .sum::<usize>();
+        let size = encoded_header_len(&self.source, &self.writer) + self.events.iter().map(encoded_event_len).sum::<usize>();
         let mut value = Vec::with_capacity(size);
         value.extend_from_slice(&MAGIC);
         value.push(FORMAT_VERSION);
@@ -203,6 +214,7 @@ impl Record {
             value.extend_from_slice(&payload_len.to_be_bytes());
             value.extend_from_slice(&event.payload);
         }
+        debug_assert_eq!(value.len(), size, "encoded_event_len and encoded_header_len match the encoding");
         Ok(EncodedRecord { key: self.source.as_str().as_bytes().to_vec(), value, headers: self.summary_headers() })
     }
 

@@ -150,3 +150,42 @@ fn a_staggered_replica_writes_only_what_the_first_rank_has_not_written_in_time()
     let write = second.poll_write(2_050).expect("its turn has come");
     assert_eq!(write.record.events.len(), 2);
 }
+
+#[test]
+fn records_stay_under_the_size_limit_counting_every_envelope_byte() {
+    let log = MemoryLog::new();
+    for _ in 0..200 {
+        publish(&log, &[b'x'; 300]);
+    }
+    let mut config = ReplicaConfig::new("r");
+    config.record_bytes_max = 10_000;
+    let mut core = ReplicaCore::new(Echo, config, 0);
+    let records = log.records();
+    core.on_fetched(&records, records.len() as u64);
+    let mut sizes = Vec::new();
+    while let Some(write) = core.poll_write(0) {
+        sizes.push(write.record.encode().unwrap().value.len());
+    }
+    assert!(sizes.len() > 1, "the backlog is split into several records");
+    assert!(sizes.iter().all(|&size| size <= 10_000), "record sizes {sizes:?}");
+}
+
+#[test]
+fn staggered_turns_count_from_each_group_and_do_not_add_up() {
+    use competing_transformers::replica::Stagger;
+    let log = MemoryLog::new();
+    let mut config = ReplicaConfig::new("second");
+    config.stagger = Some(Stagger { rank: 1, delay_ms: 5 });
+    let mut core = ReplicaCore::new(Echo, config, 0);
+    for (at, payload) in [(100, b"a"), (101, b"b"), (102, b"c")] {
+        publish(&log, payload);
+        let records = log.records_from(core.position());
+        core.on_fetched(&records, core.position() + records.len() as u64);
+        assert_eq!(core.poll_write(at), None);
+    }
+    // The first rank never writes: all three groups go out at their own turns.
+    let first = core.poll_write(105).expect("a's turn");
+    assert_eq!(first.record.events.len(), 2);
+    let rest = core.poll_write(107).expect("b's and c's turns");
+    assert_eq!(rest.record.events.len(), 4);
+}

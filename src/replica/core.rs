@@ -22,7 +22,7 @@ use crate::canonical::{CanonicalRule, Verdict, DIGEST_WINDOW_DEFAULT};
 use crate::codec::{OutputCodec, SchemaCache, NO_SCHEMAS};
 use crate::dead_letter::{DeadLetter, Reason, CONTENT_TYPE_DEAD_LETTER};
 use crate::event::{Digest, Event, EventSourceKey, Offset};
-use crate::record::{FetchedRecord, Record, EVENTS_PER_RECORD_MAX};
+use crate::record::{encoded_event_len, encoded_header_len, FetchedRecord, Record, EVENTS_PER_RECORD_MAX};
 use crate::transform::{Input, Outputs, Transform, OUTPUT_BYTES_MAX, OUTPUT_EVENTS_MAX};
 
 /// Limits and identity of one replica.
@@ -140,8 +140,9 @@ enum SendState {
     Held { until_ms: Option<u64> },
     /// Not sent, or to be sent again.
     Unsent,
-    /// In the record with this write id, at this time.
-    Sent { write_id: u64, at_ms: u64 },
+    /// In the record with this write id, sent at this time, delivered at `offset` once the
+    /// log has said where.
+    Sent { write_id: u64, at_ms: u64, offset: Option<Offset> },
 }
 
 /// What one input produced: all events on one key, consecutive indexes.
@@ -157,8 +158,10 @@ impl Group {
     fn end_index(&self) -> u64 {
         self.first_index + self.events.len() as u64
     }
-    fn payload_bytes(&self) -> usize {
-        self.events.iter().map(|e| e.payload.len() + 64).sum()
+    /// Bytes the group takes in a record value: exact, so records stay under the broker's
+    /// size limit.
+    fn encoded_bytes(&self) -> usize {
+        self.events.iter().map(encoded_event_len).sum()
     }
 }
 
@@ -292,9 +295,16 @@ impl<T: Transform> ReplicaCore<T> {
     }
 
     fn computed_digest(&self, key: &EventSourceKey, index: u64) -> Option<Digest> {
+        // A replica behind the others has not computed what it reads yet: no scan for that.
+        let slot = if key == &self.output_key { OUTPUT } else { DEAD_LETTER };
+        if index >= self.next_index[slot] {
+            return None;
+        }
+        // Canonical events arrive in index order and pending groups are pruned from the
+        // front, so the group is almost always among the first.
         self.pending
             .iter()
-            .find(|g| &g.key == key && g.first_index <= index && index < g.end_index())
+            .find(|g| g.first_index <= index && index < g.end_index() && &g.key == key)
             .map(|g| g.events[(index - g.first_index) as usize].digest)
     }
 
@@ -412,13 +422,16 @@ impl<T: Transform> ReplicaCore<T> {
     fn release_held(&mut self) {
         let Some(stagger) = self.config.stagger else { return };
         let now = self.now_ms;
+        let mut blocked = false;
         for group in &mut self.pending {
             if let SendState::Held { until_ms } = &mut group.send {
+                // Every group's turn counts from when it was first seen here, not from when
+                // the one before it was released: turns must not add up under load.
                 let due = *until_ms.get_or_insert(now + stagger.rank * stagger.delay_ms);
-                if due > now {
-                    break;
+                blocked |= due > now;
+                if !blocked {
+                    group.send = SendState::Unsent;
                 }
-                group.send = SendState::Unsent;
             }
         }
     }
@@ -458,12 +471,12 @@ impl<T: Transform> ReplicaCore<T> {
         }
         let write_id = self.next_write_id;
         let mut events = Vec::new();
-        let mut bytes = 0;
+        let mut bytes = encoded_header_len(&self.output_key, &self.config.replica_id);
         for group in self.pending.iter_mut().take_while(|g| !matches!(g.send, SendState::Held { .. })) {
             if group.send != SendState::Unsent {
                 continue;
             }
-            let size = group.payload_bytes();
+            let size = group.encoded_bytes();
             if !events.is_empty()
                 && (bytes + size > self.config.record_bytes_max || events.len() + group.events.len() > EVENTS_PER_RECORD_MAX)
             {
@@ -471,7 +484,7 @@ impl<T: Transform> ReplicaCore<T> {
             }
             bytes += size;
             events.extend(group.events.iter().cloned());
-            group.send = SendState::Sent { write_id, at_ms: self.now_ms };
+            group.send = SendState::Sent { write_id, at_ms: self.now_ms, offset: None };
         }
         if events.is_empty() {
             return None;
@@ -486,6 +499,15 @@ impl<T: Transform> ReplicaCore<T> {
     /// Reports where a write landed, or that it failed.
     pub fn on_delivery(&mut self, write_id: u64, outcome: Result<Offset, ()>) {
         self.in_flight.retain(|id| *id != write_id);
+        if let Ok(at) = outcome {
+            for group in &mut self.pending {
+                if let SendState::Sent { write_id: id, offset, .. } = &mut group.send {
+                    if *id == write_id {
+                        *offset = Some(at);
+                    }
+                }
+            }
+        }
         if outcome.is_err() {
             self.stats.delivery_failures += 1;
             // The failed groups, and every later one, go out again in order.
@@ -499,12 +521,16 @@ impl<T: Transform> ReplicaCore<T> {
         }
     }
 
-    /// Lets time pass: a group sent more than `resend_after_ms` ago and still missing from
-    /// the log is sent again, with everything after it.
+    /// Lets time pass: a group still undelivered `resend_after_ms` after it was sent, or
+    /// delivered at an offset the reader has passed without it becoming canonical, is sent
+    /// again with everything after it. A delivered group the reader has not reached yet is
+    /// only slow, not lost.
     pub fn on_tick(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
-        let overdue = self.pending.front().is_some_and(|g| {
-            matches!(g.send, SendState::Sent { at_ms, .. } if self.now_ms.saturating_sub(at_ms) >= self.config.resend_after_ms)
+        let overdue = self.pending.front().is_some_and(|g| match g.send {
+            SendState::Sent { offset: Some(offset), .. } => offset < self.position,
+            SendState::Sent { at_ms, offset: None, .. } => self.now_ms.saturating_sub(at_ms) >= self.config.resend_after_ms,
+            _ => false,
         });
         if overdue {
             for group in &mut self.pending {
