@@ -448,31 +448,45 @@ fn commit_groups(
         LogError::Unavailable(error.to_string())
     };
     producer.begin_transaction().map_err(txn_error)?;
+    // Every record's delivery, with the first of each group marked: its offset is the group's.
     let mut deliveries = Vec::new();
     for (batch, _) in groups {
-        let mut first = None;
-        for encoded in batch {
+        for (position, encoded) in batch.iter().enumerate() {
             let record = FutureRecord::to(topic)
                 .partition(partition)
                 .key(encoded.key.as_slice())
                 .payload(encoded.value.as_slice())
                 .headers(to_headers(&encoded.headers));
             match producer.send_result(record) {
-                Ok(delivery) => {
-                    if first.is_none() {
-                        first = Some(delivery);
-                    } else {
-                        drop(delivery);
-                    }
-                }
+                Ok(delivery) => deliveries.push((position == 0, delivery)),
                 Err((error, _)) => {
                     let _ = producer.abort_transaction(Duration::from_secs(30));
                     return Err(classify(error));
                 }
             }
         }
-        deliveries.push(first.expect("a record holds at least one event"));
     }
+    // Wait for the deliveries before committing: the client's commit flushes first, in
+    // 100 ms steps while anything is undelivered, which would floor every commit at 100 ms.
+    let delivered = runtime.block_on(async {
+        let mut offsets = Vec::with_capacity(groups.len());
+        for (first, delivery) in deliveries {
+            match delivery.await {
+                Ok(Ok(done)) if first => offsets.push(done.offset as Offset),
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => return Err(classify(error)),
+                Err(_) => return Err(LogError::Fatal("the producer was dropped".into())),
+            }
+        }
+        Ok(offsets)
+    });
+    let offsets = match delivered {
+        Ok(offsets) => offsets,
+        Err(error) => {
+            let _ = producer.abort_transaction(Duration::from_secs(30));
+            return Err(error);
+        }
+    };
     if let Err(error) = producer.commit_transaction(Duration::from_secs(30)) {
         let error = txn_error(error);
         if !matches!(error, LogError::Fatal(_)) {
@@ -480,15 +494,5 @@ fn commit_groups(
         }
         return Err(error);
     }
-    runtime.block_on(async {
-        let mut offsets = Vec::with_capacity(deliveries.len());
-        for delivery in deliveries {
-            match delivery.await {
-                Ok(Ok(done)) => offsets.push(done.offset as Offset),
-                Ok(Err((error, _))) => return Err(classify(error)),
-                Err(_) => return Err(LogError::Fatal("the producer was dropped".into())),
-            }
-        }
-        Ok(offsets)
-    })
+    Ok(offsets)
 }
