@@ -3,7 +3,7 @@
 # Kafka broker if none is running (and stops it again afterwards), and runs the demo: three
 # racing replicas of the matching engine, one of them SIGKILLed mid-way, outputs unbroken.
 #
-# Usage: scripts/demo.sh [demo options, e.g. --orders 500]
+# Usage: scripts/demo.sh [demo options, e.g. --orders 500, or --avro for Avro reports]
 # Uses the broker at $KAFKA_BOOTSTRAP when set; otherwise the single node of scripts/kafka.sh.
 set -euo pipefail
 
@@ -15,13 +15,28 @@ command -v cargo >/dev/null || { echo "demo: cargo not found; install Rust from 
 cargo build --release -p bundled-transformers --bin transformer-launcher
 
 started_broker=no
+started_registry=no
 stop_broker() {
+  if [[ $started_registry == yes ]]; then
+    scripts/registry.sh stop || true
+  fi
   if [[ $started_broker == yes ]]; then
     echo "demo: stopping the broker this script started (its topics go with it; run scripts/kafka.sh start yourself to keep one to explore)" >&2
     scripts/kafka.sh stop || true
   fi
 }
 trap stop_broker EXIT
+
+# --avro needs a schema registry: start one the same way, unless SCHEMA_REGISTRY_URL names one.
+if [[ " $* " == *" --avro "* && -z ${SCHEMA_REGISTRY_URL:-} ]]; then
+  if scripts/registry.sh status >/dev/null 2>&1; then
+    export SCHEMA_REGISTRY_URL=http://127.0.0.1:${REGISTRY_PORT:-8081}/apis/ccompat/v7
+  else
+    echo "demo: starting a schema registry for --avro (scripts/registry.sh start)" >&2
+    started_registry=yes
+    eval "export $(scripts/registry.sh start)"
+  fi
+fi
 
 if [[ -z ${KAFKA_BOOTSTRAP:-} ]]; then
   if scripts/kafka.sh status >/dev/null 2>&1; then

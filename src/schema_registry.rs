@@ -211,14 +211,25 @@ impl SchemaRegistry {
     /// the same schema again returns the same id. Refused with
     /// [`RegistryError::Incompatible`] when it breaks the subject's compatibility setting.
     pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
-        let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_string());
-        match post_schema(&self.settings, subject.to_string(), supplied).await {
-            Ok(registered) => Ok(registered.id),
-            Err(error) if http_status(&error) == Some(409) => {
-                Err(RegistryError::Incompatible { subject: subject.into(), url: self.url.clone(), reason: message_of(&error) })
+        // Replicas starting together race to create a new subject; the registry answers the
+        // losers 409 "already exists", and a second try finds the subject made.
+        const ATTEMPTS: u32 = 3;
+        for attempt in 1..=ATTEMPTS {
+            let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_string());
+            match post_schema(&self.settings, subject.to_string(), supplied).await {
+                Ok(registered) => return Ok(registered.id),
+                Err(error) if http_status(&error) == Some(409) => {
+                    let reason = message_of(&error);
+                    if reason.contains("already exists") && attempt < ATTEMPTS {
+                        tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt))).await;
+                        continue;
+                    }
+                    return Err(RegistryError::Incompatible { subject: subject.into(), url: self.url.clone(), reason });
+                }
+                Err(error) => return Err(self.classify(None, &error)),
             }
-            Err(error) => Err(self.classify(None, &error)),
         }
+        unreachable!("the last attempt returns")
     }
 
     /// Checks, without registering, that `schema` is compatible with what `subject` holds.

@@ -308,6 +308,13 @@ pub struct DemoArgs {
     /// How many sample orders to publish
     #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(20..=5_000))]
     pub orders: u32,
+    /// Replicas write their reports in Avro through the schema registry at --registry, and
+    /// one order arrives as broken Avro (a schema id the registry does not know)
+    #[arg(long)]
+    pub avro: bool,
+    /// The schema registry's Confluent-compatible API, for --avro
+    #[arg(long, env = "SCHEMA_REGISTRY_URL", value_name = "URL", default_value = "http://127.0.0.1:8081/apis/ccompat/v7")]
+    pub registry: String,
 }
 
 #[cfg(test)]

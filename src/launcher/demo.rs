@@ -18,7 +18,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::cli::DemoArgs;
-use super::ops::read_dead_letters;
+use super::ops::{read_dead_letters, readable};
+use crate::codec::{self, SchemaCache};
+use crate::schema_registry::SchemaRegistry;
 use super::registry::Registry;
 use super::summary::LogSummary;
 use super::Error;
@@ -43,6 +45,8 @@ const SETTLED_AFTER: Duration = Duration::from_secs(1);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(20);
 const TRADES_SHOWN: usize = 10;
+/// A schema id no registry is expected to hold: the demo's broken Avro order.
+const BROKEN_SCHEMA_ID: u32 = 999_999;
 
 /// One replica process.
 struct Replica {
@@ -91,10 +95,17 @@ pub(super) async fn run(registry: &Registry, args: DemoArgs) -> Result<(), Error
     let dir = std::env::temp_dir().join(&topic);
     std::fs::create_dir_all(&dir).map_err(|e| Error::Demo(format!("cannot create {} ({e})", dir.display())))?;
     let config_path = dir.join("launcher.toml");
-    let config = format!(
+    let mut config = format!(
         "[kafka]\nbootstrap_servers = {:?}\ntopic = {:?}\n\n[[transformer]]\nname = {TRANSFORMER:?}\nreplicas = 1\n",
         args.bootstrap, topic
     );
+    let schemas = if args.avro {
+        config.push_str(&format!("codec = \"avro\"\n\n[schema_registry]\nurl = {:?}\n", args.registry));
+        let client = SchemaRegistry::new(&args.registry).map_err(|e| Error::Demo(e.to_string()))?;
+        Some(Arc::new(client))
+    } else {
+        None
+    };
     std::fs::write(&config_path, config).map_err(|e| Error::Demo(format!("cannot write {} ({e})", config_path.display())))?;
     let mut replicas = Vec::new();
     for name in REPLICAS {
@@ -111,7 +122,7 @@ pub(super) async fn run(registry: &Registry, args: DemoArgs) -> Result<(), Error
 
     let (stop_watching, stop) = watch::channel(false);
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let watcher = tokio::spawn(watch_outputs(log.clone(), seen.clone(), stop));
+    let watcher = tokio::spawn(watch_outputs(log.clone(), seen.clone(), stop, schemas.clone()));
     let pipeline = Pipeline::new(log.clone(), "demo-publisher");
     let input_key = EventSourceKey::new(INPUT_KEY).expect("a valid constant key");
     let orders = sample_orders(args.orders as usize);
@@ -130,6 +141,12 @@ pub(super) async fn run(registry: &Registry, args: DemoArgs) -> Result<(), Error
             let event = Event::new(input_key.clone(), None, None, super::wall_clock_ms(), CONTENT_TYPE_JSON, order.clone());
             let offset = pipeline.write(&input_key, vec![event]).await?;
             sent.push((offset, at));
+        }
+        if args.avro && burst == 1 {
+            // Avro framing with a schema id no registry holds: a `schema` dead letter.
+            let broken = codec::frame(BROKEN_SCHEMA_ID, b"\x02o1");
+            let event = Event::new(input_key.clone(), None, None, super::wall_clock_ms(), codec::CONTENT_TYPE_AVRO, broken);
+            sent.push((pipeline.write(&input_key, vec![event]).await?, Instant::now()));
         }
         let waiting = sent[first - 1..].iter().map(|(offset, _)| *offset).collect::<Vec<_>>();
         wait_until(ANSWER_TIMEOUT, || {
@@ -264,7 +281,13 @@ async fn kill_the_leader(log: &KafkaLog, replicas: &mut Vec<Replica>, stamp: &im
 }
 
 /// Follows the engine's canonical reports and dead letters until told to stop.
-async fn watch_outputs(log: Arc<KafkaLog>, seen: Arc<Mutex<Seen>>, stop: watch::Receiver<bool>) -> Result<(), Error> {
+async fn watch_outputs(
+    log: Arc<KafkaLog>,
+    seen: Arc<Mutex<Seen>>,
+    stop: watch::Receiver<bool>,
+    schemas: Option<Arc<SchemaRegistry>>,
+) -> Result<(), Error> {
+    let mut cache = SchemaCache::new();
     let output_key = EventSourceKey::new(TRANSFORMER).expect("a valid constant key");
     let keys = [output_key.clone(), output_key.dead_letters()];
     let mut stream = Pipeline::new(log, "demo-watcher").stream_events(&keys, 0).await?;
@@ -279,7 +302,8 @@ async fn watch_outputs(log: Arc<KafkaLog>, seen: Arc<Mutex<Seen>>, stop: watch::
         if canonical.event.key == output_key {
             seen.outputs += 1;
             if seen.trades.len() < TRADES_SHOWN {
-                if let Ok(report) = serde_json::from_slice::<Value>(&canonical.event.payload) {
+                let text = readable(&canonical.event, schemas.as_deref(), &mut cache);
+                if let Ok(report) = serde_json::from_str::<Value>(&text) {
                     if report["type"] == "trade" {
                         seen.trades.push(report);
                     }
@@ -344,10 +368,14 @@ fn print_results(
     }
 
     println!();
-    match letters.first() {
-        Some((_, _, Ok(letter))) => println!("dead letter: {}", letter.describe()),
-        Some((offset, _, Err(raw))) => println!("dead letter at offset {offset}: {raw}"),
-        None => println!("dead letter: none (unexpected: one order line was malformed)"),
+    for letter in letters {
+        match letter {
+            (_, _, Ok(letter)) => println!("dead letter: {}", letter.describe()),
+            (offset, _, Err(raw)) => println!("dead letter at offset {offset}: {raw}"),
+        }
+    }
+    if letters.is_empty() {
+        println!("dead letter: none (unexpected: one order line was malformed)");
     }
 
     if let Some(Kill { orders_before, after, replica_id }) = killed {

@@ -149,7 +149,7 @@ pub(super) async fn each_canonical(
 
 /// A payload as text: JSON as it is, Avro decoded to JSON through the schema registry (when
 /// `SCHEMA_REGISTRY_URL` is set), anything else as lossy UTF-8.
-fn readable(event: &Event, registry: Option<&SchemaRegistry>, schemas: &mut SchemaCache) -> String {
+pub(super) fn readable(event: &Event, registry: Option<&SchemaRegistry>, schemas: &mut SchemaCache) -> String {
     if event.content_type.starts_with(codec::CONTENT_TYPE_AVRO) {
         let Some(registry) = registry else {
             return format!("<Avro, {} bytes: set SCHEMA_REGISTRY_URL to decode>", event.payload.len());
