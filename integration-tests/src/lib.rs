@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use competing_transformers::log::admin::create_topic;
 use competing_transformers::log::conformance::Backend;
-use competing_transformers::log::{KafkaLog, KafkaLogConfig, WriteMode};
+use competing_transformers::log::{KafkaLog, KafkaLogConfig, Pipeline, WriteMode};
+use competing_transformers::EventSourceKey;
 use competing_transformers::record::Record;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -64,6 +65,19 @@ async fn start_container() -> String {
     let port = container.get_host_port_ipv4(testcontainers_modules::kafka::apache::KAFKA_PORT).await.expect("kafka port");
     Box::leak(Box::new(container));
     format!("127.0.0.1:{port}")
+}
+
+/// Waits until `key` has `count` canonical events, or fails after `limit`.
+pub async fn wait_for_count(reader: &Pipeline<KafkaLog>, key: &EventSourceKey, count: u64, limit: Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        let now = reader.count(key).await.unwrap();
+        if now >= count {
+            return;
+        }
+        assert!(start.elapsed() < limit, "`{key}` has {now} canonical events after {limit:?}, expected {count}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A topic name no other test or run uses.

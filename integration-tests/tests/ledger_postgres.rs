@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use competing_transformers::replica::{run_replica, ReplicaConfig, ReplicaStatus};
 use competing_transformers::{Event, EventSourceKey, KafkaLog, Pipeline};
-use integration_tests::fresh_log_config;
+use integration_tests::{fresh_log_config, wait_for_count};
 use ledger::projection::{Projection, RunOptions};
 use ledger::{Command, Ledger, LEDGER_KEY, TRANSFERS_KEY};
 use serde_json::json;
@@ -59,18 +59,6 @@ fn reference_balances(commands: &[serde_json::Value]) -> (BTreeMap<String, i64>,
         }
     }
     (ledger.balances().iter().map(|(a, b)| (a.clone(), *b as i64)).collect(), entries)
-}
-
-async fn wait_for_count(reader: &Pipeline<KafkaLog>, key: &EventSourceKey, count: u64, limit: Duration) {
-    let start = Instant::now();
-    loop {
-        let now = reader.count(key).await.unwrap();
-        if now >= count {
-            return;
-        }
-        assert!(start.elapsed() < limit, "`{key}` has {now} canonical events after {limit:?}, expected {count}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use competing_transformers::replica::{run_replica, run_to_end, ReplicaConfig, Re
 use competing_transformers::{
     Event, EventSourceKey, Input, KafkaLog, MemoryLog, Offset, Outputs, Pipeline, Transform, TransformError,
 };
-use integration_tests::fresh_log_config;
+use integration_tests::{fresh_log_config, wait_for_count};
 use matching_engine::MatchingEngine;
 use tokio::sync::watch;
 
@@ -103,19 +103,6 @@ async fn start<T: Transform, L: EventLog>(log: L, transform: T, id: &str) -> Run
     let (status_tx, status) = watch::channel(ReplicaStatus::default());
     let task = tokio::spawn(run_replica(Arc::new(log), transform, ReplicaConfig::new(id), shutdown_rx, status_tx));
     Running { task, shutdown, status }
-}
-
-/// Waits until `key` has `count` canonical events, or fails after `limit`.
-async fn wait_for_count(reader: &Pipeline<KafkaLog>, key: &EventSourceKey, count: u64, limit: Duration) {
-    let start = Instant::now();
-    loop {
-        let now = reader.count(key).await.unwrap();
-        if now >= count {
-            return;
-        }
-        assert!(start.elapsed() < limit, "`{key}` has {now} canonical events after {limit:?}, expected {count}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn canonical_payloads(reader: &Pipeline<KafkaLog>, key: &EventSourceKey, count: usize) -> Vec<Vec<u8>> {

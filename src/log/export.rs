@@ -182,7 +182,6 @@ impl Exporter {
         let mut stream = pipeline.stream_events(&self.config.keys, self.position).await?;
         let mut stats = ExportStats { position: self.position, ..ExportStats::default() };
         let mut batch: Vec<CanonicalEvent> = Vec::new();
-        let mut read_before = None;
         loop {
             let stopping = options.shutdown.as_ref().is_some_and(|s| *s.borrow());
             let next = if stopping { None } else { stream.next_within(IDLE_WAIT).await? };
@@ -205,12 +204,10 @@ impl Exporter {
                         return Ok(stats);
                     }
                     if !options.follow {
-                        // Transaction markers take offsets no record holds: no progress also ends it.
-                        let read = stream.rule().next_offset();
-                        if read >= end || read_before == Some(read) {
+                        // The stream's position steps over transaction markers, which no record holds.
+                        if stream.position() >= end {
                             return Ok(stats);
                         }
-                        read_before = Some(read);
                     }
                 }
             }

@@ -273,7 +273,6 @@ impl Projection {
         let mut stream = pipeline.stream_events(std::slice::from_ref(&self.key), self.position.resume_offset).await?;
         let mut stats = RunStats { position: self.position, ..RunStats::default() };
         let mut batch: Vec<CanonicalEvent> = Vec::new();
-        let mut read_before = None;
         loop {
             let stopping = options.shutdown.as_ref().is_some_and(|s| *s.borrow());
             let next = if stopping { None } else { stream.next_within(IDLE_WAIT).await? };
@@ -297,12 +296,10 @@ impl Projection {
                         return Ok(stats);
                     }
                     if !options.follow {
-                        // Transaction markers take offsets no record holds: no progress also ends it.
-                        let read = stream.rule().next_offset();
-                        if read >= end || read_before == Some(read) {
+                        // The stream's position steps over transaction markers, which no record holds.
+                        if stream.position() >= end {
                             return Ok(stats);
                         }
-                        read_before = Some(read);
                     }
                 }
             }
