@@ -153,7 +153,7 @@ pub struct LogArgs {
 }
 
 /// `run`.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// The launcher's TOML config: [kafka] and one [[transformer]] per transform to run
     #[arg(long, env = "TRANSFORMER_LAUNCHER_CONFIG", value_name = "FILE")]
@@ -170,6 +170,16 @@ pub struct RunArgs {
     /// give each host its own, 0 on the host that should write first
     #[arg(long, env = "STAGGER_RANK", value_name = "K", default_value_t = 0)]
     pub stagger_rank: u64,
+    /// Run each replica as its own child process (killing one is a real crash), restarted
+    /// when it crashes; SIGINT/SIGTERM stop them all
+    #[arg(long)]
+    pub processes: bool,
+    /// Run only this transformer of the config (used for --processes children)
+    #[arg(long, value_name = "NAME", hide = true)]
+    pub only: Option<String>,
+    /// Number of this process's first replica (used for --processes children)
+    #[arg(long, value_name = "N", default_value_t = 1, hide = true)]
+    pub first_number: u32,
 }
 
 /// `topics`.

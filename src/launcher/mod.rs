@@ -36,6 +36,7 @@ mod demo;
 mod ops;
 pub mod redrive;
 pub mod registry;
+mod processes;
 mod schemas;
 pub mod summary;
 mod supervise;
@@ -78,6 +79,10 @@ pub enum Error {
     /// Replicas stopped for good (a divergence, or a configuration the log refuses).
     #[error("{0}")]
     ReplicasFailed(String),
+    /// A replica diverged: its transform is not deterministic. Exit code 3, so a parent
+    /// launcher does not restart it.
+    #[error("{0}")]
+    Diverged(String),
     /// The demo could not finish.
     #[error("demo: {0}")]
     Demo(String),
@@ -117,10 +122,17 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Err(Error::Output(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
-            ExitCode::FAILURE
+            if matches!(error, Error::Diverged(_)) {
+                ExitCode::from(EXIT_DIVERGED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
+
+/// Exit code of a `run` whose replica diverged: restarting it would diverge again.
+pub(crate) const EXIT_DIVERGED: u8 = 3;
 
 async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error> {
     use cli::{Command, DeadLettersCommand, TopicsCommand};

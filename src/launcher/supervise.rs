@@ -81,6 +81,8 @@ type SharedSlot = Arc<Mutex<Slot>>;
 /// How a supervised replica ended.
 enum Ending {
     Stopped,
+    /// For good: the transform is not deterministic.
+    Diverged(String),
     /// For good, with the sentence saying why.
     Failed(String),
 }
@@ -132,8 +134,14 @@ async fn avro_output(registry: &Registry, name: &str, schemas: Option<&SchemaReg
 pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> {
     let config = Config::load(&args.config)?;
     let log_config = config.log_config(&args.kafka.overrides())?;
-    let plan = config.replica_plan(&registry, args.replicas)?;
+    let mut plan = config.replica_plan(&registry, args.replicas)?;
+    if let Some(only) = &args.only {
+        plan.retain(|(name, _)| name == only);
+    }
     let prefix = args.replica_id.clone().unwrap_or_else(host_name);
+    if args.processes {
+        return super::processes::run(&args, &plan, &prefix).await;
+    }
     let schemas = schema_registry(&config)?;
     let mut codecs = std::collections::BTreeMap::new();
     for entry in config.transformers.iter().filter(|entry| entry.codec == Codec::Avro) {
@@ -141,7 +149,7 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
     }
     let mut slots: Vec<SharedSlot> = Vec::new();
     for (transformer, replicas) in &plan {
-        for n in 1..=*replicas {
+        for n in args.first_number..args.first_number + *replicas {
             let replica_id = format!("{prefix}-{transformer}-{n}");
             if prefix.trim().is_empty() || replica_id.len() > WRITER_BYTES_MAX {
                 return Err(Error::Usage(format!(
@@ -178,27 +186,30 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
         .collect();
     let tables = tokio::spawn(print_race_tables(slots.clone()));
     let mut failures = Vec::new();
+    let mut diverged = false;
     for (task, slot) in tasks.into_iter().zip(&slots) {
         let ending = task.await.unwrap_or_else(|error| Ending::Failed(format!("its supervisor task failed: {error}")));
-        if let Ending::Failed(why) = ending {
-            failures.push(format!("{} {why}", slot.lock().expect("slot lock").replica_id));
-        }
+        let why = match ending {
+            Ending::Stopped => continue,
+            Ending::Diverged(why) => {
+                diverged = true;
+                why
+            }
+            Ending::Failed(why) => why,
+        };
+        failures.push(format!("{} {why}", slot.lock().expect("slot lock").replica_id));
     }
     tables.abort();
     eprint!("{}", render_race_table(&slots));
     if failures.is_empty() {
         return Ok(());
     }
-    Err(Error::ReplicasFailed(format!(
-        "{} of {} replica(s) stopped for good: {}",
-        failures.len(),
-        slots.len(),
-        failures.join("; ")
-    )))
+    let sentence = format!("{} of {} replica(s) stopped for good: {}", failures.len(), slots.len(), failures.join("; "));
+    Err(if diverged { Error::Diverged(sentence) } else { Error::ReplicasFailed(sentence) })
 }
 
 /// A watch that turns true on the first SIGINT or SIGTERM; a second one exits at once.
-fn shutdown_on_signals() -> Result<watch::Receiver<bool>, Error> {
+pub(super) fn shutdown_on_signals() -> Result<watch::Receiver<bool>, Error> {
     let listen = |kind: SignalKind| {
         signal(kind).map_err(|error| Error::Usage(format!("cannot listen for signals ({error})")))
     };
@@ -249,7 +260,7 @@ where
                      find what makes it non-deterministic (clock, randomness, hash-map order, floats) and deploy the fix"
                 );
                 set_state(State::Diverged);
-                return Ending::Failed(format!("diverged: {divergence}"));
+                return Ending::Diverged(format!("diverged: {divergence}"));
             }
             Err(Failure::Permanent(why)) => {
                 tracing::error!(replica = %replica_id, "stopped, not restarted: {why}");
@@ -457,7 +468,7 @@ mod tests {
         let (_stop, shutdown) = watch::channel(false);
         let slot = slot("echo");
         let ending = tokio::time::timeout(Duration::from_secs(10), start(registry, &log, &slot, &shutdown)).await.unwrap().unwrap();
-        assert!(matches!(&ending, Ending::Failed(why) if why.starts_with("diverged")));
+        assert!(matches!(&ending, Ending::Diverged(why) if why.starts_with("diverged")));
         let slot = slot.lock().unwrap();
         assert_eq!((slot.state, slot.restarts), (State::Diverged, 0));
     }
