@@ -65,6 +65,17 @@ fn canonical_reports(topic: &str) -> u64 {
         .map_or(0, |n| n.parse().unwrap())
 }
 
+/// The launcher under test, killed if the test fails before stopping it (its replica
+/// processes die with it).
+struct Launcher(std::process::Child);
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn a_killed_replica_process_is_restarted_and_the_output_matches_a_lone_replica() {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
@@ -72,13 +83,16 @@ fn a_killed_replica_process_is_restarted_and_the_output_matches_a_lone_replica()
     launcher(&["topics", "create", "--topic", &topic]);
     let config = std::env::temp_dir().join(format!("{topic}.toml"));
     std::fs::write(&config, format!("[kafka]\ntopic = {topic:?}\n\n[[transformer]]\nname = \"matching-engine\"\nreplicas = 3\n")).unwrap();
-    let mut parent = Command::new(LAUNCHER)
-        .args(["run", "--processes", "--replica-id", "proc", "--bootstrap", &bootstrap(), "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut parent = Launcher(
+        Command::new(LAUNCHER)
+            .args(["run", "--processes", "--replica-id", "proc", "--bootstrap", &bootstrap(), "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let parent = &mut parent.0;
     let deadline = Instant::now() + Duration::from_secs(20);
     while children_of(parent.id()).len() < 3 {
         assert!(Instant::now() < deadline, "the launcher did not start 3 replica processes");
