@@ -59,17 +59,10 @@ NODES=(1 2 3)
 START_TIMEOUT=${KAFKA_START_TIMEOUT:-60}
 JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
 
-log() { echo "kafka: $*" >&2; }
-die() { echo "kafka: $*" >&2; exit 1; }
+NAME=kafka
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-need_java() {
-  command -v "$JAVA" >/dev/null ||
-    die "java not found (PATH or JAVA_HOME); install Java 17+, e.g. 'apt-get install -y openjdk-17-jdk-headless'."
-  local major
-  major=$("$JAVA" -version 2>&1 | sed -n '1s/.*version "\([0-9]*\).*/\1/p')
-  (( ${major:-0} >= 17 )) ||
-    die "Kafka $KAFKA_VERSION needs Java 17+ but '$JAVA' is Java ${major:-unknown}; install Java 17+ or point JAVA_HOME at one."
-}
 
 cmd_fetch() {
   mkdir -p "$CACHE"
@@ -101,7 +94,6 @@ cmd_fetch() {
 }
 
 # True if something accepts TCP connections on 127.0.0.1:$1.
-port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
 # Prints the pid of the broker running from dir $1, or fails. Checks the command line so a
 # stale pid file whose pid was reused by another process is not mistaken for the broker.
@@ -264,7 +256,7 @@ stop_dirs() {
 }
 
 cmd_start() {
-  need_java
+  need_java "Kafka $KAFKA_VERSION"
   cmd_fetch --quiet
   lock_dir "$RUN_DIR"
   ensure_port_free "$PORT" stop
@@ -313,7 +305,7 @@ check_node_arg() {
 }
 
 cmd_cluster_start() {
-  need_java
+  need_java "Kafka $KAFKA_VERSION"
   cmd_fetch --quiet
   lock_dir "$CLUSTER_DIR"
   local n dir voters=() cid pids=()
@@ -393,7 +385,7 @@ cmd_cluster_stop_node() {
 
 cmd_cluster_restart_node() {
   check_node_arg "${1:-}"
-  need_java
+  need_java "Kafka $KAFKA_VERSION"
   cmd_fetch --quiet
   lock_dir "$CLUSTER_DIR"
   local dir

@@ -31,8 +31,9 @@ LOG=$RUN_DIR/postgres.log
 START_TIMEOUT=${PG_START_TIMEOUT:-60}
 URL="postgres://postgres@127.0.0.1:$PORT/postgres"
 
-log() { echo "postgres: $*" >&2; }
-die() { echo "postgres: $*" >&2; exit 1; }
+NAME=postgres
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 find_bin() {
   if [ -n "${PG_BIN:-}" ]; then echo "$PG_BIN"; return; fi
@@ -83,7 +84,6 @@ grant_traversal() {
   done
 }
 
-port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
 # Whether the postmaster of $DATA lives: its pid file's first line, readable by us.
 running() {

@@ -44,17 +44,10 @@ START_TIMEOUT=${REGISTRY_START_TIMEOUT:-60}
 JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
 API=/apis/ccompat/v7
 
-log() { echo "registry: $*" >&2; }
-die() { echo "registry: $*" >&2; exit 1; }
+NAME=registry
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-need_java() {
-  command -v "$JAVA" >/dev/null ||
-    die "java not found (PATH or JAVA_HOME); install Java 17+, e.g. 'apt-get install -y openjdk-17-jdk-headless'."
-  local major
-  major=$("$JAVA" -version 2>&1 | sed -n '1s/.*version "\([0-9]*\).*/\1/p')
-  (( ${major:-0} >= 17 )) ||
-    die "Apicurio Registry $VERSION needs Java 17+ but '$JAVA' is Java ${major:-unknown}; install Java 17+ or point JAVA_HOME at one."
-}
 
 cmd_fetch() {
   mkdir -p "$CACHE"
@@ -88,7 +81,6 @@ cmd_fetch() {
 }
 
 # True if something accepts TCP connections on 127.0.0.1:$1.
-port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
 # Prints the HTTP status line's code of GET $1 on 127.0.0.1:$PORT (no curl needed).
 http_status() {
@@ -128,7 +120,7 @@ stop_registry() {
 }
 
 cmd_start() {
-  need_java
+  need_java "Apicurio Registry $VERSION"
   cmd_fetch --quiet
   lock_dir
   if pid=$(registry_pid); then
