@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::load;
 use crate::measure::SharedTimeline;
+use crate::raw;
 
 /// The writer id of the load generator's records.
 pub const LOAD_WRITER: &str = "bench-load";
@@ -50,19 +51,33 @@ impl Det {
         let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
         match self {
             Det::Identity => Event::new(self.input_key(), None, None, now_ms, CONTENT_TYPE_BYTES, load::payload(seq)),
-            Det::MatchingEngine => {
-                let side = if seq % 2 == 0 { "buy" } else { "sell" };
-                let account = ["alice", "bob", "carol", "dave"][(seq % 4) as usize];
-                let order = if seq % 10 == 9 {
-                    serde_json::json!({"type": "market", "order_id": format!("o{seq}"), "account": account, "side": side, "quantity": 1 + seq % 5})
-                } else {
-                    let price = 98 + (seq * 7) % 5;
-                    serde_json::json!({"type": "limit", "order_id": format!("o{seq}"), "account": account, "side": side, "price": price, "quantity": 1 + (seq * 3) % 10})
-                };
-                Event::new(self.input_key(), None, None, now_ms, CONTENT_TYPE_JSON, serde_json::to_vec(&order).expect("JSON"))
-            }
+            Det::MatchingEngine => Event::new(self.input_key(), None, None, now_ms, CONTENT_TYPE_JSON, order_json(seq)),
         }
     }
+
+    /// What a plain (non-framework) record of event `seq` carries, and where its sequence
+    /// number is: in the payload for identity; in the key for the matching engine, whose
+    /// input is an order and whose outputs are reports.
+    pub fn plain(self) -> (raw::SeqFrom, fn(u64) -> Vec<u8>) {
+        match self {
+            Det::Identity => (raw::SeqFrom::Payload, load::payload),
+            Det::MatchingEngine => (raw::SeqFrom::Key, order_json),
+        }
+    }
+}
+
+/// Order `seq` of the matching engine's load, JSON: limit orders around 100 on both sides and
+/// every tenth a market order, so that most cross the book.
+pub fn order_json(seq: u64) -> Vec<u8> {
+    let side = if seq % 2 == 0 { "buy" } else { "sell" };
+    let account = ["alice", "bob", "carol", "dave"][(seq % 4) as usize];
+    let order = if seq % 10 == 9 {
+        serde_json::json!({"type": "market", "order_id": format!("o{seq}"), "account": account, "side": side, "quantity": 1 + seq % 5})
+    } else {
+        let price = 98 + (seq * 7) % 5;
+        serde_json::json!({"type": "limit", "order_id": format!("o{seq}"), "account": account, "side": side, "price": price, "quantity": 1 + (seq * 3) % 10})
+    };
+    serde_json::to_vec(&order).expect("JSON")
 }
 
 /// Appends each event as its own record, without waiting; its id is the offset it lands at.

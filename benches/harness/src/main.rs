@@ -6,15 +6,19 @@
 //! - `bench replica …`: one replica in this process (the transactional write mode, which
 //!   the launcher's config cannot select).
 //! - `bench micro`: the per-event cost of each step of the hot path, without Kafka.
+//! - `bench conformance`: Kafka Streams' matching engine against the Rust one on inputs that
+//!   reach every rule.
 //!
 //! Layout: [`load`] (the generator), [`framework`] (sender, observer and replica of the
 //! framework), [`raw`] (plain rdkafka: the limit, plain observers, write amplification),
-//! [`procs`] (child processes and faults), [`measure`] (histograms), [`micro`].
+//! [`procs`] (child processes and faults), [`measure`] (histograms), [`conformance`] (Kafka
+//! Streams' matching engine against the Rust one), [`micro`].
 
 // The harness is a driver: it reads clocks to measure latency (the workspace's clippy.toml
 // forbids that in the framework's pure core, not here). `%` stays readable on rust 1.85.
 #![allow(clippy::disallowed_methods, clippy::manual_is_multiple_of)]
 
+mod conformance;
 mod framework;
 mod load;
 mod measure;
@@ -65,6 +69,15 @@ enum Command {
     },
     /// Time each step of the hot path per event, without Kafka.
     Micro,
+    /// Check that the Kafka Streams matching engine writes what the Rust engine writes, on
+    /// inputs that reach every rule (cancels, rejections, the fill limit, dead letters).
+    Conformance {
+        #[arg(long, env = "KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        /// The Kafka Streams peer's jar.
+        #[arg(long, default_value = "benches/kafka-streams/target/bench-kafka-streams.jar")]
+        streams_jar: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -102,8 +115,9 @@ enum System {
     /// Racing replicas of the framework, each its own process; `stagger_ms`: replica k
     /// writes after k × that unless beaten (the launcher's `stagger_ms`).
     Framework { det: Det, replicas: usize, transactional: bool, stagger_ms: Option<u64> },
-    /// Kafka Streams (exactly_once_v2), `instances` processes in one group, one standby.
-    KafkaStreams { instances: usize },
+    /// Kafka Streams (exactly_once_v2) running `det`, `instances` processes in one group, one
+    /// standby.
+    KafkaStreams { instances: usize, det: Det },
 }
 
 impl System {
@@ -118,7 +132,7 @@ impl System {
                 if transactional { ", transactional mode" } else { "" },
                 stagger_ms.map(|ms| format!(", staggered {ms} ms")).unwrap_or_default()
             ),
-            System::KafkaStreams { instances } => format!("Kafka Streams identity, EOS v2, {instances} instances"),
+            System::KafkaStreams { instances, det } => format!("Kafka Streams {}, EOS v2, {instances} instances", det.name()),
         }
     }
 }
@@ -187,15 +201,21 @@ fn scenarios(quick: bool, streams: bool) -> Vec<Scenario> {
         all.extend([
             s("identity-3-txn", fw(Det::Identity, 3, true), at_rate, Fault::None),
             s("identity-3-txn-kill", fw(Det::Identity, 3, true), at_rate, kill),
+            // The peers of streams-matching-stall and streams-matching-kill.
+            s("matching-3-stall", fw(Det::MatchingEngine, 3, false), at_rate, stall),
+            s("matching-3-kill", fw(Det::MatchingEngine, 3, false), at_rate, kill),
         ]);
     }
     if streams {
-        let ks = System::KafkaStreams { instances: 2 };
-        all.extend([
-            s("streams-identity", ks, at_rate, Fault::None),
-            s("streams-identity-stall", ks, at_rate, stall),
-            s("streams-identity-kill", ks, at_rate, Fault::Kill { at_fraction: 0.3, restart_after_ms: None }),
-        ]);
+        let streams_kill = Fault::Kill { at_fraction: 0.3, restart_after_ms: None };
+        for (name, det) in [("identity", Det::Identity), ("matching", Det::MatchingEngine)] {
+            let ks = System::KafkaStreams { instances: 2, det };
+            all.extend([
+                s(&format!("streams-{name}"), ks, at_rate, Fault::None),
+                s(&format!("streams-{name}-stall"), ks, at_rate, stall),
+                s(&format!("streams-{name}-kill"), ks, at_rate, streams_kill),
+            ]);
+        }
     }
     all
 }
@@ -227,7 +247,23 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&micro::run(200_000))?);
             Ok(())
         }
+        Command::Conformance { bootstrap, streams_jar } => {
+            let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+            let work = std::env::temp_dir().join(format!("competing-transformers-conformance-{stamp}"));
+            let verdict = runtime.block_on(conformance::check_edges(&bootstrap, &streams_jar, &work))?;
+            println!("{} ({} inputs; Kafka Streams log in {})", verdict.note, conformance::edge_orders().len(), work.display());
+            if !verdict.equal {
+                bail!("the Kafka Streams matching engine differs from the Rust one");
+            }
+            Ok(())
+        }
     }
+}
+
+/// The command line of one Kafka Streams instance of the peer (`benches/kafka-streams`).
+fn streams_args(jar: &Path, det: Det, bootstrap: &str, application_id: &str, input: &str, output: &str, state: &Path) -> Vec<String> {
+    let args = ["-Xmx512m", "-jar", &jar.display().to_string(), "--det", det.name(), bootstrap, application_id, input, output, &state.display().to_string()];
+    args.map(String::from).to_vec()
 }
 
 /// Everything one run shares.
@@ -337,9 +373,9 @@ async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<Scen
     let (send, observer, ready_line): (Option<load::Send>, tokio::task::JoinHandle<anyhow::Result<()>>, &str) = match scenario.system {
         System::RawIdempotent | System::RawTransactional => {
             admin::create_topic(&KafkaLogConfig::new(&bootstrap, &topic)).await?;
-            let observer = tokio::spawn(raw::observe_plain(bootstrap.clone(), topic.clone(), timeline.clone(), stop.clone()));
+            let observer = tokio::spawn(raw::observe_plain(bootstrap.clone(), topic.clone(), raw::SeqFrom::Payload, timeline.clone(), stop.clone()));
             let send = match scenario.system {
-                System::RawIdempotent => Some(raw::plain_sender(&bootstrap, &topic)?),
+                System::RawIdempotent => Some(raw::plain_sender(&bootstrap, &topic, raw::SeqFrom::Payload, load::payload)?),
                 _ => None,
             };
             (send, observer, "")
@@ -374,23 +410,14 @@ async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<Scen
             let observer = tokio::spawn(framework::observe(log.clone(), det, timeline.clone(), stop.clone()));
             (Some(framework::sender(log, det)), observer, "replica starting")
         }
-        System::KafkaStreams { instances } => {
+        System::KafkaStreams { instances, det } => {
             let (input, output) = (format!("{topic}-in"), format!("{topic}-out"));
             admin::create_topic(&KafkaLogConfig::new(&bootstrap, &input)).await?;
             admin::create_topic(&KafkaLogConfig::new(&bootstrap, &output)).await?;
             for i in 0..instances {
                 let name = format!("ks{i}");
                 let state = dir.join(format!("{name}-state"));
-                let args = vec![
-                    "-Xmx512m".into(),
-                    "-jar".into(),
-                    cx.args.streams_jar.display().to_string(),
-                    bootstrap.clone(),
-                    format!("bench-{}-{}", scenario.name, cx.stamp),
-                    input.clone(),
-                    output.clone(),
-                    state.display().to_string(),
-                ];
+                let args = streams_args(&cx.args.streams_jar, det, &bootstrap, &format!("bench-{}-{}", scenario.name, cx.stamp), &input, &output, &state);
                 procs.push(Proc::spawn(&name, Path::new("java"), args, vec![], dir.join(format!("{name}.log")))?);
             }
             for proc in &mut procs {
@@ -413,8 +440,9 @@ async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<Scen
             };
             procs.swap(0, active);
             notes.push(format!("active instance: {}", procs[0].name));
-            let observer = tokio::spawn(raw::observe_plain(bootstrap.clone(), output, timeline.clone(), stop.clone()));
-            (Some(raw::plain_sender(&bootstrap, &input)?), observer, "RUNNING")
+            let (seq_in, payload) = det.plain();
+            let observer = tokio::spawn(raw::observe_plain(bootstrap.clone(), output, seq_in, timeline.clone(), stop.clone()));
+            (Some(raw::plain_sender(&bootstrap, &input, seq_in, payload)?), observer, "RUNNING")
         }
     };
     // Let the observer connect before the clock starts.
@@ -470,6 +498,16 @@ async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<Scen
         let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
         amplification = Some(tokio::task::spawn_blocking(move || raw::amplification(&bootstrap, &topic, &det.output_key(), framework::LOAD_WRITER)).await??);
     }
+    let mut error = None;
+    if let System::KafkaStreams { det: Det::MatchingEngine, .. } = scenario.system {
+        let (bootstrap, input, output) = (bootstrap.clone(), format!("{topic}-in"), format!("{topic}-out"));
+        let verdict = tokio::task::spawn_blocking(move || conformance::matching_engine(&bootstrap, &input, &output)).await??;
+        eprintln!("  {}", verdict.note);
+        if !verdict.equal {
+            error = Some(verdict.note.clone());
+        }
+        notes.push(verdict.note);
+    }
     for proc in procs {
         proc.stop(Duration::from_secs(15)).await;
     }
@@ -484,7 +522,7 @@ async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<Scen
         summary,
         amplification,
         notes,
-        error: None,
+        error,
     })
 }
 
@@ -505,6 +543,8 @@ fn targets(results: &[ScenarioResult]) -> serde_json::Value {
     let staggered_amplification = get("identity-3-stagger").and_then(|r| r.amplification.as_ref()).map(|a| a.by_bytes);
     let staggered_stall = ratio(get("identity-3-stagger-stall").map(|r| r.summary.latency.p99_ms), get("identity-3-stagger").map(|r| r.summary.latency.p99_ms));
     let staggered_gap = ratio(get("identity-3-stagger-kill").map(|r| r.summary.gap_max_ms), get("identity-3-stagger").map(|r| r.summary.gap_max_ms));
+    // Goal 3 with state: the matching engine, whose Kafka Streams peer restores a book on failover.
+    let matching_gap = ratio(get("matching-3-kill").map(|r| r.summary.gap_max_ms), get("matching-3").map(|r| r.summary.gap_max_ms));
     let met = |value: Option<f64>, ok: fn(f64) -> bool| value.map(ok);
     serde_json::json!({
         "1_identity_1_flat_over_raw_throughput": {"value": throughput, "goal": ">= 0.70", "met": met(throughput, |v| v >= 0.7)},
@@ -513,6 +553,8 @@ fn targets(results: &[ScenarioResult]) -> serde_json::Value {
         "2c_stalled_p99_over_kafka_streams_stalled_p99": {"value": vs_streams_stalled, "goal": "< 0.5", "met": met(vs_streams_stalled, |v| v < 0.5)},
         "3_killed_gap_over_normal_gap": {"value": gap, "goal": "<= 2", "met": met(gap, |v| v <= 2.0),
             "kafka_streams_failover_gap_ms": get("streams-identity-kill").map(|r| r.summary.gap_max_ms)},
+        "3m_matching_killed_gap_over_normal_gap": {"value": matching_gap, "goal": "<= 2", "met": met(matching_gap, |v| v <= 2.0),
+            "kafka_streams_failover_gap_ms": get("streams-matching-kill").map(|r| r.summary.gap_max_ms)},
         "4_write_amplification_3_replicas": {"value": amplification, "goal": "<= 1.5", "met": met(amplification, |v| v <= 1.5)},
         "4s_write_amplification_3_replicas_staggered_5ms": {"value": staggered_amplification, "goal": "<= 1.5", "met": met(staggered_amplification, |v| v <= 1.5)},
         "2s_staggered_stalled_p99_over_staggered_p99": {"value": staggered_stall, "goal": "<= 1.5", "met": met(staggered_stall, |v| v <= 1.5)},

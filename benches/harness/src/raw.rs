@@ -2,7 +2,7 @@
 //! without transactions), the observer of plain topics (raw limit, Kafka Streams), and the
 //! reader that measures write amplification on a framework log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,10 +58,31 @@ fn assigned<C: Consumer>(consumer: &C, topic: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads `topic` (read_committed) until `stop`, noting the sequence number of each record.
-pub async fn observe_plain(bootstrap: String, topic: String, timeline: SharedTimeline, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+/// Where a plain record carries the sequence number of the input it answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeqFrom {
+    /// The first 8 bytes of the payload ([`load::payload`]): the identity load, copied as is.
+    Payload,
+    /// The record key, 8 bytes big-endian: a transform that rewrites the payload (the matching
+    /// engine on Kafka Streams) keys each output with its input's key.
+    Key,
+}
+
+impl SeqFrom {
+    fn of<M: Message>(self, message: &M) -> Option<u64> {
+        match self {
+            SeqFrom::Payload => message.payload().and_then(load::seq_of),
+            SeqFrom::Key => message.key().and_then(load::seq_of),
+        }
+    }
+}
+
+/// Reads `topic` (read_committed) until `stop`, noting the sequence number of the first record
+/// that answers each input (a matching-engine input has several).
+pub async fn observe_plain(bootstrap: String, topic: String, seq_from: SeqFrom, timeline: SharedTimeline, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let consumer: StreamConsumer = consumer_config(&bootstrap).create()?;
     assigned(&consumer, &topic)?;
+    let mut answered = HashSet::new();
     while !stop.load(Ordering::Relaxed) {
         let message = match tokio::time::timeout(Duration::from_millis(50), consumer.recv()).await {
             Err(_) => continue,
@@ -73,28 +94,34 @@ pub async fn observe_plain(bootstrap: String, topic: String, timeline: SharedTim
         };
         let now = Instant::now();
         let mut seen = vec![];
-        if let Some(seq) = message.payload().and_then(load::seq_of) {
-            seen.push((seq, now));
-        }
-        // Drain what is here without waiting.
-        while let Some(Ok(more)) = consumer.recv().now_or_never() {
-            if let Some(seq) = more.payload().and_then(load::seq_of) {
+        let mut note = |seq: Option<u64>| {
+            if let Some(seq) = seq.filter(|seq| answered.insert(*seq)) {
                 seen.push((seq, now));
             }
+        };
+        note(seq_from.of(&message));
+        // Drain what is here without waiting.
+        while let Some(Ok(more)) = consumer.recv().now_or_never() {
+            note(seq_from.of(&more));
         }
         timeline.lock().expect("timeline").seen.extend(seen);
     }
     Ok(())
 }
 
-/// The send function of an idempotent, non-transactional producer writing [`load::payload`]s
-/// to partition 0 of `topic`; an event's id is its sequence number.
-pub fn plain_sender(bootstrap: &str, topic: &str) -> anyhow::Result<load::Send> {
+/// The send function of an idempotent, non-transactional producer writing `payload(seq)` to
+/// partition 0 of `topic`, keyed by `seq` (8 bytes big-endian) if `seq_in` is [`SeqFrom::Key`];
+/// an event's id is its sequence number.
+pub fn plain_sender(bootstrap: &str, topic: &str, seq_in: SeqFrom, payload: fn(u64) -> Vec<u8>) -> anyhow::Result<load::Send> {
     let producer: FutureProducer = producer_config(bootstrap).create()?;
     let topic = topic.to_string();
     Ok(Arc::new(move |seq| {
-        let payload = load::payload(seq);
-        let delivery = producer.send_result(FutureRecord::<[u8], [u8]>::to(&topic).partition(0).payload(&payload)).map_err(|(error, _)| error);
+        let (key, payload) = (seq.to_be_bytes(), payload(seq));
+        let mut record = FutureRecord::<[u8], [u8]>::to(&topic).partition(0).payload(&payload);
+        if seq_in == SeqFrom::Key {
+            record = record.key(&key);
+        }
+        let delivery = producer.send_result(record).map_err(|(error, _)| error);
         async move {
             match delivery {
                 Ok(delivery) => match delivery.await {
@@ -107,6 +134,37 @@ pub fn plain_sender(bootstrap: &str, topic: &str) -> anyhow::Result<load::Send> 
         }
         .boxed()
     }))
+}
+
+/// A record of a plain topic, as [`read_all`] returns it.
+pub struct PlainRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Every record of partition 0 of `topic` (read_committed), in offset order: what a scenario's
+/// transform read or wrote, to check it after the run.
+pub fn read_all(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<PlainRecord>> {
+    let consumer: BaseConsumer = consumer_config(bootstrap).create()?;
+    let (_, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10))?;
+    assigned(&consumer, topic)?;
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // Transaction markers take offsets: done when the consumer has passed the end.
+        let at = consumer.position()?.find_partition(topic, 0).and_then(|p| p.offset().to_raw()).unwrap_or(0);
+        if at >= high {
+            return Ok(records);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{topic}: read {} records, still short of offset {high} after 60 s", records.len());
+        if let Some(message) = consumer.poll(Duration::from_millis(500)) {
+            let message = message?;
+            records.push(PlainRecord { key: message.key().map(<[u8]>::to_vec), value: message.payload().map(<[u8]>::to_vec) });
+            if message.offset() + 1 >= high {
+                return Ok(records);
+            }
+        }
+    }
 }
 
 /// The limit with transactions: a transactional producer that sends what is due (at most
