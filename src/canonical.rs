@@ -18,7 +18,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::event::{Digest, EventSourceKey, Offset};
-use crate::record::{DecodeError, Record};
+use crate::record::{DecodeError, Record, RecordView};
 
 /// How many recent canonical digests per key a rule keeps by default, to check duplicates
 /// for divergence. Duplicates older than the window are counted but not compared.
@@ -113,51 +113,70 @@ impl CanonicalRule {
         offset: Offset,
         record: Result<&Record, &DecodeError>,
     ) -> Result<Vec<Verdict>, DecodeError> {
+        let record = self.enter(offset, record)?;
+        Ok(record.events.iter().map(|e| self.judge(offset, e.key.as_str(), e.index, e.digest)).collect())
+    }
+
+    /// [`CanonicalRule::apply`] to a record decoded in place.
+    pub fn apply_view(
+        &mut self,
+        offset: Offset,
+        record: Result<&RecordView<'_>, &DecodeError>,
+    ) -> Result<Vec<Verdict>, DecodeError> {
+        let record = self.enter(offset, record)?;
+        Ok(record.events.iter().map(|e| self.judge(offset, e.key, e.index, e.digest)).collect())
+    }
+
+    /// Steps over the record at `offset` without applying it: for a reader that follows
+    /// some keys only, a record holding none of them changes none of their verdicts.
+    pub fn pass(&mut self, offset: Offset) {
+        self.enter::<()>(offset, Ok(&())).expect("no error given");
+    }
+
+    fn enter<'r, R>(&mut self, offset: Offset, record: Result<&'r R, &DecodeError>) -> Result<&'r R, DecodeError> {
         assert!(
             offset >= self.next_offset,
             "records must be applied in log order: offset {offset} after {}",
             self.next_offset
         );
         self.next_offset = offset + 1;
-        let record = match record {
-            Ok(record) => record,
-            Err(error) => {
-                self.malformed += 1;
-                return Err(error.clone());
-            }
-        };
+        record.map_err(|error| {
+            self.malformed += 1;
+            error.clone()
+        })
+    }
+
+    fn judge(&mut self, offset: Offset, key: &str, index: Option<u64>, digest: Digest) -> Verdict {
         let window_max = self.digest_window;
-        let mut verdicts = Vec::with_capacity(record.events.len());
-        for event in &record.events {
-            let (stats, window) = self.keys.entry(event.key.clone()).or_default();
-            let count = stats.canonical;
-            let index = event.index.unwrap_or(count);
-            let verdict = if index == count {
-                stats.canonical += 1;
-                window.entries.push_back((event.digest, offset));
-                if window.entries.len() > window_max {
-                    window.entries.pop_front();
-                    window.first_index += 1;
+        let (stats, window) = match self.keys.get_mut(key) {
+            Some(entry) => entry,
+            None => self.keys.entry(EventSourceKey::checked(key)).or_default(),
+        };
+        let count = stats.canonical;
+        let index = index.unwrap_or(count);
+        if index == count {
+            stats.canonical += 1;
+            window.entries.push_back((digest, offset));
+            if window.entries.len() > window_max {
+                window.entries.pop_front();
+                window.first_index += 1;
+            }
+            Verdict::Canonical { index }
+        } else if index < count {
+            match window.get(index) {
+                Some((canonical, winner)) if canonical != digest => {
+                    stats.divergent += 1;
+                    Verdict::Divergent { index, winner }
                 }
-                Verdict::Canonical { index }
-            } else if index < count {
-                match window.get(index) {
-                    Some((digest, winner)) if digest != event.digest => {
-                        stats.divergent += 1;
-                        Verdict::Divergent { index, winner }
-                    }
-                    found => {
-                        stats.duplicates += 1;
-                        Verdict::Duplicate { index, winner: found.map(|(_, at)| at) }
-                    }
+                found => {
+                    stats.duplicates += 1;
+                    Verdict::Duplicate { index, winner: found.map(|(_, at)| at) }
                 }
-            } else {
-                stats.rejected += 1;
-                Verdict::Rejected { index, count }
-            };
-            verdicts.push(verdict);
+            }
+        } else {
+            stats.rejected += 1;
+            Verdict::Rejected { index, count }
         }
-        Ok(verdicts)
     }
 
     /// The number of canonical events of `key`: the index its next event takes.

@@ -35,7 +35,7 @@ use crate::event::{EventSourceKey, CONTENT_TYPE_JSON};
 /// apache-avro, re-exported so a DET author names the same [`Schema`] type the codec takes
 /// (for [`crate::transform::Input::decode_as`]) without pinning its version twice.
 pub use apache_avro;
-use crate::record::{FetchedRecord, Record};
+use crate::record::{FetchedRecord, RecordView};
 use crate::transform::TransformError;
 
 /// Content type of Avro payloads in the Confluent wire format.
@@ -240,12 +240,12 @@ pub fn avro_ids_to_resolve(records: &[FetchedRecord], subscriptions: &[EventSour
         if !value.windows(needle.len()).any(|w| w == needle) {
             continue;
         }
-        let Ok(record) = Record::decode_fetched(fetched) else { continue };
+        let Ok(record) = RecordView::parse(value) else { continue };
         for event in &record.events {
-            if media_type(&event.content_type) != CONTENT_TYPE_AVRO || !subscriptions.contains(&event.key) {
+            if media_type(event.content_type) != CONTENT_TYPE_AVRO || !subscriptions.iter().any(|k| k.as_str() == event.key) {
                 continue;
             }
-            if let Ok((id, _)) = schema_id(&event.payload) {
+            if let Ok((id, _)) = schema_id(event.payload) {
                 if !known.contains(id) {
                     ids.insert(id);
                 }
@@ -259,6 +259,7 @@ pub fn avro_ids_to_resolve(records: &[FetchedRecord], subscriptions: &[EventSour
 mod tests {
     use super::*;
     use crate::event::Event;
+    use crate::record::Record;
 
     const V1: &str = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"string"},{"name":"qty","type":"long"}]}"#;
     const V2: &str = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"string"},{"name":"qty","type":"long"},

@@ -1,6 +1,8 @@
 //! Events and the names they travel under: the vocabulary of the distributed event log.
 
+use std::borrow::Borrow;
 use std::fmt;
+use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
@@ -16,8 +18,10 @@ pub const CONTENT_TYPE_BYTES_MAX: usize = 255;
 ///
 /// Every event carries one, and the log counts events per key: the count is the index the
 /// next event of that key takes.
+///
+/// Cloning is cheap (the name is shared): every event carries its key.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EventSourceKey(String);
+pub struct EventSourceKey(Arc<str>);
 
 /// Why a string cannot be an [`EventSourceKey`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,16 +42,34 @@ impl EventSourceKey {
     /// Checks and wraps a key name.
     pub fn new(name: impl Into<String>) -> Result<Self, InvalidKey> {
         let name = name.into();
+        Self::check(&name)?;
+        Ok(Self(name.into()))
+    }
+
+    /// Whether `name` is a valid key, without making one.
+    pub fn check(name: &str) -> Result<(), InvalidKey> {
         if name.is_empty() {
             return Err(InvalidKey::Empty);
         }
         if name.len() > EVENT_SOURCE_KEY_BYTES_MAX {
-            return Err(InvalidKey::TooLong(name));
+            return Err(InvalidKey::TooLong(name.to_string()));
         }
-        if name.chars().any(|c| c.is_control() || c == ',') {
-            return Err(InvalidKey::BadCharacter(name));
+        // Keys are ASCII in practice: test bytes, and chars only when there is more.
+        let bad = if name.is_ascii() {
+            name.bytes().any(|b| b.is_ascii_control() || b == b',')
+        } else {
+            name.chars().any(|c| c.is_control() || c == ',')
+        };
+        if bad {
+            return Err(InvalidKey::BadCharacter(name.to_string()));
         }
-        Ok(Self(name))
+        Ok(())
+    }
+
+    /// A key from a name [`EventSourceKey::check`] has passed.
+    pub(crate) fn checked(name: &str) -> Self {
+        debug_assert!(Self::check(name).is_ok(), "{name:?} was checked");
+        Self(name.into())
     }
 
     /// The key as text.
@@ -62,7 +84,14 @@ impl EventSourceKey {
         while name.len() > EVENT_SOURCE_KEY_BYTES_MAX {
             name.remove(0);
         }
-        Self(name)
+        Self(name.into())
+    }
+}
+
+// Maps keyed by EventSourceKey can be searched with a &str (same Hash and Eq as str).
+impl Borrow<str> for EventSourceKey {
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 

@@ -20,7 +20,7 @@ use futures::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 use tokio::sync::oneshot;
@@ -177,7 +177,7 @@ pub(crate) async fn blocking<R: Send + 'static>(call: impl FnOnce() -> R + Send 
     tokio::task::spawn_blocking(call).await.map_err(|e| LogError::Fatal(format!("a blocking Kafka call failed: {e}")))
 }
 
-fn to_headers(headers: &[(String, Vec<u8>)]) -> OwnedHeaders {
+fn to_headers(headers: &[(&str, Vec<u8>)]) -> OwnedHeaders {
     headers.iter().fold(OwnedHeaders::new_with_capacity(headers.len()), |all, (key, value)| {
         all.insert(Header { key, value: Some(value) })
     })
@@ -312,16 +312,11 @@ struct KafkaCursor {
 const BATCH_RECORDS_MAX: usize = 2_000;
 
 fn to_fetched<M: Message>(message: &M) -> FetchedRecord {
-    let headers = message
-        .headers()
-        .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
-        .unwrap_or_default();
     FetchedRecord {
         offset: message.offset() as Offset,
         timestamp_ms: message.timestamp().to_millis(),
         key: message.key().map(<[u8]>::to_vec),
         value: message.payload().map(<[u8]>::to_vec),
-        headers,
     }
 }
 

@@ -36,7 +36,7 @@ impl MemoryLog {
 
     /// Appends raw bytes as a record, as a foreign or broken writer might.
     pub fn append_raw(&self, key: Option<Vec<u8>>, value: Option<Vec<u8>>) -> Offset {
-        self.push(FetchedRecord { offset: 0, timestamp_ms: None, key, value, headers: Vec::new() })
+        self.push(FetchedRecord { offset: 0, timestamp_ms: None, key, value })
     }
 
     /// Every record, in order.
@@ -58,7 +58,6 @@ impl MemoryLog {
             timestamp_ms: None,
             key: Some(encoded.key),
             value: Some(encoded.value),
-            headers: encoded.headers,
         }))
     }
 

@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 use super::{EventLog, LogCursor, LogError};
 use crate::canonical::{CanonicalRule, Verdict};
 use crate::event::{Event, EventSourceKey, Offset};
-use crate::record::Record;
+use crate::record::{DecodeError, FetchedRecord, Record, RecordView};
 
 /// How long one fetch waits for new records before checking again.
 const FETCH_WAIT: Duration = Duration::from_millis(100);
@@ -73,12 +73,12 @@ impl Tail {
     async fn advance(
         &mut self,
         until: Offset,
-        mut visit: impl FnMut(Offset, &Record, &[Verdict]),
+        mut visit: impl FnMut(Offset, &RecordView<'_>, &[Verdict]),
     ) -> Result<(), LogError> {
         while self.rule.next_offset() < until && self.cursor.position() < until {
             for fetched in self.cursor.next_batch(FETCH_WAIT).await? {
-                let decoded = Record::decode_fetched(&fetched);
-                if let Ok(verdicts) = self.rule.apply(fetched.offset, decoded.as_ref()) {
+                let decoded = RecordView::parse_fetched(&fetched);
+                if let Ok(verdicts) = self.rule.apply_view(fetched.offset, decoded.as_ref()) {
                     visit(fetched.offset, decoded.as_ref().expect("decoded"), &verdicts);
                 }
             }
@@ -218,23 +218,42 @@ impl EventStream {
                 return Ok(None);
             }
             let batch = self.cursor.next_batch((deadline - now).min(FETCH_WAIT)).await?;
-            for fetched in batch {
-                let decoded = Record::decode_fetched(&fetched);
-                let Ok(verdicts) = self.rule.apply(fetched.offset, decoded.as_ref()) else { continue };
-                if fetched.offset < self.from {
-                    continue;
+            for fetched in &batch {
+                self.read(fetched);
+            }
+        }
+    }
+
+    /// Applies the rule to one record and queues its canonical events of the stream's keys.
+    fn read(&mut self, fetched: &FetchedRecord) {
+        let decoded = match &fetched.value {
+            None => Err(DecodeError::NoValue),
+            // Following some keys: a record holding none of them is stepped over without
+            // checking its digests, the costly part of decoding.
+            Some(value) if !self.keys.is_empty() => match RecordView::parse_unverified(value) {
+                Ok(view) if !view.events.iter().any(|e| self.keys.iter().any(|k| k.as_str() == e.key)) => {
+                    self.rule.pass(fetched.offset);
+                    return;
                 }
-                let record = decoded.expect("decoded");
-                for (event, verdict) in record.events.into_iter().zip(verdicts) {
-                    if let Verdict::Canonical { index } = verdict {
-                        if self.keys.is_empty() || self.keys.contains(&event.key) {
-                            self.ready.push_back(CanonicalEvent {
-                                offset: fetched.offset,
-                                writer: record.writer.clone(),
-                                event: Event { index: Some(index), ..event },
-                            });
-                        }
-                    }
+                Ok(view) => view.verify().map(|()| view),
+                Err(error) => Err(error),
+            },
+            Some(value) => RecordView::parse(value),
+        };
+        let Ok(verdicts) = self.rule.apply_view(fetched.offset, decoded.as_ref()) else { return };
+        if fetched.offset < self.from {
+            return;
+        }
+        let record = decoded.expect("decoded");
+        for (event, verdict) in record.events.iter().zip(verdicts) {
+            if let Verdict::Canonical { index } = verdict {
+                let key = if self.keys.is_empty() { Some(EventSourceKey::checked(event.key)) } else { self.keys.iter().find(|k| k.as_str() == event.key).cloned() };
+                if let Some(key) = key {
+                    self.ready.push_back(CanonicalEvent {
+                        offset: fetched.offset,
+                        writer: record.writer.to_string(),
+                        event: Event { index: Some(index), ..event.to_event_with_key(key) },
+                    });
                 }
             }
         }
@@ -258,7 +277,9 @@ impl EventStream {
         self.cursor.position()
     }
 
-    /// What the stream's rule has seen so far (counts, duplicates, malformed records).
+    /// What the stream's rule has seen so far (counts, duplicates, malformed records). A
+    /// stream of some keys only steps over records that hold none of them: its rule knows
+    /// those keys, not the others.
     pub fn rule(&self) -> &CanonicalRule {
         &self.rule
     }

@@ -22,7 +22,7 @@ use crate::canonical::{CanonicalRule, Verdict, DIGEST_WINDOW_DEFAULT};
 use crate::codec::{OutputCodec, SchemaCache, NO_SCHEMAS};
 use crate::dead_letter::{DeadLetter, Reason, CONTENT_TYPE_DEAD_LETTER};
 use crate::event::{Digest, Event, EventSourceKey, Offset};
-use crate::record::{encoded_event_len, encoded_header_len, FetchedRecord, Record, EVENTS_PER_RECORD_MAX};
+use crate::record::{encoded_event_len, encoded_header_len, EventView, FetchedRecord, Record, RecordView, EVENTS_PER_RECORD_MAX};
 use crate::transform::{Input, Outputs, Transform, OUTPUT_BYTES_MAX, OUTPUT_EVENTS_MAX};
 
 /// Limits and identity of one replica.
@@ -191,12 +191,46 @@ pub struct ReplicaCore<T: Transform> {
     position: Offset,
     next_index: [u64; 2],
     pending: VecDeque<Group>,
+    /// Events in `pending`.
+    pending_events: usize,
+    /// Digests of the pending events per slot, by index: what own events are checked against.
+    computed: [ComputedDigests; 2],
     in_flight: VecDeque<u64>,
     next_write_id: u64,
     resend_wanted: bool,
     stats: ReplicaStats,
     divergence: Option<Divergence>,
     now_ms: u64,
+}
+
+/// The digests this replica computed for indexes `from..` of one key, not yet canonical.
+#[derive(Clone, Debug, Default)]
+struct ComputedDigests {
+    from: u64,
+    digests: VecDeque<Digest>,
+}
+
+impl ComputedDigests {
+    fn get(&self, index: u64) -> Option<Digest> {
+        let at = usize::try_from(index.checked_sub(self.from)?).ok()?;
+        self.digests.get(at).copied()
+    }
+
+    fn push(&mut self, first_index: u64, digests: impl Iterator<Item = Digest>) {
+        // A gap means the groups between were canonical before they were computed: the
+        // digests before it are of canonical indexes and never asked for again.
+        if self.from + self.digests.len() as u64 != first_index {
+            self.digests.clear();
+            self.from = first_index;
+        }
+        self.digests.extend(digests);
+    }
+
+    fn forget_below(&mut self, count: u64) {
+        while self.from < count && self.digests.pop_front().is_some() {
+            self.from += 1;
+        }
+    }
 }
 
 /// Index into `next_index`.
@@ -223,6 +257,8 @@ impl<T: Transform> ReplicaCore<T> {
             position: 0,
             next_index: [0, 0],
             pending: VecDeque::new(),
+            pending_events: 0,
+            computed: Default::default(),
             in_flight: VecDeque::new(),
             next_write_id: 0,
             resend_wanted: false,
@@ -243,26 +279,34 @@ impl<T: Transform> ReplicaCore<T> {
     /// only reads them.
     pub fn on_fetched_with(&mut self, records: &[FetchedRecord], position: Offset, schemas: &SchemaCache) {
         // First the rule over the whole batch, so groups already in it are not written again.
+        // Records are read in place; only the inputs' payloads reach the transform, borrowed.
         let mut inputs = Vec::new();
         for fetched in records {
-            let decoded = Record::decode_fetched(fetched);
-            let Ok(verdicts) = self.rule.apply(fetched.offset, decoded.as_ref()) else { continue };
+            let decoded = RecordView::parse_fetched(fetched);
+            let Ok(verdicts) = self.rule.apply_view(fetched.offset, decoded.as_ref()) else { continue };
             let record = decoded.expect("decoded");
             let mine = record.writer == self.config.replica_id;
             for (event, verdict) in record.events.into_iter().zip(verdicts) {
-                let own_key = event.key == self.output_key || event.key == self.dead_letter_key;
-                if own_key {
-                    self.judge_own(&event, verdict, fetched.offset, mine);
+                let own = if event.key == self.output_key.as_str() {
+                    Some(OUTPUT)
+                } else if event.key == self.dead_letter_key.as_str() {
+                    Some(DEAD_LETTER)
+                } else {
+                    None
+                };
+                if let Some(slot) = own {
+                    self.judge_own(slot, &event, verdict, fetched.offset, mine);
                 } else if let Verdict::Canonical { index } = verdict {
-                    if self.subscriptions.contains(&event.key) {
-                        inputs.push((fetched.offset, index, event));
+                    if let Some(subscription) = self.subscriptions.iter().position(|k| k.as_str() == event.key) {
+                        inputs.push((fetched.offset, index, subscription, event));
                     }
                 }
             }
         }
         self.position = position.max(records.last().map_or(0, |r| r.offset + 1)).max(self.position);
-        for (offset, index, event) in inputs {
-            self.process(offset, index, &event, schemas);
+        for (offset, index, subscription, event) in inputs {
+            let key = self.subscriptions[subscription].clone();
+            self.process(offset, index, &key, &event, schemas);
         }
         self.prune();
         if let Phase::CatchingUp { until } = self.phase {
@@ -272,15 +316,16 @@ impl<T: Transform> ReplicaCore<T> {
         }
     }
 
-    fn judge_own(&mut self, event: &Event, verdict: Verdict, offset: Offset, mine: bool) {
+    fn judge_own(&mut self, slot: usize, event: &EventView<'_>, verdict: Verdict, offset: Offset, mine: bool) {
         match verdict {
             Verdict::Canonical { index } => {
                 if mine {
                     self.stats.races_won += 1;
                 }
-                if let Some(ours) = self.computed_digest(&event.key, index) {
+                if let Some(ours) = self.computed_digest(slot, index) {
                     if ours != event.digest {
-                        self.diverge(Divergence { key: event.key.clone(), index, ours, canonical: event.digest, canonical_offset: offset });
+                        let key = if slot == OUTPUT { self.output_key.clone() } else { self.dead_letter_key.clone() };
+                        self.diverge(Divergence { key, index, ours, canonical: event.digest, canonical_offset: offset });
                     }
                 }
             }
@@ -294,18 +339,8 @@ impl<T: Transform> ReplicaCore<T> {
         }
     }
 
-    fn computed_digest(&self, key: &EventSourceKey, index: u64) -> Option<Digest> {
-        // A replica behind the others has not computed what it reads yet: no scan for that.
-        let slot = if key == &self.output_key { OUTPUT } else { DEAD_LETTER };
-        if index >= self.next_index[slot] {
-            return None;
-        }
-        // Canonical events arrive in index order and pending groups are pruned from the
-        // front, so the group is almost always among the first.
-        self.pending
-            .iter()
-            .find(|g| g.first_index <= index && index < g.end_index() && &g.key == key)
-            .map(|g| g.events[(index - g.first_index) as usize].digest)
+    fn computed_digest(&self, slot: usize, index: u64) -> Option<Digest> {
+        self.computed[slot].get(index)
     }
 
     fn diverge(&mut self, divergence: Divergence) {
@@ -318,14 +353,14 @@ impl<T: Transform> ReplicaCore<T> {
     }
 
     /// Transforms one canonical input and queues its group.
-    fn process(&mut self, offset: Offset, index: u64, event: &Event, schemas: &SchemaCache) {
+    fn process(&mut self, offset: Offset, index: u64, key: &EventSourceKey, event: &EventView<'_>, schemas: &SchemaCache) {
         let input = Input {
-            key: &event.key,
+            key,
             index,
             offset,
             effective_time_ms: event.effective_time_ms,
-            content_type: &event.content_type,
-            payload: &event.payload,
+            content_type: event.content_type,
+            payload: event.payload,
             digest: event.digest,
             schemas,
         };
@@ -398,23 +433,28 @@ impl<T: Transform> ReplicaCore<T> {
             }
             return;
         }
+        self.computed[slot].push(group.first_index, group.events.iter().map(|e| e.digest));
+        self.pending_events += group.events.len();
         self.pending.push_back(group);
     }
 
     /// Drops groups that are canonical now.
     fn prune(&mut self) {
         let rule = &self.rule;
-        let before = self.pending.len();
         let mut skipped = 0;
+        let mut dropped = 0;
         self.pending.retain(|g| {
             let keep = g.end_index() > rule.count(&g.key);
-            if !keep && matches!(g.send, SendState::Held { .. }) {
-                skipped += 1;
+            if !keep {
+                dropped += g.events.len();
+                skipped += matches!(g.send, SendState::Held { .. }) as u64;
             }
             keep
         });
-        debug_assert!(self.pending.len() <= before);
+        self.pending_events -= dropped;
         self.stats.writes_skipped += skipped;
+        self.computed[OUTPUT].forget_below(rule.count(&self.output_key));
+        self.computed[DEAD_LETTER].forget_below(rule.count(&self.dead_letter_key));
     }
 
     /// Releases held groups whose turn has come, in order: a group never overtakes an
@@ -439,6 +479,7 @@ impl<T: Transform> ReplicaCore<T> {
     /// When the next held group's turn comes, if one is waiting: the driver wakes the core
     /// then with [`ReplicaCore::poll_write`].
     pub fn next_release_ms(&self) -> Option<u64> {
+        self.config.stagger?;
         self.pending.iter().find_map(|g| match g.send {
             SendState::Held { until_ms } => Some(until_ms.unwrap_or(self.now_ms)),
             _ => None,
@@ -552,7 +593,8 @@ impl<T: Transform> ReplicaCore<T> {
     }
 
     fn pending_events(&self) -> usize {
-        self.pending.iter().map(|g| g.events.len()).sum()
+        debug_assert_eq!(self.pending_events, self.pending.iter().map(|g| g.events.len()).sum::<usize>());
+        self.pending_events
     }
 
     /// The reader's next offset.

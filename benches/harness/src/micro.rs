@@ -1,16 +1,16 @@
 //! The per-event cost of each step of a replica's hot path, without Kafka: what a fetched
 //! input and a written output cost in CPU before any I/O.
 //!
-//! Steps, in a replica's order: decode the fetched input record (which re-computes and checks
-//! every event's SHA-256 digest), apply the canonical rule, call the transform, build the
-//! output event (its digest), encode the output record; then decode the record again when
-//! it is read back, and apply the rule to it.
+//! Steps, in a replica's order: decode the fetched input record in place (which re-computes
+//! and checks every event's SHA-256 digest), apply the canonical rule, call the transform,
+//! build the output event (its digest), encode the output record; then decode the record
+//! again when it is read back, and apply the rule to it.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use competing_transformers::canonical::CanonicalRule;
-use competing_transformers::record::{FetchedRecord, Record};
+use competing_transformers::record::{FetchedRecord, Record, RecordView};
 use competing_transformers::{Event, EventSourceKey, Outputs};
 
 use crate::framework::{Det, CONTENT_TYPE_BYTES};
@@ -23,7 +23,7 @@ pub fn run(n: u64) -> BTreeMap<&'static str, f64> {
         .map(|seq| {
             let record = Record { source: input_key.clone(), writer: "bench-load".into(), events: vec![Det::Identity.event(seq)] };
             let encoded = record.encode().expect("encodes");
-            FetchedRecord { offset: seq, timestamp_ms: None, key: Some(encoded.key), value: Some(encoded.value), headers: encoded.headers }
+            FetchedRecord { offset: seq, timestamp_ms: None, key: Some(encoded.key), value: Some(encoded.value) }
         })
         .collect();
     let mut results = BTreeMap::new();
@@ -34,12 +34,12 @@ pub fn run(n: u64) -> BTreeMap<&'static str, f64> {
     };
     let mut decoded = Vec::with_capacity(n as usize);
     time("1 decode input record (incl. digest check)", &mut || {
-        decoded = inputs.iter().map(|r| Record::decode_fetched(r).expect("decodes")).collect();
+        decoded = inputs.iter().map(|r| RecordView::parse_fetched(r).expect("decodes")).collect();
     });
     let mut rule = CanonicalRule::default();
     time("2 canonical rule on input", &mut || {
         for (offset, record) in decoded.iter().enumerate() {
-            std::hint::black_box(rule.apply(offset as u64, Ok(record)).expect("decoded"));
+            std::hint::black_box(rule.apply_view(offset as u64, Ok(record)).expect("decoded"));
         }
     });
     let mut outputs_all = Vec::with_capacity(n as usize);
@@ -49,7 +49,7 @@ pub fn run(n: u64) -> BTreeMap<&'static str, f64> {
         for record in &decoded {
             let event = &record.events[0];
             let mut outputs = Outputs::default();
-            outputs.emit(&event.content_type, event.payload.to_vec());
+            outputs.emit(event.content_type, event.payload.to_vec());
             outputs_all.push(outputs);
         }
     });
@@ -70,15 +70,15 @@ pub fn run(n: u64) -> BTreeMap<&'static str, f64> {
     let fetched: Vec<FetchedRecord> = encoded
         .into_iter()
         .enumerate()
-        .map(|(i, e)| FetchedRecord { offset: n + i as u64, timestamp_ms: None, key: Some(e.key), value: Some(e.value), headers: e.headers })
+        .map(|(i, e)| FetchedRecord { offset: n + i as u64, timestamp_ms: None, key: Some(e.key), value: Some(e.value) })
         .collect();
     let mut read_back = Vec::with_capacity(n as usize);
     time("6 decode output record read back", &mut || {
-        read_back = fetched.iter().map(|r| Record::decode_fetched(r).expect("decodes")).collect();
+        read_back = fetched.iter().map(|r| RecordView::parse_fetched(r).expect("decodes")).collect();
     });
     time("7 canonical rule on output", &mut || {
         for (i, record) in read_back.iter().enumerate() {
-            std::hint::black_box(rule.apply(n + i as u64, Ok(record)).expect("decoded"));
+            std::hint::black_box(rule.apply_view(n + i as u64, Ok(record)).expect("decoded"));
         }
     });
     let _ = CONTENT_TYPE_BYTES;

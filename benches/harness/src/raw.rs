@@ -316,18 +316,13 @@ pub fn amplification(bootstrap: &str, topic: &str, output: &EventSourceKey, load
         };
         let message = message?;
         position = message.offset();
-        let headers: Vec<(String, Vec<u8>)> = message
-            .headers()
-            .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
-            .unwrap_or_default();
-        let header_bytes: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let header_bytes: usize = message.headers().map_or(0, |hs| hs.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len)).sum());
         let bytes = message.key().map_or(0, <[u8]>::len) + message.payload().map_or(0, <[u8]>::len) + header_bytes;
         let fetched = FetchedRecord {
             offset: message.offset() as u64,
             timestamp_ms: None,
             key: message.key().map(<[u8]>::to_vec),
             value: message.payload().map(<[u8]>::to_vec),
-            headers,
         };
         let decoded = Record::decode_fetched(&fetched);
         let Ok(verdicts) = rule.apply(fetched.offset, decoded.as_ref()) else { continue };
