@@ -148,7 +148,8 @@ enum SendState {
 /// What one input produced: all events on one key, consecutive indexes.
 #[derive(Clone, Debug)]
 struct Group {
-    key: EventSourceKey,
+    /// `OUTPUT` or `DEAD_LETTER`: which of the replica's keys.
+    slot: usize,
     first_index: u64,
     events: Vec<Event>,
     send: SendState,
@@ -191,8 +192,12 @@ pub struct ReplicaCore<T: Transform> {
     position: Offset,
     next_index: [u64; 2],
     pending: VecDeque<Group>,
-    /// Events in `pending`.
+    /// Events in `pending`, and its groups per slot.
     pending_events: usize,
+    groups: [usize; 2],
+    /// Every group in `pending` before this position is sent: where a write starts looking.
+    /// Back to 0 whenever sent groups must go out again.
+    send_from: usize,
     /// Digests of the pending events per slot, by index: what own events are checked against.
     computed: [ComputedDigests; 2],
     in_flight: VecDeque<u64>,
@@ -258,6 +263,8 @@ impl<T: Transform> ReplicaCore<T> {
             next_index: [0, 0],
             pending: VecDeque::new(),
             pending_events: 0,
+            groups: [0, 0],
+            send_from: 0,
             computed: Default::default(),
             in_flight: VecDeque::new(),
             next_write_id: 0,
@@ -426,7 +433,7 @@ impl<T: Transform> ReplicaCore<T> {
         }
         let held = self.phase == Phase::Live && self.config.stagger.is_some_and(|s| s.rank > 0);
         let send = if held { SendState::Held { until_ms: None } } else { SendState::Unsent };
-        let group = Group { key, first_index, events, send };
+        let group = Group { slot, first_index, events, send };
         if group.end_index() <= count {
             if self.phase == Phase::Live {
                 self.stats.writes_skipped += 1;
@@ -435,26 +442,48 @@ impl<T: Transform> ReplicaCore<T> {
         }
         self.computed[slot].push(group.first_index, group.events.iter().map(|e| e.digest));
         self.pending_events += group.events.len();
+        self.groups[slot] += 1;
         self.pending.push_back(group);
     }
 
     /// Drops groups that are canonical now.
     fn prune(&mut self) {
-        let rule = &self.rule;
-        let mut skipped = 0;
-        let mut dropped = 0;
-        self.pending.retain(|g| {
-            let keep = g.end_index() > rule.count(&g.key);
-            if !keep {
-                dropped += g.events.len();
-                skipped += matches!(g.send, SendState::Held { .. }) as u64;
+        let counts = [self.rule.count(&self.output_key), self.rule.count(&self.dead_letter_key)];
+        let mut dropped: Vec<Group> = Vec::new();
+        // Each key's groups are in index order, so its canonical ones come first: usually
+        // the whole canonical part is at the front.
+        while self.pending.front().is_some_and(|g| g.end_index() <= counts[g.slot]) {
+            dropped.push(self.pending.pop_front().expect("a front"));
+            self.send_from = self.send_from.saturating_sub(1);
+        }
+        // Behind a group of one key still missing, groups of the other key may be canonical.
+        if let Some(front) = self.pending.front() {
+            if self.groups[1 - front.slot] > 0 {
+                let mut missing = [false, false];
+                let mut kept = VecDeque::with_capacity(self.pending.len());
+                let mut send_from = self.send_from;
+                for (position, group) in std::mem::take(&mut self.pending).into_iter().enumerate() {
+                    if missing[group.slot] || group.end_index() > counts[group.slot] {
+                        missing[group.slot] = true;
+                        kept.push_back(group);
+                    } else {
+                        send_from -= (position < self.send_from) as usize;
+                        dropped.push(group);
+                    }
+                }
+                self.pending = kept;
+                self.send_from = send_from;
             }
-            keep
-        });
-        self.pending_events -= dropped;
-        self.stats.writes_skipped += skipped;
-        self.computed[OUTPUT].forget_below(rule.count(&self.output_key));
-        self.computed[DEAD_LETTER].forget_below(rule.count(&self.dead_letter_key));
+        }
+        for group in dropped {
+            self.groups[group.slot] -= 1;
+            self.pending_events -= group.events.len();
+            if matches!(group.send, SendState::Held { .. }) {
+                self.stats.writes_skipped += 1;
+            }
+        }
+        self.computed[OUTPUT].forget_below(counts[OUTPUT]);
+        self.computed[DEAD_LETTER].forget_below(counts[DEAD_LETTER]);
     }
 
     /// Releases held groups whose turn has come, in order: a group never overtakes an
@@ -509,12 +538,21 @@ impl<T: Transform> ReplicaCore<T> {
                 group.send = SendState::Unsent;
                 self.stats.groups_resent += 1;
             }
+            self.send_from = 0;
         }
+        debug_assert!(self.send_from <= self.pending.len());
+        debug_assert!(self.pending.iter().take(self.send_from).all(|g| matches!(g.send, SendState::Sent { .. })));
+        debug_assert!(self.pending.iter().skip(self.send_from).all(|g| !matches!(g.send, SendState::Sent { .. })), "sent groups come first");
+        debug_assert!(
+            self.pending.iter().filter_map(|g| if let SendState::Sent { write_id, .. } = g.send { Some(write_id) } else { None }).is_sorted(),
+            "sent groups are in write order"
+        );
         let write_id = self.next_write_id;
         let mut events = Vec::new();
         let mut bytes = encoded_header_len(&self.output_key, &self.config.replica_id);
-        for group in self.pending.iter_mut().take_while(|g| !matches!(g.send, SendState::Held { .. })) {
+        for group in self.pending.iter_mut().skip(self.send_from).take_while(|g| !matches!(g.send, SendState::Held { .. })) {
             if group.send != SendState::Unsent {
+                self.send_from += 1;
                 continue;
             }
             let size = group.encoded_bytes();
@@ -526,6 +564,7 @@ impl<T: Transform> ReplicaCore<T> {
             bytes += size;
             events.extend(group.events.iter().cloned());
             group.send = SendState::Sent { write_id, at_ms: self.now_ms, offset: None };
+            self.send_from += 1;
         }
         if events.is_empty() {
             return None;
@@ -540,23 +579,31 @@ impl<T: Transform> ReplicaCore<T> {
     /// Reports where a write landed, or that it failed.
     pub fn on_delivery(&mut self, write_id: u64, outcome: Result<Offset, ()>) {
         self.in_flight.retain(|id| *id != write_id);
-        if let Ok(at) = outcome {
-            for group in &mut self.pending {
-                if let SendState::Sent { write_id: id, offset, .. } = &mut group.send {
-                    if *id == write_id {
+        // Sent groups come first, their write ids in order (every re-send starts from the
+        // first group it re-sends): one write's groups are one run, found by bisection.
+        let sent_by = |g: &Group| match g.send {
+            SendState::Sent { write_id, .. } => write_id,
+            _ => u64::MAX,
+        };
+        let start = self.pending.partition_point(|g| sent_by(g) < write_id);
+        match outcome {
+            Ok(at) => {
+                for group in self.pending.range_mut(start..).take_while(|g| sent_by(g) == write_id) {
+                    if let SendState::Sent { offset, .. } = &mut group.send {
                         *offset = Some(at);
                     }
                 }
             }
-        }
-        if outcome.is_err() {
-            self.stats.delivery_failures += 1;
-            // The failed groups, and every later one, go out again in order.
-            let mut from_here = false;
-            for group in &mut self.pending {
-                from_here |= matches!(group.send, SendState::Sent { write_id: id, .. } if id == write_id);
-                if from_here && matches!(group.send, SendState::Sent { .. }) {
-                    group.send = SendState::Unsent;
+            Err(()) => {
+                self.stats.delivery_failures += 1;
+                // The failed groups, and every later one, go out again in order.
+                if self.pending.get(start).is_some_and(|g| sent_by(g) == write_id) {
+                    for group in self.pending.range_mut(start..) {
+                        if matches!(group.send, SendState::Sent { .. }) {
+                            group.send = SendState::Unsent;
+                        }
+                    }
+                    self.send_from = self.send_from.min(start);
                 }
             }
         }
@@ -576,6 +623,7 @@ impl<T: Transform> ReplicaCore<T> {
         if overdue {
             for group in &mut self.pending {
                 if matches!(group.send, SendState::Sent { .. }) {
+                    self.send_from = 0;
                     group.send = SendState::Unsent;
                     self.stats.groups_resent += 1;
                 }
