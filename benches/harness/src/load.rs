@@ -18,18 +18,25 @@ pub enum Load {
     /// As fast as the pipeline answers, with at most `unanswered_max` events sent but not
     /// yet answered (closed loop): the throughput ceiling without an unbounded backlog.
     Flat { secs: f64, unanswered_max: usize },
+    /// `events` events sent as fast as the producer takes them while whatever transforms
+    /// them is stopped (SIGSTOP), then let go: how fast it works through a backlog, with the
+    /// generator no longer sharing the cores.
+    Backlog { events: u64 },
 }
 
 impl Load {
     pub fn secs(&self) -> f64 {
         match *self {
             Load::Rate { secs, .. } | Load::Flat { secs, .. } => secs,
+            // No fault is placed in a backlog run; a bound for the loop below.
+            Load::Backlog { .. } => 600.0,
         }
     }
     pub fn label(&self) -> String {
         match *self {
             Load::Rate { per_s, .. } => format!("{per_s}/s"),
             Load::Flat { .. } => "flat out".into(),
+            Load::Backlog { events } => format!("backlog of {events}"),
         }
     }
 }
@@ -55,7 +62,8 @@ pub fn seq_of(payload: &[u8]) -> Option<u64> {
 
 /// Runs `load` through `send`; returns when every event is enqueued and delivered (or failed).
 pub async fn generate(load: Load, send: Send, timeline: SharedTimeline) -> anyhow::Result<u64> {
-    let in_flight_max = 100_000;
+    // Under librdkafka's default queue of 100,000 messages, so a backlog load never fills it.
+    let in_flight_max = 50_000;
     let permits = Arc::new(Semaphore::new(in_flight_max));
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(load.secs());
@@ -64,10 +72,11 @@ pub async fn generate(load: Load, send: Send, timeline: SharedTimeline) -> anyho
     let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     loop {
         let now = Instant::now();
-        if now >= end {
+        if now >= end || matches!(load, Load::Backlog { events } if seq >= events) {
             break;
         }
         match load {
+            Load::Backlog { .. } => {}
             Load::Rate { per_s, .. } => {
                 let due = start + Duration::from_secs_f64(seq as f64 / per_s as f64);
                 if due > now {

@@ -69,6 +69,16 @@ enum Command {
     },
     /// Time each step of the hot path per event, without Kafka.
     Micro,
+    /// Copy every record of one topic to another with plain clients until SIGTERM (the
+    /// two-hop limit the framework's replica is compared with).
+    Relay {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+    },
     /// Check that the Kafka Streams matching engine writes what the Rust engine writes, on
     /// inputs that reach every rule (cancels, rejections, the fill limit, dead letters).
     Conformance {
@@ -112,6 +122,9 @@ enum System {
     RawIdempotent,
     /// Produce → consume on one partition, every batch in a transaction.
     RawTransactional,
+    /// Produce → relay process (consume → produce, plain clients, one record per event) →
+    /// consume: the two hops of a replica without the framework.
+    RawRelay,
     /// Racing replicas of the framework, each its own process; `stagger_ms`: replica k
     /// writes after k × that unless beaten (the launcher's `stagger_ms`).
     Framework { det: Det, replicas: usize, transactional: bool, stagger_ms: Option<u64> },
@@ -125,6 +138,7 @@ impl System {
         match *self {
             System::RawIdempotent => "raw rdkafka, idempotent".into(),
             System::RawTransactional => "raw rdkafka, transactions".into(),
+            System::RawRelay => "raw rdkafka relay process, idempotent".into(),
             System::Framework { det, replicas, transactional, stagger_ms } => format!(
                 "{} × {replicas} replica{}{}{}",
                 det.name(),
@@ -163,6 +177,7 @@ fn scenarios(quick: bool, streams: bool) -> Vec<Scenario> {
     // 2,000 unanswered events: enough to keep the pipe full, small enough that a replica's
     // backlog never batches past the broker's 1 MiB record limit (see BENCHMARKS.md).
     let flat = Load::Flat { secs: flat_secs, unanswered_max: 2_000 };
+    let backlog = Load::Backlog { events: 1_000_000 };
     let stall = Fault::Stall { stall_ms: 300, every_ms: 2_000 };
     let kill = Fault::Kill { at_fraction: 0.4, restart_after_ms: Some(1_000) };
     let fw = |det, replicas, transactional| System::Framework { det, replicas, transactional, stagger_ms: None };
@@ -179,6 +194,9 @@ fn scenarios(quick: bool, streams: bool) -> Vec<Scenario> {
             s("raw-idempotent-flat", System::RawIdempotent, flat, Fault::None),
             s("raw-transactional-flat", System::RawTransactional, flat, Fault::None),
             s("identity-1-flat", fw(Det::Identity, 1, false), flat, Fault::None),
+            s("raw-relay-flat", System::RawRelay, flat, Fault::None),
+            s("identity-1-backlog", fw(Det::Identity, 1, false), backlog, Fault::None),
+            s("raw-relay-backlog", System::RawRelay, backlog, Fault::None),
             s("identity-3-flat", fw(Det::Identity, 3, false), flat, Fault::None),
             s("identity-2", fw(Det::Identity, 2, false), at_rate, Fault::None),
             s("identity-3", fw(Det::Identity, 3, false), at_rate, Fault::None),
@@ -247,6 +265,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&micro::run(200_000))?);
             Ok(())
         }
+        Command::Relay { bootstrap, from, to } => runtime.block_on(raw::relay(bootstrap, from, to)),
         Command::Conformance { bootstrap, streams_jar } => {
             let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
             let work = std::env::temp_dir().join(format!("competing-transformers-conformance-{stamp}"));
@@ -371,6 +390,17 @@ async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<Scen
     // Start what transforms, and the observer; return the generator's sender and the victim.
     let mut procs: Vec<Proc> = Vec::new();
     let (send, observer, ready_line): (Option<load::Send>, tokio::task::JoinHandle<anyhow::Result<()>>, &str) = match scenario.system {
+        System::RawRelay => {
+            let (input, output) = (format!("{topic}-in"), format!("{topic}-out"));
+            admin::create_topic(&KafkaLogConfig::new(&bootstrap, &input)).await?;
+            admin::create_topic(&KafkaLogConfig::new(&bootstrap, &output)).await?;
+            let args = ["relay", "--bootstrap", &bootstrap, "--from", &input, "--to", &output].map(String::from).to_vec();
+            let mut relay = Proc::spawn("relay", &cx.bench_exe, args, vec![], dir.join("relay.log"))?;
+            relay.wait_for("relay starting").await?;
+            procs.push(relay);
+            let observer = tokio::spawn(raw::observe_plain(bootstrap.clone(), output, raw::SeqFrom::Payload, timeline.clone(), stop.clone()));
+            (Some(raw::plain_sender(&bootstrap, &input, raw::SeqFrom::Payload, load::payload)?), observer, "relay starting")
+        }
         System::RawIdempotent | System::RawTransactional => {
             admin::create_topic(&KafkaLogConfig::new(&bootstrap, &topic)).await?;
             let observer = tokio::spawn(raw::observe_plain(bootstrap.clone(), topic.clone(), raw::SeqFrom::Payload, timeline.clone(), stop.clone()));
@@ -447,6 +477,12 @@ async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<Scen
     };
     // Let the observer connect before the clock starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let backlog = matches!(scenario.load, Load::Backlog { .. });
+    if backlog {
+        for proc in &mut procs {
+            proc.signal(libc::SIGSTOP);
+        }
+    }
 
     let load_started = Instant::now();
     let fault_task = if matches!(scenario.fault, Fault::None) || procs.is_empty() {
@@ -470,6 +506,12 @@ async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<Scen
         }
     };
     let load_ended = Instant::now();
+    if backlog {
+        for proc in &mut procs {
+            proc.signal(libc::SIGCONT);
+        }
+        notes.push(format!("{sent} events waiting when the transforming processes were let go"));
+    }
     // Drain: until every event is answered, or nothing new for the drain time.
     let mut last_count = 0;
     let mut last_growth = Instant::now();
@@ -513,7 +555,11 @@ async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<Scen
     }
     notes.push(format!("load ran {:.1} s; {sent} events", load_ended.duration_since(load_started).as_secs_f64()));
     let timeline = timeline.lock().expect("timeline");
-    let summary = measure::analyze(&timeline, load_started + cx.warmup);
+    let mut summary = measure::analyze(&timeline, load_started + cx.warmup);
+    if backlog {
+        // Throughput of the drain alone; latency is mostly the wait for SIGCONT.
+        summary.throughput_eps = measure::rate_since(&timeline, load_ended);
+    }
     Ok(ScenarioResult {
         name: scenario.name.clone(),
         system: scenario.system.label(),
@@ -533,7 +579,10 @@ fn targets(results: &[ScenarioResult]) -> serde_json::Value {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,
     };
-    let throughput = ratio(get("identity-1-flat").map(|r| r.summary.throughput_eps), get("raw-idempotent-flat").map(|r| r.summary.throughput_eps));
+    let eps = |name: &str| get(name).map(|r| r.summary.throughput_eps);
+    let throughput = ratio(eps("identity-1-flat"), eps("raw-idempotent-flat"));
+    let over_relay = ratio(eps("identity-1-flat"), eps("raw-relay-flat"));
+    let backlog_over_relay = ratio(eps("identity-1-backlog"), eps("raw-relay-backlog"));
     let stall = ratio(get("identity-3-stall").map(|r| r.summary.latency.p99_ms), get("identity-3").map(|r| r.summary.latency.p99_ms));
     let vs_streams = ratio(get("identity-3-stall").map(|r| r.summary.latency.p99_ms), get("streams-identity").map(|r| r.summary.latency.p99_ms));
     let vs_streams_stalled =
@@ -548,6 +597,8 @@ fn targets(results: &[ScenarioResult]) -> serde_json::Value {
     let met = |value: Option<f64>, ok: fn(f64) -> bool| value.map(ok);
     serde_json::json!({
         "1_identity_1_flat_over_raw_throughput": {"value": throughput, "goal": ">= 0.70", "met": met(throughput, |v| v >= 0.7)},
+        "1b_identity_1_flat_over_raw_relay_flat": {"value": over_relay, "goal": "(the same two hops with plain clients)", "met": null},
+        "1d_identity_1_backlog_over_raw_relay_backlog": {"value": backlog_over_relay, "goal": "(the same two hops with plain clients)", "met": null},
         "2a_stalled_p99_over_unstalled_p99": {"value": stall, "goal": "<= 1.5", "met": met(stall, |v| v <= 1.5)},
         "2b_stalled_p99_over_kafka_streams_p99": {"value": vs_streams, "goal": "< 0.5", "met": met(vs_streams, |v| v < 0.5)},
         "2c_stalled_p99_over_kafka_streams_stalled_p99": {"value": vs_streams_stalled, "goal": "< 0.5", "met": met(vs_streams_stalled, |v| v < 0.5)},

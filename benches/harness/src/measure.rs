@@ -129,6 +129,19 @@ pub fn analyze(timeline: &Timeline, warmup_until: Instant) -> Summary {
     }
 }
 
+/// Inputs answered per second from `from` to the last first answer: how fast a backlog that
+/// was complete at `from` was worked through.
+pub fn rate_since(timeline: &Timeline, from: Instant) -> f64 {
+    let mut first_seen: HashMap<u64, Instant> = HashMap::with_capacity(timeline.sent.len());
+    for (id, at) in &timeline.seen {
+        first_seen.entry(*id).or_insert(*at);
+    }
+    match first_seen.values().max() {
+        Some(last) if *last > from => first_seen.len() as f64 / last.duration_since(from).as_secs_f64(),
+        _ => 0.0,
+    }
+}
+
 /// The distribution at fixed percentiles, log-spaced towards the tail.
 fn curve(histogram: &Histogram<u64>) -> Vec<(f64, f64)> {
     let mut points = Vec::new();

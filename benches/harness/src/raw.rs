@@ -206,6 +206,8 @@ pub fn generate_transactional(
                 due.min(seq + TXN_RECORDS_MAX)
             }
             Load::Flat { .. } => seq + TXN_RECORDS_MAX,
+            Load::Backlog { events } if seq < events => (seq + TXN_RECORDS_MAX).min(events),
+            Load::Backlog { .. } => break,
         };
         producer.begin_transaction()?;
         let mut sent = Vec::with_capacity((due - seq) as usize);
@@ -363,4 +365,36 @@ pub fn amplification(bootstrap: &str, topic: &str, output: &EventSourceKey, load
     out.by_count = out.replica_events as f64 / out.canonical_events.max(1) as f64;
     out.over_payload = out.replica_bytes as f64 / out.canonical_payload_bytes.max(1) as f64;
     Ok(out)
+}
+
+/// `bench relay`: the identity transform as plain clients do it, with no framework: a
+/// consumer of `from` (the framework's reader settings) hands each record's payload to an
+/// idempotent producer on `to` (the framework's writer settings), one record per event,
+/// until SIGTERM. With the load generator and observer, the two-hop limit the framework's
+/// replica is compared with.
+pub async fn relay(bootstrap: String, from: String, to: String) -> anyhow::Result<()> {
+    let consumer: StreamConsumer = consumer_config(&bootstrap).set("group.id", "bench-relay").create()?;
+    assigned(&consumer, &from)?;
+    let producer: FutureProducer = producer_config(&bootstrap).create()?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    eprintln!("relay starting: {from} -> {to}");
+    loop {
+        let message = tokio::select! {
+            _ = terminate.recv() => break,
+            message = consumer.recv() => message?,
+        };
+        let payload = message.payload().unwrap_or_default();
+        // Enqueued, not awaited: the producer batches; a full queue waits for room.
+        loop {
+            match producer.send_result(FutureRecord::<[u8], [u8]>::to(&to).partition(0).payload(payload)) {
+                Ok(_delivery) => break,
+                Err((error, _)) if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err((error, _)) => return Err(error.into()),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(10))?;
+    Ok(())
 }
