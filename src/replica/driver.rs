@@ -108,7 +108,7 @@ pub async fn run_replica_with_registry<T: Transform, L: EventLog>(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut log_end = end.unwrap_or(0);
-    let mut last_lag_check = Instant::now();
+    let log_ends = watch_log_end(log.clone(), log_end);
     let mut last_progress = Instant::now();
     let mut backoff = BACKOFF_MIN;
     let mut was_catching_up = matches!(core.phase(), Phase::CatchingUp { .. });
@@ -149,10 +149,7 @@ pub async fn run_replica_with_registry<T: Transform, L: EventLog>(
             _ = sleep_until_ms(start, core.next_release_ms()) => {}
             _ = tick.tick() => {
                 core.on_tick(now_ms());
-                if last_lag_check.elapsed() >= LAG_EVERY {
-                    last_lag_check = Instant::now();
-                    if let Ok(end) = log.end_offset().await { log_end = end; }
-                }
+                log_end = *log_ends.borrow();
                 let catching_up = matches!(core.phase(), Phase::CatchingUp { .. });
                 if catching_up && last_progress.elapsed() >= PROGRESS_EVERY {
                     last_progress = Instant::now();
@@ -191,6 +188,23 @@ pub async fn run_replica_with_registry<T: Transform, L: EventLog>(
     status.send_replace(last.clone());
     tracing::info!(replica = %replica_id, "replica stopped");
     Ok(last)
+}
+
+/// Asks for the log end every [`LAG_EVERY`] on a task of its own (a broker round trip the
+/// replica's loop must not wait for), until the receiver is dropped.
+fn watch_log_end<L: EventLog>(log: Arc<L>, start: Offset) -> watch::Receiver<Offset> {
+    let (sender, receiver) = watch::channel(start);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(LAG_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !sender.is_closed() {
+            every.tick().await;
+            if let Ok(end) = log.end_offset().await {
+                sender.send_replace(end);
+            }
+        }
+    });
+    receiver
 }
 
 /// Sleeps until `at_ms` after `start`, or forever when there is nothing to wake for.
