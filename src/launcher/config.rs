@@ -7,6 +7,7 @@
 //! [kafka]
 //! bootstrap_servers = "127.0.0.1:9092"  # or --bootstrap / KAFKA_BOOTSTRAP, which win
 //! topic = "pipeline"                    # or --topic / KAFKA_TOPIC, which win
+//! summary_headers = true                # optional: ct.* headers for kcat and other tools
 //!
 //! [kafka.properties]                    # librdkafka properties, passed through as they are
 //! "client.id" = "launcher-eu-1"
@@ -67,6 +68,9 @@ pub struct KafkaSection {
     /// the log's correctness depends on are set by the log itself and win over these.
     #[serde(default)]
     pub properties: BTreeMap<String, Property>,
+    /// Write the `ct.*` summary headers for Kafka-native tools (off by default).
+    #[serde(default)]
+    pub summary_headers: bool,
 }
 
 /// A librdkafka property value: librdkafka takes text, TOML users write numbers and booleans.
@@ -239,6 +243,7 @@ impl Config {
         let mut config = KafkaLogConfig::new(bootstrap.trim(), topic.trim());
         config.client_properties =
             self.kafka.properties.iter().map(|(key, value)| (key.clone(), value.to_string())).collect();
+        config.summary_headers = self.kafka.summary_headers;
         Ok(config)
     }
 
