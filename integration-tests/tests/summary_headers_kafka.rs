@@ -49,7 +49,7 @@ async fn summary_headers_are_written_only_when_asked_for_and_readers_never_need_
     assert_eq!(names[1], ["ct.format", "ct.writer", "ct.events", "ct.keys", "ct.indexes"]);
     // Both records read the same through the canonical rule.
     let reader = Pipeline::new(std::sync::Arc::new(KafkaLog::connect(plain).await.unwrap()), "reader");
-    let mut stream = reader.stream_events(&[key.clone()], 0).await.unwrap();
+    let mut stream = reader.stream_events(std::slice::from_ref(&key), 0).await.unwrap();
     let read = stream.collect(2, Duration::from_secs(10)).await.unwrap();
     assert_eq!(read.iter().map(|c| c.event.index).collect::<Vec<_>>(), [Some(0), Some(1)]);
     assert_eq!(read.iter().map(|c| c.writer.as_str()).collect::<Vec<_>>(), ["writer-0", "writer-1"]);
