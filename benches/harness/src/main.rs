@@ -553,6 +553,9 @@ async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<Scen
     for proc in procs {
         proc.stop(Duration::from_secs(15)).await;
     }
+    if let Err(error) = raw::delete_topics(&bootstrap, &topic).await {
+        notes.push(format!("could not delete the scenario's topics: {error:#}"));
+    }
     notes.push(format!("load ran {:.1} s; {sent} events", load_ended.duration_since(load_started).as_secs_f64()));
     let timeline = timeline.lock().expect("timeline");
     let mut summary = measure::analyze(&timeline, load_started + cx.warmup);

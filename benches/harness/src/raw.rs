@@ -398,3 +398,19 @@ pub async fn relay(bootstrap: String, from: String, to: String) -> anyhow::Resul
     producer.flush(Duration::from_secs(10))?;
     Ok(())
 }
+
+/// Deletes every topic whose name starts with `prefix` (a scenario's log, its input and
+/// output topics, Kafka Streams' internal topics): a full run would otherwise leave
+/// gigabytes on the broker.
+pub async fn delete_topics(bootstrap: &str, prefix: &str) -> anyhow::Result<usize> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10))?;
+    let names: Vec<String> = metadata.topics().iter().map(|t| t.name().to_string()).filter(|n| n.starts_with(prefix)).collect();
+    if !names.is_empty() {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        admin.delete_topics(&names, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))).await?;
+    }
+    Ok(names.len())
+}
