@@ -169,6 +169,12 @@ pub fn encoded_header_len(source: &EventSourceKey, writer: &str) -> usize {
 impl Record {
     /// Encodes the record as Kafka key, value and headers.
     pub fn encode(&self) -> Result<EncodedRecord, EncodeError> {
+        self.encode_with(true)
+    }
+
+    /// Encodes the record, with its summary headers only if `summary_headers` (building
+    /// them costs more than the value of a small record).
+    pub fn encode_with(&self, summary_headers: bool) -> Result<EncodedRecord, EncodeError> {
         if self.events.is_empty() {
             return Err(EncodeError::NoEvents);
         }
@@ -213,7 +219,8 @@ impl Record {
             value.extend_from_slice(&event.payload);
         }
         debug_assert_eq!(value.len(), size, "encoded_event_len and encoded_header_len match the encoding");
-        Ok(EncodedRecord { key: self.source.as_str().as_bytes().to_vec(), value, headers: self.summary_headers() })
+        let headers = if summary_headers { self.summary_headers() } else { Vec::new() };
+        Ok(EncodedRecord { key: self.source.as_str().as_bytes().to_vec(), value, headers })
     }
 
     fn summary_headers(&self) -> Vec<(&'static str, Vec<u8>)> {

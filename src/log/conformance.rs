@@ -209,11 +209,21 @@ pub async fn malformed_records_are_skipped_and_counted<B: Backend>(backend: &B) 
     log.write(&k, vec![text("before")]).await.unwrap();
     backend.append_raw(&id, b"{\"not\":\"a record\"}".to_vec()).await;
     backend.append_raw(&id, b"CT\x01garbage".to_vec()).await;
+    // Well formed but for one payload byte: its digest does not match, on the stream's key
+    // and on another (which a stream of `k` steps over without checking).
+    for (source, payload) in [(k.clone(), "corrupt"), (key("other"), "other")] {
+        // Unconditional: taken for real, it would be canonical and change what follows.
+        let record = Record { source: source.clone(), writer: "w".into(), events: vec![Event { key: source, ..text(payload) }] };
+        let mut value = record.encode().unwrap().value;
+        *value.last_mut().unwrap() ^= 1;
+        backend.append_raw(&id, value).await;
+    }
     log.write(&k, vec![text("after")]).await.unwrap();
     let events = log.stream_events(std::slice::from_ref(&k), 0).await.unwrap().collect(2, READ_WAIT).await.unwrap();
     assert_eq!(payloads(&events), ["before", "after"]);
+    assert_eq!(events.iter().map(|e| e.event.index.unwrap()).collect::<Vec<_>>(), [0, 1]);
     let rule = log.snapshot().await.unwrap();
-    assert_eq!(rule.malformed(), 2);
+    assert_eq!(rule.malformed(), 4);
     assert_eq!(rule.count(&k), 2);
 }
 

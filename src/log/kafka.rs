@@ -173,10 +173,10 @@ impl KafkaLog {
             .partition(self.config.partition)
             .key(encoded.key.as_slice())
             .payload(encoded.value.as_slice());
-        if self.config.summary_headers {
-            record.headers(to_headers(&encoded.headers))
-        } else {
+        if encoded.headers.is_empty() {
             record
+        } else {
+            record.headers(to_headers(&encoded.headers))
         }
     }
 }
@@ -237,7 +237,7 @@ impl EventLog for KafkaLog {
     fn append(&self, record: &Record) -> Delivery {
         match &self.writer {
             Writer::Groups(producer) => {
-                let encoded = match record.encode() {
+                let encoded = match record.encode_with(self.config.summary_headers) {
                     Ok(encoded) => encoded,
                     Err(e) => return Box::pin(async move { Err(e.into()) }),
                 };
@@ -262,7 +262,7 @@ impl EventLog for KafkaLog {
                     .iter()
                     .map(|event| {
                         Record { source: record.source.clone(), writer: record.writer.clone(), events: vec![event.clone()] }
-                            .encode()
+                            .encode_with(self.config.summary_headers)
                     })
                     .collect();
                 let (reply, answer) = oneshot::channel();
@@ -387,7 +387,7 @@ async fn spawn_transactional_writer(
         config.producer_config().create().map_err(|e| config_error(config, e))?;
     let (ready_tx, ready_rx) = oneshot::channel();
     let (queue, incoming) = mpsc::channel::<(EncodedBatch, oneshot::Sender<Result<Offset, LogError>>)>();
-    let (topic, partition, summary_headers) = (config.topic.clone(), config.partition, config.summary_headers);
+    let (topic, partition) = (config.topic.clone(), config.partition);
     let producer = Arc::new(producer);
     std::thread::Builder::new()
         .name("transactional-writer".into())
@@ -408,7 +408,7 @@ async fn spawn_transactional_writer(
                     }
                     continue;
                 }
-                let outcome = commit_groups(&producer, &runtime, &topic, partition, summary_headers, &groups);
+                let outcome = commit_groups(&producer, &runtime, &topic, partition, &groups);
                 match outcome {
                     Ok(offsets) => {
                         for ((_, reply), offset) in groups.into_iter().zip(offsets) {
@@ -441,7 +441,6 @@ fn commit_groups(
     runtime: &tokio::runtime::Runtime,
     topic: &str,
     partition: i32,
-    summary_headers: bool,
     groups: &[(EncodedBatch, oneshot::Sender<Result<Offset, LogError>>)],
 ) -> Result<Vec<Offset>, LogError> {
     let txn_error = |error: KafkaError| {
@@ -458,7 +457,7 @@ fn commit_groups(
     for (batch, _) in groups {
         for (position, encoded) in batch.iter().enumerate() {
             let record = FutureRecord::to(topic).partition(partition).key(encoded.key.as_slice()).payload(encoded.value.as_slice());
-            let record = if summary_headers { record.headers(to_headers(&encoded.headers)) } else { record };
+            let record = if encoded.headers.is_empty() { record } else { record.headers(to_headers(&encoded.headers)) };
             match producer.send_result(record) {
                 Ok(delivery) => deliveries.push((position == 0, delivery)),
                 Err((error, _)) => {
