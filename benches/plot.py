@@ -25,7 +25,8 @@ def main(results_path, out_path):
     fig, axes = plt.subplots(1, 2, figsize=(16, 7), sharey=True)
     for ax, (title, keep) in zip(axes, panels):
         for s in run["scenarios"]:
-            if s.get("error") or s["load"] == "flat out" or not keep(s):
+            # Flat-out and backlog runs measure throughput; their latency is queueing.
+            if s.get("error") or s["load"] == "flat out" or s["load"].startswith("backlog") or not keep(s):
                 continue
             curve = s["latency"]["curve"]
             xs = [1.0 / max(1.0 - p / 100.0, 1e-5) for p, _ in curve]
