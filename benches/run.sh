@@ -8,27 +8,30 @@
 #                             writes results/quick.json and quick.md; asserts no timing
 #   benches/run.sh --profile  the full run, then `perf record` of one replica flat out
 #                             into results/profile.txt
+#   benches/run.sh --quick --debug   the smoke run on a debug build (what scripts/test.sh runs:
+#                             the test build already compiled most of it)
 # Other arguments go to `bench run` (`--only identity-3`, `--streams false`, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-quick=false profile=false args=()
+quick=false profile=false profile_dir=release args=()
 for arg in "$@"; do
   case $arg in
     --quick) quick=true; args+=(--quick) ;;
     --profile) profile=true ;;
+    --debug) profile_dir=debug ;;
     *) args+=("$arg") ;;
   esac
 done
 log() { echo "bench: $*" >&2; }
 
 scripts/kafka.sh status >/dev/null 2>&1 || { log "no broker at ${KAFKA_BOOTSTRAP:-127.0.0.1:9092}; start one: scripts/kafka.sh start"; exit 1; }
-log "building the harness (release)"
-cargo build --release --quiet -p bench-harness
+log "building the harness ($profile_dir)"
+if [[ $profile_dir == release ]]; then cargo build --release --quiet -p bench-harness; else cargo build --quiet -p bench-harness; fi
 if ! $quick || [[ " ${args[*]} " == *" --streams true "* ]]; then
   log "building the Kafka Streams peer (Maven, jars cached in ~/.m2)"
   mvn -q -B -Dstyle.color=never -f benches/kafka-streams/pom.xml package -DskipTests
 fi
-target/release/bench run "${args[@]}"
+"target/$profile_dir/bench" run "${args[@]}"
 
 if $profile; then
   log "profiling one identity replica flat out (perf record, 10 s)"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test against real Kafka: unit, simulation and doc tests, the EventLog
 # conformance suite on a single broker in both write modes, the replica race tests, and the
-# failover test on a 3-broker cluster, and the ledger's projection into PostgreSQL. Starts the
-# brokers and the database it needs and stops what it started.
+# failover test on a 3-broker cluster, and the ledger's projection into PostgreSQL; then a
+# smoke run of the benchmark harness (tiny load, debug build: it fails if a scenario fails or
+# an input goes unanswered, and asserts no timing). Starts the brokers and the database it
+# needs and stops what it started.
 #
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
@@ -63,3 +65,6 @@ echo "test: schema registry $SCHEMA_REGISTRY_URL" >&2
 echo "test: single broker $KAFKA_BOOTSTRAP, cluster $KAFKA_CLUSTER_BOOTSTRAP, PostgreSQL $DATABASE_URL" >&2
 
 cargo test --workspace "$@" -- --nocapture
+
+# The benchmark harness end to end, so it cannot rot between full runs (BENCHMARKS.md).
+benches/run.sh --quick --debug
