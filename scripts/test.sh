@@ -6,7 +6,7 @@
 # an input goes unanswered, and asserts no timing). Starts the brokers and the database it
 # needs and stops what it started.
 #
-# Usage: scripts/test.sh [extra cargo test args]
+# Usage: scripts/test.sh [extra cargo test args]   (with args, the benchmark smoke run is skipped)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -66,5 +66,8 @@ echo "test: single broker $KAFKA_BOOTSTRAP, cluster $KAFKA_CLUSTER_BOOTSTRAP, Po
 
 cargo test --workspace "$@" -- --nocapture
 
-# The benchmark harness end to end, so it cannot rot between full runs (BENCHMARKS.md).
-benches/run.sh --quick --debug
+# The benchmark harness end to end, so it cannot rot between full runs (BENCHMARKS.md);
+# skipped when cargo test was given arguments (a filtered run).
+if [ $# -eq 0 ]; then
+  benches/run.sh --quick --debug
+fi
