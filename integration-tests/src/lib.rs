@@ -13,7 +13,9 @@ use competing_transformers::log::{KafkaLog, KafkaLogConfig, Pipeline, WriteMode}
 use competing_transformers::EventSourceKey;
 use competing_transformers::record::Record;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::TopicPartitionList;
 use tokio::sync::OnceCell;
 
 static BOOTSTRAP: OnceCell<String> = OnceCell::const_new();
@@ -111,6 +113,21 @@ pub async fn raw_producer(extra: &[(&str, &str)]) -> FutureProducer {
         config.set(*k, *v);
     }
     config.create().expect("raw producer")
+}
+
+/// A raw rdkafka consumer of partition 0 of `topic` from its beginning, in a group of its
+/// own, for reading what the framework wrote as any Kafka tool would.
+pub async fn raw_consumer(topic: &str, extra: &[(&str, &str)]) -> StreamConsumer {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap().await).set("group.id", unique_topic("raw-reader")).set("enable.auto.commit", "false");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    let consumer: StreamConsumer = config.create().expect("raw consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).expect("a valid assignment");
+    consumer.assign(&assignment).expect("assign");
+    consumer
 }
 
 /// The Kafka log, in one write mode, as a conformance backend.

@@ -7,11 +7,8 @@ use std::time::{Duration, Instant};
 
 use competing_transformers::log::export::{BeforeCommit, ExportConfig, ExportRunOptions, Exporter};
 use competing_transformers::{Event, EventSourceKey, KafkaLog, KafkaLogConfig, Pipeline};
-use integration_tests::{bootstrap, fresh_log_config, unique_topic};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use integration_tests::{fresh_log_config, raw_consumer, unique_topic};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 
 fn key(name: &str) -> EventSourceKey {
     EventSourceKey::new(name).unwrap()
@@ -27,16 +24,7 @@ struct Exported {
 
 /// Every committed record of `topic`, read `read_committed` until nothing new for 3 s.
 async fn read_committed(topic: &str) -> Vec<Exported> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap().await)
-        .set("group.id", unique_topic("export-reader"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, 0, KafkaOffset::Beginning).unwrap();
-    consumer.assign(&assignment).unwrap();
+    let consumer = raw_consumer(topic, &[("isolation.level", "read_committed")]).await;
     let mut records = Vec::new();
     while let Ok(message) = tokio::time::timeout(Duration::from_secs(3), consumer.recv()).await {
         let message = message.unwrap();

@@ -4,31 +4,20 @@
 use std::time::Duration;
 
 use competing_transformers::{Event, EventLog, EventSourceKey, KafkaLog, Pipeline, Record};
-use integration_tests::{bootstrap, fresh_log_config, unique_topic};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use integration_tests::{fresh_log_config, raw_consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 
 /// The header names of each record of `topic`, in order.
 async fn header_names(topic: &str, records: usize) -> Vec<Vec<String>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap().await)
-        .set("group.id", unique_topic("headers-reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, 0, KafkaOffset::Beginning).unwrap();
-    consumer.assign(&assignment).unwrap();
+    let consumer = raw_consumer(topic, &[]).await;
     let mut names = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while names.len() < records {
-        assert!(std::time::Instant::now() < deadline, "only {} of {records} records came back", names.len());
-        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
-            let message = message.unwrap();
-            names.push(message.headers().map(|hs| hs.iter().map(|h| h.key.to_string()).collect()).unwrap_or_default());
-        }
+        let message = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {records} records came back", names.len()))
+            .unwrap();
+        names.push(message.headers().map(|hs| hs.iter().map(|h| h.key.to_string()).collect()).unwrap_or_default());
     }
     names
 }
