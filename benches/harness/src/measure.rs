@@ -65,10 +65,7 @@ pub struct Summary {
 /// Summarises a timeline: events sent before `warmup_until` are left out of latency and
 /// throughput; throughput counts the outputs read from `warmup_until` to the last one.
 pub fn analyze(timeline: &Timeline, warmup_until: Instant) -> Summary {
-    let mut first_seen: HashMap<u64, Instant> = HashMap::with_capacity(timeline.sent.len());
-    for (id, at) in &timeline.seen {
-        first_seen.entry(*id).or_insert(*at);
-    }
+    let first_seen = first_seen(timeline);
     let mut histogram = Histogram::<u64>::new_with_bounds(1, HISTOGRAM_MAX_US, 3).expect("valid bounds");
     let mut answered = 0;
     let mut measured_seen: Vec<Instant> = Vec::new();
@@ -132,14 +129,20 @@ pub fn analyze(timeline: &Timeline, warmup_until: Instant) -> Summary {
 /// Inputs answered per second from `from` to the last first answer: how fast a backlog that
 /// was complete at `from` was worked through.
 pub fn rate_since(timeline: &Timeline, from: Instant) -> f64 {
-    let mut first_seen: HashMap<u64, Instant> = HashMap::with_capacity(timeline.sent.len());
-    for (id, at) in &timeline.seen {
-        first_seen.entry(*id).or_insert(*at);
-    }
+    let first_seen = first_seen(timeline);
     match first_seen.values().max() {
         Some(last) if *last > from => first_seen.len() as f64 / last.duration_since(from).as_secs_f64(),
         _ => 0.0,
     }
+}
+
+/// When each id was first answered.
+fn first_seen(timeline: &Timeline) -> HashMap<u64, Instant> {
+    let mut first_seen = HashMap::with_capacity(timeline.sent.len());
+    for (id, at) in &timeline.seen {
+        first_seen.entry(*id).or_insert(*at);
+    }
+    first_seen
 }
 
 /// The distribution at fixed percentiles, log-spaced towards the tail.
