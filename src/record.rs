@@ -291,11 +291,6 @@ pub struct EventView<'a> {
 }
 
 impl<'a> EventView<'a> {
-    /// The owned event.
-    pub fn to_event(&self) -> Event {
-        self.to_event_with_key(EventSourceKey::checked(self.key))
-    }
-
     /// The owned event under `key`, which must be this event's key (shared, not copied).
     pub fn to_event_with_key(&self, key: EventSourceKey) -> Event {
         debug_assert_eq!(key.as_str(), self.key);

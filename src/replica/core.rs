@@ -449,41 +449,40 @@ impl<T: Transform> ReplicaCore<T> {
     /// Drops groups that are canonical now.
     fn prune(&mut self) {
         let counts = [self.rule.count(&self.output_key), self.rule.count(&self.dead_letter_key)];
-        let mut dropped: Vec<Group> = Vec::new();
         // Each key's groups are in index order, so its canonical ones come first: usually
         // the whole canonical part is at the front.
         while self.pending.front().is_some_and(|g| g.end_index() <= counts[g.slot]) {
-            dropped.push(self.pending.pop_front().expect("a front"));
+            let group = self.pending.pop_front().expect("a front");
             self.send_from = self.send_from.saturating_sub(1);
+            self.forget(&group);
         }
         // Behind a group of one key still missing, groups of the other key may be canonical.
-        if let Some(front) = self.pending.front() {
-            if self.groups[1 - front.slot] > 0 {
-                let mut missing = [false, false];
-                let mut kept = VecDeque::with_capacity(self.pending.len());
-                let mut send_from = self.send_from;
-                for (position, group) in std::mem::take(&mut self.pending).into_iter().enumerate() {
-                    if missing[group.slot] || group.end_index() > counts[group.slot] {
-                        missing[group.slot] = true;
-                        kept.push_back(group);
-                    } else {
-                        send_from -= (position < self.send_from) as usize;
-                        dropped.push(group);
-                    }
+        if self.pending.front().is_some_and(|front| self.groups[1 - front.slot] > 0) {
+            let mut missing = [false, false];
+            let mut kept = VecDeque::with_capacity(self.pending.len());
+            let send_from = self.send_from;
+            for (position, group) in std::mem::take(&mut self.pending).into_iter().enumerate() {
+                if missing[group.slot] || group.end_index() > counts[group.slot] {
+                    missing[group.slot] = true;
+                    kept.push_back(group);
+                } else {
+                    self.send_from -= (position < send_from) as usize;
+                    self.forget(&group);
                 }
-                self.pending = kept;
-                self.send_from = send_from;
             }
-        }
-        for group in dropped {
-            self.groups[group.slot] -= 1;
-            self.pending_events -= group.events.len();
-            if matches!(group.send, SendState::Held { .. }) {
-                self.stats.writes_skipped += 1;
-            }
+            self.pending = kept;
         }
         self.computed[OUTPUT].forget_below(counts[OUTPUT]);
         self.computed[DEAD_LETTER].forget_below(counts[DEAD_LETTER]);
+    }
+
+    /// Accounts for a group leaving `pending` because it is canonical.
+    fn forget(&mut self, group: &Group) {
+        self.groups[group.slot] -= 1;
+        self.pending_events -= group.events.len();
+        if matches!(group.send, SendState::Held { .. }) {
+            self.stats.writes_skipped += 1;
+        }
     }
 
     /// Releases held groups whose turn has come, in order: a group never overtakes an
