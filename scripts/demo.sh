@@ -12,7 +12,7 @@ cd "$ROOT"
 command -v cargo >/dev/null || { echo "demo: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
 
 # Build before touching the broker, so a build failure leaves nothing running.
-cargo build --release -p bundled-transformers --bin transformer-launcher
+cargo build --release -p bundled-transformers --bins
 
 started_broker=no
 started_registry=no
@@ -50,4 +50,4 @@ if [[ -z ${KAFKA_BOOTSTRAP:-} ]]; then
   fi
 fi
 
-cargo run --quiet --release -p bundled-transformers --bin transformer-launcher -- demo --bootstrap "$KAFKA_BOOTSTRAP" "$@"
+target/release/demo --bootstrap "$KAFKA_BOOTSTRAP" "$@"

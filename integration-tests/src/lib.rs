@@ -7,9 +7,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use competing_transformers::log::admin::create_topic;
-use competing_transformers::log::conformance::Backend;
-use competing_transformers::log::{KafkaLog, KafkaLogConfig, Pipeline, WriteMode};
+use competing_transformers_kafka::admin::create_topic;
+use competing_transformers_kafka::log::conformance::Backend;
+use competing_transformers_kafka::{KafkaLog, KafkaLogConfig, Pipeline, WriteMode};
 use competing_transformers::EventSourceKey;
 use competing_transformers::record::Record;
 use rdkafka::config::ClientConfig;
@@ -211,7 +211,7 @@ impl Backend for KafkaBackend {
 /// The schema registry's base URL, from `SCHEMA_REGISTRY_URL` (set by `scripts/test.sh`,
 /// which starts Apicurio Registry with `scripts/registry.sh start`). Never a silent skip.
 pub fn schema_registry_url() -> String {
-    match std::env::var(competing_transformers::schema_registry::SCHEMA_REGISTRY_URL_ENV) {
+    match std::env::var(competing_transformers_kafka::schema_registry::SCHEMA_REGISTRY_URL_ENV) {
         Ok(url) if !url.trim().is_empty() => url,
         _ => panic!(
             "no schema registry: set SCHEMA_REGISTRY_URL=http://host:port/apis/ccompat/v7, or run the tests with `scripts/test.sh`, which starts one (scripts/registry.sh start)"
@@ -220,9 +220,9 @@ pub fn schema_registry_url() -> String {
 }
 
 /// A client of the test schema registry.
-pub fn schema_registry() -> std::sync::Arc<competing_transformers::schema_registry::SchemaRegistry> {
+pub fn schema_registry() -> std::sync::Arc<competing_transformers_kafka::schema_registry::SchemaRegistry> {
     let url = schema_registry_url();
     std::sync::Arc::new(
-        competing_transformers::schema_registry::SchemaRegistry::new(&url).unwrap_or_else(|e| panic!("SCHEMA_REGISTRY_URL: {e}")),
+        competing_transformers_kafka::schema_registry::SchemaRegistry::new(&url).unwrap_or_else(|e| panic!("SCHEMA_REGISTRY_URL: {e}")),
     )
 }

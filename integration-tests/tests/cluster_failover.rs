@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use competing_transformers::log::admin::create_topic;
-use competing_transformers::log::{KafkaLog, KafkaLogConfig, Pipeline, WriteOutcome};
+use competing_transformers_kafka::admin::create_topic;
+use competing_transformers_kafka::{KafkaLog, KafkaLogConfig, Pipeline, WriteOutcome};
 use competing_transformers::{Event, EventSourceKey, Offset};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use competing_transformers::log::export::{BeforeCommit, ExportConfig, ExportRunOptions, Exporter};
-use competing_transformers::{Event, EventSourceKey, KafkaLog, KafkaLogConfig, Pipeline};
+use competing_transformers_kafka::export::{BeforeCommit, ExportConfig, ExportRunOptions, Exporter};
+use competing_transformers::{Event, EventSourceKey};
+use competing_transformers_kafka::{KafkaLog, KafkaLogConfig, Pipeline};
 use integration_tests::{fresh_log_config, raw_consumer, unique_topic};
 use rdkafka::message::{Headers, Message};
 

@@ -7,7 +7,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use competing_transformers::{Event, EventSourceKey, KafkaLog, Pipeline};
+use competing_transformers::{Event, EventSourceKey};
+use competing_transformers_kafka::{KafkaLog, Pipeline};
 use integration_tests::{fresh_log_config, raw_producer};
 use rdkafka::producer::FutureRecord;
 use serde_json::Value;

@@ -9,10 +9,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use competing_transformers::replica::{run_replica, ReplicaConfig, ReplicaStatus};
-use competing_transformers::{Event, EventSourceKey, KafkaLog, Pipeline};
+use competing_transformers::replica::{ReplicaConfig};
+use competing_transformers_kafka::{run_replica, ReplicaStatus};
+use competing_transformers::{Event, EventSourceKey};
+use competing_transformers_kafka::{KafkaLog, Pipeline};
 use integration_tests::{fresh_log_config, wait_for_count};
-use ledger::projection::{Projection, RunOptions};
+use ledger_projection::{Projection, RunOptions};
 use ledger::{Command, Ledger, LEDGER_KEY, TRANSFERS_KEY};
 use serde_json::json;
 use tokio::sync::watch;
@@ -97,7 +99,7 @@ async fn a_killed_projection_restarts_with_balances_exactly_equal_to_the_ledger(
         let (log, url, schema, topic) = (log.clone(), database_url.clone(), schema.clone(), config.topic.clone());
         tokio::spawn(async move {
             let mut projection = Projection::connect(&url, &schema, &topic).await.unwrap();
-            let before_commit: ledger::projection::BeforeCommit = Arc::new(|batch| {
+            let before_commit: ledger_projection::BeforeCommit = Arc::new(|batch| {
                 if batch == 3 {
                     panic!("injected crash before commit of batch 3");
                 }
@@ -117,7 +119,7 @@ async fn a_killed_projection_restarts_with_balances_exactly_equal_to_the_ledger(
         let (log, url, schema, topic) = (log.clone(), database_url.clone(), schema.clone(), config.topic.clone());
         tokio::spawn(async move {
             let mut projection = Projection::connect(&url, &schema, &topic).await.unwrap();
-            let slow: ledger::projection::BeforeCommit = Arc::new(|_| std::thread::sleep(Duration::from_millis(40)));
+            let slow: ledger_projection::BeforeCommit = Arc::new(|_| std::thread::sleep(Duration::from_millis(40)));
             projection.run(log, RunOptions { batch_events_max, before_commit: Some(slow), ..RunOptions::default() }).await
         })
     };

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use competing_transformers::dead_letter::DeadLetter;
-use competing_transformers::launcher::redrive::{redrive, redriven_event, redrives_key, Redrive};
-use competing_transformers::replica::{run_replica, ReplicaConfig, ReplicaStatus};
-use competing_transformers::{Event, EventSourceKey, KafkaLog, Pipeline};
+use competing_transformers_launcher::redrive::{redrive, redriven_event, redrives_key, Redrive};
+use competing_transformers::replica::{ReplicaConfig};
+use competing_transformers_kafka::{run_replica, ReplicaStatus};
+use competing_transformers::{Event, EventSourceKey};
+use competing_transformers_kafka::{KafkaLog, Pipeline};
 use integration_tests::fresh_log_config;
 use ledger::{Ledger, LEDGER_KEY, TRANSFERS_KEY};
 use tokio::sync::watch;

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use competing_transformers::dead_letter::{DeadLetter, Reason};
-use competing_transformers::log::{EventLog, LogCursor, LogError};
+use competing_transformers_kafka::{EventLog, LogCursor, LogError};
 use competing_transformers::record::{FetchedRecord, Record};
-use competing_transformers::replica::{run_replica, run_to_end, ReplicaConfig, ReplicaError, ReplicaStatus};
-use competing_transformers::{
-    Event, EventSourceKey, Input, KafkaLog, MemoryLog, Offset, Outputs, Pipeline, Transform, TransformError,
-};
+use competing_transformers::replica::{run_to_end, ReplicaConfig};
+use competing_transformers_kafka::{run_replica, ReplicaError, ReplicaStatus};
+use competing_transformers::{Event, EventSourceKey, Input, MemoryLog, Offset, Outputs, Transform, TransformError};
+use competing_transformers_kafka::{KafkaLog, Pipeline};
 use integration_tests::{fresh_log_config, wait_for_count};
 use matching_engine::MatchingEngine;
 use tokio::sync::watch;
@@ -64,7 +64,7 @@ struct PausableCursor {
 
 #[async_trait::async_trait]
 impl EventLog for Pausable {
-    fn append(&self, record: &Record) -> competing_transformers::log::Delivery {
+    fn append(&self, record: &Record) -> competing_transformers_kafka::Delivery {
         self.inner.append(record)
     }
     async fn cursor(&self, from: Offset) -> Result<Box<dyn LogCursor>, LogError> {

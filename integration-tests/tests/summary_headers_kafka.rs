@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use competing_transformers::{Event, EventLog, EventSourceKey, KafkaLog, Pipeline, Record};
+use competing_transformers::{Event, EventSourceKey, Record};
+use competing_transformers_kafka::{EventLog, KafkaLog, Pipeline};
 use integration_tests::{fresh_log_config, raw_consumer};
 use rdkafka::message::{Headers, Message};
 

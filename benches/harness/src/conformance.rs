@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use competing_transformers::codec::NO_SCHEMAS;
 use competing_transformers::event::CONTENT_TYPE_JSON;
-use competing_transformers::log::{admin, KafkaLogConfig};
+use competing_transformers_kafka::{admin, KafkaLogConfig};
 use competing_transformers::{Digest, EventSourceKey, Input, Outputs, Transform};
 use matching_engine::{MatchingEngine, FILLS_PER_ORDER_MAX};
 use rdkafka::producer::{FutureProducer, FutureRecord};

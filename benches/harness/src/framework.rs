@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use competing_transformers::event::CONTENT_TYPE_JSON;
-use competing_transformers::log::{KafkaLog, KafkaLogConfig, Pipeline, WriteMode};
-use competing_transformers::replica::{run_replica, ReplicaConfig, ReplicaStatus};
-use competing_transformers::{Event, EventLog, EventSourceKey, Record};
+use competing_transformers_kafka::{KafkaLog, KafkaLogConfig, Pipeline, WriteMode};
+use competing_transformers::replica::{ReplicaConfig};
+use competing_transformers_kafka::{run_replica, ReplicaStatus};
+use competing_transformers::{Event, EventSourceKey, Record};
+use competing_transformers_kafka::{EventLog};
 use futures::FutureExt;
 use tokio::sync::watch;
 

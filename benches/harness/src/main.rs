@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use competing_transformers::log::{admin, KafkaLog, KafkaLogConfig};
+use competing_transformers_kafka::{admin, KafkaLog, KafkaLogConfig};
 use serde::Serialize;
 
 use framework::Det;

@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::load::{self, Load};
 use crate::measure::SharedTimeline;
 
-/// The producer settings of the framework's log (`src/log/kafka.rs`), so the limit is
+/// The producer settings of the framework's log (`crates/kafka/src/log/kafka.rs`), so the limit is
 /// measured with the same client configuration.
 pub fn producer_config(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -175,7 +175,7 @@ pub fn read_all(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<PlainRecord>
 /// rust-rdkafka's `commit_transaction` first calls its `flush`, which polls in steps of 100 ms
 /// while anything is undelivered (the FutureProducer's own thread serves the delivery
 /// reports, so the poll only returns at its timeout): a commit issued with records in flight
-/// takes at least ~100 ms. `false` reproduces that (what `src/log/kafka.rs` does today).
+/// takes at least ~100 ms. `false` reproduces that (what `crates/kafka/src/log/kafka.rs` does today).
 pub fn generate_transactional(
     bootstrap: &str,
     topic: &str,

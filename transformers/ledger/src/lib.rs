@@ -1,5 +1,5 @@
-//! Money transfers between accounts as a deterministic event transform, and the event sink
-//! that projects its balances into PostgreSQL.
+//! Money transfers between accounts as a deterministic event transform. Its PostgreSQL
+//! projection is the `ledger-projection` crate, so this one depends on the core alone.
 //!
 //! The [`Ledger`] reads [`Command`]s (JSON) from the `transfers` stream and writes [`Entry`]s
 //! to the `ledger` stream: `opened` for a new account, `transferred` (with both resulting
@@ -30,9 +30,6 @@
 //!     r#"{"type":"rejected","id":"t2","reason":"insufficient_funds"}"#);
 //! ```
 //!
-//! - [`projection`]: the PostgreSQL event sink.
-
-pub mod projection;
 #[cfg(test)]
 mod tests;
 

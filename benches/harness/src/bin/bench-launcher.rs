@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use bench_harness::{Identity, IDENTITY};
-use competing_transformers::launcher::{self, Registry};
+use competing_transformers_launcher::{self as launcher, Registry};
 use matching_engine::MatchingEngine;
 
 fn main() -> ExitCode {

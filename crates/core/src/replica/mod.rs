@@ -1,0 +1,8 @@
+//! A replica of a transform: the pure decision core, and the local driver that runs it over
+//! a [`crate::MemoryLog`]. The tokio driver over Kafka is in `competing-transformers-kafka`.
+
+pub mod core;
+pub mod local;
+
+pub use self::core::{Divergence, Phase, ReplicaConfig, ReplicaCore, ReplicaStats, Stagger, WriteRequest};
+pub use local::{drive, run_to_end};

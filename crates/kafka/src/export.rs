@@ -1,0 +1,362 @@
+//! The exporter: an event sink copying canonical events of chosen keys to a plain Kafka
+//! topic, exactly once, for Kafka-native tools.
+//!
+//! One Kafka record per canonical event, on partition 0 of the target topic (so the target
+//! keeps the log's order): key = the event-source key, value = the event's payload, timestamp
+//! = its effective time, and Kafka Connect-style headers (`ct.key`, `ct.index`, `ct.offset`,
+//! `ct.content-type`, `ct.effective-time-ms`, `ct.writer`, `ct.digest`; and for a dead letter
+//! the `__connect.errors.*` headers a Connect dead-letter queue carries).
+//!
+//! **Exactly once, by a Kafka transaction per batch.** Each batch's records and the exporter's
+//! progress are committed in one transaction: the progress is the log offset to read next,
+//! stored as the committed offset of the consumer group `export-<target>` on the log's
+//! partition (`send_offsets_to_transaction`). Kafka's own mechanism was chosen over a progress
+//! topic because it needs no extra topic, its offsets are fetched with `require_stable` (a
+//! `read_committed` fetch waits out a pending transaction), and tools already show group lag.
+//! The producer's `transactional.id` is also `export-<target>`: a restarted exporter's
+//! `init_transactions` fences any previous instance and aborts its open transaction, so a
+//! crash at any point leaves the target holding exactly the committed batches, and the
+//! restart resumes right after them.
+//!
+//! A batch never splits a log record: a record can hold several canonical events (batched
+//! groups), and the stored offset must mean "everything before it is exported".
+//!
+//! Cost, as the design says: an open export transaction delays only the target topic's
+//! `read_committed` readers, never the event log's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
+use tokio::sync::watch;
+
+use crate::client::{blocking, classify, KafkaLogConfig};
+use crate::error::LogError;
+use crate::log::{CanonicalEvent, EventLog, KafkaLog, Pipeline};
+use competing_transformers::dead_letter::{DeadLetter, CONTENT_TYPE_DEAD_LETTER};
+use competing_transformers::event::{EventSourceKey, Offset};
+
+/// Most events one export transaction carries, unless configured otherwise.
+pub const BATCH_EVENTS_MAX_DEFAULT: usize = 500;
+/// How long the exporter waits for more events before committing what it has.
+const IDLE_WAIT: Duration = Duration::from_millis(300);
+/// How long a transaction call (init, offsets, commit) may take.
+const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What to export and where.
+#[derive(Clone, Debug)]
+pub struct ExportConfig {
+    /// The event log to read.
+    pub log: KafkaLogConfig,
+    /// The event-source keys whose canonical events are copied (all keys when empty).
+    pub keys: Vec<EventSourceKey>,
+    /// The plain Kafka topic written; created with one partition if missing.
+    pub target_topic: String,
+    /// Log offset a first export starts at; a stored position always wins over it.
+    pub from_offset: Offset,
+    /// Most events per transaction.
+    pub batch_events_max: usize,
+    /// How long the broker lets an open export transaction live if the exporter dies.
+    pub transaction_timeout_ms: u32,
+}
+
+impl ExportConfig {
+    /// Exports `keys` of `log` to `target_topic` from the log's start.
+    pub fn new(log: KafkaLogConfig, keys: Vec<EventSourceKey>, target_topic: impl Into<String>) -> Self {
+        Self {
+            log,
+            keys,
+            target_topic: target_topic.into(),
+            from_offset: 0,
+            batch_events_max: BATCH_EVENTS_MAX_DEFAULT,
+            transaction_timeout_ms: 60_000,
+        }
+    }
+
+    /// The consumer group holding the progress, and the producer's `transactional.id`.
+    pub fn group_id(&self) -> String {
+        format!("export-{}", self.target_topic)
+    }
+}
+
+/// Called after a batch's records and progress are sent and flushed, before the commit, with
+/// the batch's number (from 1, per run). For fault-injection tests.
+pub type BeforeCommit = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// How [`Exporter::run`] runs.
+#[derive(Clone, Default)]
+pub struct ExportRunOptions {
+    /// Keep going at the log end until `shutdown`; otherwise stop there.
+    pub follow: bool,
+    /// Turns true to stop after the current batch.
+    pub shutdown: Option<watch::Receiver<bool>>,
+    /// A fault hook (see [`BeforeCommit`]).
+    pub before_commit: Option<BeforeCommit>,
+}
+
+/// What one [`Exporter::run`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExportStats {
+    /// Transactions committed.
+    pub batches: u64,
+    /// Events exported.
+    pub events: u64,
+    /// The log offset the next run starts at.
+    pub position: Offset,
+}
+
+/// A transactional exporter with its stored position.
+pub struct Exporter {
+    config: ExportConfig,
+    producer: FutureProducer,
+    group: Arc<ConsumerGroupMetadata>,
+    position: Offset,
+}
+
+impl Exporter {
+    /// Creates the target topic if missing, starts the transactional producer (fencing any
+    /// previous exporter to the same target and aborting its open transaction) and reads the
+    /// stored position.
+    pub async fn start(config: ExportConfig) -> Result<Self, LogError> {
+        assert!(config.batch_events_max > 0, "a batch holds at least one event");
+        ensure_target_topic(&config).await?;
+        let group_id = config.group_id();
+        let mut producer_config = config.log.base_client_config();
+        // Exactly once: the batch's records and its progress commit or abort together, and a
+        // restart with the same id fences the previous producer.
+        producer_config.set("transactional.id", &group_id);
+        producer_config.set("enable.idempotence", "true");
+        producer_config.set("acks", "all");
+        producer_config.set("transaction.timeout.ms", config.transaction_timeout_ms.to_string());
+        // librdkafka requires deliveries to time out no later than the transaction.
+        producer_config.set("message.timeout.ms", config.transaction_timeout_ms.min(30_000).to_string());
+        producer_config.set("linger.ms", "5");
+        let producer: FutureProducer = producer_config.create().map_err(|e| client_error(&config, e))?;
+
+        let mut consumer_config = config.log.base_client_config();
+        consumer_config.set("group.id", &group_id);
+        // Offsets fetched with require_stable: a pending export transaction is waited out.
+        consumer_config.set("isolation.level", "read_committed");
+        // The position moves only inside export transactions.
+        consumer_config.set("enable.auto.commit", "false");
+        let progress: BaseConsumer = consumer_config.create().map_err(|e| client_error(&config, e))?;
+        let group = Arc::new(progress.group_metadata().ok_or_else(|| LogError::Fatal("no consumer group metadata".into()))?);
+
+        let init = producer.clone();
+        blocking(move || init.init_transactions(TRANSACTION_CALL_TIMEOUT)).await?.map_err(transaction_error)?;
+
+        let (topic, partition) = (config.log.topic.clone(), config.log.partition);
+        let committed = blocking(move || {
+            let mut wanted = TopicPartitionList::new();
+            wanted.add_partition(&topic, partition);
+            progress.committed_offsets(wanted, TRANSACTION_CALL_TIMEOUT)
+        })
+        .await?
+        .map_err(classify)?;
+        let stored = committed
+            .find_partition(&config.log.topic, config.log.partition)
+            .and_then(|p| match p.offset() {
+                KafkaOffset::Offset(offset) if offset >= 0 => Some(offset as Offset),
+                _ => None,
+            });
+        let position = stored.unwrap_or(config.from_offset);
+        tracing::info!(target = %config.target_topic, position, stored = stored.is_some(), "exporter started");
+        Ok(Self { config, producer, group, position })
+    }
+
+    /// The log offset the exporter reads next: everything before it is exported.
+    pub fn position(&self) -> Offset {
+        self.position
+    }
+
+    /// Exports canonical events from the position: until the log end seen at the start, or
+    /// with `follow` until `shutdown`.
+    pub async fn run(&mut self, log: Arc<KafkaLog>, options: ExportRunOptions) -> Result<ExportStats, LogError> {
+        let end = log.end_offset().await?;
+        let pipeline = Pipeline::new(log, format!("export-{}", self.config.target_topic));
+        let mut stream = pipeline.stream_events(&self.config.keys, self.position).await?;
+        let mut stats = ExportStats { position: self.position, ..ExportStats::default() };
+        let mut batch: Vec<CanonicalEvent> = Vec::new();
+        loop {
+            let stopping = options.shutdown.as_ref().is_some_and(|s| *s.borrow());
+            let next = if stopping { None } else { stream.next_within(IDLE_WAIT).await? };
+            match next {
+                Some(event) => {
+                    // Full, and this event starts a new record: the batch ends on a record boundary.
+                    if batch.len() >= self.config.batch_events_max && batch.last().is_some_and(|l| l.offset != event.offset) {
+                        let next_offset = batch.last().expect("non-empty").offset + 1;
+                        self.commit(&std::mem::take(&mut batch), next_offset, &options, &mut stats).await?;
+                    }
+                    batch.push(event);
+                }
+                None => {
+                    // Nothing is waiting in the stream: every record read so far is complete.
+                    if !batch.is_empty() {
+                        let next_offset = stream.rule().next_offset();
+                        self.commit(&std::mem::take(&mut batch), next_offset, &options, &mut stats).await?;
+                    }
+                    if stopping {
+                        return Ok(stats);
+                    }
+                    if !options.follow {
+                        // The stream's position steps over transaction markers, which no record holds.
+                        if stream.position() >= end {
+                            return Ok(stats);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One transaction: the batch's records, then the progress, then the commit.
+    async fn commit(
+        &mut self,
+        batch: &[CanonicalEvent],
+        next_offset: Offset,
+        options: &ExportRunOptions,
+        stats: &mut ExportStats,
+    ) -> Result<(), LogError> {
+        debug_assert!(next_offset > self.position, "progress only moves forward");
+        let producer = self.producer.clone();
+        blocking(move || producer.begin_transaction()).await?.map_err(transaction_error)?;
+        let mut deliveries = Vec::with_capacity(batch.len());
+        for canonical in batch {
+            let headers = export_headers(canonical, &self.config.log);
+            let key = canonical.event.key.as_str().as_bytes();
+            let record = FutureRecord::to(&self.config.target_topic)
+                .partition(0)
+                .key(key)
+                .payload(canonical.event.payload.as_slice())
+                .timestamp(canonical.event.effective_time_ms)
+                .headers(headers.iter().fold(OwnedHeaders::new_with_capacity(headers.len()), |all, (k, v)| {
+                    all.insert(Header { key: k, value: Some(v.as_bytes()) })
+                }));
+            match self.producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((error, _)) => return Err(self.abort(classify(error)).await),
+            }
+        }
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(&self.config.log.topic, self.config.log.partition, KafkaOffset::Offset(next_offset as i64))
+            .map_err(classify)?;
+        let (producer, group) = (self.producer.clone(), self.group.clone());
+        let sent = blocking(move || {
+            // Flushing first costs nothing (the commit flushes anyway) and makes a crash
+            // before the commit leave real, uncommitted records behind.
+            producer.flush(TRANSACTION_CALL_TIMEOUT)?;
+            producer.send_offsets_to_transaction(&offsets, &group, TRANSACTION_CALL_TIMEOUT)
+        })
+        .await?;
+        if let Err(error) = sent {
+            return Err(self.abort(transaction_error(error)).await);
+        }
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => return Err(self.abort(classify(error)).await),
+                Err(_) => return Err(LogError::Fatal("the export producer was dropped".into())),
+            }
+        }
+        if let Some(hook) = &options.before_commit {
+            hook(stats.batches + 1);
+        }
+        let producer = self.producer.clone();
+        blocking(move || producer.commit_transaction(TRANSACTION_CALL_TIMEOUT)).await?.map_err(transaction_error)?;
+        self.position = next_offset;
+        stats.batches += 1;
+        stats.events += batch.len() as u64;
+        stats.position = next_offset;
+        Ok(())
+    }
+
+    /// Aborts the open transaction after `error`, and returns the error.
+    async fn abort(&self, error: LogError) -> LogError {
+        let producer = self.producer.clone();
+        if let Ok(Err(abort)) = blocking(move || producer.abort_transaction(TRANSACTION_CALL_TIMEOUT)).await {
+            tracing::warn!(%abort, "aborting the export transaction failed; the next start fences it");
+        }
+        error
+    }
+}
+
+/// The headers of one exported event: `ct.*` for every event, and for a dead letter the
+/// `__connect.errors.*` headers of a Kafka Connect dead-letter queue.
+pub fn export_headers(canonical: &CanonicalEvent, log: &KafkaLogConfig) -> Vec<(String, String)> {
+    let event = &canonical.event;
+    let mut headers = vec![
+        ("ct.key".to_string(), event.key.to_string()),
+        ("ct.index".to_string(), event.index.expect("canonical events carry their index").to_string()),
+        ("ct.offset".to_string(), canonical.offset.to_string()),
+        ("ct.content-type".to_string(), event.content_type.clone()),
+        ("ct.effective-time-ms".to_string(), event.effective_time_ms.to_string()),
+        ("ct.writer".to_string(), canonical.writer.clone()),
+        ("ct.digest".to_string(), event.digest.to_string()),
+    ];
+    if event.content_type == CONTENT_TYPE_DEAD_LETTER {
+        if let Ok(letter) = serde_json::from_slice::<DeadLetter>(&event.payload) {
+            let reason = serde_json::to_value(letter.reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            headers.extend([
+                ("__connect.errors.topic".to_string(), log.topic.clone()),
+                ("__connect.errors.partition".to_string(), log.partition.to_string()),
+                ("__connect.errors.offset".to_string(), letter.input.offset.to_string()),
+                ("__connect.errors.connector.name".to_string(), format!("{} v{}", letter.transformer, letter.version)),
+                ("__connect.errors.exception.class.name".to_string(), reason),
+                ("__connect.errors.exception.message".to_string(), letter.message.clone()),
+                ("ct.input.key".to_string(), letter.input.key.clone()),
+                ("ct.input.index".to_string(), letter.input.index.to_string()),
+            ]);
+        }
+    }
+    headers
+}
+
+/// Creates the target topic with one partition if it does not exist.
+async fn ensure_target_topic(config: &ExportConfig) -> Result<(), LogError> {
+    let admin: AdminClient<DefaultClientContext> = config.log.base_client_config().create().map_err(|e| client_error(config, e))?;
+    let metadata_admin = Arc::new(admin);
+    let probe = metadata_admin.clone();
+    let target = config.target_topic.clone();
+    let metadata = blocking(move || probe.inner().fetch_metadata(Some(&target), Duration::from_secs(10)))
+        .await?
+        .map_err(|e| LogError::Unavailable(format!("cannot reach Kafka at {} ({e})", config.log.bootstrap_servers)))?;
+    let exists = metadata.topics().iter().any(|t| t.name() == config.target_topic && t.error().is_none() && !t.partitions().is_empty());
+    if exists {
+        return Ok(());
+    }
+    let replication = metadata.brokers().len().clamp(1, 3) as i32;
+    let topic = NewTopic::new(&config.target_topic, 1, TopicReplication::Fixed(replication));
+    let results = metadata_admin
+        .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(15))))
+        .await
+        .map_err(classify)?;
+    for result in results {
+        match result {
+            Ok(_) => {}
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(LogError::Config(format!("cannot create export topic `{topic}` ({code}); create it yourself with one partition"))),
+        }
+    }
+    Ok(())
+}
+
+fn client_error(config: &ExportConfig, error: KafkaError) -> LogError {
+    LogError::Config(format!("cannot create a Kafka client for {} ({error}); check the client properties", config.log.bootstrap_servers))
+}
+
+/// A transaction call's error: fatal ones (fenced by a newer exporter) end the exporter.
+fn transaction_error(error: KafkaError) -> LogError {
+    if let KafkaError::Transaction(ref inner) = error {
+        if inner.is_fatal() {
+            return LogError::Fatal(format!("{error}; another exporter to the same topic took over (fenced)"));
+        }
+    }
+    classify(error)
+}

@@ -1,0 +1,355 @@
+//! The Kafka backend: one partition of one topic, through rdkafka.
+//!
+//! Two write modes:
+//! - [`WriteMode::RecordGroups`] (the default): an idempotent, non-transactional producer
+//!   writes one record per atomic group. The broker appends a record atomically, and no
+//!   writer ever holds back the partition's last stable offset, so a stalled or dead writer
+//!   delays nobody.
+//! - [`WriteMode::Transactional`]: one event per record, a group made atomic by a Kafka
+//!   transaction. Kept to measure what it costs: an open transaction of a stalled writer
+//!   holds back every `read_committed` reader until it ends or times out.
+//!
+//! Its clients are configured, and Kafka errors classified, once, in [`crate::client`].
+
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use futures::FutureExt;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
+use tokio::sync::oneshot;
+
+use competing_transformers::event::Offset;
+use competing_transformers::record::{EncodedRecord, FetchedRecord, Record};
+
+use super::{Delivery, EventLog, LogCursor};
+use crate::client::{blocking, classify, config_error, KafkaLogConfig, WriteMode};
+use crate::error::LogError;
+
+/// One partition of a Kafka topic as an [`EventLog`].
+pub struct KafkaLog {
+    config: KafkaLogConfig,
+    writer: Writer,
+    watermarks: Arc<BaseConsumer>,
+}
+
+enum Writer {
+    Groups(FutureProducer),
+    Transactional(mpsc::Sender<(EncodedBatch, oneshot::Sender<Result<Offset, LogError>>)>),
+}
+
+type EncodedBatch = Vec<EncodedRecord>;
+
+impl KafkaLog {
+    /// Connects to the log: checks the topic's layout and starts a producer.
+    pub async fn connect(config: KafkaLogConfig) -> Result<Self, LogError> {
+        crate::admin::check_topic(&config).await?;
+        Self::connect_unchecked(config).await
+    }
+
+    /// Connects without checking the topic's layout (tests of the check itself).
+    pub async fn connect_unchecked(config: KafkaLogConfig) -> Result<Self, LogError> {
+        let writer = match &config.mode {
+            WriteMode::RecordGroups => Writer::Groups(
+                config.producer_config().create().map_err(|e| config_error(&config, e))?,
+            ),
+            WriteMode::Transactional { .. } => {
+                Writer::Transactional(spawn_transactional_writer(&config).await?)
+            }
+        };
+        let watermarks = Arc::new(config.consumer_config().create().map_err(|e| config_error(&config, e))?);
+        Ok(Self { config, writer, watermarks })
+    }
+
+    /// The configuration it was made from.
+    pub fn config(&self) -> &KafkaLogConfig {
+        &self.config
+    }
+
+    fn to_kafka_record<'a>(&'a self, encoded: &'a EncodedRecord) -> FutureRecord<'a, [u8], [u8]> {
+        let record = FutureRecord::to(&self.config.topic)
+            .partition(self.config.partition)
+            .key(encoded.key.as_slice())
+            .payload(encoded.value.as_slice());
+        if encoded.headers.is_empty() {
+            record
+        } else {
+            record.headers(to_headers(&encoded.headers))
+        }
+    }
+}
+
+fn to_headers(headers: &[(&str, Vec<u8>)]) -> OwnedHeaders {
+    headers.iter().fold(OwnedHeaders::new_with_capacity(headers.len()), |all, (key, value)| {
+        all.insert(Header { key, value: Some(value) })
+    })
+}
+
+#[async_trait::async_trait]
+impl EventLog for KafkaLog {
+    fn append(&self, record: &Record) -> Delivery {
+        match &self.writer {
+            Writer::Groups(producer) => {
+                let encoded = match record.encode_with(self.config.summary_headers) {
+                    Ok(encoded) => encoded,
+                    Err(e) => return Box::pin(async move { Err(e.into()) }),
+                };
+                match producer.send_result(self.to_kafka_record(&encoded)) {
+                    Ok(delivery) => Box::pin(async move {
+                        match delivery.await {
+                            Ok(Ok(done)) => Ok(done.offset as Offset),
+                            Ok(Err((error, _))) => Err(classify(error)),
+                            Err(_) => Err(LogError::Fatal("the producer was dropped".into())),
+                        }
+                    }),
+                    Err((error, _)) => {
+                        let error = classify(error);
+                        Box::pin(async move { Err(error) })
+                    }
+                }
+            }
+            Writer::Transactional(queue) => {
+                // One event per record; the transaction makes the group atomic.
+                let batch: Result<EncodedBatch, _> = record
+                    .events
+                    .iter()
+                    .map(|event| {
+                        Record { source: record.source.clone(), writer: record.writer.clone(), events: vec![event.clone()] }
+                            .encode_with(self.config.summary_headers)
+                    })
+                    .collect();
+                let (reply, answer) = oneshot::channel();
+                let queued = match batch {
+                    Ok(batch) => queue.send((batch, reply)).map_err(|_| LogError::Fatal("the transactional writer stopped".into())),
+                    Err(e) => Err(e.into()),
+                };
+                Box::pin(async move {
+                    queued?;
+                    answer.await.unwrap_or_else(|_| Err(LogError::Fatal("the transactional writer stopped".into())))
+                })
+            }
+        }
+    }
+
+    async fn cursor(&self, from: Offset) -> Result<Box<dyn LogCursor>, LogError> {
+        let consumer: StreamConsumer =
+            self.config.consumer_config().create().map_err(|e| config_error(&self.config, e))?;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&self.config.topic, self.config.partition, KafkaOffset::Offset(from as i64))
+            .map_err(classify)?;
+        consumer.assign(&assignment).map_err(classify)?;
+        Ok(Box::new(KafkaCursor { consumer, topic: self.config.topic.clone(), partition: self.config.partition, next: from }))
+    }
+
+    async fn end_offset(&self) -> Result<Offset, LogError> {
+        let consumer = self.watermarks.clone();
+        let (topic, partition) = (self.config.topic.clone(), self.config.partition);
+        // A blocking metadata call: keep it off the async workers.
+        blocking(move || consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10)))
+            .await?
+            .map(|(_, high)| high.max(0) as Offset)
+            .map_err(classify)
+    }
+
+    async fn flush(&self, timeout: Duration) -> Result<(), LogError> {
+        match &self.writer {
+            Writer::Groups(producer) => {
+                let producer = producer.clone();
+                blocking(move || producer.flush(timeout)).await?.map_err(classify)
+            }
+            Writer::Transactional(_) => Ok(()),
+        }
+    }
+}
+
+struct KafkaCursor {
+    consumer: StreamConsumer,
+    topic: String,
+    partition: i32,
+    next: Offset,
+}
+
+/// Most records one batch returns.
+const BATCH_RECORDS_MAX: usize = 2_000;
+
+fn to_fetched<M: Message>(message: &M) -> FetchedRecord {
+    FetchedRecord {
+        offset: message.offset() as Offset,
+        timestamp_ms: message.timestamp().to_millis(),
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+    }
+}
+
+#[async_trait::async_trait]
+impl LogCursor for KafkaCursor {
+    async fn next_batch(&mut self, max_wait: Duration) -> Result<Vec<FetchedRecord>, LogError> {
+        let mut batch = match tokio::time::timeout(max_wait, self.consumer.recv()).await {
+            Err(_) => return Ok(Vec::new()),
+            Ok(Err(error)) => return consumer_error(error).map(|()| Vec::new()),
+            Ok(Ok(message)) => vec![to_fetched(&message)],
+        };
+        // Drain what is already here without waiting again.
+        while batch.len() < BATCH_RECORDS_MAX {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(message)) => batch.push(to_fetched(&message)),
+                Some(Err(error)) => {
+                    consumer_error(error)?;
+                    break;
+                }
+                None => break,
+            }
+        }
+        self.next = batch.last().map_or(self.next, |r| r.offset + 1);
+        Ok(batch)
+    }
+
+    fn position(&self) -> Offset {
+        // librdkafka's position steps over transaction markers; the last record may not.
+        let reported = self
+            .consumer
+            .position()
+            .ok()
+            .and_then(|list| list.find_partition(&self.topic, self.partition).and_then(|p| p.offset().to_raw()))
+            .filter(|o| *o >= 0)
+            .map(|o| o as Offset);
+        reported.map_or(self.next, |o| o.max(self.next))
+    }
+}
+
+/// A consumer error: librdkafka reports lost connections and keeps reconnecting by itself,
+/// so transient ones are only logged; others end the read.
+fn consumer_error(error: KafkaError) -> Result<(), LogError> {
+    match classify(error) {
+        LogError::Unavailable(message) => {
+            tracing::debug!(%message, "transient consumer error; librdkafka retries");
+            Ok(())
+        }
+        other => Err(other),
+    }
+}
+
+/// Starts the thread that owns a transactional producer: the transaction calls block, so
+/// they stay off the async workers. Groups are committed in arrival order; whatever queued
+/// up while a transaction was open goes into the next one.
+async fn spawn_transactional_writer(
+    config: &KafkaLogConfig,
+) -> Result<mpsc::Sender<(EncodedBatch, oneshot::Sender<Result<Offset, LogError>>)>, LogError> {
+    let producer: FutureProducer =
+        config.producer_config().create().map_err(|e| config_error(config, e))?;
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (queue, incoming) = mpsc::channel::<(EncodedBatch, oneshot::Sender<Result<Offset, LogError>>)>();
+    let (topic, partition) = (config.topic.clone(), config.partition);
+    let producer = Arc::new(producer);
+    std::thread::Builder::new()
+        .name("transactional-writer".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            if let Err(error) = producer.init_transactions(Duration::from_secs(30)) {
+                let _ = ready_tx.send(Err(classify(error)));
+                return;
+            }
+            let _ = ready_tx.send(Ok(()));
+            let mut fatal: Option<String> = None;
+            while let Ok(first) = incoming.recv() {
+                let mut groups = vec![first];
+                groups.extend(incoming.try_iter().take(999));
+                if let Some(message) = &fatal {
+                    for (_, reply) in groups {
+                        let _ = reply.send(Err(LogError::Fatal(message.clone())));
+                    }
+                    continue;
+                }
+                let outcome = commit_groups(&producer, &runtime, &topic, partition, &groups);
+                match outcome {
+                    Ok(offsets) => {
+                        for ((_, reply), offset) in groups.into_iter().zip(offsets) {
+                            let _ = reply.send(Ok(offset));
+                        }
+                    }
+                    Err(error) => {
+                        if let LogError::Fatal(message) = &error {
+                            fatal = Some(message.clone());
+                        }
+                        let text = error.to_string();
+                        for (_, reply) in groups {
+                            let _ = reply.send(Err(if fatal.is_some() {
+                                LogError::Fatal(text.clone())
+                            } else {
+                                LogError::Unavailable(text.clone())
+                            }));
+                        }
+                    }
+                }
+            }
+        })
+        .map_err(|e| LogError::Fatal(format!("cannot start the transactional writer thread: {e}")))?;
+    ready_rx.await.map_err(|_| LogError::Fatal("the transactional writer stopped".into()))??;
+    Ok(queue)
+}
+
+fn commit_groups(
+    producer: &FutureProducer,
+    runtime: &tokio::runtime::Runtime,
+    topic: &str,
+    partition: i32,
+    groups: &[(EncodedBatch, oneshot::Sender<Result<Offset, LogError>>)],
+) -> Result<Vec<Offset>, LogError> {
+    let txn_error = |error: KafkaError| {
+        if let KafkaError::Transaction(ref inner) = error {
+            if inner.is_fatal() {
+                return LogError::Fatal(error.to_string());
+            }
+        }
+        LogError::Unavailable(error.to_string())
+    };
+    producer.begin_transaction().map_err(txn_error)?;
+    // Every record's delivery, with the first of each group marked: its offset is the group's.
+    let mut deliveries = Vec::new();
+    for (batch, _) in groups {
+        for (position, encoded) in batch.iter().enumerate() {
+            let record = FutureRecord::to(topic).partition(partition).key(encoded.key.as_slice()).payload(encoded.value.as_slice());
+            let record = if encoded.headers.is_empty() { record } else { record.headers(to_headers(&encoded.headers)) };
+            match producer.send_result(record) {
+                Ok(delivery) => deliveries.push((position == 0, delivery)),
+                Err((error, _)) => {
+                    let _ = producer.abort_transaction(Duration::from_secs(30));
+                    return Err(classify(error));
+                }
+            }
+        }
+    }
+    // Wait for the deliveries before committing: the client's commit flushes first, in
+    // 100 ms steps while anything is undelivered, which would floor every commit at 100 ms.
+    let delivered = runtime.block_on(async {
+        let mut offsets = Vec::with_capacity(groups.len());
+        for (first, delivery) in deliveries {
+            match delivery.await {
+                Ok(Ok(done)) if first => offsets.push(done.offset as Offset),
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => return Err(classify(error)),
+                Err(_) => return Err(LogError::Fatal("the producer was dropped".into())),
+            }
+        }
+        Ok(offsets)
+    });
+    let offsets = match delivered {
+        Ok(offsets) => offsets,
+        Err(error) => {
+            let _ = producer.abort_transaction(Duration::from_secs(30));
+            return Err(error);
+        }
+    };
+    if let Err(error) = producer.commit_transaction(Duration::from_secs(30)) {
+        let error = txn_error(error);
+        if !matches!(error, LogError::Fatal(_)) {
+            let _ = producer.abort_transaction(Duration::from_secs(30));
+        }
+        return Err(error);
+    }
+    Ok(offsets)
+}

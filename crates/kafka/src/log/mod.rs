@@ -1,0 +1,62 @@
+//! The distributed event log: one totally ordered partition of records.
+//!
+//! [`EventLog`] is what a backend provides: append a record, read records from an offset.
+//! It knows nothing of indexes or verdicts. [`Pipeline`] puts the canonical rule on top and
+//! offers the log's API from `DESIGN.md`: `write`, `exists_or_write`, `stream_events`.
+//!
+//! Backends: the core's `MemoryLog` (the reference) and [`KafkaLog`] (rdkafka, in
+//! record-group or transactional mode).
+
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
+pub mod kafka;
+pub mod memory;
+#[allow(clippy::disallowed_methods)] // waits with deadlines, never decides with them
+pub mod pipeline;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+pub use kafka::KafkaLog;
+pub use pipeline::{CanonicalEvent, EventStream, Pipeline, WriteOutcome};
+
+use competing_transformers::event::Offset;
+use competing_transformers::record::{FetchedRecord, Record};
+
+use crate::error::LogError;
+
+/// A pending append: resolves to the record's offset once the log has it.
+pub type Delivery = Pin<Box<dyn Future<Output = Result<Offset, LogError>> + Send>>;
+
+/// One partition of records in a total order: what a log backend provides.
+#[async_trait::async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends one atomic group. The record is queued before this returns, so records
+    /// appended one after another by one caller land in that order unless a delivery fails.
+    /// The returned future says where it landed.
+    fn append(&self, record: &Record) -> Delivery;
+
+    /// A cursor reading records in offset order, starting at `from`.
+    async fn cursor(&self, from: Offset) -> Result<Box<dyn LogCursor>, LogError>;
+
+    /// The offset the next record will take: everything below it is readable (for Kafka, the
+    /// last stable offset as a `read_committed` reader sees it).
+    async fn end_offset(&self) -> Result<Offset, LogError>;
+
+    /// Waits until every appended record is delivered or failed.
+    async fn flush(&self, timeout: Duration) -> Result<(), LogError>;
+}
+
+/// Reads records in offset order.
+#[async_trait::async_trait]
+pub trait LogCursor: Send {
+    /// The next records, waiting up to `max_wait` when there are none; may return an empty
+    /// batch.
+    async fn next_batch(&mut self, max_wait: Duration) -> Result<Vec<FetchedRecord>, LogError>;
+
+    /// The offset the cursor reads next. It can be past the last record returned: Kafka's
+    /// transaction markers take offsets but are never returned.
+    fn position(&self) -> Offset;
+}
+

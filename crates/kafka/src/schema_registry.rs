@@ -1,0 +1,303 @@
+//! The schema registry client: writer schemas by id, and registration of output schemas.
+//!
+//! Speaks the Confluent-compatible REST API through `schema_registry_converter` (its async
+//! `AvroDecoder` caches schemas by id and shares in-flight lookups; `post_schema` and
+//! `is_compatible_schema` register and check). Any registry with that API works: Confluent
+//! Schema Registry, Karapace, or Apicurio Registry under `/apis/ccompat/v7` (what
+//! `scripts/registry.sh` runs for the tests).
+//!
+//! The registry's answers are classified once, here (`RegistryError::is_transient`):
+//!
+//! - unreachable, timed out, or a 5xx: **transient**; the replica driver retries with backoff
+//!   and holds the batch back from the core. Never a dead letter.
+//! - 404 for a schema id: **final** for that id; the events carrying it are dead-lettered with
+//!   reason `schema`. Register a schema before producing with it: a replica that already saw a
+//!   404 keeps it, so an id registered later would make replicas disagree.
+//! - 409 on registration: the new schema breaks the subject's compatibility setting.
+//!
+//! Output schemas are registered under the subject `<transformer>-value` (the
+//! TopicNameStrategy naming of a topic's value schemas, with the transformer's output
+//! event-source key as the topic).
+
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apache_avro::Schema;
+use schema_registry_converter::async_impl::avro::AvroDecoder;
+use schema_registry_converter::async_impl::schema_registry::{is_compatible_schema, post_schema, SrSettings};
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{RawError, SchemaType, SuppliedSchema};
+
+use competing_transformers::codec::{parse_schema, AvroOutput, SchemaCache};
+
+/// The environment variable naming the registry's base URL (for Apicurio, ending in
+/// `/apis/ccompat/v7`).
+pub const SCHEMA_REGISTRY_URL_ENV: &str = "SCHEMA_REGISTRY_URL";
+/// How long one registry request may take before it counts as unavailable.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The subject a transformer's output schema is registered under.
+pub fn subject_for(transformer: &str) -> String {
+    format!("{transformer}-value")
+}
+
+/// What went wrong asking the registry. Each is one sentence with the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// Unreachable, timed out or answering 5xx: retry later.
+    #[error("the schema registry at {url} is unavailable ({message}); is it running and reachable? (`scripts/registry.sh start` runs one locally)")]
+    Unavailable {
+        /// The registry.
+        url: String,
+        /// What the client saw.
+        message: String,
+    },
+    /// The registry has no schema with this id (404).
+    #[error("schema id {id} is not in the schema registry at {url} ({message}); register the schema before producing with it")]
+    UnknownSchema {
+        /// The id asked for.
+        id: u32,
+        /// The registry.
+        url: String,
+        /// What the registry said.
+        message: String,
+    },
+    /// The registry returned a schema that apache-avro cannot use.
+    #[error("schema id {id} from the schema registry at {url} is not a usable Avro schema: {message}")]
+    BadSchema {
+        /// The id.
+        id: u32,
+        /// The registry.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// The schema breaks the compatibility setting of the subject (409).
+    #[error("the schema breaks the compatibility setting (BACKWARD unless changed) of subject `{subject}` at the schema registry {url}: {reason}; make the change compatible (give an added field a default) or write under a new transformer name")]
+    Incompatible {
+        /// The subject.
+        subject: String,
+        /// The registry.
+        url: String,
+        /// The registry's explanation, when it gave one.
+        reason: String,
+    },
+    /// Any other refusal (a malformed schema, a bad URL, unauthorized).
+    #[error("the schema registry at {url} refused: {message}")]
+    Refused {
+        /// The registry.
+        url: String,
+        /// What it said.
+        message: String,
+    },
+}
+
+impl RegistryError {
+    /// Whether asking again later may succeed: the driver retries these and never
+    /// dead-letters because of them.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RegistryError::Unavailable { .. })
+    }
+}
+
+/// The HTTP status an error response carried, if it was one.
+fn http_status(error: &SRCError) -> Option<u16> {
+    let (_, rest) = error.error.split_once("failed with status ")?;
+    rest.get(..3)?.parse().ok()
+}
+
+/// The registry's own message for an error response, else the client's.
+fn message_of(error: &SRCError) -> String {
+    if let Some(raw) = error.source().and_then(|s| s.downcast_ref::<RawError>()) {
+        return raw.message.clone();
+    }
+    match &error.cause {
+        Some(cause) => format!("{}: {cause}", error.error),
+        None => error.error.clone(),
+    }
+}
+
+/// A client of one Confluent-compatible schema registry.
+pub struct SchemaRegistry {
+    url: String,
+    settings: SrSettings,
+    decoder: AvroDecoder,
+}
+
+impl std::fmt::Debug for SchemaRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchemaRegistry").field("url", &self.url).finish()
+    }
+}
+
+impl SchemaRegistry {
+    /// A client of the registry at `url` (no request is made yet).
+    pub fn new(url: &str) -> Result<Self, RegistryError> {
+        let url = url.trim().trim_end_matches('/').to_string();
+        let refused = |message: String| RegistryError::Refused { url: url.clone(), message };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(refused(format!(
+                "`{url}` is not an http(s) URL; give the registry's base URL, e.g. http://127.0.0.1:8081/apis/ccompat/v7"
+            )));
+        }
+        let settings = SrSettings::new_builder(url.clone())
+            .set_timeout(REQUEST_TIMEOUT)
+            .no_proxy()
+            .build()
+            .map_err(|e| refused(message_of(&e)))?;
+        let decoder = AvroDecoder::new(settings.clone());
+        Ok(Self { url, settings, decoder })
+    }
+
+    /// The client of the registry named by `SCHEMA_REGISTRY_URL`, if it is set.
+    pub fn from_env() -> Option<Result<Self, RegistryError>> {
+        std::env::var(SCHEMA_REGISTRY_URL_ENV).ok().filter(|u| !u.trim().is_empty()).map(|u| Self::new(&u))
+    }
+
+    /// The registry's base URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn classify(&self, id: Option<u32>, error: &SRCError) -> RegistryError {
+        let url = self.url.clone();
+        let message = message_of(error);
+        let status = http_status(error);
+        match (status, id) {
+            _ if error.retriable => RegistryError::Unavailable { url, message },
+            (Some(s), _) if s >= 500 => RegistryError::Unavailable { url, message },
+            (Some(404), Some(id)) => RegistryError::UnknownSchema { id, url, message },
+            (None, Some(id)) => RegistryError::BadSchema { id, url, message },
+            _ => RegistryError::Refused { url, message },
+        }
+    }
+
+    /// The writer schema with registry id `id`.
+    pub async fn writer_schema(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
+        match self.decoder.get_schema(id).await {
+            Ok(schema) => Ok(Arc::new(schema.parsed.clone())),
+            Err(error) => {
+                let classified = self.classify(Some(id), &error);
+                if classified.is_transient() {
+                    // The client caches failures it deems final, a 500 among them; a transient
+                    // failure must be asked again.
+                    self.decoder.remove_errors_from_cache();
+                }
+                Err(classified)
+            }
+        }
+    }
+
+    /// Resolves `ids` into `cache`: each becomes its schema, or the sentence saying why the
+    /// registry has none (dead-lettered by the core). Stops at the first transient failure,
+    /// which the caller retries; what was resolved before it stays in the cache.
+    pub async fn resolve(&self, ids: impl IntoIterator<Item = u32>, cache: &mut SchemaCache) -> Result<(), RegistryError> {
+        for id in ids {
+            if cache.contains(id) {
+                continue;
+            }
+            match self.writer_schema(id).await {
+                Ok(schema) => cache.insert(id, schema),
+                Err(error) if error.is_transient() => return Err(error),
+                Err(error) => cache.insert_unknown(id, error.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers `schema` (an `.avsc` text) under `subject` and returns its id; registering
+    /// the same schema again returns the same id. Refused with
+    /// [`RegistryError::Incompatible`] when it breaks the subject's compatibility setting.
+    pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
+        // Replicas starting together race to create a new subject; the registry answers the
+        // losers 409 "already exists", and a second try finds the subject made.
+        const ATTEMPTS: u32 = 3;
+        for attempt in 1..=ATTEMPTS {
+            let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_string());
+            match post_schema(&self.settings, subject.to_string(), supplied).await {
+                Ok(registered) => return Ok(registered.id),
+                Err(error) if http_status(&error) == Some(409) => {
+                    let reason = message_of(&error);
+                    if reason.contains("already exists") && attempt < ATTEMPTS {
+                        tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt))).await;
+                        continue;
+                    }
+                    return Err(RegistryError::Incompatible { subject: subject.into(), url: self.url.clone(), reason });
+                }
+                Err(error) => return Err(self.classify(None, &error)),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// Checks, without registering, that `schema` is compatible with what `subject` holds.
+    /// A subject with no versions yet accepts anything.
+    pub async fn check(&self, subject: &str, schema: &str) -> Result<(), RegistryError> {
+        let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_string());
+        match is_compatible_schema(&self.settings, subject.to_string(), supplied).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(RegistryError::Incompatible {
+                subject: subject.into(),
+                url: self.url.clone(),
+                reason: "the registry's compatibility check answered false".into(),
+            }),
+            Err(error) if http_status(&error) == Some(404) => Ok(()),
+            Err(error) => Err(self.classify(None, &error)),
+        }
+    }
+
+    /// Registers a transformer's output schema under `<transformer>-value` and returns the
+    /// codec its outputs are written with.
+    pub async fn output_codec(&self, transformer: &str, schema: &str) -> Result<AvroOutput, RegistryError> {
+        let parsed = parse_schema(schema).map_err(|e| RegistryError::Refused {
+            url: self.url.clone(),
+            message: format!("the output schema of `{transformer}` does not parse: {e}"),
+        })?;
+        let schema_id = self.register(&subject_for(transformer), schema).await?;
+        Ok(AvroOutput { schema_id, schema: Arc::new(parsed) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_read_from_the_clients_error() {
+        let error = SRCError::new("HTTP request to schema registry failed with status 404 Not Found", None, false);
+        assert_eq!(http_status(&error), Some(404));
+        assert_eq!(http_status(&SRCError::new("could not parse", None, false)), None);
+    }
+
+    #[test]
+    fn unreachable_and_5xx_are_transient_404_is_final() {
+        let registry = SchemaRegistry::new("http://127.0.0.1:1/apis/ccompat/v7/").unwrap();
+        assert_eq!(registry.url(), "http://127.0.0.1:1/apis/ccompat/v7");
+        let down = SRCError::new("http call to schema registry failed", Some("connection refused".into()), true);
+        assert!(registry.classify(Some(1), &down).is_transient());
+        let busy = SRCError::new("HTTP request to schema registry failed with status 500 Internal Server Error", None, false);
+        assert!(registry.classify(Some(1), &busy).is_transient());
+        let missing = SRCError::new("HTTP request to schema registry failed with status 404 Not Found", None, false);
+        assert!(matches!(registry.classify(Some(1), &missing), RegistryError::UnknownSchema { id: 1, .. }));
+        let unparsable = SRCError::new("failed to parse Avro schema", None, false);
+        assert!(matches!(registry.classify(Some(2), &unparsable), RegistryError::BadSchema { id: 2, .. }));
+    }
+
+    #[test]
+    fn a_url_without_a_scheme_is_refused_with_an_example() {
+        let error = SchemaRegistry::new("localhost:8081").unwrap_err().to_string();
+        assert!(error.contains("not an http(s) URL") && error.contains("/apis/ccompat/v7"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_registry_is_a_transient_error_and_resolves_nothing() {
+        // Port 1 on loopback: nothing listens there, the connection is refused at once.
+        let registry = SchemaRegistry::new("http://127.0.0.1:1").unwrap();
+        let mut cache = SchemaCache::new();
+        let error = registry.resolve([5], &mut cache).await.unwrap_err();
+        assert!(error.is_transient(), "{error}");
+        assert!(cache.is_empty());
+    }
+}

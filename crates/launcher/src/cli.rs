@@ -1,0 +1,311 @@
+//! The command line: what each command takes, and the help an operator reads.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Overrides;
+use competing_transformers::event::EventSourceKey;
+
+/// The launcher's command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "transformer-launcher",
+    version,
+    about = "Run and operate racing replicas of deterministic event transforms on one Kafka partition",
+    long_about = "Run and operate racing replicas of deterministic event transforms (DETs) on one \
+Kafka partition.\n\n\
+The event log is one topic with one partition and infinite retention. Event sources append \
+events under an event-source key; every replica of a transform reads the same partition, \
+computes the same outputs and races to append them; readers keep the first copy of each event \
+(the canonical rule) and drop the rest, so a replica that stalls or dies holds nobody back.\n\n\
+Try it with `scripts/demo.sh` against a local broker. In production run `run --config FILE` once per host \
+with `--replica-id HOST --replicas 1`.\n\n\
+Every command taking --bootstrap and --topic also reads KAFKA_BOOTSTRAP and KAFKA_TOPIC, and \
+the [kafka] table of --config FILE (TRANSFORMER_LAUNCHER_CONFIG); flags win over the \
+environment, which wins over the file."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run replicas of the configured transformers until SIGINT or SIGTERM.
+    #[command(long_about = "Run replicas of the configured transformers until SIGINT or SIGTERM.\n\n\
+Each replica has its own Kafka producer and consumer, replays the log from offset 0, then \
+transforms each new input and races the other replicas to append the outputs. A replica that \
+fails (broker trouble, a panic) is restarted with exponential backoff; a replica that diverges \
+(its outputs differ from the canonical ones: the transform is not deterministic) is stopped for \
+good and the launcher exits non-zero when it ends. On SIGINT or SIGTERM the replicas flush what \
+is in flight and the launcher exits 0. Every 2 s, when anything changed, and at exit, a race \
+table goes to stderr.\n\n\
+Replica ids are <replica-id>-<transformer>-<n>, n from 1; <replica-id> defaults to the host \
+name. Ids must differ between hosts: they say who won each race.")]
+    Run(RunArgs),
+    /// Create or check the log's topic.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+    /// Append JSON events, one per line, from a file or stdin.
+    #[command(long_about = "Append JSON events, one per line, from a file or stdin, under an \
+event-source key.\n\n\
+Each non-empty line must be one JSON value; it is appended as it is, one record per line. \
+Without --start-index every line is an unconditional write and takes the key's next index. With \
+--start-index N the i-th event (from 0, blank lines skipped) is written only if index N+i is \
+still free (exists_or_write), so publishing the same file again with the same N and \
+--effective-time-ms changes nothing: each line says written, exists or rejected.")]
+    Publish(PublishArgs),
+    /// Print the canonical events of one key.
+    #[command(long_about = "Print the canonical events of one key as \
+`offset index writer payload` lines, in log order: what every subscriber sees. Duplicates, \
+rejected and malformed records are not printed (see `status`). Stops at the log end unless \
+--follow is given.")]
+    Tail(TailArgs),
+    /// Summarise the whole log: verdicts per key and who won the races.
+    #[command(long_about = "Read the whole log once and print, per event-source key, the \
+canonical events, duplicates (races lost), divergent copies (a non-deterministic transform) and \
+rejected writes; the malformed records; and, per key, each writer's share of the canonical \
+events (races won).")]
+    Status(StatusArgs),
+    /// List the dead letters of a transformer.
+    #[command(name = "dead-letters", subcommand)]
+    DeadLetters(DeadLettersCommand),
+    /// Copy canonical events of chosen keys to a plain Kafka topic, exactly once.
+    #[command(long_about = "Copy the canonical events of chosen keys to a plain Kafka topic, \
+exactly once, for Kafka-native tools (consumers, Connect sinks, kcat).\n\n\
+One record per event on partition 0 of --to (created with one partition if missing): key = \
+the event-source key, value = the payload, timestamp = the effective time, headers ct.key, \
+ct.index, ct.offset, ct.content-type, ct.effective-time-ms, ct.writer, ct.digest, and for dead \
+letters the __connect.errors.* headers of a Connect dead-letter queue. Each batch is one Kafka \
+transaction holding its records and the progress (the committed offset of consumer group \
+export-<TOPIC> on the log), so a killed export neither loses nor duplicates anything and the \
+next run resumes where the last committed one stopped. Read the target with \
+isolation.level=read_committed. Stops at the log end unless --follow is given.")]
+    Export(ExportArgs),
+    /// Register or check a transformer's Avro output schema in the schema registry.
+    #[command(subcommand)]
+    Schemas(SchemasCommand),
+}
+
+/// `schemas`.
+#[derive(Subcommand, Debug)]
+pub enum SchemasCommand {
+    /// Register the transformer's output schema under the subject `<name>-value`.
+    #[command(long_about = "Register the transformer's Avro output schema (schemas/*.avsc, \
+built into the binary) under the subject `<name>-value` and print its id. Registering the same \
+schema again is harmless. A schema that breaks the subject's compatibility setting (BACKWARD \
+by default) is refused, and the command exits non-zero saying why.")]
+    Register(SchemasArgs),
+    /// Check, without registering, that the output schema is compatible with the subject.
+    Check(SchemasArgs),
+}
+
+/// `schemas register|check`.
+#[derive(Args, Debug)]
+pub struct SchemasArgs {
+    /// The transformer whose output schema to register or check
+    #[arg(long, value_name = "NAME")]
+    pub transformer: String,
+    /// The schema registry's base URL (for Apicurio: http://HOST:PORT/apis/ccompat/v7)
+    #[arg(long, env = "SCHEMA_REGISTRY_URL", value_name = "URL")]
+    pub registry: String,
+}
+
+/// Where the log is.
+#[derive(Args, Debug, Clone, Default)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, host:port[,host:port…] [default: the config file's, else 127.0.0.1:9092]
+    #[arg(long, env = "KAFKA_BOOTSTRAP", value_name = "SERVERS")]
+    pub bootstrap: Option<String>,
+    /// The log's topic [default: the config file's]
+    #[arg(long, env = "KAFKA_TOPIC")]
+    pub topic: Option<String>,
+}
+
+impl KafkaArgs {
+    /// As overrides of the config file.
+    pub fn overrides(&self) -> Overrides {
+        Overrides { bootstrap_servers: self.bootstrap.clone(), topic: self.topic.clone() }
+    }
+}
+
+/// Where the log is, optionally from a config file.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LogArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Config file whose [kafka] table (servers, topic, librdkafka properties) to use
+    #[arg(long, env = "TRANSFORMER_LAUNCHER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `run`.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The launcher's TOML config: [kafka] and one [[transformer]] per transform to run
+    #[arg(long, env = "TRANSFORMER_LAUNCHER_CONFIG", value_name = "FILE")]
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// First part of every replica id [default: the host name]
+    #[arg(long, env = "REPLICA_ID", value_name = "ID")]
+    pub replica_id: Option<String>,
+    /// Replicas of each transformer in this process, instead of the config's `replicas`
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<u32>,
+    /// With `stagger_ms`: the rank of this process's first replica (the others follow);
+    /// give each host its own, 0 on the host that should write first
+    #[arg(long, env = "STAGGER_RANK", value_name = "K", default_value_t = 0)]
+    pub stagger_rank: u64,
+    /// Run each replica as its own child process (killing one is a real crash), restarted
+    /// when it crashes; SIGINT/SIGTERM stop them all
+    #[arg(long)]
+    pub processes: bool,
+    /// Run only this transformer of the config (used for --processes children)
+    #[arg(long, value_name = "NAME", hide = true)]
+    pub only: Option<String>,
+    /// Number of this process's first replica (used for --processes children)
+    #[arg(long, value_name = "N", default_value_t = 1, hide = true)]
+    pub first_number: u32,
+}
+
+/// `topics`.
+#[derive(Subcommand, Debug)]
+pub enum TopicsCommand {
+    /// Create the log's topic: 1 partition, infinite retention, replication for the cluster.
+    #[command(long_about = "Create the log's topic, or check it if it exists: 1 partition (one \
+total order), cleanup.policy=delete with retention.ms=-1 and retention.bytes=-1 (nothing is ever \
+deleted, so replicas can replay), and on 3 or more brokers replication factor 3 with \
+min.insync.replicas=2. Prints what the cluster reports.")]
+    Create(LogArgs),
+    /// Check that the log's topic has the layout the log needs.
+    #[command(long_about = "Check that the log's topic exists with the layout the log needs \
+(1 partition, no compaction, infinite retention, enough replication), print what the cluster \
+reports, and exit non-zero with the fix if anything is off.")]
+    Check(LogArgs),
+}
+
+/// `publish`.
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// The event-source key to append under (e.g. orders)
+    #[arg(long)]
+    pub key: EventSourceKey,
+    /// Read events from FILE instead of stdin
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Business time of every event, ms since the Unix epoch [default: the wall clock at each line]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    pub effective_time_ms: Option<i64>,
+    /// Write the i-th event only if index N+i is still free: a retried publish is idempotent
+    #[arg(long, value_name = "N")]
+    pub start_index: Option<u64>,
+    /// Writer id recorded in each record [default: <host name>-publish]
+    #[arg(long, value_name = "ID")]
+    pub writer: Option<String>,
+}
+
+/// `tail`.
+#[derive(Args, Debug)]
+pub struct TailArgs {
+    /// The event-source key to print
+    pub key: EventSourceKey,
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// Print only events whose record is at this offset or later
+    #[arg(long, value_name = "OFFSET", default_value_t = 0)]
+    pub from: u64,
+    /// Keep printing new events as they become canonical, until interrupted
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+/// `status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// `dead-letters`.
+#[derive(Subcommand, Debug)]
+pub enum DeadLettersCommand {
+    /// Print each canonical dead letter of a transformer as one sentence.
+    #[command(long_about = "Print each canonical dead letter of a transformer (the events of \
+`<NAME>.dead-letters`) as one sentence: where the failed input is, which transformer and \
+version failed on it, and why.")]
+    List {
+        #[command(flatten)]
+        log: LogArgs,
+        /// The transformer's name (its output key)
+        #[arg(long, value_name = "NAME")]
+        transformer: EventSourceKey,
+    },
+    /// Write dead letters' original events back, as new events, for a fixed transformer.
+    #[command(long_about = "Write the original event of a dead letter (or of all) back to the \
+log as a new event on its original input key (or --to): payload, content type and effective \
+time untouched, its cause set to the dead letter's offset. A provenance event on \
+<NAME>.redrives records which dead letter went where. Idempotent: a retried redrive finds the \
+event it wrote (by digest) and writes nothing twice.")]
+    Redrive(RedriveArgs),
+}
+
+/// `dead-letters redrive`.
+#[derive(Args, Debug)]
+pub struct RedriveArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// The transformer's name (its output key)
+    #[arg(long, value_name = "NAME")]
+    pub transformer: EventSourceKey,
+    /// The dead letter's index (the first column of `dead-letters list`)
+    #[arg(long, value_name = "I", conflicts_with = "all")]
+    pub index: Option<u64>,
+    /// Every dead letter of the transformer
+    #[arg(long)]
+    pub all: bool,
+    /// Write to this key instead of the dead letter's input key
+    #[arg(long, value_name = "KEY")]
+    pub to: Option<EventSourceKey>,
+    /// Writer id recorded in each record [default: <host name>-redrive]
+    #[arg(long, value_name = "ID")]
+    pub writer: Option<String>,
+}
+
+/// `export`.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// Event-source keys to copy, comma-separated (e.g. orders,matching-engine.dead-letters)
+    #[arg(long, value_name = "K1,K2", value_delimiter = ',', required = true)]
+    pub keys: Vec<EventSourceKey>,
+    /// The plain Kafka topic to write
+    #[arg(long, value_name = "TOPIC")]
+    pub to: String,
+    /// Log offset a first export starts at; a stored position always wins
+    #[arg(long, value_name = "OFFSET")]
+    pub from_offset: Option<u64>,
+    /// Most events per Kafka transaction
+    #[arg(long, value_name = "N", default_value_t = competing_transformers_kafka::export::BATCH_EVENTS_MAX_DEFAULT)]
+    pub batch_events_max: usize,
+    /// Keep exporting new events until SIGINT or SIGTERM
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

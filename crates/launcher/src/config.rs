@@ -1,0 +1,430 @@
+//! The launcher's configuration: where the log is and which transformers to run.
+//!
+//! One TOML file, read and validated once at start; every error names the key (or the line)
+//! and the fix:
+//!
+//! ```toml
+//! [kafka]
+//! bootstrap_servers = "127.0.0.1:9092"  # or --bootstrap / KAFKA_BOOTSTRAP, which win
+//! topic = "pipeline"                    # or --topic / KAFKA_TOPIC, which win
+//! summary_headers = true                # optional: ct.* headers for kcat and other tools
+//!
+//! [kafka.properties]                    # librdkafka properties, passed through as they are
+//! "client.id" = "launcher-eu-1"
+//! "socket.keepalive.enable" = true
+//!
+//! [[transformer]]
+//! name = "matching-engine"              # a name the launcher binary registers
+//! replicas = 3                          # replicas of it in this process (--replicas wins)
+//! stagger_ms = 5                        # optional: rank k writes after k × 5 ms unless beaten
+//! codec = "avro"                        # optional: write Avro (default "json")
+//!
+//! [schema_registry]                     # needed for Avro; SCHEMA_REGISTRY_URL wins
+//! url = "http://127.0.0.1:8081/apis/ccompat/v7"
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::registry::Registry;
+use competing_transformers_kafka::KafkaLogConfig;
+
+/// Where the log is when neither a flag, the environment nor the file says.
+pub const BOOTSTRAP_DEFAULT: &str = "127.0.0.1:9092";
+/// Most replicas of one transformer one launcher process runs: each holds a producer, a
+/// consumer and the transform's whole state.
+pub const REPLICAS_PER_TRANSFORMER_MAX: u32 = 64;
+
+/// The configuration file, as written.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the log is.
+    #[serde(default)]
+    pub kafka: KafkaSection,
+    /// The `[[transformer]]` entries: what to run.
+    #[serde(default, rename = "transformer")]
+    pub transformers: Vec<TransformerSection>,
+    /// Where Avro schemas live: needed to read Avro inputs and to write Avro outputs.
+    #[serde(default)]
+    pub schema_registry: Option<SchemaRegistrySection>,
+    /// Where the configuration came from, for error messages.
+    #[serde(skip)]
+    pub origin: String,
+}
+
+/// The `[kafka]` table.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    /// `bootstrap.servers`: `host:port`, comma-separated.
+    pub bootstrap_servers: Option<String>,
+    /// The log's topic (one partition, infinite retention).
+    pub topic: Option<String>,
+    /// librdkafka properties for every client (security settings, client id). The properties
+    /// the log's correctness depends on are set by the log itself and win over these.
+    #[serde(default)]
+    pub properties: BTreeMap<String, Property>,
+    /// Write the `ct.*` summary headers for Kafka-native tools (off by default).
+    #[serde(default)]
+    pub summary_headers: bool,
+}
+
+/// A librdkafka property value: librdkafka takes text, TOML users write numbers and booleans.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Property {
+    /// A string.
+    Text(String),
+    /// An integer.
+    Integer(i64),
+    /// A float.
+    Float(f64),
+    /// A boolean.
+    Boolean(bool),
+}
+
+impl fmt::Display for Property {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Property::Text(text) => f.write_str(text),
+            Property::Integer(n) => write!(f, "{n}"),
+            Property::Float(x) => write!(f, "{x}"),
+            Property::Boolean(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// One `[[transformer]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerSection {
+    /// The name the launcher binary registered it under.
+    pub name: String,
+    /// How many replicas of it this process runs.
+    #[serde(default = "one")]
+    pub replicas: u32,
+    /// Staggered racing: replica of rank k waits k × this many ms before writing a group,
+    /// and skips it if another replica's copy is canonical by then. Absent: all write at once.
+    #[serde(default)]
+    pub stagger_ms: Option<u64>,
+    /// How it writes its outputs: `json` (the default) or `avro` (its output schema is
+    /// registered at start, and an incompatible one refuses to start).
+    #[serde(default)]
+    pub codec: Codec,
+}
+
+/// The payload codec of a transformer's outputs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// `application/json`.
+    #[default]
+    Json,
+    /// Avro in the Confluent wire format.
+    Avro,
+}
+
+/// The `[schema_registry]` table.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistrySection {
+    /// Base URL of the Confluent-compatible API (`SCHEMA_REGISTRY_URL` wins).
+    pub url: String,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Values given on the command line or in the environment, which win over the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--bootstrap` / `KAFKA_BOOTSTRAP`.
+    pub bootstrap_servers: Option<String>,
+    /// `--topic` / `KAFKA_TOPIC`.
+    pub topic: Option<String>,
+}
+
+/// Why the configuration cannot be used. Each is one sentence naming the key and the fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path} ({source}); check the path given to --config")]
+    Read {
+        /// The path given.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not TOML, or holds an unknown key or a value of the wrong type.
+    #[error("config file {origin}, line {line} (`{text}`): {message}; fix that line")]
+    Syntax {
+        /// The file.
+        origin: String,
+        /// 1-based line of the problem.
+        line: usize,
+        /// The line's text, shortened.
+        text: String,
+        /// What the parser said.
+        message: String,
+    },
+    /// A value is missing or out of range.
+    #[error("{origin}: `{key}` {problem}")]
+    Invalid {
+        /// The file, or the flags.
+        origin: String,
+        /// The key, as a TOML path (`transformer[2].replicas`).
+        key: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+    /// No topic was given anywhere.
+    #[error("no topic given: pass --topic, set KAFKA_TOPIC, or set `topic` under [kafka] in the config file")]
+    MissingTopic,
+    /// A `[[transformer]]` names a transform this launcher does not register.
+    #[error("{origin}: unknown transformer `{name}` in `transformer[{position}].name`; this launcher knows {known}: fix the name, or run a launcher binary that registers it")]
+    UnknownTransformer {
+        /// The file.
+        origin: String,
+        /// 1-based position of the entry.
+        position: usize,
+        /// The name asked for.
+        name: String,
+        /// The registered names, for the message.
+        known: String,
+    },
+}
+
+impl Config {
+    /// Reads and parses the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
+        Self::parse(&text, &origin)
+    }
+
+    /// Parses TOML `text`; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|error| syntax_error(text, origin, &error))?;
+        config.origin = origin.to_string();
+        Ok(config)
+    }
+
+    /// The log's client configuration: overrides first, then the file, then the defaults.
+    pub fn log_config(&self, overrides: &Overrides) -> Result<KafkaLogConfig, ConfigError> {
+        let invalid = |key: &str, problem: &str| ConfigError::Invalid {
+            origin: self.origin_or_flags(),
+            key: key.into(),
+            problem: problem.into(),
+        };
+        let bootstrap = overrides
+            .bootstrap_servers
+            .clone()
+            .or_else(|| self.kafka.bootstrap_servers.clone())
+            .unwrap_or_else(|| BOOTSTRAP_DEFAULT.to_string());
+        if bootstrap.trim().is_empty() {
+            return Err(invalid("kafka.bootstrap_servers", "is empty; give host:port of one or more brokers (or set KAFKA_BOOTSTRAP)"));
+        }
+        let topic = overrides.topic.clone().or_else(|| self.kafka.topic.clone()).ok_or(ConfigError::MissingTopic)?;
+        if topic.trim().is_empty() {
+            return Err(invalid("kafka.topic", "is empty; name the log's topic"));
+        }
+        if self.kafka.properties.contains_key("bootstrap.servers") {
+            return Err(invalid(
+                "kafka.properties.\"bootstrap.servers\"",
+                "duplicates `kafka.bootstrap_servers`; remove it from [kafka.properties]",
+            ));
+        }
+        let mut config = KafkaLogConfig::new(bootstrap.trim(), topic.trim());
+        config.client_properties =
+            self.kafka.properties.iter().map(|(key, value)| (key.clone(), value.to_string())).collect();
+        config.summary_headers = self.kafka.summary_headers;
+        Ok(config)
+    }
+
+    /// What `run` starts: each transformer's name and replica count, checked against the
+    /// registry. `replicas` (`--replicas`) replaces every entry's count.
+    pub fn replica_plan(&self, registry: &Registry, replicas: Option<u32>) -> Result<Vec<(String, u32)>, ConfigError> {
+        let origin = self.origin_or_flags();
+        if self.transformers.is_empty() {
+            return Err(ConfigError::Invalid {
+                origin,
+                key: "transformer".into(),
+                problem: format!(
+                    "has no entries; add one, e.g. `[[transformer]]` with `name = \"{}\"` and `replicas = 1`",
+                    registry.names().first().copied().unwrap_or("my-transformer")
+                ),
+            });
+        }
+        let mut plan: Vec<(String, u32)> = Vec::with_capacity(self.transformers.len());
+        for (position, entry) in self.transformers.iter().enumerate().map(|(i, e)| (i + 1, e)) {
+            if !registry.contains(&entry.name) {
+                let known = registry.names().iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+                return Err(ConfigError::UnknownTransformer {
+                    origin,
+                    position,
+                    name: entry.name.clone(),
+                    known: if known.is_empty() { "no transformers".into() } else { known },
+                });
+            }
+            if plan.iter().any(|(name, _)| name == &entry.name) {
+                return Err(ConfigError::Invalid {
+                    origin,
+                    key: format!("transformer[{position}].name"),
+                    problem: format!("repeats `{}`; list each transformer once and set its `replicas`", entry.name),
+                });
+            }
+            let count = replicas.unwrap_or(entry.replicas);
+            if !(1..=REPLICAS_PER_TRANSFORMER_MAX).contains(&count) {
+                let (key, source) = match replicas {
+                    Some(_) => ("--replicas".to_string(), "the command line"),
+                    None => (format!("transformer[{position}].replicas"), "the file"),
+                };
+                return Err(ConfigError::Invalid {
+                    origin: if replicas.is_some() { "command line".into() } else { origin },
+                    key,
+                    problem: format!("is {count} in {source}; set it to 1 to {REPLICAS_PER_TRANSFORMER_MAX}"),
+                });
+            }
+            plan.push((entry.name.clone(), count));
+        }
+        Ok(plan)
+    }
+
+    fn origin_or_flags(&self) -> String {
+        if self.origin.is_empty() {
+            "command line".into()
+        } else {
+            format!("config file {}", self.origin)
+        }
+    }
+}
+
+/// Turns a TOML error into one line: where, what, and the line's text.
+fn syntax_error(text: &str, origin: &str, error: &toml::de::Error) -> ConfigError {
+    const SHOWN_CHARS_MAX: usize = 60;
+    let start = error.span().map_or(0, |span| span.start.min(text.len()));
+    let line = text[..start].matches('\n').count() + 1;
+    let shown = text.lines().nth(line - 1).unwrap_or("").trim();
+    let shown: String = if shown.chars().count() > SHOWN_CHARS_MAX {
+        shown.chars().take(SHOWN_CHARS_MAX).chain("…".chars()).collect()
+    } else {
+        shown.to_string()
+    };
+    let message = error.message().trim().replace('\n', " ");
+    ConfigError::Syntax { origin: origin.to_string(), line, text: shown, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use competing_transformers::transform::{Input, Outputs, Transform, TransformError};
+    use competing_transformers::EventSourceKey;
+
+    struct Echo;
+    impl Transform for Echo {
+        fn name(&self) -> &str {
+            "echo"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn subscriptions(&self) -> Vec<EventSourceKey> {
+            vec!["in".parse().unwrap()]
+        }
+        fn apply(&mut self, _: &Input<'_>, _: &mut Outputs) -> Result<(), TransformError> {
+            Ok(())
+        }
+    }
+
+    fn registry() -> Registry {
+        Registry::new().with("echo", || Echo)
+    }
+
+    const EXAMPLE: &str = r#"
+[kafka]
+bootstrap_servers = "k1:9092,k2:9092"
+topic = "pipeline"
+
+[kafka.properties]
+"client.id" = "eu-1"
+"socket.keepalive.enable" = true
+"linger.ms" = 5
+
+[[transformer]]
+name = "echo"
+replicas = 3
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "launcher.toml")
+    }
+
+    #[test]
+    fn the_documented_example_parses_into_a_log_config_and_a_plan() {
+        let config = parse(EXAMPLE).unwrap();
+        let log = config.log_config(&Overrides::default()).unwrap();
+        assert_eq!(log.bootstrap_servers, "k1:9092,k2:9092");
+        assert_eq!(log.topic, "pipeline");
+        assert_eq!(log.client_properties.get("socket.keepalive.enable").map(String::as_str), Some("true"));
+        assert_eq!(log.client_properties.get("linger.ms").map(String::as_str), Some("5"));
+        assert_eq!(config.replica_plan(&registry(), None).unwrap(), [("echo".to_string(), 3)]);
+    }
+
+    #[test]
+    fn flags_and_environment_win_over_the_file_and_the_default_bootstrap_applies_last() {
+        let config = parse(EXAMPLE).unwrap();
+        let overrides = Overrides { bootstrap_servers: Some("env:9092".into()), topic: Some("other".into()) };
+        let log = config.log_config(&overrides).unwrap();
+        assert_eq!((log.bootstrap_servers.as_str(), log.topic.as_str()), ("env:9092", "other"));
+        let bare = parse("[kafka]\ntopic = \"t\"\n").unwrap().log_config(&Overrides::default()).unwrap();
+        assert_eq!(bare.bootstrap_servers, BOOTSTRAP_DEFAULT);
+        assert_eq!(config.replica_plan(&registry(), Some(1)).unwrap(), [("echo".to_string(), 1)]);
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_line_and_the_key() {
+        let error = parse("[kafka]\ntopic = \"t\"\n\n[[transformer]]\nname = \"echo\"\nreplica = 3\n").unwrap_err().to_string();
+        assert!(error.contains("line 6") && error.contains("unknown field `replica`"), "{error}");
+        assert!(error.starts_with("config file launcher.toml"), "{error}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_line() {
+        let error = parse("[[transformer]]\nname = \"echo\"\nreplicas = \"three\"\n").unwrap_err().to_string();
+        assert!(error.contains("line 3") && error.contains("replicas = \"three\""), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_transformer_lists_the_known_ones() {
+        let config = parse("[[transformer]]\nname = \"echo\"\n[[transformer]]\nname = \"matcher\"\n").unwrap();
+        let error = config.replica_plan(&registry(), None).unwrap_err().to_string();
+        assert!(error.contains("unknown transformer `matcher` in `transformer[2].name`") && error.contains("`echo`"), "{error}");
+    }
+
+    #[test]
+    fn replica_counts_out_of_range_and_repeated_names_are_refused() {
+        let zero = parse("[[transformer]]\nname = \"echo\"\nreplicas = 0\n").unwrap();
+        let error = zero.replica_plan(&registry(), None).unwrap_err().to_string();
+        assert!(error.contains("`transformer[1].replicas` is 0") && error.contains("1 to 64"), "{error}");
+        let error = parse(EXAMPLE).unwrap().replica_plan(&registry(), Some(65)).unwrap_err().to_string();
+        assert!(error.contains("`--replicas` is 65"), "{error}");
+        let twice = parse("[[transformer]]\nname = \"echo\"\n[[transformer]]\nname = \"echo\"\n").unwrap();
+        assert!(twice.replica_plan(&registry(), None).unwrap_err().to_string().contains("repeats `echo`"));
+        let none = parse("[kafka]\ntopic = \"t\"\n").unwrap();
+        assert!(none.replica_plan(&registry(), None).unwrap_err().to_string().contains("has no entries"));
+    }
+
+    #[test]
+    fn a_missing_topic_and_a_duplicated_bootstrap_property_are_refused() {
+        assert!(matches!(parse("").unwrap().log_config(&Overrides::default()), Err(ConfigError::MissingTopic)));
+        let config = parse("[kafka]\ntopic = \"t\"\n[kafka.properties]\n\"bootstrap.servers\" = \"x:1\"\n").unwrap();
+        let error = config.log_config(&Overrides::default()).unwrap_err().to_string();
+        assert!(error.contains("bootstrap.servers") && error.contains("remove it"), "{error}");
+    }
+}

@@ -1,0 +1,179 @@
+//! The launcher: runs replicas of registered transforms against the log, and the operator
+//! commands around them.
+//!
+//! A launcher binary registers its transforms and hands over; it gets the whole CLI
+//! (`run`, `topics`, `publish`, `tail`, `status`, `dead-letters`, `export`, `schemas`):
+//!
+//! ```no_run
+//! # use competing_transformers_launcher::{self as launcher, Registry};
+//! # #[derive(Default)] struct MyTransform;
+//! # impl competing_transformers::Transform for MyTransform {
+//! #     fn name(&self) -> &str { "my-transform" }
+//! #     fn version(&self) -> u32 { 1 }
+//! #     fn subscriptions(&self) -> Vec<competing_transformers::EventSourceKey> { vec![] }
+//! #     fn apply(&mut self, _: &competing_transformers::Input<'_>, _: &mut competing_transformers::Outputs)
+//! #         -> Result<(), competing_transformers::TransformError> { Ok(()) }
+//! # }
+//! fn main() -> std::process::ExitCode {
+//!     launcher::main_with(Registry::new().with("my-transform", MyTransform::default))
+//! }
+//! ```
+//!
+//! - [`registry`]: the transforms a binary can run, by name.
+//! - [`config`]: the TOML file and its validation.
+//! - `cli`: the command line and its help.
+//! - `supervise`: `run`: replicas in tasks, restarts with backoff, signals, the race table.
+//! - `ops`: `topics`, `publish`, `tail`, `status`, `dead-letters`, `export`.
+//! - [`reading`]: canonical events, readable payloads and dead letters, for operators.
+//! - [`redrive`]: `dead-letters redrive`, idempotent, with provenance.
+//! - [`summary`]: the whole log's verdicts and race winners (pure, plus one read).
+//!
+//! The launcher assumes a Unix host (signals, `kill`).
+
+mod cli;
+pub mod config;
+mod ops;
+pub mod reading;
+pub mod redrive;
+pub mod registry;
+mod processes;
+mod schemas;
+pub mod summary;
+mod supervise;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+pub use config::{Config, ConfigError};
+pub use registry::Registry;
+
+use competing_transformers_kafka::LogError;
+
+/// Why a launcher command failed. Displayed as one sentence with the fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The log failed or refused.
+    #[error("{}", log_sentence(.0))]
+    Log(#[from] LogError),
+    /// An argument or an input line is wrong.
+    #[error("{0}")]
+    Usage(String),
+    /// A file could not be read.
+    #[error("cannot read {path} ({source}); check the path")]
+    Read {
+        /// What was being read.
+        path: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// Writing the command's output failed; a closed pipe (`| head`) ends a command quietly.
+    #[error("cannot write the output ({0})")]
+    Output(std::io::Error),
+    /// Replicas stopped for good (a divergence, or a configuration the log refuses).
+    #[error("{0}")]
+    ReplicasFailed(String),
+    /// A replica diverged: its transform is not deterministic. Exit code 3, so a parent
+    /// launcher does not restart it.
+    #[error("{0}")]
+    Diverged(String),
+}
+
+/// An unreachable broker already reads as a full sentence with its fix; say it once.
+fn log_sentence(error: &LogError) -> String {
+    match error {
+        LogError::Unavailable(message) if message.starts_with("cannot reach Kafka") => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Parses the command line, runs the command with `registry`'s transforms, prints a failure
+/// as `error: <sentence>` and returns the process's exit code.
+pub fn main_with(registry: Registry) -> ExitCode {
+    let cli = cli::Cli::parse();
+    let default_level = match cli.command {
+        cli::Command::Run(_) => "info",
+        _ => "warn",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime ({error})");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command, registry)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Output(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            if matches!(error, Error::Diverged(_)) {
+                ExitCode::from(EXIT_DIVERGED)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Prints one line of a command's output on stdout.
+fn out(line: std::fmt::Arguments<'_>) -> Result<(), Error> {
+    use std::io::Write as _;
+    writeln!(std::io::stdout().lock(), "{line}").map_err(Error::Output)
+}
+
+/// Exit code of a `run` whose replica diverged: restarting it would diverge again.
+pub(crate) const EXIT_DIVERGED: u8 = 3;
+
+async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error> {
+    use cli::{Command, DeadLettersCommand, TopicsCommand};
+    match command {
+        Command::Run(args) => supervise::run(registry, args).await,
+        Command::Topics(TopicsCommand::Create(args)) => ops::topics(&args, true).await,
+        Command::Topics(TopicsCommand::Check(args)) => ops::topics(&args, false).await,
+        Command::Publish(args) => ops::publish(args).await,
+        Command::Tail(args) => ops::tail(args).await,
+        Command::Status(args) => ops::status(&args.log).await,
+        Command::DeadLetters(DeadLettersCommand::List { log, transformer }) => ops::dead_letters(&log, &transformer).await,
+        Command::DeadLetters(DeadLettersCommand::Redrive(args)) => ops::redrive(args).await,
+        Command::Export(args) => ops::export(args).await,
+        Command::Schemas(cli::SchemasCommand::Register(args)) => schemas::run(&registry, &args, true).await,
+        Command::Schemas(cli::SchemasCommand::Check(args)) => schemas::run(&registry, &args, false).await,
+    }
+}
+
+/// This machine's name, the default first part of replica and writer ids.
+fn host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the pointer and length describe `buffer`, which outlives the call.
+    let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    let name = if result == 0 {
+        let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
+        String::from_utf8_lossy(&buffer[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
+}
+
+/// Milliseconds since the Unix epoch: event sources may read the clock, transforms may not.
+fn wall_clock_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,244 @@
+//! The operator commands: `topics`, `publish`, `tail`, `status`, `dead-letters`, `export`.
+//!
+//! Each connects with the same checks as a replica (the topic must have the log's layout),
+//! prints plain text to stdout, and says what went wrong as one sentence.
+
+use std::io::{BufRead, BufReader};
+use std::sync::Arc;
+
+use crate::cli::{ExportArgs, LogArgs, PublishArgs, RedriveArgs, TailArgs};
+use crate::config::Config;
+use crate::summary::LogSummary;
+use crate::reading::{each_canonical, read_dead_letters, readable};
+use crate::{host_name, out, wall_clock_ms, Error};
+use competing_transformers::codec::SchemaCache;
+use competing_transformers::event::{Event, EventSourceKey, CONTENT_TYPE_JSON};
+use competing_transformers_kafka::export::{ExportConfig, ExportRunOptions, Exporter};
+use competing_transformers_kafka::schema_registry::SchemaRegistry;
+use competing_transformers_kafka::{admin, EventLog, KafkaLog, KafkaLogConfig, Pipeline, WriteOutcome};
+
+/// The log's client configuration from flags, environment and the optional config file.
+pub(super) fn log_config(args: &LogArgs) -> Result<KafkaLogConfig, Error> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    Ok(config.log_config(&args.kafka.overrides())?)
+}
+
+async fn connect(args: &LogArgs) -> Result<Arc<KafkaLog>, Error> {
+    Ok(Arc::new(KafkaLog::connect(log_config(args)?).await?))
+}
+
+pub(super) async fn topics(args: &LogArgs, create: bool) -> Result<(), Error> {
+    let config = log_config(args)?;
+    let facts = if create { admin::create_topic(&config).await? } else { admin::check_topic(&config).await? };
+    out(format_args!(
+        "topic `{}` on {}: {} partition, replication factor {} on {} broker(s), min.insync.replicas={}, cleanup.policy={}, retention.ms={}, retention.bytes={}: ready for the event log",
+        facts.topic,
+        config.bootstrap_servers,
+        facts.partitions,
+        facts.replication_factor,
+        facts.brokers,
+        facts.min_insync_replicas,
+        facts.cleanup_policy,
+        facts.retention_ms,
+        facts.retention_bytes
+    ))
+}
+
+/// `publish`: one event per non-empty line.
+pub(super) async fn publish(args: PublishArgs) -> Result<(), Error> {
+    let (source, reader): (String, Box<dyn BufRead>) = match &args.file {
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .map_err(|source| Error::Read { path: path.display().to_string(), source })?;
+            (path.display().to_string(), Box::new(BufReader::new(file)))
+        }
+        None => ("stdin".into(), Box::new(BufReader::new(std::io::stdin()))),
+    };
+    let log = connect(&args.log).await?;
+    let writer = args.writer.clone().unwrap_or_else(|| format!("{}-publish", host_name()));
+    let pipeline = Pipeline::new(log, writer);
+    let key = &args.key;
+    let mut lines = reader.lines();
+    let (mut events, mut written, mut existing) = (0u64, 0u64, 0u64);
+    let mut number = 0usize;
+    // Reading stdin blocks; keep it off the async workers' backs.
+    while let Some(line) = tokio::task::block_in_place(|| lines.next()) {
+        number += 1;
+        let line = line.map_err(|error| Error::Read { path: source.clone(), source: error })?;
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        if let Err(error) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            return Err(Error::Usage(format!(
+                "line {number} of {source} is not one JSON value ({error}); {written} event(s) before it were published: fix the line and publish the rest"
+            )));
+        }
+        let time_ms = args.effective_time_ms.unwrap_or_else(wall_clock_ms);
+        let event = Event::new(key.clone(), None, None, time_ms, CONTENT_TYPE_JSON, text.as_bytes().to_vec());
+        match args.start_index {
+            None => {
+                let offset = pipeline.write(key, vec![event]).await?;
+                written += 1;
+                out(format_args!("line {number}: written at offset {offset}"))?;
+            }
+            Some(start) => match pipeline.exists_or_write(key, start + events, vec![event]).await? {
+                WriteOutcome::Written { offset, index } => {
+                    written += 1;
+                    out(format_args!("line {number}: written as index {index} at offset {offset}"))?;
+                }
+                WriteOutcome::Exists { index, winner, same_digest } => {
+                    existing += 1;
+                    let at = winner.map(|o| format!(" at offset {o}")).unwrap_or_default();
+                    let same = match same_digest {
+                        Some(true) => "the same event",
+                        Some(false) => "a different event (another payload or effective time; pass --effective-time-ms to retry exactly)",
+                        None => "too old to compare",
+                    };
+                    out(format_args!("line {number}: exists as index {index}{at}: {same}"))?;
+                }
+                WriteOutcome::Rejected { index, count } => {
+                    // The start index that would put this line at the count.
+                    let fix = match count.checked_sub(events) {
+                        Some(start) => format!("publish the file again with --start-index {start}"),
+                        None => format!("publish the events before index {index} first"),
+                    };
+                    return Err(Error::Usage(format!(
+                        "line {number}: index {index} is ahead of `{key}`'s count {count}, so it was not written (nor any line after it); {fix}"
+                    )));
+                }
+            },
+        }
+        events += 1;
+    }
+    let existed = if args.start_index.is_some() { format!(", {existing} already existed") } else { String::new() };
+    eprintln!("published {written} event(s) under `{key}` from {source}{existed}");
+    Ok(())
+}
+
+/// `tail`.
+pub(super) async fn tail(args: TailArgs) -> Result<(), Error> {
+    let log = connect(&args.log).await?;
+    let end = log.end_offset().await?;
+    let pipeline = Pipeline::new(log, "tail");
+    let mut stream = pipeline.stream_events(std::slice::from_ref(&args.key), args.from).await?;
+    let registry = SchemaRegistry::from_env().transpose().map_err(|e| Error::Usage(e.to_string()))?;
+    let mut schemas = SchemaCache::new();
+    each_canonical(&mut stream, end, args.follow, |canonical| {
+        let payload = readable(&canonical.event, registry.as_ref(), &mut schemas);
+        let index = canonical.event.index.expect("canonical events carry their index");
+        out(format_args!("{} {} {} {}", canonical.offset, index, canonical.writer, payload))
+    })
+    .await
+}
+
+/// `status`.
+pub(super) async fn status(args: &LogArgs) -> Result<(), Error> {
+    let log = connect(args).await?;
+    let summary = LogSummary::read(log.as_ref()).await?;
+    let keys = summary.keys();
+    let width = keys.iter().map(|(k, _)| k.as_str().len()).max().unwrap_or(0).max(3);
+    out(format_args!(
+        "{} records in topic `{}`, {} malformed",
+        summary.records(),
+        log.config().topic,
+        summary.malformed()
+    ))?;
+    if keys.is_empty() {
+        return out(format_args!("no events yet"));
+    }
+    out(format_args!(""))?;
+    out(format_args!("{:<width$}  {:>9}  {:>10}  {:>9}  {:>8}", "key", "canonical", "duplicates", "divergent", "rejected"))?;
+    for (key, stats) in &keys {
+        out(format_args!(
+            "{:<width$}  {:>9}  {:>10}  {:>9}  {:>8}",
+            key.as_str(),
+            stats.canonical,
+            stats.duplicates,
+            stats.divergent,
+            stats.rejected
+        ))?;
+    }
+    out(format_args!(""))?;
+    out(format_args!("races won: who wrote the canonical copy of each event"))?;
+    let writers: Vec<_> = keys.iter().map(|(key, stats)| (key, stats, summary.writers(key))).collect();
+    let writer_width = writers.iter().flat_map(|(_, _, w)| w.iter().map(|(name, _)| name.len())).max().unwrap_or(0).max(6);
+    out(format_args!("{:<width$}  {:<writer_width$}  {:>7}  {:>6}  {:>6}", "key", "writer", "won", "share", "lost"))?;
+    for (key, stats, writers) in writers {
+        for (writer, tally) in writers {
+            out(format_args!(
+                "{:<width$}  {:<writer_width$}  {:>7}  {:>5.1}%  {:>6}",
+                key.as_str(),
+                writer,
+                tally.won,
+                percent(tally.won, stats.canonical),
+                tally.lost
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
+}
+
+/// `dead-letters list`.
+pub(super) async fn dead_letters(args: &LogArgs, transformer: &EventSourceKey) -> Result<(), Error> {
+    let log = connect(args).await?;
+    let key = transformer.dead_letters();
+    let letters = read_dead_letters(log, &key).await?;
+    for (offset, index, letter) in &letters {
+        match letter {
+            Ok(letter) => out(format_args!("{index} (offset {offset}): {}", letter.describe()))?,
+            Err(raw) => out(format_args!("{index} (offset {offset}): not a dead letter this launcher can read: {raw}"))?,
+        }
+    }
+    eprintln!("{} dead letter(s) in `{key}`", letters.len());
+    Ok(())
+}
+
+/// `dead-letters redrive`.
+pub(super) async fn redrive(args: RedriveArgs) -> Result<(), Error> {
+    if args.index.is_none() && !args.all {
+        return Err(Error::Usage("say which dead letters to redrive: --index I (see `dead-letters list`) or --all".into()));
+    }
+    let log = connect(&args.log).await?;
+    let writer = args.writer.clone().unwrap_or_else(|| format!("{}-redrive", host_name()));
+    crate::redrive::redrive(log, &args.transformer, args.index, args.to.as_ref(), &writer).await.map(|_| ())
+}
+
+/// `export`: until the log end, or with --follow until SIGINT/SIGTERM.
+pub(super) async fn export(args: ExportArgs) -> Result<(), Error> {
+    if args.batch_events_max == 0 {
+        return Err(Error::Usage("--batch-events-max must be at least 1".into()));
+    }
+    let log = connect(&args.log).await?;
+    let mut config = ExportConfig::new(log.config().clone(), args.keys.clone(), &args.to);
+    config.from_offset = args.from_offset.unwrap_or(0);
+    config.batch_events_max = args.batch_events_max;
+    let mut exporter = Exporter::start(config).await?;
+    let started_at = exporter.position();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    if args.follow {
+        tokio::spawn(async move {
+            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else { return };
+            tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+            stop.send_replace(true);
+        });
+    }
+    let options = ExportRunOptions { follow: args.follow, shutdown: Some(shutdown), before_commit: None };
+    let stats = exporter.run(log, options).await?;
+    let keys = if args.keys.is_empty() { "every key".to_string() } else { args.keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ") };
+    out(format_args!(
+        "exported {} event(s) of {keys} to topic `{}` in {} transaction(s), log offsets {started_at}..{}; the next export starts at {} (consumer group `export-{}`)",
+        stats.events, args.to, stats.batches, stats.position, stats.position, args.to
+    ))
+}

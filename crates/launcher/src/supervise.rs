@@ -1,0 +1,477 @@
+//! `run`: replicas as tasks of this process, restarted when they fail, stopped by signals.
+//!
+//! Each replica gets its own [`KafkaLog`] (its own producer session and consumer) and a fresh
+//! transform from the registry each time it starts. What ends a replica decides what happens:
+//!
+//! - shutdown (SIGINT or SIGTERM): `run_replica` flushes what is in flight; the replica stops;
+//! - a transient failure (broker trouble, a fatal client error, a panic): restart after an
+//!   exponential backoff, reset by a long enough healthy run;
+//! - a divergence: stopped for good, logged loudly, and `run` exits non-zero at the end,
+//!   since restarting a non-deterministic transform would only diverge again;
+//! - a topic layout or configuration the log refuses: stopped for good, like a divergence.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::cli::RunArgs;
+use crate::config::Config;
+use crate::registry::Registry;
+use crate::{host_name, log_sentence, Error};
+use competing_transformers_kafka::{admin, EventLog, KafkaLog, LogError};
+use competing_transformers::record::WRITER_BYTES_MAX;
+use crate::config::Codec;
+use competing_transformers::codec::OutputCodec;
+use competing_transformers::replica::{ReplicaConfig, Stagger};
+use competing_transformers_kafka::{run_replica_with_registry, ReplicaError, ReplicaStatus};
+use competing_transformers_kafka::schema_registry::{RegistryError, SchemaRegistry};
+
+/// First wait before restarting a failed replica; it doubles on each failure in a row.
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// Longest wait before restarting a failed replica.
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A replica that ran this long before failing is restarted after the shortest backoff.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// How often the race table is printed, when anything in it changed.
+const RACE_TABLE_EVERY: Duration = Duration::from_secs(2);
+
+/// Where a supervised replica is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Starting,
+    Running,
+    Restarting,
+    Stopped,
+    Diverged,
+    Failed,
+}
+
+impl State {
+    fn label(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Restarting => "restarting",
+            State::Stopped => "stopped",
+            State::Diverged => "DIVERGED",
+            State::Failed => "failed",
+        }
+    }
+}
+
+/// One supervised replica, as the race table sees it.
+struct Slot {
+    replica_id: String,
+    stagger: Option<Stagger>,
+    output_codec: OutputCodec,
+    /// The schema registry Avro inputs are resolved with, when one is configured.
+    schemas: Option<Arc<SchemaRegistry>>,
+    transformer: String,
+    state: State,
+    restarts: u32,
+    /// The current run's status; a restarted replica counts from zero again.
+    status: Option<watch::Receiver<ReplicaStatus>>,
+}
+
+type SharedSlot = Arc<Mutex<Slot>>;
+
+/// How a supervised replica ended.
+enum Ending {
+    Stopped,
+    /// For good: the transform is not deterministic.
+    Diverged(String),
+    /// For good, with the sentence saying why.
+    Failed(String),
+}
+
+/// Why one run of a replica ended early.
+enum Failure {
+    Diverged(String),
+    Permanent(String),
+    Transient(String),
+}
+
+impl Failure {
+    fn from_log(error: LogError) -> Self {
+        match error {
+            LogError::Config(_) | LogError::TopicLayout(_) => Failure::Permanent(log_sentence(&error)),
+            other => Failure::Transient(log_sentence(&other)),
+        }
+    }
+}
+
+/// The schema registry of `SCHEMA_REGISTRY_URL` or the config's `[schema_registry]`, if any.
+fn schema_registry(config: &Config) -> Result<Option<Arc<SchemaRegistry>>, Error> {
+    let url = std::env::var("SCHEMA_REGISTRY_URL").ok().or_else(|| config.schema_registry.as_ref().map(|s| s.url.clone()));
+    url.map(|url| SchemaRegistry::new(&url).map(Arc::new).map_err(|e| Error::Usage(e.to_string()))).transpose()
+}
+
+/// Registers `name`'s output schema and returns the codec its replicas write with; an
+/// incompatible schema refuses to start.
+async fn avro_output(registry: &Registry, name: &str, schemas: Option<&SchemaRegistry>) -> Result<OutputCodec, Error> {
+    let Some(schemas) = schemas else {
+        return Err(Error::Usage(format!(
+            "transformer `{name}` has codec = \"avro\" but no schema registry is configured; set [schema_registry] url or SCHEMA_REGISTRY_URL"
+        )));
+    };
+    let transform = registry.create(name).ok_or_else(|| Error::Usage(format!("unknown transformer `{name}`")))?;
+    let (version, schema) = (transform.version(), transform.output_schema().map(str::to_string));
+    let schema = schema.ok_or_else(|| {
+        Error::Usage(format!("transformer `{name}` v{version} declares no Avro output schema; set codec = \"json\" for it"))
+    })?;
+    match schemas.output_codec(name, &schema).await {
+        Ok(output) => Ok(OutputCodec::Avro(output)),
+        Err(e @ RegistryError::Incompatible { .. }) => Err(Error::Usage(format!("refusing to start {name} v{version}: {e}"))),
+        Err(e) => Err(Error::Usage(format!("cannot register the output schema of {name} v{version}: {e}"))),
+    }
+}
+
+/// `run`: the replicas of the configured transformers until a signal, or until all have
+/// stopped for good.
+pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> {
+    let config = Config::load(&args.config)?;
+    let log_config = config.log_config(&args.kafka.overrides())?;
+    let mut plan = config.replica_plan(&registry, args.replicas)?;
+    if let Some(only) = &args.only {
+        plan.retain(|(name, _)| name == only);
+    }
+    let prefix = args.replica_id.clone().unwrap_or_else(host_name);
+    if args.processes {
+        return crate::processes::run(&args, &plan, &prefix).await;
+    }
+    let schemas = schema_registry(&config)?;
+    let mut codecs = std::collections::BTreeMap::new();
+    for entry in config.transformers.iter().filter(|entry| entry.codec == Codec::Avro) {
+        codecs.insert(entry.name.clone(), avro_output(&registry, &entry.name, schemas.as_deref()).await?);
+    }
+    let mut slots: Vec<SharedSlot> = Vec::new();
+    for (transformer, replicas) in &plan {
+        for n in args.first_number..args.first_number + *replicas {
+            let replica_id = format!("{prefix}-{transformer}-{n}");
+            if prefix.trim().is_empty() || replica_id.len() > WRITER_BYTES_MAX {
+                return Err(Error::Usage(format!(
+                    "replica id `{replica_id}` must have a non-empty prefix and at most {WRITER_BYTES_MAX} bytes; pass a shorter --replica-id"
+                )));
+            }
+            let stagger = config
+                .transformers
+                .iter()
+                .find(|entry| &entry.name == transformer)
+                .and_then(|entry| entry.stagger_ms)
+                .map(|delay_ms| Stagger { rank: args.stagger_rank + u64::from(n - 1), delay_ms });
+            let output_codec = codecs.get(transformer).cloned().unwrap_or_default();
+            let slot = Slot { replica_id, stagger, output_codec, schemas: schemas.clone(), transformer: transformer.clone(), state: State::Starting, restarts: 0, status: None };
+            slots.push(Arc::new(Mutex::new(slot)));
+        }
+    }
+    // A missing topic, a wrong layout or an unreachable broker stops the launcher at once.
+    let facts = admin::check_topic(&log_config).await?;
+    tracing::info!(
+        topic = %facts.topic, bootstrap = %log_config.bootstrap_servers, brokers = facts.brokers,
+        replicas = slots.len(), "starting replicas: {}",
+        plan.iter().map(|(name, n)| format!("{n} × {name}")).collect::<Vec<_>>().join(", ")
+    );
+    let shutdown = shutdown_on_signals()?;
+    let registry = Arc::new(registry);
+    let tasks: Vec<_> = slots
+        .iter()
+        .map(|slot| {
+            let log_config = log_config.clone();
+            let connect = move || KafkaLog::connect(log_config.clone());
+            tokio::spawn(supervise(registry.clone(), connect, slot.clone(), shutdown.clone()))
+        })
+        .collect();
+    let tables = tokio::spawn(print_race_tables(slots.clone()));
+    let mut failures = Vec::new();
+    let mut diverged = false;
+    for (task, slot) in tasks.into_iter().zip(&slots) {
+        let ending = task.await.unwrap_or_else(|error| Ending::Failed(format!("its supervisor task failed: {error}")));
+        let why = match ending {
+            Ending::Stopped => continue,
+            Ending::Diverged(why) => {
+                diverged = true;
+                why
+            }
+            Ending::Failed(why) => why,
+        };
+        failures.push(format!("{} {why}", slot.lock().expect("slot lock").replica_id));
+    }
+    tables.abort();
+    eprint!("{}", render_race_table(&slots));
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let sentence = format!("{} of {} replica(s) stopped for good: {}", failures.len(), slots.len(), failures.join("; "));
+    Err(if diverged { Error::Diverged(sentence) } else { Error::ReplicasFailed(sentence) })
+}
+
+/// A watch that turns true on the first SIGINT or SIGTERM; a second one exits at once.
+pub(super) fn shutdown_on_signals() -> Result<watch::Receiver<bool>, Error> {
+    let listen = |kind: SignalKind| {
+        signal(kind).map_err(|error| Error::Usage(format!("cannot listen for signals ({error})")))
+    };
+    let (mut terminate, mut interrupt) = (listen(SignalKind::terminate())?, listen(SignalKind::interrupt())?);
+    let (sender, receiver) = watch::channel(false);
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!("{name}: stopping the replicas once their writes are flushed; send it again to exit at once");
+        sender.send_replace(true);
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        eprintln!("second signal: exiting without waiting for the replicas");
+        std::process::exit(130);
+    });
+    Ok(receiver)
+}
+
+/// Runs one replica again and again until shutdown or a failure that a restart cannot fix.
+/// `connect` opens a fresh log client (a new producer session) for each life.
+async fn supervise<L, C, F>(registry: Arc<Registry>, connect: C, slot: SharedSlot, mut shutdown: watch::Receiver<bool>) -> Ending
+where
+    L: EventLog,
+    C: Fn() -> F,
+    F: Future<Output = Result<L, LogError>>,
+{
+    let set_state = |state: State| slot.lock().expect("slot lock").state = state;
+    let (replica_id, transformer) = {
+        let slot = slot.lock().expect("slot lock");
+        (slot.replica_id.clone(), slot.transformer.clone())
+    };
+    let mut backoff = RESTART_BACKOFF_MIN;
+    loop {
+        let started = Instant::now();
+        let reason = match run_once(&registry, &connect, &slot, &shutdown).await {
+            Ok(()) => {
+                set_state(State::Stopped);
+                return Ending::Stopped;
+            }
+            Err(Failure::Diverged(divergence)) => {
+                tracing::error!(
+                    replica = %replica_id,
+                    "DIVERGED, NOT RESTARTED: {divergence}. `{transformer}` gave this replica other outputs than the canonical ones; \
+                     find what makes it non-deterministic (clock, randomness, hash-map order, floats) and deploy the fix"
+                );
+                set_state(State::Diverged);
+                return Ending::Diverged(format!("diverged: {divergence}"));
+            }
+            Err(Failure::Permanent(why)) => {
+                tracing::error!(replica = %replica_id, "stopped, not restarted: {why}");
+                set_state(State::Failed);
+                return Ending::Failed(format!("failed: {why}"));
+            }
+            Err(Failure::Transient(why)) => why,
+        };
+        if *shutdown.borrow() {
+            set_state(State::Stopped);
+            return Ending::Stopped;
+        }
+        if started.elapsed() >= HEALTHY_RUN {
+            backoff = RESTART_BACKOFF_MIN;
+        }
+        tracing::warn!(replica = %replica_id, "{reason}; restarting in {backoff:?}");
+        {
+            let mut slot = slot.lock().expect("slot lock");
+            slot.state = State::Restarting;
+            slot.restarts += 1;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => {}
+        }
+        backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+    }
+}
+
+/// One life of a replica: connect, run until it returns or panics.
+async fn run_once<L, C, F>(
+    registry: &Registry,
+    connect: &C,
+    slot: &SharedSlot,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), Failure>
+where
+    L: EventLog,
+    C: Fn() -> F,
+    F: Future<Output = Result<L, LogError>>,
+{
+    let (replica_id, transformer, stagger, output_codec, schemas) = {
+        let slot = slot.lock().expect("slot lock");
+        (slot.replica_id.clone(), slot.transformer.clone(), slot.stagger, slot.output_codec.clone(), slot.schemas.clone())
+    };
+    let mut stop = shutdown.clone();
+    let log = tokio::select! {
+        connected = connect() => connected.map_err(Failure::from_log)?,
+        _ = stop.wait_for(|stop| *stop) => return Ok(()),
+    };
+    let transform = registry.create(&transformer).expect("the plan only names registered transformers");
+    let (status, status_receiver) = watch::channel(ReplicaStatus { replica_id: replica_id.clone(), ..Default::default() });
+    {
+        let mut slot = slot.lock().expect("slot lock");
+        slot.status = Some(status_receiver);
+        slot.state = State::Running;
+    }
+    let mut config = ReplicaConfig::new(replica_id);
+    config.stagger = stagger;
+    config.output_codec = output_codec;
+    // A task of its own, so a panic ends this run instead of the launcher.
+    let replica = tokio::spawn(run_replica_with_registry(Arc::new(log), transform, config, schemas, shutdown.clone(), status));
+    match replica.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(ReplicaError::Diverged(divergence))) => Err(Failure::Diverged(divergence.to_string())),
+        Ok(Err(ReplicaError::Log(error))) => Err(Failure::from_log(error)),
+        Ok(Err(other)) => Err(Failure::Permanent(other.to_string())),
+        Err(error) if error.is_panic() => {
+            let panic = error.into_panic();
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-text payload".into());
+            Err(Failure::Transient(format!("panicked: {message}")))
+        }
+        Err(error) => Err(Failure::Transient(format!("its task ended: {error}"))),
+    }
+}
+
+/// Prints the race table every [`RACE_TABLE_EVERY`] when it changed.
+async fn print_race_tables(slots: Vec<SharedSlot>) {
+    let mut last = String::new();
+    let mut every = tokio::time::interval(RACE_TABLE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let table = render_race_table(&slots);
+        if table != last {
+            eprint!("{table}");
+            last = table;
+        }
+    }
+}
+
+/// One line per replica: what it processed, the races it won and lost on its own keys, the
+/// groups it did not need to write, its dead letters, and how far behind the log end it reads.
+fn render_race_table(slots: &[SharedSlot]) -> String {
+    let rows: Vec<(String, State, u32, ReplicaStatus)> = slots
+        .iter()
+        .map(|slot| {
+            let slot = slot.lock().expect("slot lock");
+            let status = slot.status.as_ref().map(|s| s.borrow().clone()).unwrap_or_default();
+            let state = match slot.state {
+                State::Running if status.catching_up => State::Starting,
+                state => state,
+            };
+            (slot.replica_id.clone(), state, slot.restarts, status)
+        })
+        .collect();
+    let width = rows.iter().map(|(id, ..)| id.len()).max().unwrap_or(0).max(7);
+    let mut table = format!(
+        "race table (events of each replica's own keys; since its last start)\n{:<width$}  {:<10}  {:>8}  {:>8}  {:>8}  {:>8}  {:>5}  {:>6}  {:>8}\n",
+        "replica", "state", "inputs", "won", "lost", "skipped", "dead", "lag", "restarts"
+    );
+    for (id, state, restarts, status) in rows {
+        let stats = status.stats;
+        let label = if state == State::Starting && status.catching_up { "catch-up" } else { state.label() };
+        table.push_str(&format!(
+            "{id:<width$}  {label:<10}  {:>8}  {:>8}  {:>8}  {:>8}  {:>5}  {:>6}  {restarts:>8}\n",
+            stats.inputs_processed,
+            stats.races_won,
+            stats.races_lost,
+            stats.writes_skipped,
+            stats.dead_letters,
+            status.lag(),
+        ));
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use competing_transformers::event::{Event, EventSourceKey};
+    use competing_transformers::MemoryLog;
+    use competing_transformers::record::Record;
+    use competing_transformers::transform::{Input, Outputs, Transform, TransformError};
+
+    /// Answers every input with `reply`; a `name` that is not a valid key makes the replica
+    /// panic as it starts.
+    struct Fixed {
+        name: &'static str,
+        reply: &'static [u8],
+    }
+
+    impl Transform for Fixed {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn subscriptions(&self) -> Vec<EventSourceKey> {
+            vec![key("in")]
+        }
+        fn apply(&mut self, _: &Input<'_>, out: &mut Outputs) -> Result<(), TransformError> {
+            out.emit("text/plain", self.reply.to_vec());
+            Ok(())
+        }
+    }
+
+    fn key(name: &str) -> EventSourceKey {
+        EventSourceKey::new(name).unwrap()
+    }
+
+    fn slot(transformer: &str) -> SharedSlot {
+        let replica_id = format!("test-{transformer}-1");
+        Arc::new(Mutex::new(Slot { replica_id, stagger: None, output_codec: OutputCodec::Json, schemas: None, transformer: transformer.into(), state: State::Starting, restarts: 0, status: None }))
+    }
+
+    fn start(registry: Registry, log: &MemoryLog, slot: &SharedSlot, shutdown: &watch::Receiver<bool>) -> tokio::task::JoinHandle<Ending> {
+        let log = log.clone();
+        let connect = move || {
+            let log = log.clone();
+            async move { Ok::<_, LogError>(log) }
+        };
+        tokio::spawn(supervise(Arc::new(registry), connect, slot.clone(), shutdown.clone()))
+    }
+
+    #[tokio::test]
+    async fn a_panicking_replica_is_restarted_with_backoff_until_shutdown() {
+        let registry = Registry::new().with("broken", || Fixed { name: "not,a key", reply: b"x" });
+        let (stop, shutdown) = watch::channel(false);
+        let slot = slot("broken");
+        let task = start(registry, &MemoryLog::new(), &slot, &shutdown);
+        // The second failure comes after the first backoff, 0.5 s.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while slot.lock().unwrap().restarts < 2 {
+            assert!(Instant::now() < deadline, "the replica was not restarted twice");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send_replace(true);
+        assert!(matches!(task.await.unwrap(), Ending::Stopped));
+        assert_eq!(slot.lock().unwrap().state, State::Stopped);
+    }
+
+    #[tokio::test]
+    async fn a_diverged_replica_is_stopped_for_good() {
+        let log = MemoryLog::new();
+        let input = log.publish(&key("in"), vec![Event::new(key("in"), None, None, 0, "text/plain", b"go".to_vec())]);
+        // Another writer already answered the input differently.
+        let theirs = Event::new(key("echo"), Some(0), Some(input), 0, "text/plain", b"theirs".to_vec());
+        log.append_now(&Record { source: key("echo"), writer: "other".into(), events: vec![theirs] }).unwrap();
+        let registry = Registry::new().with("echo", || Fixed { name: "echo", reply: b"ours" });
+        let (_stop, shutdown) = watch::channel(false);
+        let slot = slot("echo");
+        let ending = tokio::time::timeout(Duration::from_secs(10), start(registry, &log, &slot, &shutdown)).await.unwrap().unwrap();
+        assert!(matches!(&ending, Ending::Diverged(why) if why.starts_with("diverged")));
+        let slot = slot.lock().unwrap();
+        assert_eq!((slot.state, slot.restarts), (State::Diverged, 0));
+    }
+}

@@ -1,0 +1,393 @@
+//! The ledger's event sink: balances projected into PostgreSQL, exactly once.
+//!
+//! It reads the canonical events of the `ledger` stream (`Pipeline::stream_events`) from the
+//! stored position and applies them in batches. Each batch is one database transaction that
+//! changes the `balances` table **and** advances the stored position, so the table always
+//! reflects exactly the events up to the position: a sink that dies anywhere (before, during
+//! or after a batch) restarts from the position and neither loses nor applies twice.
+//!
+//! Tables, in a PostgreSQL schema of the operator's choice (default `ledger`):
+//! - `balances(account text primary key, balance bigint)`;
+//! - `position`, one row: the log topic it projects, `next_index` (the `ledger` index to apply
+//!   next), `resume_offset` (the log offset of the record holding the last applied event, where
+//!   a restart reads from; a record can hold several inputs' events, so the index decides
+//!   which of its events are new) and `events_applied`.
+//!
+//! Transfers are applied as deltas (`balance - amount`, `balance + amount`) and the result is
+//! checked against the balances the entry carries: an event applied twice, or a table edited
+//! by hand, stops the sink with [`ProjectionError::Inconsistent`] instead of drifting. The
+//! position row is locked (`FOR UPDATE`) and compared in every batch, so two sinks on one
+//! schema cannot both apply a batch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use competing_transformers_kafka::{CanonicalEvent, EventLog, LogError, Pipeline};
+use competing_transformers::{EventSourceKey, Offset};
+use tokio::sync::watch;
+use tokio_postgres::{Client, NoTls};
+
+use ledger::{Entry, LEDGER_KEY};
+
+/// Most events one database transaction applies.
+pub const BATCH_EVENTS_MAX_DEFAULT: usize = 200;
+/// How long the sink waits for more events before committing what it has.
+const IDLE_WAIT: Duration = Duration::from_millis(300);
+
+/// Why the projection stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectionError {
+    /// PostgreSQL refused or is unreachable.
+    #[error("PostgreSQL: {0}; is it running (scripts/postgres.sh start) and is DATABASE_URL right?")]
+    Database(#[from] tokio_postgres::Error),
+    /// The event log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A `ledger` event does not parse as an [`Entry`].
+    #[error("the ledger event at offset {offset}, index {index} is not a ledger entry ({message}); is `{key}` written by the ledger?")]
+    BadEntry {
+        /// The stream read.
+        key: String,
+        /// Its record's offset.
+        offset: Offset,
+        /// Its index.
+        index: u64,
+        /// The parse error.
+        message: String,
+    },
+    /// The table disagrees with the ledger: applied twice, or edited by hand.
+    #[error("balance of `{account}` would be {got} after ledger event {index} but the ledger says {want}; the projection in schema `{schema}` is corrupt: drop the schema and project again")]
+    Inconsistent {
+        /// The schema.
+        schema: String,
+        /// The account.
+        account: String,
+        /// The ledger event's index.
+        index: u64,
+        /// What the table computed.
+        got: i64,
+        /// What the ledger says.
+        want: u64,
+    },
+    /// Another sink advanced the position: two sinks run on one schema.
+    #[error("the position in schema `{schema}` moved to index {found} while this sink was at {expected}: another projection runs on the same schema; run one per schema")]
+    Moved {
+        /// The schema.
+        schema: String,
+        /// Where this sink was.
+        expected: u64,
+        /// What the table holds.
+        found: u64,
+    },
+    /// The schema already projects another log topic.
+    #[error("schema `{schema}` projects topic `{stored}`, not `{topic}`; pick another --schema")]
+    OtherTopic {
+        /// The schema.
+        schema: String,
+        /// The topic it projects.
+        stored: String,
+        /// The topic asked for.
+        topic: String,
+    },
+    /// A setting is wrong.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Where the projection stands, as committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Position {
+    /// The `ledger` index applied next.
+    pub next_index: u64,
+    /// The log offset a restart reads from.
+    pub resume_offset: Offset,
+    /// Events applied so far (rejections included).
+    pub events_applied: u64,
+}
+
+/// Called inside each batch's transaction after its changes, before the commit, with the
+/// batch's number (from 1, per run). For fault-injection tests: a panic there is a crash at
+/// the worst moment.
+pub type BeforeCommit = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// How [`Projection::run`] runs.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Most events per database transaction.
+    pub batch_events_max: usize,
+    /// Keep going at the log end, until `shutdown`; otherwise stop there.
+    pub follow: bool,
+    /// Turns true to stop after the current batch.
+    pub shutdown: Option<watch::Receiver<bool>>,
+    /// A fault hook (see [`BeforeCommit`]).
+    pub before_commit: Option<BeforeCommit>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self { batch_events_max: BATCH_EVENTS_MAX_DEFAULT, follow: false, shutdown: None, before_commit: None }
+    }
+}
+
+/// What one [`Projection::run`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RunStats {
+    /// Transactions committed.
+    pub batches: u64,
+    /// Events applied.
+    pub events: u64,
+    /// Where it stopped.
+    pub position: Position,
+}
+
+/// What one ledger entry does to the `balances` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A new row.
+    Open {
+        /// The account.
+        account: String,
+        /// Its opening balance.
+        balance: u64,
+    },
+    /// Money moves; the balances are what the ledger says the rows hold afterwards.
+    Move {
+        /// The account paying.
+        from: String,
+        /// The account paid.
+        to: String,
+        /// How much.
+        amount: u64,
+        /// `from`'s balance afterwards.
+        from_balance: u64,
+        /// `to`'s balance afterwards.
+        to_balance: u64,
+    },
+}
+
+/// The table change an entry stands for, if any (a rejection changes nothing). Pure.
+pub fn change_of(entry: Entry) -> Option<Change> {
+    match entry {
+        Entry::Opened { account, balance } => Some(Change::Open { account, balance }),
+        Entry::Transferred { from, to, amount, from_balance, to_balance, .. } => {
+            Some(Change::Move { from, to, amount, from_balance, to_balance })
+        }
+        Entry::Rejected { .. } => None,
+    }
+}
+
+/// A PostgreSQL schema name: lower-case letters, digits and `_`, not starting with a digit,
+/// so it needs no quoting rules beyond double quotes.
+fn check_schema(schema: &str) -> Result<(), ProjectionError> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 63
+        && schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !schema.starts_with(|c: char| c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(ProjectionError::Config(format!(
+            "schema `{schema}` must be 1 to 63 lower-case letters, digits or `_`, not starting with a digit"
+        )))
+    }
+}
+
+fn to_bigint(value: u64) -> i64 {
+    // Ledger amounts never exceed TOTAL_MAX = i64::MAX.
+    i64::try_from(value).expect("ledger amounts fit a bigint")
+}
+
+/// The balances projection over one PostgreSQL schema.
+pub struct Projection {
+    client: Client,
+    schema: String,
+    topic: String,
+    key: EventSourceKey,
+    position: Position,
+}
+
+impl Projection {
+    /// Connects, creates the schema and tables if missing, and reads the stored position.
+    /// `topic` is the log topic projected: one schema projects one log.
+    pub async fn connect(database_url: &str, schema: &str, topic: &str) -> Result<Self, ProjectionError> {
+        check_schema(schema)?;
+        let (client, connection) = tokio_postgres::connect(database_url, NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::warn!(%error, "PostgreSQL connection ended");
+            }
+        });
+        client
+            .batch_execute(&format!(
+                r#"CREATE SCHEMA IF NOT EXISTS "{schema}";
+                   CREATE TABLE IF NOT EXISTS "{schema}".balances (account text PRIMARY KEY, balance bigint NOT NULL CHECK (balance >= 0));
+                   CREATE TABLE IF NOT EXISTS "{schema}".position (
+                       only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+                       log_topic text NOT NULL,
+                       next_index bigint NOT NULL,
+                       resume_offset bigint NOT NULL,
+                       events_applied bigint NOT NULL);"#
+            ))
+            .await?;
+        client
+            .execute(
+                &format!(r#"INSERT INTO "{schema}".position (log_topic, next_index, resume_offset, events_applied) VALUES ($1, 0, 0, 0) ON CONFLICT DO NOTHING"#),
+                &[&topic],
+            )
+            .await?;
+        let key = EventSourceKey::new(LEDGER_KEY).expect("a valid constant key");
+        let mut projection = Self { client, schema: schema.to_string(), topic: topic.to_string(), key, position: Position::default() };
+        projection.position = projection.stored_position().await?;
+        Ok(projection)
+    }
+
+    /// The position as committed in the database.
+    pub async fn stored_position(&self) -> Result<Position, ProjectionError> {
+        let schema = &self.schema;
+        let row = self
+            .client
+            .query_one(&format!(r#"SELECT log_topic, next_index, resume_offset, events_applied FROM "{schema}".position"#), &[])
+            .await?;
+        let stored: String = row.get(0);
+        if stored != self.topic {
+            return Err(ProjectionError::OtherTopic { schema: schema.clone(), stored, topic: self.topic.clone() });
+        }
+        let unsigned = |i: usize| row.get::<_, i64>(i) as u64;
+        Ok(Position { next_index: unsigned(1), resume_offset: unsigned(2), events_applied: unsigned(3) })
+    }
+
+    /// The projected balances.
+    pub async fn balances(&self) -> Result<BTreeMap<String, i64>, ProjectionError> {
+        let rows = self.client.query(&format!(r#"SELECT account, balance FROM "{}".balances"#, self.schema), &[]).await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    /// Applies the `ledger` events of `log` from the stored position: until the log end seen
+    /// at the start, or with `follow` until `shutdown`.
+    pub async fn run<L: EventLog>(&mut self, log: Arc<L>, options: RunOptions) -> Result<RunStats, ProjectionError> {
+        assert!(options.batch_events_max > 0, "a batch holds at least one event");
+        let end = log.end_offset().await?;
+        let pipeline = Pipeline::new(log, "ledger-projection");
+        let mut stream = pipeline.stream_events(std::slice::from_ref(&self.key), self.position.resume_offset).await?;
+        let mut stats = RunStats { position: self.position, ..RunStats::default() };
+        let mut batch: Vec<CanonicalEvent> = Vec::new();
+        loop {
+            let stopping = options.shutdown.as_ref().is_some_and(|s| *s.borrow());
+            let next = if stopping { None } else { stream.next_within(IDLE_WAIT).await? };
+            match next {
+                Some(event) => {
+                    let index = event.event.index.expect("canonical events carry their index");
+                    // Events of the record we resumed at that were applied before.
+                    if index < self.position.next_index + batch.len() as u64 {
+                        continue;
+                    }
+                    batch.push(event);
+                    if batch.len() >= options.batch_events_max {
+                        self.apply_batch(&std::mem::take(&mut batch), &options, &mut stats).await?;
+                    }
+                }
+                None => {
+                    if !batch.is_empty() {
+                        self.apply_batch(&std::mem::take(&mut batch), &options, &mut stats).await?;
+                    }
+                    if stopping {
+                        return Ok(stats);
+                    }
+                    if !options.follow {
+                        // The stream's position steps over transaction markers, which no record holds.
+                        if stream.position() >= end {
+                            return Ok(stats);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One transaction: lock and check the position, apply the batch, advance the position.
+    async fn apply_batch(&mut self, batch: &[CanonicalEvent], options: &RunOptions, stats: &mut RunStats) -> Result<(), ProjectionError> {
+        let schema = self.schema.clone();
+        let first = batch[0].event.index.expect("indexed");
+        debug_assert_eq!(first, self.position.next_index, "batches start where the position is");
+        let transaction = self.client.transaction().await?;
+        let row = transaction.query_one(&format!(r#"SELECT next_index FROM "{schema}".position FOR UPDATE"#), &[]).await?;
+        let found = row.get::<_, i64>(0) as u64;
+        if found != self.position.next_index {
+            return Err(ProjectionError::Moved { schema, expected: self.position.next_index, found });
+        }
+        let update = format!(r#"UPDATE "{schema}".balances SET balance = balance + $2 WHERE account = $1 RETURNING balance"#);
+        let insert = format!(r#"INSERT INTO "{schema}".balances (account, balance) VALUES ($1, $2)"#);
+        for canonical in batch {
+            let index = canonical.event.index.expect("indexed");
+            let entry: Entry = serde_json::from_slice(&canonical.event.payload).map_err(|e| ProjectionError::BadEntry {
+                key: self.key.to_string(),
+                offset: canonical.offset,
+                index,
+                message: e.to_string(),
+            })?;
+            match change_of(entry) {
+                None => {}
+                Some(Change::Open { account, balance }) => {
+                    transaction.execute(&insert, &[&account, &to_bigint(balance)]).await?;
+                }
+                Some(Change::Move { from, to, amount, from_balance, to_balance }) => {
+                    let amount = to_bigint(amount);
+                    for (account, delta, want) in [(from, -amount, from_balance), (to, amount, to_balance)] {
+                        let rows = transaction.query(&update, &[&account, &delta]).await?;
+                        let got = rows.first().map_or(i64::MIN, |row| row.get::<_, i64>(0));
+                        if got != to_bigint(want) {
+                            return Err(ProjectionError::Inconsistent { schema, account, index, got, want });
+                        }
+                    }
+                }
+            }
+        }
+        let last = batch.last().expect("a batch is never empty");
+        let position = Position {
+            next_index: last.event.index.expect("indexed") + 1,
+            resume_offset: last.offset,
+            events_applied: self.position.events_applied + batch.len() as u64,
+        };
+        transaction
+            .execute(
+                &format!(r#"UPDATE "{schema}".position SET next_index = $1, resume_offset = $2, events_applied = $3"#),
+                &[&to_bigint(position.next_index), &to_bigint(position.resume_offset), &to_bigint(position.events_applied)],
+            )
+            .await?;
+        if let Some(hook) = &options.before_commit {
+            hook(stats.batches + 1);
+        }
+        transaction.commit().await?;
+        self.position = position;
+        stats.batches += 1;
+        stats.events += batch.len() as u64;
+        stats.position = position;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_change_no_balance_and_transfers_carry_their_results() {
+        let rejected = Entry::Rejected { id: Some("t".into()), account: None, reason: ledger::RejectReason::InsufficientFunds };
+        assert_eq!(change_of(rejected), None);
+        let moved = Entry::Transferred { id: "t".into(), from: "a".into(), to: "b".into(), amount: 3, from_balance: 7, to_balance: 3 };
+        assert_eq!(
+            change_of(moved),
+            Some(Change::Move { from: "a".into(), to: "b".into(), amount: 3, from_balance: 7, to_balance: 3 })
+        );
+    }
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(check_schema("ledger_1").is_ok());
+        for bad in ["", "1x", "Ledger", "a-b", "a\"b"] {
+            assert!(check_schema(bad).is_err(), "{bad:?}");
+        }
+    }
+}
