@@ -7,11 +7,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use competing_transformers::record::Record;
+use competing_transformers::EventSourceKey;
 use competing_transformers_kafka::admin::create_topic;
 use competing_transformers_kafka::log::conformance::Backend;
 use competing_transformers_kafka::{KafkaLog, KafkaLogConfig, Pipeline, WriteMode};
-use competing_transformers::EventSourceKey;
-use competing_transformers::record::Record;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -64,7 +64,8 @@ async fn start_container() -> String {
         .start()
         .await
         .expect("starting Kafka with testcontainers failed");
-    let port = container.get_host_port_ipv4(testcontainers_modules::kafka::apache::KAFKA_PORT).await.expect("kafka port");
+    let port =
+        container.get_host_port_ipv4(testcontainers_modules::kafka::apache::KAFKA_PORT).await.expect("kafka port");
     Box::leak(Box::new(container));
     format!("127.0.0.1:{port}")
 }
@@ -119,7 +120,10 @@ pub async fn raw_producer(extra: &[(&str, &str)]) -> FutureProducer {
 /// own, for reading what the framework wrote as any Kafka tool would.
 pub async fn raw_consumer(topic: &str, extra: &[(&str, &str)]) -> StreamConsumer {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap().await).set("group.id", unique_topic("raw-reader")).set("enable.auto.commit", "false");
+    config
+        .set("bootstrap.servers", bootstrap().await)
+        .set("group.id", unique_topic("raw-reader"))
+        .set("enable.auto.commit", "false");
     for (k, v) in extra {
         config.set(*k, *v);
     }
@@ -180,8 +184,11 @@ impl Backend for KafkaBackend {
                 producer.init_transactions(Duration::from_secs(30)).unwrap();
                 producer.begin_transaction().unwrap();
                 for event in &events[..events.len() - 1] {
-                    let one = Record { source: source.clone(), writer: "dying".into(), events: vec![event.clone()] }.encode().unwrap();
-                    let _ = producer.send_result(FutureRecord::to(&topic).partition(0).key(&one.key).payload(&one.value));
+                    let one = Record { source: source.clone(), writer: "dying".into(), events: vec![event.clone()] }
+                        .encode()
+                        .unwrap();
+                    let _ =
+                        producer.send_result(FutureRecord::to(&topic).partition(0).key(&one.key).payload(&one.value));
                 }
                 producer.flush(Duration::from_secs(10)).unwrap();
                 // A crash: no commit, no abort, no clean close.
@@ -223,6 +230,7 @@ pub fn schema_registry_url() -> String {
 pub fn schema_registry() -> std::sync::Arc<competing_transformers_kafka::schema_registry::SchemaRegistry> {
     let url = schema_registry_url();
     std::sync::Arc::new(
-        competing_transformers_kafka::schema_registry::SchemaRegistry::new(&url).unwrap_or_else(|e| panic!("SCHEMA_REGISTRY_URL: {e}")),
+        competing_transformers_kafka::schema_registry::SchemaRegistry::new(&url)
+            .unwrap_or_else(|e| panic!("SCHEMA_REGISTRY_URL: {e}")),
     )
 }

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use competing_transformers::codec::apache_avro::Schema;
-use competing_transformers::codec::{self, avro_ids_to_resolve, AvroOutput, OutputCodec, SchemaCache, CONTENT_TYPE_AVRO};
+use competing_transformers::codec::{
+    self, avro_ids_to_resolve, AvroOutput, OutputCodec, SchemaCache, CONTENT_TYPE_AVRO,
+};
 use competing_transformers::dead_letter::{DeadLetter, Reason};
 use competing_transformers::replica::{run_to_end, ReplicaConfig, ReplicaCore};
-use competing_transformers_kafka::{run_replica_with_registry, ReplicaStatus};
-use competing_transformers_kafka::schema_registry::{subject_for, RegistryError, SchemaRegistry};
 use competing_transformers::{Event, EventSourceKey, Input, MemoryLog, Outputs, Transform, TransformError};
+use competing_transformers_kafka::schema_registry::{subject_for, RegistryError, SchemaRegistry};
+use competing_transformers_kafka::{run_replica_with_registry, ReplicaStatus};
 use competing_transformers_kafka::{KafkaLog, Pipeline};
 use integration_tests::{fresh_log_config, schema_registry, unique_topic};
 use matching_engine::{Command, MatchingEngine, Report, COMMAND_SCHEMA, REPORT_SCHEMA};
@@ -87,7 +89,10 @@ async fn run_with_registry<T: Transform>(registry: &SchemaRegistry, log: &Memory
 }
 
 fn dead_letters(log: &MemoryLog, transformer: &str) -> Vec<DeadLetter> {
-    log.canonical(&key(transformer).dead_letters()).iter().map(|e| serde_json::from_slice(&e.payload).unwrap()).collect()
+    log.canonical(&key(transformer).dead_letters())
+        .iter()
+        .map(|e| serde_json::from_slice(&e.payload).unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -110,10 +115,14 @@ async fn events_written_with_v1_are_read_by_a_det_built_with_v2() {
     run_with_registry(&registry, &log, NoteReader { input: input.clone(), reader }).await;
 
     assert!(dead_letters(&log, "note-reader").is_empty(), "{:?}", dead_letters(&log, "note-reader"));
-    let read: Vec<OrderV2> = log.canonical(&key("note-reader")).iter().map(|e| serde_json::from_slice(&e.payload).unwrap()).collect();
+    let read: Vec<OrderV2> =
+        log.canonical(&key("note-reader")).iter().map(|e| serde_json::from_slice(&e.payload).unwrap()).collect();
     assert_eq!(
         read,
-        [OrderV2 { id: "o0".into(), qty: 3, note: "none".into() }, OrderV2 { id: "o1".into(), qty: 5, note: "none".into() }],
+        [
+            OrderV2 { id: "o0".into(), qty: 3, note: "none".into() },
+            OrderV2 { id: "o1".into(), qty: 5, note: "none".into() }
+        ],
         "v1 events read with the v2 schema get the new field's default"
     );
 }
@@ -131,7 +140,10 @@ async fn an_incompatible_v3_is_refused_with_a_clear_message() {
     let message = refused.to_string();
     println!("refusal: {message}");
     assert!(matches!(refused, RegistryError::Incompatible { .. }), "{message}");
-    assert!(message.contains(&format!("subject `{subject}`")) && message.contains("breaks the compatibility setting"), "{message}");
+    assert!(
+        message.contains(&format!("subject `{subject}`")) && message.contains("breaks the compatibility setting"),
+        "{message}"
+    );
     // The registry's own reason travels in the sentence: which field, which types.
     assert!(message.contains("STRING") && message.contains("LONG"), "{message}");
     assert!(!refused.is_transient());
@@ -153,7 +165,9 @@ async fn an_unknown_schema_id_is_dead_lettered_with_reason_schema() {
     println!("dead letter: {}", letters[0].describe());
     assert_eq!(letters[0].reason, Reason::Schema);
     assert!(
-        letters[0].message.contains(&format!("schema id {unknown_id} is not in the schema registry at {}", registry.url())),
+        letters[0]
+            .message
+            .contains(&format!("schema id {unknown_id} is not in the schema registry at {}", registry.url())),
         "{}",
         letters[0].message
     );
@@ -201,14 +215,16 @@ async fn a_replica_on_kafka_reads_avro_commands_writes_avro_reports_and_dead_let
     let input = key("orders");
     let engine_name = key(&unique_topic("matching-engine-avro"));
     let command_id = registry.register(&subject_for(&unique_topic("orders")), COMMAND_SCHEMA).await.unwrap();
-    let command_codec = AvroOutput { schema_id: command_id, schema: Arc::new(codec::parse_schema(COMMAND_SCHEMA).unwrap()) };
+    let command_codec =
+        AvroOutput { schema_id: command_id, schema: Arc::new(codec::parse_schema(COMMAND_SCHEMA).unwrap()) };
     let report_codec = registry.output_codec(engine_name.as_str(), REPORT_SCHEMA).await.unwrap();
 
     // The reference: the same commands as JSON through a lone in-memory replica.
     let commands = commands(60);
     let reference_log = MemoryLog::new();
     for (i, command) in commands.iter().enumerate() {
-        reference_log.publish(&input, vec![Event::json(input.clone(), i as i64, &serde_json::to_value(command).unwrap())]);
+        reference_log
+            .publish(&input, vec![Event::json(input.clone(), i as i64, &serde_json::to_value(command).unwrap())]);
     }
     run_to_end(&reference_log, MatchingEngine::with_names(engine_name.clone(), input.clone()));
     let want: Vec<Report> =
@@ -240,7 +256,9 @@ async fn a_replica_on_kafka_reads_avro_commands_writes_avro_reports_and_dead_let
 
     let reader = Pipeline::new(Arc::new(KafkaLog::connect(config.clone()).await.unwrap()), "reader");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while reader.count(&engine_name).await.unwrap() < want.len() as u64 || reader.count(&engine_name.dead_letters()).await.unwrap() < 2 {
+    while reader.count(&engine_name).await.unwrap() < want.len() as u64
+        || reader.count(&engine_name.dead_letters()).await.unwrap() < 2
+    {
         assert!(Instant::now() < deadline, "the replica did not answer every command within 60 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -248,7 +266,13 @@ async fn a_replica_on_kafka_reads_avro_commands_writes_avro_reports_and_dead_let
     let status = task.await.unwrap().expect("the replica ran without error");
     assert_eq!(status.stats.dead_letters, 2);
 
-    let outputs = reader.stream_events(std::slice::from_ref(&engine_name), 0).await.unwrap().collect(want.len(), Duration::from_secs(10)).await.unwrap();
+    let outputs = reader
+        .stream_events(std::slice::from_ref(&engine_name), 0)
+        .await
+        .unwrap()
+        .collect(want.len(), Duration::from_secs(10))
+        .await
+        .unwrap();
     let mut schemas = SchemaCache::new();
     registry.resolve([report_codec.schema_id], &mut schemas).await.unwrap();
     let got: Vec<Report> = outputs
@@ -260,14 +284,28 @@ async fn a_replica_on_kafka_reads_avro_commands_writes_avro_reports_and_dead_let
         .collect();
     assert_eq!(got, want, "Avro in, Avro out: the same reports as the JSON reference");
 
-    let letters = reader.stream_events(&[engine_name.dead_letters()], 0).await.unwrap().collect(2, Duration::from_secs(10)).await.unwrap();
+    let letters = reader
+        .stream_events(&[engine_name.dead_letters()], 0)
+        .await
+        .unwrap()
+        .collect(2, Duration::from_secs(10))
+        .await
+        .unwrap();
     let letters: Vec<DeadLetter> = letters.iter().map(|e| serde_json::from_slice(&e.event.payload).unwrap()).collect();
     for letter in &letters {
         println!("dead letter: {}", letter.describe());
         assert_eq!(letter.reason, Reason::Schema);
     }
-    assert!(letters[0].message.contains("schema id 2000000001 is not in the schema registry"), "{}", letters[0].message);
-    assert!(letters[1].message.contains(&format!("Avro payload with schema id {command_id}: ")), "{}", letters[1].message);
+    assert!(
+        letters[0].message.contains("schema id 2000000001 is not in the schema registry"),
+        "{}",
+        letters[0].message
+    );
+    assert!(
+        letters[1].message.contains(&format!("Avro payload with schema id {command_id}: ")),
+        "{}",
+        letters[1].message
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,8 +333,13 @@ async fn an_unreachable_registry_holds_the_batch_back_instead_of_dead_lettering(
     let seen = status.borrow().clone();
     assert_eq!(seen.stats.inputs_processed, 0, "the batch waits for the registry: {seen:?}");
     let reader = Pipeline::new(Arc::new(KafkaLog::connect(config.clone()).await.unwrap()), "reader");
-    assert_eq!(reader.count(&engine_name.dead_letters()).await.unwrap(), 0, "an unreachable registry is never a dead letter");
+    assert_eq!(
+        reader.count(&engine_name.dead_letters()).await.unwrap(),
+        0,
+        "an unreachable registry is never a dead letter"
+    );
     shutdown.send_replace(true);
-    let stopped = tokio::time::timeout(Duration::from_secs(15), task).await.expect("shutdown ends the retries").unwrap();
+    let stopped =
+        tokio::time::timeout(Duration::from_secs(15), task).await.expect("shutdown ends the retries").unwrap();
     assert!(stopped.is_ok(), "{stopped:?}");
 }

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use competing_transformers::{Event, EventSourceKey, Offset};
 use competing_transformers_kafka::admin::create_topic;
 use competing_transformers_kafka::{KafkaLog, KafkaLogConfig, Pipeline, WriteOutcome};
-use competing_transformers::{Event, EventSourceKey, Offset};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -81,7 +81,10 @@ fn restart_node(node: i32) -> Result<(), String> {
         .args(["cluster-restart-node", &node.to_string()])
         .status()
         .map_err(|e| format!("cannot run scripts/kafka.sh: {e}"))?;
-    status.success().then_some(()).ok_or_else(|| format!("`scripts/kafka.sh cluster-restart-node {node}` failed ({status})"))
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| format!("`scripts/kafka.sh cluster-restart-node {node}` failed ({status})"))
 }
 
 /// Restarts the killed node when dropped, so a failing test still leaves a full cluster.
@@ -205,7 +208,11 @@ async fn acknowledged_conditional_writes_survive_the_leader_being_killed() {
         "want 3 brokers, replication factor 3, min.insync.replicas 2 (is a node of the cluster down? `scripts/kafka.sh cluster-status`)"
     );
     let leader = partition_leader(&bootstrap, &topic).await;
-    assert!(node_pid_file(leader).exists(), "no pid file for the leader, node {leader}: {}", node_pid_file(leader).display());
+    assert!(
+        node_pid_file(leader).exists(),
+        "no pid file for the leader, node {leader}: {}",
+        node_pid_file(leader).display()
+    );
 
     let killed = Arc::new(Mutex::new(None));
     let restart_guard = RestartKilledNode(killed.clone());
@@ -238,10 +245,8 @@ async fn acknowledged_conditional_writes_survive_the_leader_being_killed() {
     let killed_at = race.killed_at.lock().unwrap().expect("the leader was killed");
 
     // Read everything back through a fresh reader.
-    let reader = Pipeline::new(
-        Arc::new(KafkaLog::connect(config.clone()).await.expect("connecting the reader")),
-        "reader",
-    );
+    let reader =
+        Pipeline::new(Arc::new(KafkaLog::connect(config.clone()).await.expect("connecting the reader")), "reader");
     let mut stream = reader.stream_events(std::slice::from_ref(&race.key), 0).await.expect("opening the stream");
     // With a node down, librdkafka reports its failed connections as consumer errors (e.g.
     // BrokerTransportFailure): transient, the stream's state is kept, read on.
@@ -265,8 +270,13 @@ async fn acknowledged_conditional_writes_survive_the_leader_being_killed() {
             Err(e) => panic!("reading back: {e}"),
         }
     }
-    let indexes: Vec<u64> = canonical.iter().map(|c| c.event.index.expect("canonical events carry their index")).collect();
-    assert_eq!(indexes, (0..EVENTS).collect::<Vec<_>>(), "the canonical sequence must be 0..{EVENTS}, no gap, no duplicate");
+    let indexes: Vec<u64> =
+        canonical.iter().map(|c| c.event.index.expect("canonical events carry their index")).collect();
+    assert_eq!(
+        indexes,
+        (0..EVENTS).collect::<Vec<_>>(),
+        "the canonical sequence must be 0..{EVENTS}, no gap, no duplicate"
+    );
     for c in &canonical {
         let i = c.event.index.unwrap();
         assert_eq!(c.event.payload, payload(i), "canonical payload at index {i}");

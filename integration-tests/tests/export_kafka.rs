@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use competing_transformers_kafka::export::{BeforeCommit, ExportConfig, ExportRunOptions, Exporter};
 use competing_transformers::{Event, EventSourceKey};
+use competing_transformers_kafka::export::{BeforeCommit, ExportConfig, ExportRunOptions, Exporter};
 use competing_transformers_kafka::{KafkaLog, KafkaLogConfig, Pipeline};
 use integration_tests::{fresh_log_config, raw_consumer, unique_topic};
 use rdkafka::message::{Headers, Message};
@@ -31,7 +31,11 @@ async fn read_committed(topic: &str) -> Vec<Exported> {
         let message = message.unwrap();
         let headers = message
             .headers()
-            .map(|hs| hs.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                    .collect()
+            })
             .unwrap_or_default();
         records.push(Exported {
             key: String::from_utf8(message.key().unwrap().to_vec()).unwrap(),
@@ -43,7 +47,12 @@ async fn read_committed(topic: &str) -> Vec<Exported> {
 }
 
 fn header<'a>(record: &'a Exported, name: &str) -> &'a str {
-    record.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("no header {name}"))
+    record
+        .headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no header {name}"))
 }
 
 /// Publishes `count` events spread over `orders`, `payments` and `noise`, in records of 1 to

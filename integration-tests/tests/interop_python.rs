@@ -24,12 +24,10 @@ fn event(payload: &str, cause: Option<u64>) -> Event {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_reader_following_the_docs_reaches_the_same_verdicts() {
     let config = fresh_log_config("interop").await;
-    let writers: Vec<Pipeline<KafkaLog>> = futures::future::join_all(
-        ["w1", "w2", "w3"].map(|w| {
-            let config = config.clone();
-            async move { Pipeline::new(Arc::new(KafkaLog::connect(config).await.unwrap()), w) }
-        }),
-    )
+    let writers: Vec<Pipeline<KafkaLog>> = futures::future::join_all(["w1", "w2", "w3"].map(|w| {
+        let config = config.clone();
+        async move { Pipeline::new(Arc::new(KafkaLog::connect(config).await.unwrap()), w) }
+    }))
     .await;
     let (a, b) = (key("a"), key("b"));
     writers[0].write(&a, vec![event("a0", None), event("a1", None)]).await.unwrap();
@@ -56,7 +54,10 @@ async fn a_python_reader_following_the_docs_reaches_the_same_verdicts() {
     raw.push(raw[1][..raw[1].len() - 3].to_vec());
     raw.push(b"not a record".to_vec());
     for value in &raw {
-        producer.send(FutureRecord::<(), _>::to(&config.topic).partition(0).payload(value), Duration::from_secs(10)).await.unwrap();
+        producer
+            .send(FutureRecord::<(), _>::to(&config.topic).partition(0).payload(value), Duration::from_secs(10))
+            .await
+            .unwrap();
     }
     writers[2].write(&a, vec![event("a2", None)]).await.unwrap();
 
@@ -66,7 +67,9 @@ async fn a_python_reader_following_the_docs_reaches_the_same_verdicts() {
     let events = reader.stream_events(&[], 0).await.unwrap().collect(8, Duration::from_secs(10)).await.unwrap();
     let rust_canonical: Vec<Value> = events
         .iter()
-        .map(|e| serde_json::json!([e.offset, e.event.key.as_str(), e.event.index.unwrap(), e.event.digest.to_string()]))
+        .map(|e| {
+            serde_json::json!([e.offset, e.event.key.as_str(), e.event.index.unwrap(), e.event.digest.to_string()])
+        })
         .collect();
 
     // The Python reader.
@@ -96,5 +99,9 @@ async fn a_python_reader_following_the_docs_reaches_the_same_verdicts() {
     assert_eq!((rule.stats(&b).divergent, rule.stats(&b).rejected, rule.stats(&b).duplicates), (1, 1, 5));
     assert_eq!(python["canonical"].as_array().unwrap(), &rust_canonical, "canonical events, offsets and digests");
     assert_eq!(rust_canonical.len(), 8);
-    println!("interop: Python and Rust agree on {} canonical events, {} malformed records", rust_canonical.len(), rule.malformed());
+    println!(
+        "interop: Python and Rust agree on {} canonical events, {} malformed records",
+        rust_canonical.len(),
+        rule.malformed()
+    );
 }

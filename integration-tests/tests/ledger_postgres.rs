@@ -9,13 +9,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use competing_transformers::replica::{ReplicaConfig};
-use competing_transformers_kafka::{run_replica, ReplicaStatus};
+use competing_transformers::replica::ReplicaConfig;
 use competing_transformers::{Event, EventSourceKey};
+use competing_transformers_kafka::{run_replica, ReplicaStatus};
 use competing_transformers_kafka::{KafkaLog, Pipeline};
 use integration_tests::{fresh_log_config, wait_for_count};
-use ledger_projection::{Projection, RunOptions};
 use ledger::{Command, Ledger, LEDGER_KEY, TRANSFERS_KEY};
+use ledger_projection::{Projection, RunOptions};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -34,7 +34,8 @@ fn key(name: &str) -> EventSourceKey {
 /// Opens, then transfers between random accounts with random amounts (a fixed LCG): many
 /// succeed, many are overdrafts; one command is malformed and becomes a dead letter.
 fn commands(transfers: usize) -> Vec<serde_json::Value> {
-    let mut all: Vec<_> = (0..8).map(|a| json!({"type": "open", "account": format!("acct{a}"), "initial": 500 + a * 100})).collect();
+    let mut all: Vec<_> =
+        (0..8).map(|a| json!({"type": "open", "account": format!("acct{a}"), "initial": 500 + a * 100})).collect();
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut next = |bound: u64| {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -76,13 +77,20 @@ async fn a_killed_projection_restarts_with_balances_exactly_equal_to_the_ledger(
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (status_tx, _status) = watch::channel(ReplicaStatus::default());
         let log = Arc::new(KafkaLog::connect(config.clone()).await.unwrap());
-        replicas.push((shutdown, tokio::spawn(run_replica(log, Ledger::new(), ReplicaConfig::new(id), shutdown_rx, status_tx))));
+        replicas.push((
+            shutdown,
+            tokio::spawn(run_replica(log, Ledger::new(), ReplicaConfig::new(id), shutdown_rx, status_tx)),
+        ));
     }
     // Commands in records of up to 7 events, so a record's outputs may span a batch boundary.
     let source = Pipeline::new(Arc::new(KafkaLog::connect(config.clone()).await.unwrap()), "source");
     let transfers = key(TRANSFERS_KEY);
     for (chunk_number, chunk) in commands.chunks(7).enumerate() {
-        let events = chunk.iter().enumerate().map(|(i, c)| Event::json(transfers.clone(), (chunk_number * 7 + i) as i64, c)).collect();
+        let events = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Event::json(transfers.clone(), (chunk_number * 7 + i) as i64, c))
+            .collect();
         source.write(&transfers, events).await.unwrap();
     }
     let reader = Pipeline::new(Arc::new(KafkaLog::connect(config.clone()).await.unwrap()), "reader");
@@ -104,7 +112,9 @@ async fn a_killed_projection_restarts_with_balances_exactly_equal_to_the_ledger(
                     panic!("injected crash before commit of batch 3");
                 }
             });
-            projection.run(log, RunOptions { batch_events_max, before_commit: Some(before_commit), ..RunOptions::default() }).await
+            projection
+                .run(log, RunOptions { batch_events_max, before_commit: Some(before_commit), ..RunOptions::default() })
+                .await
         })
     };
     let crashed = crash.await.expect_err("the sink crashed");
@@ -120,7 +130,9 @@ async fn a_killed_projection_restarts_with_balances_exactly_equal_to_the_ledger(
         tokio::spawn(async move {
             let mut projection = Projection::connect(&url, &schema, &topic).await.unwrap();
             let slow: ledger_projection::BeforeCommit = Arc::new(|_| std::thread::sleep(Duration::from_millis(40)));
-            projection.run(log, RunOptions { batch_events_max, before_commit: Some(slow), ..RunOptions::default() }).await
+            projection
+                .run(log, RunOptions { batch_events_max, before_commit: Some(slow), ..RunOptions::default() })
+                .await
         })
     };
     let start = Instant::now();

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use competing_transformers::dead_letter::DeadLetter;
-use competing_transformers_launcher::redrive::{redrive, redriven_event, redrives_key, Redrive};
-use competing_transformers::replica::{ReplicaConfig};
-use competing_transformers_kafka::{run_replica, ReplicaStatus};
+use competing_transformers::replica::ReplicaConfig;
 use competing_transformers::{Event, EventSourceKey};
+use competing_transformers_kafka::{run_replica, ReplicaStatus};
 use competing_transformers_kafka::{KafkaLog, Pipeline};
+use competing_transformers_launcher::redrive::{redrive, redriven_event, redrives_key, Redrive};
 use integration_tests::fresh_log_config;
 use ledger::{Ledger, LEDGER_KEY, TRANSFERS_KEY};
 use tokio::sync::watch;
@@ -19,7 +19,13 @@ fn key(name: &str) -> EventSourceKey {
 }
 
 async fn canonical(reader: &Pipeline<KafkaLog>, key: &EventSourceKey) -> Vec<(u64, Event)> {
-    let events = reader.stream_events(std::slice::from_ref(key), 0).await.unwrap().collect(10_000, Duration::from_secs(2)).await.unwrap();
+    let events = reader
+        .stream_events(std::slice::from_ref(key), 0)
+        .await
+        .unwrap()
+        .collect(10_000, Duration::from_secs(2))
+        .await
+        .unwrap();
     events.into_iter().map(|c| (c.offset, c.event)).collect()
 }
 
@@ -30,13 +36,21 @@ async fn a_redrive_writes_the_original_event_once_with_its_provenance() {
     let source = Pipeline::new(log.clone(), "source");
     let transfers = key(TRANSFERS_KEY);
     let broken = br#"{"type":"transfer","id":"t1","from":"a","to":"b"}"#.to_vec();
-    for (time, payload) in [(1, br#"{"type":"open","account":"a","initial":100}"#.to_vec()), (2, broken.clone()), (3, b"not json".to_vec())] {
-        source.write(&transfers, vec![Event::new(transfers.clone(), None, None, time, "application/json", payload)]).await.unwrap();
+    for (time, payload) in [
+        (1, br#"{"type":"open","account":"a","initial":100}"#.to_vec()),
+        (2, broken.clone()),
+        (3, b"not json".to_vec()),
+    ] {
+        source
+            .write(&transfers, vec![Event::new(transfers.clone(), None, None, time, "application/json", payload)])
+            .await
+            .unwrap();
     }
     // One ledger replica dead-letters the two bad commands, then stops.
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (status_tx, _status) = watch::channel(ReplicaStatus::default());
-    let replica = tokio::spawn(run_replica(log.clone(), Ledger::new(), ReplicaConfig::new("r1"), shutdown_rx, status_tx));
+    let replica =
+        tokio::spawn(run_replica(log.clone(), Ledger::new(), ReplicaConfig::new("r1"), shutdown_rx, status_tx));
     let reader = Pipeline::new(log.clone(), "reader");
     let ledger_key = key(LEDGER_KEY);
     let start = Instant::now();

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use competing_transformers::dead_letter::{DeadLetter, Reason};
-use competing_transformers_kafka::{EventLog, LogCursor, LogError};
 use competing_transformers::record::{FetchedRecord, Record};
 use competing_transformers::replica::{run_to_end, ReplicaConfig};
-use competing_transformers_kafka::{run_replica, ReplicaError, ReplicaStatus};
 use competing_transformers::{Event, EventSourceKey, Input, MemoryLog, Offset, Outputs, Transform, TransformError};
+use competing_transformers_kafka::{run_replica, ReplicaError, ReplicaStatus};
+use competing_transformers_kafka::{EventLog, LogCursor, LogError};
 use competing_transformers_kafka::{KafkaLog, Pipeline};
 use integration_tests::{fresh_log_config, wait_for_count};
 use matching_engine::MatchingEngine;
@@ -106,7 +106,13 @@ async fn start<T: Transform, L: EventLog>(log: L, transform: T, id: &str) -> Run
 }
 
 async fn canonical_payloads(reader: &Pipeline<KafkaLog>, key: &EventSourceKey, count: usize) -> Vec<Vec<u8>> {
-    let events = reader.stream_events(std::slice::from_ref(key), 0).await.unwrap().collect(count, Duration::from_secs(10)).await.unwrap();
+    let events = reader
+        .stream_events(std::slice::from_ref(key), 0)
+        .await
+        .unwrap()
+        .collect(count, Duration::from_secs(10))
+        .await
+        .unwrap();
     events.into_iter().map(|e| e.event.payload).collect()
 }
 
@@ -140,7 +146,13 @@ async fn three_replicas_with_one_killed_and_one_paused_match_a_lone_replica() {
     let got = canonical_payloads(&reader, &output, want.len()).await;
     assert_eq!(got.len(), want.len());
     assert!(got == want, "canonical outputs on Kafka differ from a lone replica's");
-    let extra = reader.stream_events(std::slice::from_ref(&output), 0).await.unwrap().collect(want.len() + 1, Duration::from_secs(2)).await.unwrap();
+    let extra = reader
+        .stream_events(std::slice::from_ref(&output), 0)
+        .await
+        .unwrap()
+        .collect(want.len() + 1, Duration::from_secs(2))
+        .await
+        .unwrap();
     assert_eq!(extra.len(), want.len(), "no output beyond the reference's");
 
     // The paused replica catches up and agrees without writing anything twice as canonical.
@@ -157,7 +169,10 @@ async fn three_replicas_with_one_killed_and_one_paused_match_a_lone_replica() {
     }
     let rule = reader.snapshot().await.unwrap();
     let stats = rule.stats(&output);
-    println!("matching-engine on Kafka: {} canonical, {} duplicates, {} rejected", stats.canonical, stats.duplicates, stats.rejected);
+    println!(
+        "matching-engine on Kafka: {} canonical, {} duplicates, {} rejected",
+        stats.canonical, stats.duplicates, stats.rejected
+    );
     assert_eq!(stats.canonical, want.len() as u64);
     assert_eq!(stats.divergent, 0);
 }
@@ -183,7 +198,13 @@ async fn a_poison_event_is_dead_lettered_once_and_the_pipeline_goes_on() {
 
     let dead_letters = output.dead_letters();
     wait_for_count(&reader, &dead_letters, 1, Duration::from_secs(10)).await;
-    let letters = reader.stream_events(std::slice::from_ref(&dead_letters), 0).await.unwrap().collect(2, Duration::from_secs(2)).await.unwrap();
+    let letters = reader
+        .stream_events(std::slice::from_ref(&dead_letters), 0)
+        .await
+        .unwrap()
+        .collect(2, Duration::from_secs(2))
+        .await
+        .unwrap();
     assert_eq!(letters.len(), 1, "three replicas, one canonical dead letter");
     let letter: DeadLetter = serde_json::from_slice(&letters[0].event.payload).unwrap();
     assert_eq!(letter.reason, Reason::Decode);
@@ -225,14 +246,19 @@ async fn a_non_deterministic_transform_is_caught_and_stops_writing_while_a_corre
     let want = reference_outputs(&inputs, MatchingEngine::new(), &output);
     let flaky: Vec<Running> = futures::future::join_all((1..=2).map(|n| {
         let config = config.clone();
-        async move { start(KafkaLog::connect(config).await.unwrap(), NotDeterministic { nonce: n }, &format!("flaky-{n}")).await }
+        async move {
+            start(KafkaLog::connect(config).await.unwrap(), NotDeterministic { nonce: n }, &format!("flaky-{n}")).await
+        }
     }))
     .await;
-    let correct: Vec<Running> = futures::future::join_all((1..=2).map(|n| {
-        let config = config.clone();
-        async move { start(KafkaLog::connect(config).await.unwrap(), MatchingEngine::new(), &format!("engine-{n}")).await }
-    }))
-    .await;
+    let correct: Vec<Running> =
+        futures::future::join_all((1..=2).map(|n| {
+            let config = config.clone();
+            async move {
+                start(KafkaLog::connect(config).await.unwrap(), MatchingEngine::new(), &format!("engine-{n}")).await
+            }
+        }))
+        .await;
     let source = Pipeline::new(Arc::new(KafkaLog::connect(config.clone()).await.unwrap()), "source");
     for (i, payload) in inputs.iter().enumerate() {
         source.write(&key("orders"), vec![order_event(payload, i)]).await.unwrap();

@@ -29,10 +29,13 @@ async fn summary_headers_are_written_only_when_asked_for_and_readers_never_need_
     let mut with_headers = plain.clone();
     with_headers.summary_headers = true;
     let key = EventSourceKey::new("orders").unwrap();
-    let event = |n: u64| Event::new(key.clone(), Some(n), None, 0, "application/json", format!("{{\"n\":{n}}}").into_bytes());
+    let event =
+        |n: u64| Event::new(key.clone(), Some(n), None, 0, "application/json", format!("{{\"n\":{n}}}").into_bytes());
     for (n, config) in [(0, plain.clone()), (1, with_headers)] {
         let log = KafkaLog::connect(config).await.unwrap();
-        log.append(&Record { source: key.clone(), writer: format!("writer-{n}"), events: vec![event(n)] }).await.unwrap();
+        log.append(&Record { source: key.clone(), writer: format!("writer-{n}"), events: vec![event(n)] })
+            .await
+            .unwrap();
     }
     let names = header_names(&plain.topic, 2).await;
     assert_eq!(names[0], Vec::<String>::new(), "off by default");

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use competing_transformers::codec::NO_SCHEMAS;
 use competing_transformers::event::CONTENT_TYPE_JSON;
-use competing_transformers_kafka::{admin, KafkaLogConfig};
 use competing_transformers::{Digest, EventSourceKey, Input, Outputs, Transform};
+use competing_transformers_kafka::{admin, KafkaLogConfig};
 use matching_engine::{MatchingEngine, FILLS_PER_ORDER_MAX};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
@@ -81,7 +81,9 @@ fn rust_reports(inputs: &[PlainRecord]) -> Vec<Expected> {
 
 /// Compares the reports one by one and names the first that differs.
 fn compare(expected: &[Expected], actual: &[PlainRecord], inputs: usize) -> Verdict {
-    let seq = |key: &Option<Vec<u8>>| key.as_deref().and_then(load::seq_of).map_or("no key".to_string(), |seq| format!("input {seq}"));
+    let seq = |key: &Option<Vec<u8>>| {
+        key.as_deref().and_then(load::seq_of).map_or("no key".to_string(), |seq| format!("input {seq}"))
+    };
     let text = |value: &Option<Vec<u8>>| value.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
     for (i, (want, got)) in expected.iter().zip(actual).enumerate() {
         let got_report = got.value.as_deref().map(serde_json::from_slice::<Value>);
@@ -115,7 +117,13 @@ fn compare(expected: &[Expected], actual: &[PlainRecord], inputs: usize) -> Verd
             ),
         };
     }
-    Verdict { equal: true, note: format!("outputs equal the Rust engine's: yes ({} reports for {inputs} inputs, keys and JSON values)", actual.len()) }
+    Verdict {
+        equal: true,
+        note: format!(
+            "outputs equal the Rust engine's: yes ({} reports for {inputs} inputs, keys and JSON values)",
+            actual.len()
+        ),
+    }
 }
 
 /// `bench conformance`: one Kafka Streams instance of the matching engine (`jar`) fed
@@ -135,11 +143,16 @@ pub async fn check_edges(bootstrap: &str, jar: &Path, work: &Path) -> anyhow::Re
         let producer: FutureProducer = raw::producer_config(bootstrap).create()?;
         for (seq, order) in orders.iter().enumerate() {
             let key = (seq as u64).to_be_bytes();
-            let delivery = producer.send_result(FutureRecord::<[u8], [u8]>::to(&input).partition(0).key(&key).payload(order)).map_err(|(error, _)| error)?;
+            let delivery = producer
+                .send_result(FutureRecord::<[u8], [u8]>::to(&input).partition(0).key(&key).payload(order))
+                .map_err(|(error, _)| error)?;
             // One at a time: this check is about what is computed, not how fast.
             delivery.await.context("producer dropped")?.map_err(|(error, _)| error)?;
         }
-        let expected = orders.iter().enumerate().map(|(seq, order)| PlainRecord { key: Some((seq as u64).to_be_bytes().to_vec()), value: Some(order.clone()) });
+        let expected = orders.iter().enumerate().map(|(seq, order)| PlainRecord {
+            key: Some((seq as u64).to_be_bytes().to_vec()),
+            value: Some(order.clone()),
+        });
         let expected = rust_reports(&expected.collect::<Vec<_>>()).len();
         // Until Kafka Streams has written as many reports, then a second more for any extra.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -183,13 +196,20 @@ pub fn edge_orders() -> Vec<Vec<u8>> {
                 let price = if next(30) == 0 { 0 } else { 95 + next(11) };
                 json!({"type": "limit", "order_id": id, "account": account, "side": side, "price": price, "quantity": quantity})
             }
-            10..=13 => json!({"type": "market", "order_id": id, "account": account, "side": side, "quantity": quantity}),
+            10..=13 => {
+                json!({"type": "market", "order_id": id, "account": account, "side": side, "quantity": quantity})
+            }
             _ => json!({"type": "cancel", "order_id": format!("e{}", next(i + 5))}),
         };
         orders.push(order.to_string());
     }
-    let limit = |id: &str, side: &str, price: u64, quantity: u64| json!({"type": "limit", "order_id": id, "account": "x", "side": side, "price": price, "quantity": quantity}).to_string();
-    let market = |id: &str, side: &str, quantity: u64| json!({"type": "market", "order_id": id, "account": "y", "side": side, "quantity": quantity}).to_string();
+    let limit = |id: &str, side: &str, price: u64, quantity: u64| {
+        json!({"type": "limit", "order_id": id, "account": "x", "side": side, "price": price, "quantity": quantity})
+            .to_string()
+    };
+    let market = |id: &str, side: &str, quantity: u64| {
+        json!({"type": "market", "order_id": id, "account": "y", "side": side, "quantity": quantity}).to_string()
+    };
     // Empty the book, then one taker against more makers than it may fill.
     orders.extend([market("sweep-b", "buy", 1_000_000), market("sweep-s", "sell", 1_000_000)]);
     orders.extend((0..=FILLS_PER_ORDER_MAX).map(|k| limit(&format!("f{k}"), "sell", 100, 1)));
@@ -206,7 +226,9 @@ pub fn edge_orders() -> Vec<Vec<u8>> {
     // Valid after all: fields in any order, unknown fields (repeated, nested, -0, a surrogate
     // pair), a field of another command type repeated, escapes, padding, 64-byte ids, JSON
     // nested as deep as serde_json goes.
-    let nested = |id: &str, depth: usize| format!(r#"{{"type":"cancel","order_id":"{id}","junk":{}{}}}"#, "[".repeat(depth - 1), "]".repeat(depth - 1));
+    let nested = |id: &str, depth: usize| {
+        format!(r#"{{"type":"cancel","order_id":"{id}","junk":{}{}}}"#, "[".repeat(depth - 1), "]".repeat(depth - 1))
+    };
     orders.extend([
         r#"{"order_id":"t1","type":"cancel","note":"unknown","note":{"a":[-0,"\ud83d\ude00"]}}"#.to_string(),
         r#"{"type":"cancel","order_id":"t2","price":1,"price":2}"#.to_string(),

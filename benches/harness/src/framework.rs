@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use competing_transformers::event::CONTENT_TYPE_JSON;
-use competing_transformers_kafka::{KafkaLog, KafkaLogConfig, Pipeline, WriteMode};
-use competing_transformers::replica::{ReplicaConfig};
-use competing_transformers_kafka::{run_replica, ReplicaStatus};
+use competing_transformers::replica::ReplicaConfig;
 use competing_transformers::{Event, EventSourceKey, Record};
-use competing_transformers_kafka::{EventLog};
+use competing_transformers_kafka::EventLog;
+use competing_transformers_kafka::{run_replica, ReplicaStatus};
+use competing_transformers_kafka::{KafkaLog, KafkaLogConfig, Pipeline, WriteMode};
 use futures::FutureExt;
 use tokio::sync::watch;
 
@@ -50,7 +50,8 @@ impl Det {
     }
     /// Event `seq` of the load: a 100-byte payload, or an order that often crosses the book.
     pub fn event(self, seq: u64) -> Event {
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
         match self {
             Det::Identity => Event::new(self.input_key(), None, None, now_ms, CONTENT_TYPE_BYTES, load::payload(seq)),
             Det::MatchingEngine => Event::new(self.input_key(), None, None, now_ms, CONTENT_TYPE_JSON, order_json(seq)),
@@ -94,7 +95,12 @@ pub fn sender(log: Arc<KafkaLog>, det: Det) -> load::Send {
 
 /// Follows the DET's canonical outputs (read_committed, through the canonical rule, as any
 /// subscriber) until `stop`, noting the first output of each input (by its cause offset).
-pub async fn observe(log: Arc<KafkaLog>, det: Det, timeline: SharedTimeline, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+pub async fn observe(
+    log: Arc<KafkaLog>,
+    det: Det,
+    timeline: SharedTimeline,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     let mut stream = Pipeline::new(log, "bench-observer").stream_events(&[det.output_key()], 0).await?;
     let mut answered = HashSet::new();
     while !stop.load(Ordering::Relaxed) {
@@ -119,7 +125,13 @@ pub async fn observe(log: Arc<KafkaLog>, det: Det, timeline: SharedTimeline, sto
 }
 
 /// `bench replica`: one replica in this process, in the given write mode, until SIGTERM.
-pub async fn run_one_replica(bootstrap: String, topic: String, replica_id: String, det: Det, transactional: bool) -> anyhow::Result<()> {
+pub async fn run_one_replica(
+    bootstrap: String,
+    topic: String,
+    replica_id: String,
+    det: Det,
+    transactional: bool,
+) -> anyhow::Result<()> {
     let mut config = KafkaLogConfig::new(bootstrap, topic);
     if transactional {
         // The timeout is what a killed writer that is never restarted costs every reader.

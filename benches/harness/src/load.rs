@@ -85,7 +85,8 @@ pub async fn generate(load: Load, send: Send, timeline: SharedTimeline) -> anyho
             }
             Load::Flat { unanswered_max, .. } => {
                 // The observer keeps one entry per answered event.
-                while seq.saturating_sub(timeline.lock().expect("timeline").seen.len() as u64) >= unanswered_max as u64 {
+                while seq.saturating_sub(timeline.lock().expect("timeline").seen.len() as u64) >= unanswered_max as u64
+                {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }

@@ -146,7 +146,9 @@ impl System {
                 if transactional { ", transactional mode" } else { "" },
                 stagger_ms.map(|ms| format!(", staggered {ms} ms")).unwrap_or_default()
             ),
-            System::KafkaStreams { instances, det } => format!("Kafka Streams {}, EOS v2, {instances} instances", det.name()),
+            System::KafkaStreams { instances, det } => {
+                format!("Kafka Streams {}, EOS v2, {instances} instances", det.name())
+            }
         }
     }
 }
@@ -250,7 +252,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Replica { bootstrap, topic, replica_id, det, transactional } => {
             tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+                )
                 .with_writer(std::io::stderr)
                 .with_ansi(false)
                 .init();
@@ -270,7 +274,12 @@ fn main() -> anyhow::Result<()> {
             let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
             let work = std::env::temp_dir().join(format!("competing-transformers-conformance-{stamp}"));
             let verdict = runtime.block_on(conformance::check_edges(&bootstrap, &streams_jar, &work))?;
-            println!("{} ({} inputs; Kafka Streams log in {})", verdict.note, conformance::edge_orders().len(), work.display());
+            println!(
+                "{} ({} inputs; Kafka Streams log in {})",
+                verdict.note,
+                conformance::edge_orders().len(),
+                work.display()
+            );
             if !verdict.equal {
                 bail!("the Kafka Streams matching engine differs from the Rust one");
             }
@@ -280,8 +289,27 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The command line of one Kafka Streams instance of the peer (`benches/kafka-streams`).
-fn streams_args(jar: &Path, det: Det, bootstrap: &str, application_id: &str, input: &str, output: &str, state: &Path) -> Vec<String> {
-    let args = ["-Xmx512m", "-jar", &jar.display().to_string(), "--det", det.name(), bootstrap, application_id, input, output, &state.display().to_string()];
+fn streams_args(
+    jar: &Path,
+    det: Det,
+    bootstrap: &str,
+    application_id: &str,
+    input: &str,
+    output: &str,
+    state: &Path,
+) -> Vec<String> {
+    let args = [
+        "-Xmx512m",
+        "-jar",
+        &jar.display().to_string(),
+        "--det",
+        det.name(),
+        bootstrap,
+        application_id,
+        input,
+        output,
+        &state.display().to_string(),
+    ];
     args.map(String::from).to_vec()
 }
 
@@ -312,7 +340,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let work = std::env::temp_dir().join(format!("competing-transformers-bench-{stamp}"));
     std::fs::create_dir_all(&work)?;
     std::fs::create_dir_all(&args.out)?;
-    let (warmup, drain) = if args.quick { (Duration::from_millis(500), Duration::from_secs(10)) } else { (Duration::from_secs(2), Duration::from_secs(30)) };
+    let (warmup, drain) = if args.quick {
+        (Duration::from_millis(500), Duration::from_secs(10))
+    } else {
+        (Duration::from_secs(2), Duration::from_secs(30))
+    };
     let cx = Context_ { args: args.clone(), work, bench_exe, launcher_exe, stamp, warmup, drain };
     eprintln!("bench: logs of replicas and Kafka Streams in {}", cx.work.display());
 
@@ -322,7 +354,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         if args.only.as_deref().is_some_and(|only| !scenario.name.contains(only)) {
             continue;
         }
-        eprintln!("bench: {} — {}, {}, fault: {}", scenario.name, scenario.system.label(), scenario.load.label(), scenario.fault.label());
+        eprintln!(
+            "bench: {} — {}, {}, fault: {}",
+            scenario.name,
+            scenario.system.label(),
+            scenario.load.label(),
+            scenario.fault.label()
+        );
         let result = match run_scenario(&cx, &scenario).await {
             Ok(result) => result,
             Err(error) => {
@@ -350,7 +388,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             l.p999_ms,
             l.max_ms,
             result.summary.gap_max_ms,
-            result.amplification.as_ref().map(|a| format!("; amplification {:.2} by bytes, {:.2} by count", a.by_bytes, a.by_count)).unwrap_or_default()
+            result
+                .amplification
+                .as_ref()
+                .map(|a| format!("; amplification {:.2} by bytes, {:.2} by count", a.by_bytes, a.by_count))
+                .unwrap_or_default()
         );
         results.push(result);
     }
@@ -389,92 +431,145 @@ async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<Scen
 
     // Start what transforms, and the observer; return the generator's sender and the victim.
     let mut procs: Vec<Proc> = Vec::new();
-    let (send, observer, ready_line): (Option<load::Send>, tokio::task::JoinHandle<anyhow::Result<()>>, &str) = match scenario.system {
-        System::RawRelay => {
-            let (input, output) = (format!("{topic}-in"), format!("{topic}-out"));
-            admin::create_topic(&KafkaLogConfig::new(&bootstrap, &input)).await?;
-            admin::create_topic(&KafkaLogConfig::new(&bootstrap, &output)).await?;
-            let args = ["relay", "--bootstrap", &bootstrap, "--from", &input, "--to", &output].map(String::from).to_vec();
-            let mut relay = Proc::spawn("relay", &cx.bench_exe, args, vec![], dir.join("relay.log"))?;
-            relay.wait_for("relay starting").await?;
-            procs.push(relay);
-            let observer = tokio::spawn(raw::observe_plain(bootstrap.clone(), output, raw::SeqFrom::Payload, timeline.clone(), stop.clone()));
-            (Some(raw::plain_sender(&bootstrap, &input, raw::SeqFrom::Payload, load::payload)?), observer, "relay starting")
-        }
-        System::RawIdempotent | System::RawTransactional => {
-            admin::create_topic(&KafkaLogConfig::new(&bootstrap, &topic)).await?;
-            let observer = tokio::spawn(raw::observe_plain(bootstrap.clone(), topic.clone(), raw::SeqFrom::Payload, timeline.clone(), stop.clone()));
-            let send = match scenario.system {
-                System::RawIdempotent => Some(raw::plain_sender(&bootstrap, &topic, raw::SeqFrom::Payload, load::payload)?),
-                _ => None,
-            };
-            (send, observer, "")
-        }
-        System::Framework { det, replicas, transactional, stagger_ms } => {
-            let log_config = KafkaLogConfig::new(&bootstrap, &topic);
-            admin::create_topic(&log_config).await?;
-            let config = dir.join("launcher.toml");
-            let stagger = stagger_ms.map(|ms| format!("stagger_ms = {ms}\n")).unwrap_or_default();
-            std::fs::write(&config, format!("[kafka]\nbootstrap_servers = {bootstrap:?}\ntopic = {topic:?}\n\n[[transformer]]\nname = {:?}\nreplicas = 1\n{stagger}", det.name()))?;
-            for i in 0..replicas {
-                let name = format!("r{i}");
-                let log = dir.join(format!("{name}.log"));
-                let envs = vec![("RUST_LOG".to_string(), "info".to_string())];
-                let proc = if transactional {
-                    let args = ["replica", "--bootstrap", &bootstrap, "--topic", &topic, "--replica-id", &format!("{name}-{}", det.name()), "--det", det.name(), "--transactional"];
-                    Proc::spawn(&name, &cx.bench_exe, args.map(String::from).to_vec(), envs, log)?
-                } else {
-                    let mut args = vec!["run".into(), "--config".into(), config.display().to_string(), "--replica-id".into(), name.clone(), "--replicas".into(), "1".into()];
-                    if stagger_ms.is_some() {
-                        // r0 writes first: the stall and kill faults hit it, the worst case.
-                        args.extend(["--stagger-rank".into(), i.to_string()]);
+    let (send, observer, ready_line): (Option<load::Send>, tokio::task::JoinHandle<anyhow::Result<()>>, &str) =
+        match scenario.system {
+            System::RawRelay => {
+                let (input, output) = (format!("{topic}-in"), format!("{topic}-out"));
+                admin::create_topic(&KafkaLogConfig::new(&bootstrap, &input)).await?;
+                admin::create_topic(&KafkaLogConfig::new(&bootstrap, &output)).await?;
+                let args =
+                    ["relay", "--bootstrap", &bootstrap, "--from", &input, "--to", &output].map(String::from).to_vec();
+                let mut relay = Proc::spawn("relay", &cx.bench_exe, args, vec![], dir.join("relay.log"))?;
+                relay.wait_for("relay starting").await?;
+                procs.push(relay);
+                let observer = tokio::spawn(raw::observe_plain(
+                    bootstrap.clone(),
+                    output,
+                    raw::SeqFrom::Payload,
+                    timeline.clone(),
+                    stop.clone(),
+                ));
+                (
+                    Some(raw::plain_sender(&bootstrap, &input, raw::SeqFrom::Payload, load::payload)?),
+                    observer,
+                    "relay starting",
+                )
+            }
+            System::RawIdempotent | System::RawTransactional => {
+                admin::create_topic(&KafkaLogConfig::new(&bootstrap, &topic)).await?;
+                let observer = tokio::spawn(raw::observe_plain(
+                    bootstrap.clone(),
+                    topic.clone(),
+                    raw::SeqFrom::Payload,
+                    timeline.clone(),
+                    stop.clone(),
+                ));
+                let send = match scenario.system {
+                    System::RawIdempotent => {
+                        Some(raw::plain_sender(&bootstrap, &topic, raw::SeqFrom::Payload, load::payload)?)
                     }
-                    Proc::spawn(&name, &cx.launcher_exe, args, envs, log)?
+                    _ => None,
                 };
-                procs.push(proc);
+                (send, observer, "")
             }
-            for proc in &mut procs {
-                proc.wait_for("replica starting").await?;
-            }
-            let log = Arc::new(KafkaLog::connect(log_config).await?);
-            let observer = tokio::spawn(framework::observe(log.clone(), det, timeline.clone(), stop.clone()));
-            (Some(framework::sender(log, det)), observer, "replica starting")
-        }
-        System::KafkaStreams { instances, det } => {
-            let (input, output) = (format!("{topic}-in"), format!("{topic}-out"));
-            admin::create_topic(&KafkaLogConfig::new(&bootstrap, &input)).await?;
-            admin::create_topic(&KafkaLogConfig::new(&bootstrap, &output)).await?;
-            for i in 0..instances {
-                let name = format!("ks{i}");
-                let state = dir.join(format!("{name}-state"));
-                let args = streams_args(&cx.args.streams_jar, det, &bootstrap, &format!("bench-{}-{}", scenario.name, cx.stamp), &input, &output, &state);
-                procs.push(Proc::spawn(&name, Path::new("java"), args, vec![], dir.join(format!("{name}.log")))?);
-            }
-            for proc in &mut procs {
-                proc.wait_for("RUNNING").await?;
-            }
-            // The group settles: exactly one instance holds the one task.
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let active = loop {
-                let states: Vec<Option<bool>> = procs
-                    .iter()
-                    .map(|p| p.current_log().lines().rfind(|l| l.starts_with("RUNNING active=")).map(|l| l != "RUNNING active=0"))
-                    .collect();
-                if states.iter().all(Option::is_some) && states.iter().filter(|s| **s == Some(true)).count() == 1 {
-                    break states.iter().position(|s| *s == Some(true)).expect("one");
+            System::Framework { det, replicas, transactional, stagger_ms } => {
+                let log_config = KafkaLogConfig::new(&bootstrap, &topic);
+                admin::create_topic(&log_config).await?;
+                let config = dir.join("launcher.toml");
+                let stagger = stagger_ms.map(|ms| format!("stagger_ms = {ms}\n")).unwrap_or_default();
+                std::fs::write(&config, format!("[kafka]\nbootstrap_servers = {bootstrap:?}\ntopic = {topic:?}\n\n[[transformer]]\nname = {:?}\nreplicas = 1\n{stagger}", det.name()))?;
+                for i in 0..replicas {
+                    let name = format!("r{i}");
+                    let log = dir.join(format!("{name}.log"));
+                    let envs = vec![("RUST_LOG".to_string(), "info".to_string())];
+                    let proc = if transactional {
+                        let args = [
+                            "replica",
+                            "--bootstrap",
+                            &bootstrap,
+                            "--topic",
+                            &topic,
+                            "--replica-id",
+                            &format!("{name}-{}", det.name()),
+                            "--det",
+                            det.name(),
+                            "--transactional",
+                        ];
+                        Proc::spawn(&name, &cx.bench_exe, args.map(String::from).to_vec(), envs, log)?
+                    } else {
+                        let mut args = vec![
+                            "run".into(),
+                            "--config".into(),
+                            config.display().to_string(),
+                            "--replica-id".into(),
+                            name.clone(),
+                            "--replicas".into(),
+                            "1".into(),
+                        ];
+                        if stagger_ms.is_some() {
+                            // r0 writes first: the stall and kill faults hit it, the worst case.
+                            args.extend(["--stagger-rank".into(), i.to_string()]);
+                        }
+                        Proc::spawn(&name, &cx.launcher_exe, args, envs, log)?
+                    };
+                    procs.push(proc);
                 }
-                if Instant::now() > deadline {
-                    bail!("Kafka Streams did not settle on one active instance within 60 s; see {}", dir.display());
+                for proc in &mut procs {
+                    proc.wait_for("replica starting").await?;
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            };
-            procs.swap(0, active);
-            notes.push(format!("active instance: {}", procs[0].name));
-            let (seq_in, payload) = det.plain();
-            let observer = tokio::spawn(raw::observe_plain(bootstrap.clone(), output, seq_in, timeline.clone(), stop.clone()));
-            (Some(raw::plain_sender(&bootstrap, &input, seq_in, payload)?), observer, "RUNNING")
-        }
-    };
+                let log = Arc::new(KafkaLog::connect(log_config).await?);
+                let observer = tokio::spawn(framework::observe(log.clone(), det, timeline.clone(), stop.clone()));
+                (Some(framework::sender(log, det)), observer, "replica starting")
+            }
+            System::KafkaStreams { instances, det } => {
+                let (input, output) = (format!("{topic}-in"), format!("{topic}-out"));
+                admin::create_topic(&KafkaLogConfig::new(&bootstrap, &input)).await?;
+                admin::create_topic(&KafkaLogConfig::new(&bootstrap, &output)).await?;
+                for i in 0..instances {
+                    let name = format!("ks{i}");
+                    let state = dir.join(format!("{name}-state"));
+                    let args = streams_args(
+                        &cx.args.streams_jar,
+                        det,
+                        &bootstrap,
+                        &format!("bench-{}-{}", scenario.name, cx.stamp),
+                        &input,
+                        &output,
+                        &state,
+                    );
+                    procs.push(Proc::spawn(&name, Path::new("java"), args, vec![], dir.join(format!("{name}.log")))?);
+                }
+                for proc in &mut procs {
+                    proc.wait_for("RUNNING").await?;
+                }
+                // The group settles: exactly one instance holds the one task.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                let active = loop {
+                    let states: Vec<Option<bool>> = procs
+                        .iter()
+                        .map(|p| {
+                            p.current_log()
+                                .lines()
+                                .rfind(|l| l.starts_with("RUNNING active="))
+                                .map(|l| l != "RUNNING active=0")
+                        })
+                        .collect();
+                    if states.iter().all(Option::is_some) && states.iter().filter(|s| **s == Some(true)).count() == 1 {
+                        break states.iter().position(|s| *s == Some(true)).expect("one");
+                    }
+                    if Instant::now() > deadline {
+                        bail!("Kafka Streams did not settle on one active instance within 60 s; see {}", dir.display());
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                };
+                procs.swap(0, active);
+                notes.push(format!("active instance: {}", procs[0].name));
+                let (seq_in, payload) = det.plain();
+                let observer =
+                    tokio::spawn(raw::observe_plain(bootstrap.clone(), output, seq_in, timeline.clone(), stop.clone()));
+                (Some(raw::plain_sender(&bootstrap, &input, seq_in, payload)?), observer, "RUNNING")
+            }
+        };
     // Let the observer connect before the clock starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let backlog = matches!(scenario.load, Load::Backlog { .. });
@@ -498,9 +593,13 @@ async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<Scen
     let sent = match send {
         Some(send) => load::generate(scenario.load, send, timeline.clone()).await?,
         None => {
-            let (bootstrap, topic, load, timeline) = (bootstrap.clone(), topic.clone(), scenario.load, timeline.clone());
+            let (bootstrap, topic, load, timeline) =
+                (bootstrap.clone(), topic.clone(), scenario.load, timeline.clone());
             let first = !scenario.name.contains("naive");
-            let (sent, note) = tokio::task::spawn_blocking(move || raw::generate_transactional(&bootstrap, &topic, load, timeline, first)).await??;
+            let (sent, note) = tokio::task::spawn_blocking(move || {
+                raw::generate_transactional(&bootstrap, &topic, load, timeline, first)
+            })
+            .await??;
             notes.push(note);
             sent
         }
@@ -524,7 +623,11 @@ async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<Scen
             (last_count, last_growth) = (count, Instant::now());
         }
         if last_growth.elapsed() > cx.drain {
-            notes.push(format!("{} of {sent} events never answered within {:?} of the last output", sent - count as u64, cx.drain));
+            notes.push(format!(
+                "{} of {sent} events never answered within {:?} of the last output",
+                sent - count as u64,
+                cx.drain
+            ));
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -538,12 +641,18 @@ async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<Scen
     observer.await?.context("the observer")?;
     if let System::Framework { det, .. } = scenario.system {
         let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
-        amplification = Some(tokio::task::spawn_blocking(move || raw::amplification(&bootstrap, &topic, &det.output_key(), framework::LOAD_WRITER)).await??);
+        amplification = Some(
+            tokio::task::spawn_blocking(move || {
+                raw::amplification(&bootstrap, &topic, &det.output_key(), framework::LOAD_WRITER)
+            })
+            .await??,
+        );
     }
     let mut error = None;
     if let System::KafkaStreams { det: Det::MatchingEngine, .. } = scenario.system {
         let (bootstrap, input, output) = (bootstrap.clone(), format!("{topic}-in"), format!("{topic}-out"));
-        let verdict = tokio::task::spawn_blocking(move || conformance::matching_engine(&bootstrap, &input, &output)).await??;
+        let verdict =
+            tokio::task::spawn_blocking(move || conformance::matching_engine(&bootstrap, &input, &output)).await??;
         eprintln!("  {}", verdict.note);
         if !verdict.equal {
             error = Some(verdict.note.clone());
@@ -561,7 +670,11 @@ async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<Scen
     let mut summary = measure::analyze(&timeline, load_started + cx.warmup);
     // Every delivered input must be answered: a loss is a failure, never a figure.
     if summary.answered < summary.sent && error.is_none() {
-        error = Some(format!("{} of {} delivered inputs were never answered", summary.sent - summary.answered, summary.sent));
+        error = Some(format!(
+            "{} of {} delivered inputs were never answered",
+            summary.sent - summary.answered,
+            summary.sent
+        ));
     }
     if backlog {
         // Throughput of the drain alone; latency is mostly the wait for SIGCONT.
@@ -590,17 +703,33 @@ fn targets(results: &[ScenarioResult]) -> serde_json::Value {
     let throughput = ratio(eps("identity-1-flat"), eps("raw-idempotent-flat"));
     let over_relay = ratio(eps("identity-1-flat"), eps("raw-relay-flat"));
     let backlog_over_relay = ratio(eps("identity-1-backlog"), eps("raw-relay-backlog"));
-    let stall = ratio(get("identity-3-stall").map(|r| r.summary.latency.p99_ms), get("identity-3").map(|r| r.summary.latency.p99_ms));
-    let vs_streams = ratio(get("identity-3-stall").map(|r| r.summary.latency.p99_ms), get("streams-identity").map(|r| r.summary.latency.p99_ms));
-    let vs_streams_stalled =
-        ratio(get("identity-3-stall").map(|r| r.summary.latency.p99_ms), get("streams-identity-stall").map(|r| r.summary.latency.p99_ms));
-    let gap = ratio(get("identity-3-kill").map(|r| r.summary.gap_max_ms), get("identity-3").map(|r| r.summary.gap_max_ms));
+    let stall = ratio(
+        get("identity-3-stall").map(|r| r.summary.latency.p99_ms),
+        get("identity-3").map(|r| r.summary.latency.p99_ms),
+    );
+    let vs_streams = ratio(
+        get("identity-3-stall").map(|r| r.summary.latency.p99_ms),
+        get("streams-identity").map(|r| r.summary.latency.p99_ms),
+    );
+    let vs_streams_stalled = ratio(
+        get("identity-3-stall").map(|r| r.summary.latency.p99_ms),
+        get("streams-identity-stall").map(|r| r.summary.latency.p99_ms),
+    );
+    let gap =
+        ratio(get("identity-3-kill").map(|r| r.summary.gap_max_ms), get("identity-3").map(|r| r.summary.gap_max_ms));
     let amplification = get("identity-3").and_then(|r| r.amplification.as_ref()).map(|a| a.by_bytes);
     let staggered_amplification = get("identity-3-stagger").and_then(|r| r.amplification.as_ref()).map(|a| a.by_bytes);
-    let staggered_stall = ratio(get("identity-3-stagger-stall").map(|r| r.summary.latency.p99_ms), get("identity-3-stagger").map(|r| r.summary.latency.p99_ms));
-    let staggered_gap = ratio(get("identity-3-stagger-kill").map(|r| r.summary.gap_max_ms), get("identity-3-stagger").map(|r| r.summary.gap_max_ms));
+    let staggered_stall = ratio(
+        get("identity-3-stagger-stall").map(|r| r.summary.latency.p99_ms),
+        get("identity-3-stagger").map(|r| r.summary.latency.p99_ms),
+    );
+    let staggered_gap = ratio(
+        get("identity-3-stagger-kill").map(|r| r.summary.gap_max_ms),
+        get("identity-3-stagger").map(|r| r.summary.gap_max_ms),
+    );
     // Goal 3 with state: the matching engine, whose Kafka Streams peer restores a book on failover.
-    let matching_gap = ratio(get("matching-3-kill").map(|r| r.summary.gap_max_ms), get("matching-3").map(|r| r.summary.gap_max_ms));
+    let matching_gap =
+        ratio(get("matching-3-kill").map(|r| r.summary.gap_max_ms), get("matching-3").map(|r| r.summary.gap_max_ms));
     let met = |value: Option<f64>, ok: fn(f64) -> bool| value.map(ok);
     serde_json::json!({
         "1_identity_1_flat_over_raw_throughput": {"value": throughput, "goal": ">= 0.70", "met": met(throughput, |v| v >= 0.7)},
@@ -626,20 +755,46 @@ fn markdown(results: &[ScenarioResult], report: &serde_json::Value) -> String {
     );
     for r in results {
         let s = &r.summary;
-        let (ab, ac) = r.amplification.as_ref().map_or(("".into(), "".into()), |a| (format!("{:.2}", a.by_bytes), format!("{:.2}", a.by_count)));
+        let (ab, ac) = r
+            .amplification
+            .as_ref()
+            .map_or(("".into(), "".into()), |a| (format!("{:.2}", a.by_bytes), format!("{:.2}", a.by_count)));
         if let Some(error) = &r.error {
-            out.push_str(&format!("| {} | {} | {} | {} | FAILED: {} |||||||||\n", r.name, r.system, r.load, r.fault, error.replace('|', "/")));
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | FAILED: {} |||||||||\n",
+                r.name,
+                r.system,
+                r.load,
+                r.fault,
+                error.replace('|', "/")
+            ));
             continue;
         }
         out.push_str(&format!(
             "| {} | {} | {} | {} | {}/{} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {ab} | {ac} |\n",
-            r.name, r.system, r.load, r.fault, s.answered, s.sent, s.throughput_eps, s.latency.p50_ms, s.latency.p99_ms, s.latency.p999_ms, s.latency.max_ms, s.gap_max_ms
+            r.name,
+            r.system,
+            r.load,
+            r.fault,
+            s.answered,
+            s.sent,
+            s.throughput_eps,
+            s.latency.p50_ms,
+            s.latency.p99_ms,
+            s.latency.p999_ms,
+            s.latency.max_ms,
+            s.gap_max_ms
         ));
     }
     out.push_str("\nTargets (issue 6):\n\n");
     if let Some(targets) = report["targets"].as_object() {
         for (name, t) in targets {
-            out.push_str(&format!("- {name}: value {} (goal {}), met: {}\n", fmt_opt(&t["value"]), t["goal"].as_str().unwrap_or(""), t["met"]));
+            out.push_str(&format!(
+                "- {name}: value {} (goal {}), met: {}\n",
+                fmt_opt(&t["value"]),
+                t["goal"].as_str().unwrap_or(""),
+                t["met"]
+            ));
         }
     }
     out.push_str(&format!("\nHot path, ns per event (`bench micro`): {}\n", report["micro_ns_per_event"]));
@@ -652,8 +807,22 @@ fn fmt_opt(value: &serde_json::Value) -> String {
 
 fn machine() -> serde_json::Value {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let cpu = read("/proc/cpuinfo").lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("").trim().to_string();
-    let memory_kb = read("/proc/meminfo").lines().next().unwrap_or("").split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0);
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let memory_kb = read("/proc/meminfo")
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("0")
+        .parse::<u64>()
+        .unwrap_or(0);
     serde_json::json!({
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu": cpu,

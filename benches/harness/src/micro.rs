@@ -21,7 +21,11 @@ pub fn run(n: u64) -> BTreeMap<&'static str, f64> {
     let output_key = EventSourceKey::new(bench_harness::IDENTITY).expect("valid");
     let inputs: Vec<FetchedRecord> = (0..n)
         .map(|seq| {
-            let record = Record { source: input_key.clone(), writer: "bench-load".into(), events: vec![Det::Identity.event(seq)] };
+            let record = Record {
+                source: input_key.clone(),
+                writer: "bench-load".into(),
+                events: vec![Det::Identity.event(seq)],
+            };
             let encoded = record.encode().expect("encodes");
             FetchedRecord { offset: seq, timestamp_ms: None, key: Some(encoded.key), value: Some(encoded.value) }
         })
@@ -57,7 +61,14 @@ pub fn run(n: u64) -> BTreeMap<&'static str, f64> {
     time("4 build output event (digest)", &mut || {
         for (i, outputs) in outputs_all.drain(..).enumerate() {
             for o in outputs.into_events() {
-                events.push(Event::new(output_key.clone(), Some(i as u64), Some(i as u64), 0, o.content_type, o.payload));
+                events.push(Event::new(
+                    output_key.clone(),
+                    Some(i as u64),
+                    Some(i as u64),
+                    0,
+                    o.content_type,
+                    o.payload,
+                ));
             }
         }
     });
@@ -65,13 +76,22 @@ pub fn run(n: u64) -> BTreeMap<&'static str, f64> {
     // Without summary headers, as the log writes by default.
     time("5 encode output record", &mut || {
         for event in events.drain(..) {
-            encoded.push(Record { source: output_key.clone(), writer: "r0-identity".into(), events: vec![event] }.encode_with(false).expect("encodes"));
+            encoded.push(
+                Record { source: output_key.clone(), writer: "r0-identity".into(), events: vec![event] }
+                    .encode_with(false)
+                    .expect("encodes"),
+            );
         }
     });
     let fetched: Vec<FetchedRecord> = encoded
         .into_iter()
         .enumerate()
-        .map(|(i, e)| FetchedRecord { offset: n + i as u64, timestamp_ms: None, key: Some(e.key), value: Some(e.value) })
+        .map(|(i, e)| FetchedRecord {
+            offset: n + i as u64,
+            timestamp_ms: None,
+            key: Some(e.key),
+            value: Some(e.value),
+        })
         .collect();
     let mut read_back = Vec::with_capacity(n as usize);
     time("6 decode output record read back", &mut || {

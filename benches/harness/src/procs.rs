@@ -28,7 +28,13 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `program args…`, stdout and stderr to `log`.
-    pub fn spawn(name: &str, program: &Path, args: Vec<String>, envs: Vec<(String, String)>, log: PathBuf) -> anyhow::Result<Self> {
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: Vec<String>,
+        envs: Vec<(String, String)>,
+        log: PathBuf,
+    ) -> anyhow::Result<Self> {
         let (child, pid, len) = start(program, &args, &envs, &log)?;
         Ok(Self { name: name.into(), program: program.into(), args, envs, log, child, pid, log_len_at_start: len })
     }
@@ -93,9 +99,18 @@ impl Proc {
     }
 }
 
-fn start(program: &Path, args: &[String], envs: &[(String, String)], log: &Path) -> anyhow::Result<(Child, i32, usize)> {
+fn start(
+    program: &Path,
+    args: &[String],
+    envs: &[(String, String)],
+    log: &Path,
+) -> anyhow::Result<(Child, i32, usize)> {
     let len = std::fs::metadata(log).map(|m| m.len() as usize).unwrap_or(0);
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("open {}", log.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("open {}", log.display()))?;
     let mut command = Command::new(program);
     command.args(args).stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file).kill_on_drop(true);
     for (key, value) in envs {
@@ -111,9 +126,15 @@ fn start(program: &Path, args: &[String], envs: &[(String, String)], log: &Path)
 pub enum Fault {
     None,
     /// SIGSTOP for `stall_ms` in every `every_ms`, from the first second of the load on.
-    Stall { stall_ms: u64, every_ms: u64 },
+    Stall {
+        stall_ms: u64,
+        every_ms: u64,
+    },
     /// SIGKILL at `at_fraction` of the load; started again after `restart_after_ms` (never if None).
-    Kill { at_fraction: f64, restart_after_ms: Option<u64> },
+    Kill {
+        at_fraction: f64,
+        restart_after_ms: Option<u64>,
+    },
 }
 
 impl Fault {
@@ -128,7 +149,13 @@ impl Fault {
 }
 
 /// Does `fault` to `victim` until `stop`; `load_secs` places a kill.
-pub async fn inflict(fault: Fault, victim: &mut Proc, load_secs: f64, ready_line: &str, stop: Arc<AtomicBool>) -> anyhow::Result<Vec<String>> {
+pub async fn inflict(
+    fault: Fault,
+    victim: &mut Proc,
+    load_secs: f64,
+    ready_line: &str,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<String>> {
     let mut notes = Vec::new();
     let start = Instant::now();
     match fault {

@@ -79,7 +79,13 @@ impl SeqFrom {
 
 /// Reads `topic` (read_committed) until `stop`, noting the sequence number of the first record
 /// that answers each input (a matching-engine input has several).
-pub async fn observe_plain(bootstrap: String, topic: String, seq_from: SeqFrom, timeline: SharedTimeline, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+pub async fn observe_plain(
+    bootstrap: String,
+    topic: String,
+    seq_from: SeqFrom,
+    timeline: SharedTimeline,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     let consumer: StreamConsumer = consumer_config(&bootstrap).create()?;
     assigned(&consumer, &topic)?;
     let mut answered = HashSet::new();
@@ -112,7 +118,12 @@ pub async fn observe_plain(bootstrap: String, topic: String, seq_from: SeqFrom, 
 /// The send function of an idempotent, non-transactional producer writing `payload(seq)` to
 /// partition 0 of `topic`, keyed by `seq` (8 bytes big-endian) if `seq_in` is [`SeqFrom::Key`];
 /// an event's id is its sequence number.
-pub fn plain_sender(bootstrap: &str, topic: &str, seq_in: SeqFrom, payload: fn(u64) -> Vec<u8>) -> anyhow::Result<load::Send> {
+pub fn plain_sender(
+    bootstrap: &str,
+    topic: &str,
+    seq_in: SeqFrom,
+    payload: fn(u64) -> Vec<u8>,
+) -> anyhow::Result<load::Send> {
     let producer: FutureProducer = producer_config(bootstrap).create()?;
     let topic = topic.to_string();
     Ok(Arc::new(move |seq| {
@@ -156,10 +167,17 @@ pub fn read_all(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<PlainRecord>
         if at >= high {
             return Ok(records);
         }
-        anyhow::ensure!(Instant::now() < deadline, "{topic}: read {} records, still short of offset {high} after 60 s", records.len());
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{topic}: read {} records, still short of offset {high} after 60 s",
+            records.len()
+        );
         if let Some(message) = consumer.poll(Duration::from_millis(500)) {
             let message = message?;
-            records.push(PlainRecord { key: message.key().map(<[u8]>::to_vec), value: message.payload().map(<[u8]>::to_vec) });
+            records.push(PlainRecord {
+                key: message.key().map(<[u8]>::to_vec),
+                value: message.payload().map(<[u8]>::to_vec),
+            });
             if message.offset() + 1 >= high {
                 return Ok(records);
             }
@@ -185,7 +203,10 @@ pub fn generate_transactional(
 ) -> anyhow::Result<(u64, String)> {
     const TXN_RECORDS_MAX: u64 = 1_000;
     let mut config = producer_config(bootstrap);
-    config.set("transactional.id", format!("bench-raw-{topic}")).set("transaction.timeout.ms", "10000").set("message.timeout.ms", "10000");
+    config
+        .set("transactional.id", format!("bench-raw-{topic}"))
+        .set("transaction.timeout.ms", "10000")
+        .set("message.timeout.ms", "10000");
     if let Ok(debug) = std::env::var("BENCH_TXN_DEBUG") {
         config.set("debug", debug);
     }
@@ -297,7 +318,12 @@ pub struct Percentiles {
 }
 
 /// Reads the whole log (read_committed) and sorts its bytes by writer and verdict.
-pub fn amplification(bootstrap: &str, topic: &str, output: &EventSourceKey, load_writer: &str) -> anyhow::Result<Amplification> {
+pub fn amplification(
+    bootstrap: &str,
+    topic: &str,
+    output: &EventSourceKey,
+    load_writer: &str,
+) -> anyhow::Result<Amplification> {
     let consumer: BaseConsumer = consumer_config(bootstrap).create()?;
     let (_, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10))?;
     assigned(&consumer, topic)?;
@@ -318,7 +344,8 @@ pub fn amplification(bootstrap: &str, topic: &str, output: &EventSourceKey, load
         };
         let message = message?;
         position = message.offset();
-        let header_bytes: usize = message.headers().map_or(0, |hs| hs.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len)).sum());
+        let header_bytes: usize =
+            message.headers().map_or(0, |hs| hs.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len)).sum());
         let bytes = message.key().map_or(0, <[u8]>::len) + message.payload().map_or(0, <[u8]>::len) + header_bytes;
         let fetched = FetchedRecord {
             offset: message.offset() as u64,
@@ -359,7 +386,8 @@ pub fn amplification(bootstrap: &str, topic: &str, output: &EventSourceKey, load
     hops.sort_unstable();
     if !hops.is_empty() {
         let at = |q: f64| hops[((hops.len() - 1) as f64 * q) as usize] as f64;
-        out.input_to_output_record_ms = Some(Percentiles { p50: at(0.5), p99: at(0.99), p999: at(0.999), max: at(1.0) });
+        out.input_to_output_record_ms =
+            Some(Percentiles { p50: at(0.5), p99: at(0.99), p999: at(0.999), max: at(1.0) });
     }
     out.by_bytes = out.replica_bytes as f64 / out.canonical_bytes.max(1.0);
     out.by_count = out.replica_events as f64 / out.canonical_events.max(1) as f64;
@@ -407,7 +435,8 @@ pub async fn delete_topics(bootstrap: &str, prefix: &str) -> anyhow::Result<usiz
     use rdkafka::client::DefaultClientContext;
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
     let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10))?;
-    let names: Vec<String> = metadata.topics().iter().map(|t| t.name().to_string()).filter(|n| n.starts_with(prefix)).collect();
+    let names: Vec<String> =
+        metadata.topics().iter().map(|t| t.name().to_string()).filter(|n| n.starts_with(prefix)).collect();
     if !names.is_empty() {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         admin.delete_topics(&names, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))).await?;

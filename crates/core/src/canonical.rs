@@ -275,7 +275,10 @@ mod tests {
     fn a_lower_index_with_another_digest_is_divergent() {
         let mut rule = CanonicalRule::default();
         apply(&mut rule, 0, vec![event("a", Some(0), b"x")]);
-        assert_eq!(apply(&mut rule, 1, vec![event("a", Some(0), b"other")]), [Verdict::Divergent { index: 0, winner: 0 }]);
+        assert_eq!(
+            apply(&mut rule, 1, vec![event("a", Some(0), b"other")]),
+            [Verdict::Divergent { index: 0, winner: 0 }]
+        );
         assert_eq!(rule.stats(&key("a")).divergent, 1);
         assert_eq!(rule.count(&key("a")), 1);
     }
@@ -295,7 +298,12 @@ mod tests {
         let verdicts = apply(
             &mut rule,
             0,
-            vec![event("a", Some(0), b"1"), event("a", Some(1), b"2"), event("b", Some(0), b"3"), event("a", Some(5), b"4")],
+            vec![
+                event("a", Some(0), b"1"),
+                event("a", Some(1), b"2"),
+                event("b", Some(0), b"3"),
+                event("a", Some(5), b"4"),
+            ],
         );
         assert_eq!(
             verdicts,
@@ -323,8 +331,14 @@ mod tests {
         for i in 0..4 {
             apply(&mut rule, i, vec![event("a", Some(i), b"x")]);
         }
-        assert_eq!(apply(&mut rule, 10, vec![event("a", Some(0), b"changed")]), [Verdict::Duplicate { index: 0, winner: None }]);
-        assert_eq!(apply(&mut rule, 11, vec![event("a", Some(3), b"changed")]), [Verdict::Divergent { index: 3, winner: 3 }]);
+        assert_eq!(
+            apply(&mut rule, 10, vec![event("a", Some(0), b"changed")]),
+            [Verdict::Duplicate { index: 0, winner: None }]
+        );
+        assert_eq!(
+            apply(&mut rule, 11, vec![event("a", Some(3), b"changed")]),
+            [Verdict::Divergent { index: 3, winner: 3 }]
+        );
         assert_eq!(rule.canonical_at(&key("a"), 2).map(|(_, at)| at), Some(2));
         assert_eq!(rule.canonical_at(&key("a"), 1), None);
     }

@@ -32,11 +32,11 @@ use serde::Serialize;
 
 use crate::event::{EventSourceKey, CONTENT_TYPE_JSON};
 
+use crate::record::{FetchedRecord, RecordView};
+use crate::transform::TransformError;
 /// apache-avro, re-exported so a DET author names the same [`Schema`] type the codec takes
 /// (for [`crate::transform::Input::decode_as`]) without pinning its version twice.
 pub use apache_avro;
-use crate::record::{FetchedRecord, RecordView};
-use crate::transform::TransformError;
 
 /// Content type of Avro payloads in the Confluent wire format.
 pub const CONTENT_TYPE_AVRO: &str = "application/vnd.apache.avro+binary";
@@ -174,8 +174,9 @@ pub fn decode<T: DeserializeOwned>(
             let value = decode_avro(payload, schemas, reader)?;
             let json = serde_json::Value::try_from(value)
                 .map_err(|e| TransformError::Schema(format!("the Avro value has no JSON shape: {e}")))?;
-            serde_json::from_value(json)
-                .map_err(|e| TransformError::Schema(format!("the Avro value does not fit the transform's input type: {e}")))
+            serde_json::from_value(json).map_err(|e| {
+                TransformError::Schema(format!("the Avro value does not fit the transform's input type: {e}"))
+            })
         }
         other => Err(TransformError::Decode(format!(
             "unsupported content type `{other}`; payloads must be {CONTENT_TYPE_JSON} or {CONTENT_TYPE_AVRO}"
@@ -185,7 +186,11 @@ pub fn decode<T: DeserializeOwned>(
 
 /// Reads an Avro wire-format payload into an Avro value, with its writer schema from
 /// `schemas`, resolved to `reader` when given. The whole payload must be one datum.
-pub fn decode_avro(payload: &[u8], schemas: &SchemaCache, reader: Option<&Schema>) -> Result<AvroValue, TransformError> {
+pub fn decode_avro(
+    payload: &[u8],
+    schemas: &SchemaCache,
+    reader: Option<&Schema>,
+) -> Result<AvroValue, TransformError> {
     let (id, datum) = schema_id(payload)?;
     let writer = match schemas.get(id) {
         Some(Ok(schema)) => schema,
@@ -212,12 +217,14 @@ pub fn decode_avro(payload: &[u8], schemas: &SchemaCache, reader: Option<&Schema
 /// Encodes `value` as an Avro wire-format payload under `output`'s schema. A value that does
 /// not fit the schema is a [`TransformError::Schema`] naming what does not fit.
 pub fn encode_avro<T: Serialize + ?Sized>(value: &T, output: &AvroOutput) -> Result<Vec<u8>, TransformError> {
-    let json = serde_json::to_value(value).map_err(|e| TransformError::Schema(format!("the output does not serialize: {e}")))?;
+    let json = serde_json::to_value(value)
+        .map_err(|e| TransformError::Schema(format!("the output does not serialize: {e}")))?;
     let fit = |e: apache_avro::Error| {
         TransformError::Schema(format!("the output does not fit its Avro schema (id {}): {e}", output.schema_id))
     };
     let avro = AvroValue::try_from(json).map_err(fit)?.resolve(&output.schema).map_err(fit)?;
-    let datum = GenericDatumWriter::builder(&output.schema).build().map_err(fit)?.write_value_to_vec(avro).map_err(fit)?;
+    let datum =
+        GenericDatumWriter::builder(&output.schema).build().map_err(fit)?.write_value_to_vec(avro).map_err(fit)?;
     Ok(frame(output.schema_id, &datum))
 }
 
@@ -232,7 +239,11 @@ pub fn encode_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 /// Records are scanned for the Avro content type first, so a batch without Avro payloads
 /// costs no decoding. Records that do not decode, and payloads without a wire header, are
 /// left to the core (malformed record, or a `schema` dead letter).
-pub fn avro_ids_to_resolve(records: &[FetchedRecord], subscriptions: &[EventSourceKey], known: &SchemaCache) -> BTreeSet<u32> {
+pub fn avro_ids_to_resolve(
+    records: &[FetchedRecord],
+    subscriptions: &[EventSourceKey],
+    known: &SchemaCache,
+) -> BTreeSet<u32> {
     let needle = CONTENT_TYPE_AVRO.as_bytes();
     let mut ids = BTreeSet::new();
     for fetched in records {
@@ -242,7 +253,9 @@ pub fn avro_ids_to_resolve(records: &[FetchedRecord], subscriptions: &[EventSour
         }
         let Ok(record) = RecordView::parse(value) else { continue };
         for event in &record.events {
-            if media_type(event.content_type) != CONTENT_TYPE_AVRO || !subscriptions.iter().any(|k| k.as_str() == event.key) {
+            if media_type(event.content_type) != CONTENT_TYPE_AVRO
+                || !subscriptions.iter().any(|k| k.as_str() == event.key)
+            {
                 continue;
             }
             if let Ok((id, _)) = schema_id(event.payload) {
@@ -261,7 +274,8 @@ mod tests {
     use crate::event::Event;
     use crate::record::Record;
 
-    const V1: &str = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"string"},{"name":"qty","type":"long"}]}"#;
+    const V1: &str =
+        r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"string"},{"name":"qty","type":"long"}]}"#;
     const V2: &str = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"string"},{"name":"qty","type":"long"},
         {"name":"note","type":"string","default":"none"}]}"#;
 
@@ -308,7 +322,8 @@ mod tests {
 
     #[test]
     fn json_payloads_decode_with_serde_json_and_their_errors_are_decode_errors() {
-        let back: OrderV1 = decode("application/json; charset=utf-8", br#"{"id":"a","qty":1}"#, &NO_SCHEMAS, None).unwrap();
+        let back: OrderV1 =
+            decode("application/json; charset=utf-8", br#"{"id":"a","qty":1}"#, &NO_SCHEMAS, None).unwrap();
         assert_eq!(back.id, "a");
         let error = decode::<OrderV1>(CONTENT_TYPE_JSON, b"{", &NO_SCHEMAS, None).unwrap_err();
         assert!(matches!(error, TransformError::Decode(_)), "{error:?}");
@@ -329,7 +344,10 @@ mod tests {
         let payload = encode_avro(&OrderV1 { id: "order-1".into(), qty: 3 }, &output(1, V1)).unwrap();
         let truncated = &payload[..payload.len() - 3];
         let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, truncated, &cache(&[(1, V1)]), None).unwrap_err();
-        assert!(matches!(&error, TransformError::Schema(m) if m.starts_with("Avro payload with schema id 1: ")), "{error:?}");
+        assert!(
+            matches!(&error, TransformError::Schema(m) if m.starts_with("Avro payload with schema id 1: ")),
+            "{error:?}"
+        );
         let mut padded = payload.clone();
         padded.push(2);
         let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, &padded, &cache(&[(1, V1)]), None).unwrap_err();
@@ -373,7 +391,8 @@ mod tests {
             ],
         };
         let encoded = record.encode().unwrap();
-        let fetched = FetchedRecord { offset: 0, value: Some(encoded.value), key: Some(encoded.key), ..Default::default() };
+        let fetched =
+            FetchedRecord { offset: 0, value: Some(encoded.value), key: Some(encoded.key), ..Default::default() };
         let ids = avro_ids_to_resolve(&[fetched], &[key("orders")], &cache(&[(1, V1)]));
         assert_eq!(ids.into_iter().collect::<Vec<_>>(), [2]);
     }

@@ -193,12 +193,7 @@ impl Event {
     ///
     /// Key and index are left out: they are the position the digest is compared at. The
     /// writer's replica id is not part of an event at all.
-    pub fn compute_digest(
-        cause: Option<Offset>,
-        effective_time_ms: i64,
-        content_type: &str,
-        payload: &[u8],
-    ) -> Digest {
+    pub fn compute_digest(cause: Option<Offset>, effective_time_ms: i64, content_type: &str, payload: &[u8]) -> Digest {
         let mut hasher = Sha256::new();
         match cause {
             Some(offset) => {

@@ -5,9 +5,7 @@
 //!
 //! Decoding is total: any bytes give a [`Record`] or a [`DecodeError`], never a panic.
 
-use crate::event::{
-    Digest, Event, EventSourceKey, Offset, CONTENT_TYPE_BYTES_MAX,
-};
+use crate::event::{Digest, Event, EventSourceKey, Offset, CONTENT_TYPE_BYTES_MAX};
 
 /// First two bytes of every record value.
 pub const MAGIC: [u8; 2] = *b"CT";
@@ -110,7 +108,9 @@ pub enum DecodeError {
     #[error("record value does not start with the magic bytes `CT`: not written by this framework")]
     BadMagic,
     /// Written by a newer format version.
-    #[error("record format version {0} is not supported (this reader knows version {FORMAT_VERSION}); upgrade the reader")]
+    #[error(
+        "record format version {0} is not supported (this reader knows version {FORMAT_VERSION}); upgrade the reader"
+    )]
     UnsupportedVersion(u8),
     /// The value ended inside a field.
     #[error("record value ends inside field `{0}`")]
@@ -150,7 +150,8 @@ pub enum DecodeError {
 
 /// Bytes an event takes in a record value, exactly as [`Record::encode`] writes it.
 pub fn encoded_event_len(event: &Event) -> usize {
-    1 + 1 + event.key.as_str().len()
+    1 + 1
+        + event.key.as_str().len()
         + if event.index.is_some() { 8 } else { 0 }
         + if event.cause.is_some() { 8 } else { 0 }
         + 8
@@ -184,7 +185,8 @@ impl Record {
         if self.writer.len() > WRITER_BYTES_MAX {
             return Err(EncodeError::WriterTooLong);
         }
-        let size = encoded_header_len(&self.source, &self.writer) + self.events.iter().map(encoded_event_len).sum::<usize>();
+        let size =
+            encoded_header_len(&self.source, &self.writer) + self.events.iter().map(encoded_event_len).sum::<usize>();
         let mut value = Vec::with_capacity(size);
         value.extend_from_slice(&MAGIC);
         value.push(FORMAT_VERSION);
@@ -195,8 +197,8 @@ impl Record {
             if event.content_type.len() > CONTENT_TYPE_BYTES_MAX {
                 return Err(EncodeError::ContentTypeTooLong { event: position });
             }
-            let payload_len = u32::try_from(event.payload.len())
-                .map_err(|_| EncodeError::PayloadTooLarge { event: position })?;
+            let payload_len =
+                u32::try_from(event.payload.len()).map_err(|_| EncodeError::PayloadTooLarge { event: position })?;
             let mut flags = 0;
             if event.index.is_some() {
                 flags |= FLAG_INDEX;
@@ -378,7 +380,8 @@ impl<'a> RecordView<'a> {
             // Keys repeat the source's in most records: checked once.
             let key = reader.short_str("key")?;
             if key != source {
-                EventSourceKey::check(key).map_err(|e| DecodeError::InvalidKey { event: position, reason: e.to_string() })?;
+                EventSourceKey::check(key)
+                    .map_err(|e| DecodeError::InvalidKey { event: position, reason: e.to_string() })?;
             }
             let index = if flags & FLAG_INDEX != 0 { Some(reader.u64("index")?) } else { None };
             let cause = if flags & FLAG_CAUSE != 0 { Some(reader.u64("cause")?) } else { None };
@@ -453,7 +456,14 @@ mod tests {
             source: key("matcher"),
             writer: "replica-1".into(),
             events: vec![
-                Event::new(key("matcher"), Some(7), Some(42), 1_700_000_000_000, "application/json", b"{\"a\":1}".to_vec()),
+                Event::new(
+                    key("matcher"),
+                    Some(7),
+                    Some(42),
+                    1_700_000_000_000,
+                    "application/json",
+                    b"{\"a\":1}".to_vec(),
+                ),
                 Event::new(key("matcher.dead-letters"), None, None, -5, "text/plain", vec![]),
             ],
         }

@@ -95,11 +95,8 @@ fn panics_and_oversized_outputs_become_dead_letters_and_the_replica_goes_on() {
     }
     let core = run_to_end(&log, Echo);
     assert_eq!(core.stats().dead_letters, 2);
-    let letters: Vec<DeadLetter> = log
-        .canonical(&key("echo.dead-letters"))
-        .iter()
-        .map(|e| serde_json::from_slice(&e.payload).unwrap())
-        .collect();
+    let letters: Vec<DeadLetter> =
+        log.canonical(&key("echo.dead-letters")).iter().map(|e| serde_json::from_slice(&e.payload).unwrap()).collect();
     assert_eq!(letters.iter().map(|l| l.reason).collect::<Vec<_>>(), [Reason::Panic, Reason::OutputTooLarge]);
     assert_eq!(letters[0].message, "boom on 1");
     assert_eq!((letters[0].transformer.as_str(), letters[0].version, letters[0].input.index), ("echo", 3, 1));

@@ -190,7 +190,14 @@ fn run_seed(seed: u64) -> Faults {
     // Half the seeds stagger writes: replica n waits n × delay before writing.
     let delay_ms = if rng.chance(50) { Some(1 + rng.below(60)) } else { None };
     let mut replicas: Vec<SimReplica> = (0..replica_count)
-        .map(|n| SimReplica { id: format!("r{n}"), stagger: delay_ms.map(|delay_ms| Stagger { rank: n, delay_ms }), core: None, in_flight: VecDeque::new(), lost: Vec::new(), stalled_until: 0 })
+        .map(|n| SimReplica {
+            id: format!("r{n}"),
+            stagger: delay_ms.map(|delay_ms| Stagger { rank: n, delay_ms }),
+            core: None,
+            in_flight: VecDeque::new(),
+            lost: Vec::new(),
+            stalled_until: 0,
+        })
         .collect();
     for replica in &mut replicas {
         replica.start(&log);
@@ -257,7 +264,17 @@ fn run_seed(seed: u64) -> Faults {
     if quiet_rounds <= 5 {
         for r in &replicas {
             let c = r.core.as_ref().unwrap();
-            eprintln!("{}: phase {:?} position {} of {} settled {} in_flight {} wants {} stats {:?}", r.id, c.phase(), c.position(), log.records().len(), c.is_settled(), r.in_flight.len(), c.wants_input(), c.stats());
+            eprintln!(
+                "{}: phase {:?} position {} of {} settled {} in_flight {} wants {} stats {:?}",
+                r.id,
+                c.phase(),
+                c.position(),
+                log.records().len(),
+                c.is_settled(),
+                r.in_flight.len(),
+                c.wants_input(),
+                c.stats()
+            );
         }
     }
     assert!(quiet_rounds > 5, "seed {seed}: replicas did not settle; replay with SIM_SEED={seed}");
@@ -283,10 +300,16 @@ fn run_seed(seed: u64) -> Faults {
         let core = replica.core.as_ref().unwrap();
         assert!(core.divergence().is_none(), "seed {seed}: {} diverged; replay with SIM_SEED={seed}", replica.id);
     }
-    faults.poison = inputs.iter().filter(|e| !e.payload.starts_with(b"n") && {
-        let n: i64 = std::str::from_utf8(&e.payload).unwrap().parse().unwrap();
-        n % 13 == 0 || n % 17 == 0
-    }).count() as u64 + inputs.iter().filter(|e| e.payload.starts_with(b"n")).count() as u64;
+    faults.poison = inputs
+        .iter()
+        .filter(|e| {
+            !e.payload.starts_with(b"n") && {
+                let n: i64 = std::str::from_utf8(&e.payload).unwrap().parse().unwrap();
+                n % 13 == 0 || n % 17 == 0
+            }
+        })
+        .count() as u64
+        + inputs.iter().filter(|e| e.payload.starts_with(b"n")).count() as u64;
     faults.records = log.records().len() as u64;
     faults
 }

@@ -96,7 +96,10 @@ pub fn check_layout(facts: &TopicFacts) -> Result<(), LogError> {
 
 fn admin_client(config: &KafkaLogConfig) -> Result<AdminClient<DefaultClientContext>, LogError> {
     config.base_client_config().create().map_err(|e| {
-        LogError::Config(format!("cannot create a Kafka admin client for {} ({e}); check the client properties", config.bootstrap_servers))
+        LogError::Config(format!(
+            "cannot create a Kafka admin client for {} ({e}); check the client properties",
+            config.bootstrap_servers
+        ))
     })
 }
 
@@ -120,7 +123,10 @@ pub async fn describe_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogEr
     let partitions = found.partitions().len();
     let replication_factor = found.partitions().first().map_or(0, |p| p.replicas().len());
     let described = admin
-        .describe_configs(&[ResourceSpecifier::Topic(&topic)], &AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT)))
+        .describe_configs(
+            &[ResourceSpecifier::Topic(&topic)],
+            &AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT)),
+        )
         .await
         .map_err(classify)?;
     let resource = described

@@ -151,4 +151,3 @@ pub(crate) fn classify(error: KafkaError) -> LogError {
         LogError::Fatal(error.to_string())
     }
 }
-

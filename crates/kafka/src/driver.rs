@@ -8,13 +8,13 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use competing_transformers::replica::{Divergence, Phase, ReplicaConfig, ReplicaCore, ReplicaStats};
+use crate::error::LogError;
+use crate::log::{EventLog, LogCursor};
+use crate::schema_registry::SchemaRegistry;
 use competing_transformers::codec::{avro_ids_to_resolve, SchemaCache};
 use competing_transformers::event::{EventSourceKey, Offset};
 use competing_transformers::record::FetchedRecord;
-use crate::schema_registry::SchemaRegistry;
-use crate::error::LogError;
-use crate::log::{EventLog, LogCursor};
+use competing_transformers::replica::{Divergence, Phase, ReplicaConfig, ReplicaCore, ReplicaStats};
 use competing_transformers::transform::Transform;
 
 /// How long a fetch waits on the log before the loop looks at its other work.
@@ -249,7 +249,9 @@ async fn resolve_schemas(
     }
 }
 
-async fn next_batch(cursor: &mut dyn LogCursor) -> Result<Vec<competing_transformers::record::FetchedRecord>, LogError> {
+async fn next_batch(
+    cursor: &mut dyn LogCursor,
+) -> Result<Vec<competing_transformers::record::FetchedRecord>, LogError> {
     cursor.next_batch(FETCH_WAIT).await
 }
 

@@ -146,7 +146,8 @@ impl Exporter {
         // The position moves only inside export transactions.
         consumer_config.set("enable.auto.commit", "false");
         let progress: BaseConsumer = consumer_config.create().map_err(|e| client_error(&config, e))?;
-        let group = Arc::new(progress.group_metadata().ok_or_else(|| LogError::Fatal("no consumer group metadata".into()))?);
+        let group =
+            Arc::new(progress.group_metadata().ok_or_else(|| LogError::Fatal("no consumer group metadata".into()))?);
 
         let init = producer.clone();
         blocking(move || init.init_transactions(TRANSACTION_CALL_TIMEOUT)).await?.map_err(transaction_error)?;
@@ -159,12 +160,10 @@ impl Exporter {
         })
         .await?
         .map_err(classify)?;
-        let stored = committed
-            .find_partition(&config.log.topic, config.log.partition)
-            .and_then(|p| match p.offset() {
-                KafkaOffset::Offset(offset) if offset >= 0 => Some(offset as Offset),
-                _ => None,
-            });
+        let stored = committed.find_partition(&config.log.topic, config.log.partition).and_then(|p| match p.offset() {
+            KafkaOffset::Offset(offset) if offset >= 0 => Some(offset as Offset),
+            _ => None,
+        });
         let position = stored.unwrap_or(config.from_offset);
         tracing::info!(target = %config.target_topic, position, stored = stored.is_some(), "exporter started");
         Ok(Self { config, producer, group, position })
@@ -189,7 +188,9 @@ impl Exporter {
             match next {
                 Some(event) => {
                     // Full, and this event starts a new record: the batch ends on a record boundary.
-                    if batch.len() >= self.config.batch_events_max && batch.last().is_some_and(|l| l.offset != event.offset) {
+                    if batch.len() >= self.config.batch_events_max
+                        && batch.last().is_some_and(|l| l.offset != event.offset)
+                    {
                         let next_offset = batch.last().expect("non-empty").offset + 1;
                         self.commit(&std::mem::take(&mut batch), next_offset, &options, &mut stats).await?;
                     }
@@ -245,7 +246,11 @@ impl Exporter {
         }
         let mut offsets = TopicPartitionList::new();
         offsets
-            .add_partition_offset(&self.config.log.topic, self.config.log.partition, KafkaOffset::Offset(next_offset as i64))
+            .add_partition_offset(
+                &self.config.log.topic,
+                self.config.log.partition,
+                KafkaOffset::Offset(next_offset as i64),
+            )
             .map_err(classify)?;
         let (producer, group) = (self.producer.clone(), self.group.clone());
         let sent = blocking(move || {
@@ -302,7 +307,10 @@ pub fn export_headers(canonical: &CanonicalEvent, log: &KafkaLogConfig) -> Vec<(
     ];
     if event.content_type == CONTENT_TYPE_DEAD_LETTER {
         if let Ok(letter) = serde_json::from_slice::<DeadLetter>(&event.payload) {
-            let reason = serde_json::to_value(letter.reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            let reason = serde_json::to_value(letter.reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
             headers.extend([
                 ("__connect.errors.topic".to_string(), log.topic.clone()),
                 ("__connect.errors.partition".to_string(), log.partition.to_string()),
@@ -320,14 +328,18 @@ pub fn export_headers(canonical: &CanonicalEvent, log: &KafkaLogConfig) -> Vec<(
 
 /// Creates the target topic with one partition if it does not exist.
 async fn ensure_target_topic(config: &ExportConfig) -> Result<(), LogError> {
-    let admin: AdminClient<DefaultClientContext> = config.log.base_client_config().create().map_err(|e| client_error(config, e))?;
+    let admin: AdminClient<DefaultClientContext> =
+        config.log.base_client_config().create().map_err(|e| client_error(config, e))?;
     let metadata_admin = Arc::new(admin);
     let probe = metadata_admin.clone();
     let target = config.target_topic.clone();
     let metadata = blocking(move || probe.inner().fetch_metadata(Some(&target), Duration::from_secs(10)))
         .await?
         .map_err(|e| LogError::Unavailable(format!("cannot reach Kafka at {} ({e})", config.log.bootstrap_servers)))?;
-    let exists = metadata.topics().iter().any(|t| t.name() == config.target_topic && t.error().is_none() && !t.partitions().is_empty());
+    let exists = metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == config.target_topic && t.error().is_none() && !t.partitions().is_empty());
     if exists {
         return Ok(());
     }
@@ -341,14 +353,21 @@ async fn ensure_target_topic(config: &ExportConfig) -> Result<(), LogError> {
         match result {
             Ok(_) => {}
             Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(LogError::Config(format!("cannot create export topic `{topic}` ({code}); create it yourself with one partition"))),
+            Err((topic, code)) => {
+                return Err(LogError::Config(format!(
+                    "cannot create export topic `{topic}` ({code}); create it yourself with one partition"
+                )))
+            }
         }
     }
     Ok(())
 }
 
 fn client_error(config: &ExportConfig, error: KafkaError) -> LogError {
-    LogError::Config(format!("cannot create a Kafka client for {} ({error}); check the client properties", config.log.bootstrap_servers))
+    LogError::Config(format!(
+        "cannot create a Kafka client for {} ({error}); check the client properties",
+        config.log.bootstrap_servers
+    ))
 }
 
 /// A transaction call's error: fatal ones (fenced by a newer exporter) end the exporter.

@@ -193,7 +193,11 @@ impl SchemaRegistry {
     /// Resolves `ids` into `cache`: each becomes its schema, or the sentence saying why the
     /// registry has none (dead-lettered by the core). Stops at the first transient failure,
     /// which the caller retries; what was resolved before it stays in the cache.
-    pub async fn resolve(&self, ids: impl IntoIterator<Item = u32>, cache: &mut SchemaCache) -> Result<(), RegistryError> {
+    pub async fn resolve(
+        &self,
+        ids: impl IntoIterator<Item = u32>,
+        cache: &mut SchemaCache,
+    ) -> Result<(), RegistryError> {
         for id in ids {
             if cache.contains(id) {
                 continue;
@@ -277,7 +281,8 @@ mod tests {
         assert_eq!(registry.url(), "http://127.0.0.1:1/apis/ccompat/v7");
         let down = SRCError::new("http call to schema registry failed", Some("connection refused".into()), true);
         assert!(registry.classify(Some(1), &down).is_transient());
-        let busy = SRCError::new("HTTP request to schema registry failed with status 500 Internal Server Error", None, false);
+        let busy =
+            SRCError::new("HTTP request to schema registry failed with status 500 Internal Server Error", None, false);
         assert!(registry.classify(Some(1), &busy).is_transient());
         let missing = SRCError::new("HTTP request to schema registry failed with status 404 Not Found", None, false);
         assert!(matches!(registry.classify(Some(1), &missing), RegistryError::UnknownSchema { id: 1, .. }));

@@ -204,7 +204,8 @@ impl Config {
     /// Reads and parses the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
         Self::parse(&text, &origin)
     }
 
@@ -228,7 +229,10 @@ impl Config {
             .or_else(|| self.kafka.bootstrap_servers.clone())
             .unwrap_or_else(|| BOOTSTRAP_DEFAULT.to_string());
         if bootstrap.trim().is_empty() {
-            return Err(invalid("kafka.bootstrap_servers", "is empty; give host:port of one or more brokers (or set KAFKA_BOOTSTRAP)"));
+            return Err(invalid(
+                "kafka.bootstrap_servers",
+                "is empty; give host:port of one or more brokers (or set KAFKA_BOOTSTRAP)",
+            ));
         }
         let topic = overrides.topic.clone().or_else(|| self.kafka.topic.clone()).ok_or(ConfigError::MissingTopic)?;
         if topic.trim().is_empty() {
@@ -389,7 +393,8 @@ replicas = 3
 
     #[test]
     fn an_unknown_key_names_the_line_and_the_key() {
-        let error = parse("[kafka]\ntopic = \"t\"\n\n[[transformer]]\nname = \"echo\"\nreplica = 3\n").unwrap_err().to_string();
+        let error =
+            parse("[kafka]\ntopic = \"t\"\n\n[[transformer]]\nname = \"echo\"\nreplica = 3\n").unwrap_err().to_string();
         assert!(error.contains("line 6") && error.contains("unknown field `replica`"), "{error}");
         assert!(error.starts_with("config file launcher.toml"), "{error}");
     }
@@ -404,7 +409,10 @@ replicas = 3
     fn an_unknown_transformer_lists_the_known_ones() {
         let config = parse("[[transformer]]\nname = \"echo\"\n[[transformer]]\nname = \"matcher\"\n").unwrap();
         let error = config.replica_plan(&registry(), None).unwrap_err().to_string();
-        assert!(error.contains("unknown transformer `matcher` in `transformer[2].name`") && error.contains("`echo`"), "{error}");
+        assert!(
+            error.contains("unknown transformer `matcher` in `transformer[2].name`") && error.contains("`echo`"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -33,10 +33,10 @@
 mod cli;
 pub mod config;
 mod ops;
+mod processes;
 pub mod reading;
 pub mod redrive;
 pub mod registry;
-mod processes;
 mod schemas;
 pub mod summary;
 mod supervise;
@@ -146,7 +146,9 @@ async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error>
         Command::Publish(args) => ops::publish(args).await,
         Command::Tail(args) => ops::tail(args).await,
         Command::Status(args) => ops::status(&args.log).await,
-        Command::DeadLetters(DeadLettersCommand::List { log, transformer }) => ops::dead_letters(&log, &transformer).await,
+        Command::DeadLetters(DeadLettersCommand::List { log, transformer }) => {
+            ops::dead_letters(&log, &transformer).await
+        }
         Command::DeadLetters(DeadLettersCommand::Redrive(args)) => ops::redrive(args).await,
         Command::Export(args) => ops::export(args).await,
         Command::Schemas(cli::SchemasCommand::Register(args)) => schemas::run(&registry, &args, true).await,

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::cli::{ExportArgs, LogArgs, PublishArgs, RedriveArgs, TailArgs};
 use crate::config::Config;
-use crate::summary::LogSummary;
 use crate::reading::{each_canonical, read_dead_letters, readable};
+use crate::summary::LogSummary;
 use crate::{host_name, out, wall_clock_ms, Error};
 use competing_transformers::codec::SchemaCache;
 use competing_transformers::event::{Event, EventSourceKey, CONTENT_TYPE_JSON};
@@ -51,8 +51,8 @@ pub(super) async fn topics(args: &LogArgs, create: bool) -> Result<(), Error> {
 pub(super) async fn publish(args: PublishArgs) -> Result<(), Error> {
     let (source, reader): (String, Box<dyn BufRead>) = match &args.file {
         Some(path) => {
-            let file = std::fs::File::open(path)
-                .map_err(|source| Error::Read { path: path.display().to_string(), source })?;
+            let file =
+                std::fs::File::open(path).map_err(|source| Error::Read { path: path.display().to_string(), source })?;
             (path.display().to_string(), Box::new(BufReader::new(file)))
         }
         None => ("stdin".into(), Box::new(BufReader::new(std::io::stdin()))),
@@ -151,7 +151,10 @@ pub(super) async fn status(args: &LogArgs) -> Result<(), Error> {
         return out(format_args!("no events yet"));
     }
     out(format_args!(""))?;
-    out(format_args!("{:<width$}  {:>9}  {:>10}  {:>9}  {:>8}", "key", "canonical", "duplicates", "divergent", "rejected"))?;
+    out(format_args!(
+        "{:<width$}  {:>9}  {:>10}  {:>9}  {:>8}",
+        "key", "canonical", "duplicates", "divergent", "rejected"
+    ))?;
     for (key, stats) in &keys {
         out(format_args!(
             "{:<width$}  {:>9}  {:>10}  {:>9}  {:>8}",
@@ -165,7 +168,8 @@ pub(super) async fn status(args: &LogArgs) -> Result<(), Error> {
     out(format_args!(""))?;
     out(format_args!("races won: who wrote the canonical copy of each event"))?;
     let writers: Vec<_> = keys.iter().map(|(key, stats)| (key, stats, summary.writers(key))).collect();
-    let writer_width = writers.iter().flat_map(|(_, _, w)| w.iter().map(|(name, _)| name.len())).max().unwrap_or(0).max(6);
+    let writer_width =
+        writers.iter().flat_map(|(_, _, w)| w.iter().map(|(name, _)| name.len())).max().unwrap_or(0).max(6);
     out(format_args!("{:<width$}  {:<writer_width$}  {:>7}  {:>6}  {:>6}", "key", "writer", "won", "share", "lost"))?;
     for (key, stats, writers) in writers {
         for (writer, tally) in writers {
@@ -198,7 +202,9 @@ pub(super) async fn dead_letters(args: &LogArgs, transformer: &EventSourceKey) -
     for (offset, index, letter) in &letters {
         match letter {
             Ok(letter) => out(format_args!("{index} (offset {offset}): {}", letter.describe()))?,
-            Err(raw) => out(format_args!("{index} (offset {offset}): not a dead letter this launcher can read: {raw}"))?,
+            Err(raw) => {
+                out(format_args!("{index} (offset {offset}): not a dead letter this launcher can read: {raw}"))?
+            }
         }
     }
     eprintln!("{} dead letter(s) in `{key}`", letters.len());
@@ -208,7 +214,9 @@ pub(super) async fn dead_letters(args: &LogArgs, transformer: &EventSourceKey) -
 /// `dead-letters redrive`.
 pub(super) async fn redrive(args: RedriveArgs) -> Result<(), Error> {
     if args.index.is_none() && !args.all {
-        return Err(Error::Usage("say which dead letters to redrive: --index I (see `dead-letters list`) or --all".into()));
+        return Err(Error::Usage(
+            "say which dead letters to redrive: --index I (see `dead-letters list`) or --all".into(),
+        ));
     }
     let log = connect(&args.log).await?;
     let writer = args.writer.clone().unwrap_or_else(|| format!("{}-redrive", host_name()));
@@ -229,14 +237,20 @@ pub(super) async fn export(args: ExportArgs) -> Result<(), Error> {
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     if args.follow {
         tokio::spawn(async move {
-            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else { return };
+            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+                return;
+            };
             tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
             stop.send_replace(true);
         });
     }
     let options = ExportRunOptions { follow: args.follow, shutdown: Some(shutdown), before_commit: None };
     let stats = exporter.run(log, options).await?;
-    let keys = if args.keys.is_empty() { "every key".to_string() } else { args.keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ") };
+    let keys = if args.keys.is_empty() {
+        "every key".to_string()
+    } else {
+        args.keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+    };
     out(format_args!(
         "exported {} event(s) of {keys} to topic `{}` in {} transaction(s), log offsets {started_at}..{}; the next export starts at {} (consumer group `export-{}`)",
         stats.events, args.to, stats.batches, stats.position, stats.position, args.to

@@ -29,7 +29,12 @@ pub(super) async fn run(args: &RunArgs, plan: &[(String, u32)], prefix: &str) ->
     let mut children = Vec::new();
     for (transformer, replicas) in plan {
         for n in args.first_number..args.first_number + replicas {
-            let child = ChildReplica { args: args.clone(), transformer: transformer.clone(), number: n, prefix: prefix.to_string() };
+            let child = ChildReplica {
+                args: args.clone(),
+                transformer: transformer.clone(),
+                number: n,
+                prefix: prefix.to_string(),
+            };
             children.push(tokio::spawn(child.supervise(shutdown.clone())));
         }
     }
@@ -122,8 +127,12 @@ impl ChildReplica {
                     tracing::error!(replica = %id, "replica process diverged; not restarted");
                     return Some(id);
                 }
-                Ok(status) => tracing::warn!(replica = %id, %status, "replica process ended; restarting in {backoff:?}"),
-                Err(error) => tracing::warn!(replica = %id, %error, "lost the replica process; restarting in {backoff:?}"),
+                Ok(status) => {
+                    tracing::warn!(replica = %id, %status, "replica process ended; restarting in {backoff:?}")
+                }
+                Err(error) => {
+                    tracing::warn!(replica = %id, %error, "lost the replica process; restarting in {backoff:?}")
+                }
             }
             if started.elapsed() >= HEALTHY_RUN {
                 backoff = RESTART_BACKOFF_MIN;

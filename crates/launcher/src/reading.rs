@@ -78,4 +78,3 @@ pub async fn read_dead_letters<L: EventLog>(log: Arc<L>, key: &EventSourceKey) -
     .await?;
     Ok(letters)
 }
-

@@ -65,10 +65,19 @@ pub fn redrives_key(transformer: &EventSourceKey) -> EventSourceKey {
 /// The event a redrive writes for `letter` (found at `offset`) on `to`: deterministic, so its
 /// digest identifies the redrive.
 pub fn redriven_event(letter: &DeadLetter, offset: Offset, to: &EventSourceKey) -> Result<Event, Error> {
-    let payload = letter
-        .payload()
-        .map_err(|e| Error::Usage(format!("the dead letter at offset {offset} holds a payload that is not base64 ({e}); it cannot be redriven")))?;
-    Ok(Event::new(to.clone(), None, Some(offset), letter.input.effective_time_ms, letter.input.content_type.clone(), payload))
+    let payload = letter.payload().map_err(|e| {
+        Error::Usage(format!(
+            "the dead letter at offset {offset} holds a payload that is not base64 ({e}); it cannot be redriven"
+        ))
+    })?;
+    Ok(Event::new(
+        to.clone(),
+        None,
+        Some(offset),
+        letter.input.effective_time_ms,
+        letter.input.content_type.clone(),
+        payload,
+    ))
 }
 
 /// What the log says about earlier redrives of one transform.
@@ -164,8 +173,12 @@ pub async fn redrive<L: EventLog>(
         })?;
         let target = match to {
             Some(to) => to.clone(),
-            None => EventSourceKey::new(letter.input.key.clone())
-                .map_err(|e| Error::Usage(format!("dead letter {letter_index} names input key {:?} ({e}); pass --to KEY", letter.input.key)))?,
+            None => EventSourceKey::new(letter.input.key.clone()).map_err(|e| {
+                Error::Usage(format!(
+                    "dead letter {letter_index} names input key {:?} ({e}); pass --to KEY",
+                    letter.input.key
+                ))
+            })?,
         };
         let event = redriven_event(letter, *offset, &target)?;
         plans.push((*offset, *letter_index, event));
@@ -197,12 +210,18 @@ pub async fn redrive<L: EventLog>(
         }
         if wrote {
             written += 1;
-            out(format_args!("dead letter {letter_index} (offset {offset}): written as event {to_index} of `{target}`"))?;
+            out(format_args!(
+                "dead letter {letter_index} (offset {offset}): written as event {to_index} of `{target}`"
+            ))?;
         } else {
             existing += 1;
-            out(format_args!("dead letter {letter_index} (offset {offset}): already redriven as event {to_index} of `{target}`"))?;
+            out(format_args!(
+                "dead letter {letter_index} (offset {offset}): already redriven as event {to_index} of `{target}`"
+            ))?;
         }
     }
-    eprintln!("redrove {written} dead letter(s) of `{transformer}`, {existing} already redriven; provenance on `{redrives}`");
+    eprintln!(
+        "redrove {written} dead letter(s) of `{transformer}`, {existing} already redriven; provenance on `{redrives}`"
+    );
     Ok(RedriveReport { written, existing })
 }

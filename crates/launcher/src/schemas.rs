@@ -22,12 +22,20 @@ pub(super) async fn run(registry: &Registry, args: &SchemasArgs, register: bool)
     let client = SchemaRegistry::new(&args.registry).map_err(|e| Error::Usage(e.to_string()))?;
     let subject = subject_for(&name);
     let refuse = |e: competing_transformers_kafka::schema_registry::RegistryError| match e {
-        e @ competing_transformers_kafka::schema_registry::RegistryError::Incompatible { .. } => Error::Usage(format!("refusing {name} v{version}: {e}")),
-        e => Error::Usage(format!("cannot {} the output schema of {name} v{version}: {e}", if register { "register" } else { "check" })),
+        e @ competing_transformers_kafka::schema_registry::RegistryError::Incompatible { .. } => {
+            Error::Usage(format!("refusing {name} v{version}: {e}"))
+        }
+        e => Error::Usage(format!(
+            "cannot {} the output schema of {name} v{version}: {e}",
+            if register { "register" } else { "check" }
+        )),
     };
     if register {
         let id = client.register(&subject, schema).await.map_err(refuse)?;
-        println!("{name} v{version}: output schema registered under subject `{subject}` with id {id} at {}", client.url());
+        println!(
+            "{name} v{version}: output schema registered under subject `{subject}` with id {id} at {}",
+            client.url()
+        );
     } else {
         client.check(&subject, schema).await.map_err(refuse)?;
         println!("{name} v{version}: output schema is compatible with subject `{subject}` at {}", client.url());

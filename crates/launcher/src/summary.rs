@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use competing_transformers::canonical::{CanonicalRule, KeyStats, Verdict};
 use competing_transformers::event::EventSourceKey;
-use competing_transformers_kafka::{EventLog, LogError};
 use competing_transformers::record::{FetchedRecord, Record};
+use competing_transformers_kafka::{EventLog, LogError};
 
 /// How long one fetch waits while reading the log to its end.
 const FETCH_WAIT: Duration = Duration::from_millis(200);

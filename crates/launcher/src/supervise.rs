@@ -19,16 +19,16 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::cli::RunArgs;
+use crate::config::Codec;
 use crate::config::Config;
 use crate::registry::Registry;
 use crate::{host_name, log_sentence, Error};
-use competing_transformers_kafka::{admin, EventLog, KafkaLog, LogError};
-use competing_transformers::record::WRITER_BYTES_MAX;
-use crate::config::Codec;
 use competing_transformers::codec::OutputCodec;
+use competing_transformers::record::WRITER_BYTES_MAX;
 use competing_transformers::replica::{ReplicaConfig, Stagger};
-use competing_transformers_kafka::{run_replica_with_registry, ReplicaError, ReplicaStatus};
 use competing_transformers_kafka::schema_registry::{RegistryError, SchemaRegistry};
+use competing_transformers_kafka::{admin, EventLog, KafkaLog, LogError};
+use competing_transformers_kafka::{run_replica_with_registry, ReplicaError, ReplicaStatus};
 
 /// First wait before restarting a failed replica; it doubles on each failure in a row.
 const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -106,7 +106,8 @@ impl Failure {
 
 /// The schema registry of `SCHEMA_REGISTRY_URL` or the config's `[schema_registry]`, if any.
 fn schema_registry(config: &Config) -> Result<Option<Arc<SchemaRegistry>>, Error> {
-    let url = std::env::var("SCHEMA_REGISTRY_URL").ok().or_else(|| config.schema_registry.as_ref().map(|s| s.url.clone()));
+    let url =
+        std::env::var("SCHEMA_REGISTRY_URL").ok().or_else(|| config.schema_registry.as_ref().map(|s| s.url.clone()));
     url.map(|url| SchemaRegistry::new(&url).map(Arc::new).map_err(|e| Error::Usage(e.to_string()))).transpose()
 }
 
@@ -121,11 +122,15 @@ async fn avro_output(registry: &Registry, name: &str, schemas: Option<&SchemaReg
     let transform = registry.create(name).ok_or_else(|| Error::Usage(format!("unknown transformer `{name}`")))?;
     let (version, schema) = (transform.version(), transform.output_schema().map(str::to_string));
     let schema = schema.ok_or_else(|| {
-        Error::Usage(format!("transformer `{name}` v{version} declares no Avro output schema; set codec = \"json\" for it"))
+        Error::Usage(format!(
+            "transformer `{name}` v{version} declares no Avro output schema; set codec = \"json\" for it"
+        ))
     })?;
     match schemas.output_codec(name, &schema).await {
         Ok(output) => Ok(OutputCodec::Avro(output)),
-        Err(e @ RegistryError::Incompatible { .. }) => Err(Error::Usage(format!("refusing to start {name} v{version}: {e}"))),
+        Err(e @ RegistryError::Incompatible { .. }) => {
+            Err(Error::Usage(format!("refusing to start {name} v{version}: {e}")))
+        }
         Err(e) => Err(Error::Usage(format!("cannot register the output schema of {name} v{version}: {e}"))),
     }
 }
@@ -164,7 +169,16 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
                 .and_then(|entry| entry.stagger_ms)
                 .map(|delay_ms| Stagger { rank: args.stagger_rank + u64::from(n - 1), delay_ms });
             let output_codec = codecs.get(transformer).cloned().unwrap_or_default();
-            let slot = Slot { replica_id, stagger, output_codec, schemas: schemas.clone(), transformer: transformer.clone(), state: State::Starting, restarts: 0, status: None };
+            let slot = Slot {
+                replica_id,
+                stagger,
+                output_codec,
+                schemas: schemas.clone(),
+                transformer: transformer.clone(),
+                state: State::Starting,
+                restarts: 0,
+                status: None,
+            };
             slots.push(Arc::new(Mutex::new(slot)));
         }
     }
@@ -205,15 +219,15 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
     if failures.is_empty() {
         return Ok(());
     }
-    let sentence = format!("{} of {} replica(s) stopped for good: {}", failures.len(), slots.len(), failures.join("; "));
+    let sentence =
+        format!("{} of {} replica(s) stopped for good: {}", failures.len(), slots.len(), failures.join("; "));
     Err(if diverged { Error::Diverged(sentence) } else { Error::ReplicasFailed(sentence) })
 }
 
 /// A watch that turns true on the first SIGINT or SIGTERM; a second one exits at once.
 pub(super) fn shutdown_on_signals() -> Result<watch::Receiver<bool>, Error> {
-    let listen = |kind: SignalKind| {
-        signal(kind).map_err(|error| Error::Usage(format!("cannot listen for signals ({error})")))
-    };
+    let listen =
+        |kind: SignalKind| signal(kind).map_err(|error| Error::Usage(format!("cannot listen for signals ({error})")));
     let (mut terminate, mut interrupt) = (listen(SignalKind::terminate())?, listen(SignalKind::interrupt())?);
     let (sender, receiver) = watch::channel(false);
     tokio::spawn(async move {
@@ -235,7 +249,12 @@ pub(super) fn shutdown_on_signals() -> Result<watch::Receiver<bool>, Error> {
 
 /// Runs one replica again and again until shutdown or a failure that a restart cannot fix.
 /// `connect` opens a fresh log client (a new producer session) for each life.
-async fn supervise<L, C, F>(registry: Arc<Registry>, connect: C, slot: SharedSlot, mut shutdown: watch::Receiver<bool>) -> Ending
+async fn supervise<L, C, F>(
+    registry: Arc<Registry>,
+    connect: C,
+    slot: SharedSlot,
+    mut shutdown: watch::Receiver<bool>,
+) -> Ending
 where
     L: EventLog,
     C: Fn() -> F,
@@ -305,7 +324,13 @@ where
 {
     let (replica_id, transformer, stagger, output_codec, schemas) = {
         let slot = slot.lock().expect("slot lock");
-        (slot.replica_id.clone(), slot.transformer.clone(), slot.stagger, slot.output_codec.clone(), slot.schemas.clone())
+        (
+            slot.replica_id.clone(),
+            slot.transformer.clone(),
+            slot.stagger,
+            slot.output_codec.clone(),
+            slot.schemas.clone(),
+        )
     };
     let mut stop = shutdown.clone();
     let log = tokio::select! {
@@ -313,7 +338,8 @@ where
         _ = stop.wait_for(|stop| *stop) => return Ok(()),
     };
     let transform = registry.create(&transformer).expect("the plan only names registered transformers");
-    let (status, status_receiver) = watch::channel(ReplicaStatus { replica_id: replica_id.clone(), ..Default::default() });
+    let (status, status_receiver) =
+        watch::channel(ReplicaStatus { replica_id: replica_id.clone(), ..Default::default() });
     {
         let mut slot = slot.lock().expect("slot lock");
         slot.status = Some(status_receiver);
@@ -323,7 +349,8 @@ where
     config.stagger = stagger;
     config.output_codec = output_codec;
     // A task of its own, so a panic ends this run instead of the launcher.
-    let replica = tokio::spawn(run_replica_with_registry(Arc::new(log), transform, config, schemas, shutdown.clone(), status));
+    let replica =
+        tokio::spawn(run_replica_with_registry(Arc::new(log), transform, config, schemas, shutdown.clone(), status));
     match replica.await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(ReplicaError::Diverged(divergence))) => Err(Failure::Diverged(divergence.to_string())),
@@ -397,9 +424,9 @@ fn render_race_table(slots: &[SharedSlot]) -> String {
 mod tests {
     use super::*;
     use competing_transformers::event::{Event, EventSourceKey};
-    use competing_transformers::MemoryLog;
     use competing_transformers::record::Record;
     use competing_transformers::transform::{Input, Outputs, Transform, TransformError};
+    use competing_transformers::MemoryLog;
 
     /// Answers every input with `reply`; a `name` that is not a valid key makes the replica
     /// panic as it starts.
@@ -430,10 +457,24 @@ mod tests {
 
     fn slot(transformer: &str) -> SharedSlot {
         let replica_id = format!("test-{transformer}-1");
-        Arc::new(Mutex::new(Slot { replica_id, stagger: None, output_codec: OutputCodec::Json, schemas: None, transformer: transformer.into(), state: State::Starting, restarts: 0, status: None }))
+        Arc::new(Mutex::new(Slot {
+            replica_id,
+            stagger: None,
+            output_codec: OutputCodec::Json,
+            schemas: None,
+            transformer: transformer.into(),
+            state: State::Starting,
+            restarts: 0,
+            status: None,
+        }))
     }
 
-    fn start(registry: Registry, log: &MemoryLog, slot: &SharedSlot, shutdown: &watch::Receiver<bool>) -> tokio::task::JoinHandle<Ending> {
+    fn start(
+        registry: Registry,
+        log: &MemoryLog,
+        slot: &SharedSlot,
+        shutdown: &watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<Ending> {
         let log = log.clone();
         let connect = move || {
             let log = log.clone();
@@ -469,7 +510,10 @@ mod tests {
         let registry = Registry::new().with("echo", || Fixed { name: "echo", reply: b"ours" });
         let (_stop, shutdown) = watch::channel(false);
         let slot = slot("echo");
-        let ending = tokio::time::timeout(Duration::from_secs(10), start(registry, &log, &slot, &shutdown)).await.unwrap().unwrap();
+        let ending = tokio::time::timeout(Duration::from_secs(10), start(registry, &log, &slot, &shutdown))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(matches!(&ending, Ending::Diverged(why) if why.starts_with("diverged")));
         let slot = slot.lock().unwrap();
         assert_eq!((slot.state, slot.restarts), (State::Diverged, 0));

@@ -52,7 +52,9 @@ const BROKEN_SCHEMA_ID: u32 = 999_999;
 
 /// `demo`'s command line.
 #[derive(Parser, Debug)]
-#[command(name = "demo", about = "Show racing replicas surviving a crash, against a local broker, in under a minute",
+#[command(
+    name = "demo",
+    about = "Show racing replicas surviving a crash, against a local broker, in under a minute",
     long_about = "Show racing replicas surviving a crash, against a broker at \
 --bootstrap, in under a minute.\n\n\
 Creates a fresh topic demo-<unix time>, starts 3 replicas of the matching engine as separate \
@@ -60,7 +62,8 @@ processes, publishes sample orders in bursts (one of them malformed), SIGKILLs t
 won the most races so far while orders keep coming, waits until every order is answered, prints \
 the first trades, the share of races each replica won, the dead letter, and how quickly orders \
 were answered before and after the kill, then stops the survivors with SIGTERM. The topic is \
-kept, to explore with `status`, `tail` and `dead-letters`.")]
+kept, to explore with `status`, `tail` and `dead-letters`."
+)]
 pub struct DemoArgs {
     /// A running broker, host:port
     #[arg(long, env = "KAFKA_BOOTSTRAP", value_name = "SERVERS", default_value = "127.0.0.1:9092")]
@@ -73,10 +76,14 @@ pub struct DemoArgs {
     #[arg(long)]
     pub avro: bool,
     /// The schema registry's Confluent-compatible API, for --avro
-    #[arg(long, env = "SCHEMA_REGISTRY_URL", value_name = "URL", default_value = "http://127.0.0.1:8081/apis/ccompat/v7")]
+    #[arg(
+        long,
+        env = "SCHEMA_REGISTRY_URL",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8081/apis/ccompat/v7"
+    )]
     pub registry: String,
 }
-
 
 /// One replica process.
 struct Replica {
@@ -111,10 +118,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
     let topic = format!("demo-{}", wall_clock_ms() / 1000);
     let log_config = KafkaLogConfig::new(&args.bootstrap, &topic);
     let facts = admin::create_topic(&log_config).await?;
-    stamp(format!(
-        "created topic `{topic}` on {}: {} partition, retention forever",
-        args.bootstrap, facts.partitions
-    ));
+    stamp(format!("created topic `{topic}` on {}: {} partition, retention forever", args.bootstrap, facts.partitions));
     let log = Arc::new(KafkaLog::connect(log_config).await?);
 
     let dir = std::env::temp_dir().join(&topic);
@@ -179,7 +183,13 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
             waiting.iter().all(|offset| seen.answered.contains_key(offset))
         })
         .await
-        .map_err(|_| anyhow!("orders {first}-{} were not all answered within {ANSWER_TIMEOUT:?}; see the replica logs in {}", sent.len(), dir.display()))?;
+        .map_err(|_| {
+            anyhow!(
+                "orders {first}-{} were not all answered within {ANSWER_TIMEOUT:?}; see the replica logs in {}",
+                sent.len(),
+                dir.display()
+            )
+        })?;
         let survivors = if killed.is_some() { " by the 2 survivors" } else { "" };
         stamp(format!("published orders {first}-{} and every one was answered{survivors}", sent.len()));
         tokio::time::sleep(BURST_PAUSE).await;
@@ -196,14 +206,16 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
     stamp(format!("canonical outputs stopped growing at {} reports", seen.outputs));
 
     let summary = LogSummary::read(log.as_ref()).await?;
-    let letters = read_dead_letters(log.clone(), &EventSourceKey::new(TRANSFORMER).expect("valid").dead_letters()).await?;
+    let letters =
+        read_dead_letters(log.clone(), &EventSourceKey::new(TRANSFORMER).expect("valid").dead_letters()).await?;
     print_results(&seen, &summary, &letters, &sent, killed.as_ref());
 
     let names: Vec<String> = replicas.iter().map(|r| r.replica_id.clone()).collect();
     stop_replicas(replicas).await?;
     stamp(format!("stopped {} with SIGTERM; they flushed and exited 0", names.join(" and ")));
     let _ = std::fs::remove_dir_all(&dir);
-    let bootstrap = if args.bootstrap == BOOTSTRAP_DEFAULT { String::new() } else { format!(" --bootstrap {}", args.bootstrap) };
+    let bootstrap =
+        if args.bootstrap == BOOTSTRAP_DEFAULT { String::new() } else { format!(" --bootstrap {}", args.bootstrap) };
     println!("\ndemo finished in {:.1} s. The topic stays, to explore:", start.elapsed().as_secs_f64());
     for command in ["status", "tail matching-engine", "dead-letters list --transformer matching-engine"] {
         println!("  transformer-launcher {command} --topic {topic}{bootstrap}");
@@ -241,7 +253,8 @@ fn sample_orders(count: usize) -> Vec<Vec<u8>> {
 fn spawn_replica(name: &'static str, config: &Path, dir: &Path, bootstrap: &str) -> Result<Replica, Error> {
     let exe = launcher_executable()?;
     let log_path = dir.join(format!("{name}.log"));
-    let log_file = std::fs::File::create(&log_path).map_err(|e| anyhow!("cannot create {} ({e})", log_path.display()))?;
+    let log_file =
+        std::fs::File::create(&log_path).map_err(|e| anyhow!("cannot create {} ({e})", log_path.display()))?;
     let log_copy = log_file.try_clone().map_err(|e| anyhow!("cannot share {} ({e})", log_path.display()))?;
     let child = Command::new(exe)
         .args(["run", "--replica-id", name, "--replicas", "1", "--config"])
@@ -302,13 +315,18 @@ async fn wait_ready(replica: &mut Replica) -> Result<(), Error> {
 }
 
 /// SIGKILLs the replica that won the most races so far and returns its id.
-async fn kill_the_leader(log: &KafkaLog, replicas: &mut Vec<Replica>, stamp: &impl Fn(String)) -> Result<String, Error> {
+async fn kill_the_leader(
+    log: &KafkaLog,
+    replicas: &mut Vec<Replica>,
+    stamp: &impl Fn(String),
+) -> Result<String, Error> {
     let summary = LogSummary::read(log).await?;
     let output_key = EventSourceKey::new(TRANSFORMER).expect("a valid constant key");
     let total = summary.key(&output_key).canonical;
-    let leader = summary.writers(&output_key).into_iter().find_map(|(writer, tally)| {
-        replicas.iter().position(|r| r.replica_id == writer).map(|at| (at, tally.won))
-    });
+    let leader = summary
+        .writers(&output_key)
+        .into_iter()
+        .find_map(|(writer, tally)| replicas.iter().position(|r| r.replica_id == writer).map(|at| (at, tally.won)));
     let (at, won) = leader.unwrap_or((0, 0));
     let mut replica = replicas.remove(at);
     replica.child.start_kill().map_err(|e| anyhow!("cannot kill {} ({e})", replica.name))?;
@@ -422,7 +440,11 @@ fn print_results(
         let latencies = |range: &[(Offset, Instant)]| {
             let mut ms: Vec<f64> = range
                 .iter()
-                .filter_map(|(offset, at)| seen.answered.get(offset).map(|answered| answered.saturating_duration_since(*at).as_secs_f64() * 1000.0))
+                .filter_map(|(offset, at)| {
+                    seen.answered
+                        .get(offset)
+                        .map(|answered| answered.saturating_duration_since(*at).as_secs_f64() * 1000.0)
+                })
                 .collect();
             ms.sort_by(f64::total_cmp);
             let median = ms.get(ms.len() / 2).copied().unwrap_or_default();
@@ -453,12 +475,19 @@ async fn stop_replicas(replicas: Vec<Replica>) -> Result<(), Error> {
         match tokio::time::timeout(STOP_TIMEOUT, replica.child.wait()).await {
             Ok(Ok(status)) if status.success() => {}
             Ok(Ok(status)) => {
-                return Err(anyhow!("replica {} exited with {status} after SIGTERM; see {}", replica.name, replica.log_path.display()))
+                return Err(anyhow!(
+                    "replica {} exited with {status} after SIGTERM; see {}",
+                    replica.name,
+                    replica.log_path.display()
+                ))
             }
             Ok(Err(error)) => return Err(anyhow!("cannot wait for replica {} ({error})", replica.name)),
             Err(_) => {
                 let _ = replica.child.start_kill();
-                return Err(anyhow!("replica {} did not exit within {STOP_TIMEOUT:?} of SIGTERM; killed it", replica.name));
+                return Err(anyhow!(
+                    "replica {} did not exit within {STOP_TIMEOUT:?} of SIGTERM; killed it",
+                    replica.name
+                ));
             }
         }
     }
@@ -476,7 +505,9 @@ mod tests {
         let broken: Vec<usize> =
             (0..orders.len()).filter(|&i| serde_json::from_slice::<Value>(&orders[i]).is_err()).collect();
         assert_eq!(broken, [120]);
-        let kinds = |kind: &str| orders.iter().filter(|o| String::from_utf8_lossy(o).contains(&format!("\"type\":\"{kind}\""))).count();
+        let kinds = |kind: &str| {
+            orders.iter().filter(|o| String::from_utf8_lossy(o).contains(&format!("\"type\":\"{kind}\""))).count()
+        };
         assert!(kinds("limit") > 100 && kinds("market") > 10 && kinds("cancel") > 10);
     }
 }

@@ -50,7 +50,12 @@ fn orders(range: std::ops::Range<usize>) -> Vec<String> {
     range
         .map(|i| {
             let side = if i % 2 == 0 { "buy" } else { "sell" };
-            format!(r#"{{"type":"limit","order_id":"o{i}","account":"a{}","side":"{side}","price":{},"quantity":{}}}"#, i % 3, 98 + i % 5, 1 + i % 4)
+            format!(
+                r#"{{"type":"limit","order_id":"o{i}","account":"a{}","side":"{side}","price":{},"quantity":{}}}"#,
+                i % 3,
+                98 + i % 5,
+                1 + i % 4
+            )
         })
         .collect()
 }
@@ -82,7 +87,11 @@ fn a_killed_replica_process_is_restarted_and_the_output_matches_a_lone_replica()
     let topic = format!("processes-{}-{nanos}", std::process::id());
     launcher(&["topics", "create", "--topic", &topic]);
     let config = std::env::temp_dir().join(format!("{topic}.toml"));
-    std::fs::write(&config, format!("[kafka]\ntopic = {topic:?}\n\n[[transformer]]\nname = \"matching-engine\"\nreplicas = 3\n")).unwrap();
+    std::fs::write(
+        &config,
+        format!("[kafka]\ntopic = {topic:?}\n\n[[transformer]]\nname = \"matching-engine\"\nreplicas = 3\n"),
+    )
+    .unwrap();
     let mut parent = Launcher(
         Command::new(LAUNCHER)
             .args(["run", "--processes", "--replica-id", "proc", "--bootstrap", &bootstrap(), "--config"])
@@ -108,7 +117,8 @@ fn a_killed_replica_process_is_restarted_and_the_output_matches_a_lone_replica()
     let reference = MemoryLog::new();
     let key = EventSourceKey::new("orders").unwrap();
     for line in &all {
-        reference.publish(&key, vec![Event::new(key.clone(), None, None, 1, "application/json", line.as_bytes().to_vec())]);
+        reference
+            .publish(&key, vec![Event::new(key.clone(), None, None, 1, "application/json", line.as_bytes().to_vec())]);
     }
     run_to_end(&reference, MatchingEngine::new());
     let want = reference.canonical(&EventSourceKey::new("matching-engine").unwrap()).len() as u64;

@@ -177,11 +177,26 @@ mod tests {
         let log = MemoryLog::new();
         let inbound = key(INBOUND_KEY);
         for (i, payload) in payloads.iter().enumerate() {
-            log.publish(&inbound, vec![Event::new(inbound.clone(), None, None, i as i64, "application/json", payload.as_bytes().to_vec())]);
+            log.publish(
+                &inbound,
+                vec![Event::new(
+                    inbound.clone(),
+                    None,
+                    None,
+                    i as i64,
+                    "application/json",
+                    payload.as_bytes().to_vec(),
+                )],
+            );
         }
         run_to_end(&log, Enricher::new());
-        let outputs = log.canonical(&key(ENRICHER_KEY)).iter().map(|e| serde_json::from_slice(&e.payload).unwrap()).collect();
-        let letters = log.canonical(&key(ENRICHER_KEY).dead_letters()).iter().map(|e| serde_json::from_slice(&e.payload).unwrap()).collect();
+        let outputs =
+            log.canonical(&key(ENRICHER_KEY)).iter().map(|e| serde_json::from_slice(&e.payload).unwrap()).collect();
+        let letters = log
+            .canonical(&key(ENRICHER_KEY).dead_letters())
+            .iter()
+            .map(|e| serde_json::from_slice(&e.payload).unwrap())
+            .collect();
         (outputs, letters)
     }
 
@@ -194,7 +209,10 @@ mod tests {
             r#"{"id":"p4","amount":5,"currency":"EUR"}"#,
         ]);
         assert!(letters.is_empty());
-        let majors: Vec<_> = outputs.iter().map(|o| (o["amount_major"].as_str().unwrap().to_string(), o["sequence"].as_u64().unwrap())).collect();
+        let majors: Vec<_> = outputs
+            .iter()
+            .map(|o| (o["amount_major"].as_str().unwrap().to_string(), o["sequence"].as_u64().unwrap()))
+            .collect();
         assert_eq!(majors, [("12.50".into(), 1), ("0.007".into(), 1), ("500".into(), 1), ("0.05".into(), 2)]);
         assert_eq!(outputs[3]["source_index"], 3);
     }
@@ -212,16 +230,22 @@ mod tests {
         ]);
         assert_eq!(outputs.len(), 1, "the valid payment among them is enriched");
         let got: Vec<_> = letters.iter().map(|l| (l.input.index, l.reason, l.message.as_str())).collect();
-        assert_eq!(got[..5], [
-            (0, Reason::Schema, "field `amount` missing"),
-            (1, Reason::Schema, "field `amount` must be a non-negative integer (minor units)"),
-            (2, Reason::Schema, "field `currency` is `XXX`, not a known ISO 4217 code"),
-            (3, Reason::Schema, "field `note` is not part of a payment (id, amount, currency)"),
-            (4, Reason::Schema, "the payment is not a JSON object"),
-        ]);
+        assert_eq!(
+            got[..5],
+            [
+                (0, Reason::Schema, "field `amount` missing"),
+                (1, Reason::Schema, "field `amount` must be a non-negative integer (minor units)"),
+                (2, Reason::Schema, "field `currency` is `XXX`, not a known ISO 4217 code"),
+                (3, Reason::Schema, "field `note` is not part of a payment (id, amount, currency)"),
+                (4, Reason::Schema, "the payment is not a JSON object"),
+            ]
+        );
         assert_eq!((got[5].0, got[5].1), (6, Reason::Decode));
         let sentence = letters[0].describe();
-        assert!(sentence.contains("enricher v1 failed on event 0 of `inbound` because it failed schema validation"), "{sentence}");
+        assert!(
+            sentence.contains("enricher v1 failed on event 0 of `inbound` because it failed schema validation"),
+            "{sentence}"
+        );
         assert!(sentence.ends_with("field `amount` missing"), "{sentence}");
     }
 }

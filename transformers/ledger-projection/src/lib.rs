@@ -23,8 +23,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use competing_transformers_kafka::{CanonicalEvent, EventLog, LogError, Pipeline};
 use competing_transformers::{EventSourceKey, Offset};
+use competing_transformers_kafka::{CanonicalEvent, EventLog, LogError, Pipeline};
 use tokio::sync::watch;
 use tokio_postgres::{Client, NoTls};
 
@@ -238,7 +238,8 @@ impl Projection {
             )
             .await?;
         let key = EventSourceKey::new(LEDGER_KEY).expect("a valid constant key");
-        let mut projection = Self { client, schema: schema.to_string(), topic: topic.to_string(), key, position: Position::default() };
+        let mut projection =
+            Self { client, schema: schema.to_string(), topic: topic.to_string(), key, position: Position::default() };
         projection.position = projection.stored_position().await?;
         Ok(projection)
     }
@@ -248,7 +249,10 @@ impl Projection {
         let schema = &self.schema;
         let row = self
             .client
-            .query_one(&format!(r#"SELECT log_topic, next_index, resume_offset, events_applied FROM "{schema}".position"#), &[])
+            .query_one(
+                &format!(r#"SELECT log_topic, next_index, resume_offset, events_applied FROM "{schema}".position"#),
+                &[],
+            )
             .await?;
         let stored: String = row.get(0);
         if stored != self.topic {
@@ -260,7 +264,8 @@ impl Projection {
 
     /// The projected balances.
     pub async fn balances(&self) -> Result<BTreeMap<String, i64>, ProjectionError> {
-        let rows = self.client.query(&format!(r#"SELECT account, balance FROM "{}".balances"#, self.schema), &[]).await?;
+        let rows =
+            self.client.query(&format!(r#"SELECT account, balance FROM "{}".balances"#, self.schema), &[]).await?;
         Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
@@ -307,26 +312,34 @@ impl Projection {
     }
 
     /// One transaction: lock and check the position, apply the batch, advance the position.
-    async fn apply_batch(&mut self, batch: &[CanonicalEvent], options: &RunOptions, stats: &mut RunStats) -> Result<(), ProjectionError> {
+    async fn apply_batch(
+        &mut self,
+        batch: &[CanonicalEvent],
+        options: &RunOptions,
+        stats: &mut RunStats,
+    ) -> Result<(), ProjectionError> {
         let schema = self.schema.clone();
         let first = batch[0].event.index.expect("indexed");
         debug_assert_eq!(first, self.position.next_index, "batches start where the position is");
         let transaction = self.client.transaction().await?;
-        let row = transaction.query_one(&format!(r#"SELECT next_index FROM "{schema}".position FOR UPDATE"#), &[]).await?;
+        let row =
+            transaction.query_one(&format!(r#"SELECT next_index FROM "{schema}".position FOR UPDATE"#), &[]).await?;
         let found = row.get::<_, i64>(0) as u64;
         if found != self.position.next_index {
             return Err(ProjectionError::Moved { schema, expected: self.position.next_index, found });
         }
-        let update = format!(r#"UPDATE "{schema}".balances SET balance = balance + $2 WHERE account = $1 RETURNING balance"#);
+        let update =
+            format!(r#"UPDATE "{schema}".balances SET balance = balance + $2 WHERE account = $1 RETURNING balance"#);
         let insert = format!(r#"INSERT INTO "{schema}".balances (account, balance) VALUES ($1, $2)"#);
         for canonical in batch {
             let index = canonical.event.index.expect("indexed");
-            let entry: Entry = serde_json::from_slice(&canonical.event.payload).map_err(|e| ProjectionError::BadEntry {
-                key: self.key.to_string(),
-                offset: canonical.offset,
-                index,
-                message: e.to_string(),
-            })?;
+            let entry: Entry =
+                serde_json::from_slice(&canonical.event.payload).map_err(|e| ProjectionError::BadEntry {
+                    key: self.key.to_string(),
+                    offset: canonical.offset,
+                    index,
+                    message: e.to_string(),
+                })?;
             match change_of(entry) {
                 None => {}
                 Some(Change::Open { account, balance }) => {
@@ -353,7 +366,11 @@ impl Projection {
         transaction
             .execute(
                 &format!(r#"UPDATE "{schema}".position SET next_index = $1, resume_offset = $2, events_applied = $3"#),
-                &[&to_bigint(position.next_index), &to_bigint(position.resume_offset), &to_bigint(position.events_applied)],
+                &[
+                    &to_bigint(position.next_index),
+                    &to_bigint(position.resume_offset),
+                    &to_bigint(position.events_applied),
+                ],
             )
             .await?;
         if let Some(hook) = &options.before_commit {
@@ -374,9 +391,17 @@ mod tests {
 
     #[test]
     fn rejections_change_no_balance_and_transfers_carry_their_results() {
-        let rejected = Entry::Rejected { id: Some("t".into()), account: None, reason: ledger::RejectReason::InsufficientFunds };
+        let rejected =
+            Entry::Rejected { id: Some("t".into()), account: None, reason: ledger::RejectReason::InsufficientFunds };
         assert_eq!(change_of(rejected), None);
-        let moved = Entry::Transferred { id: "t".into(), from: "a".into(), to: "b".into(), amount: 3, from_balance: 7, to_balance: 3 };
+        let moved = Entry::Transferred {
+            id: "t".into(),
+            from: "a".into(),
+            to: "b".into(),
+            amount: 3,
+            from_balance: 7,
+            to_balance: 3,
+        };
         assert_eq!(
             change_of(moved),
             Some(Change::Move { from: "a".into(), to: "b".into(), amount: 3, from_balance: 7, to_balance: 3 })

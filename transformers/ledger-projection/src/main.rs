@@ -43,11 +43,17 @@ async fn main() -> anyhow::Result<()> {
     let mut projection = Projection::connect(&args.database_url, &args.schema, &args.topic).await?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
         stop.send_replace(true);
     });
-    let options = RunOptions { batch_events_max: args.batch_events_max, follow: args.follow, shutdown: Some(shutdown), before_commit: None };
+    let options = RunOptions {
+        batch_events_max: args.batch_events_max,
+        follow: args.follow,
+        shutdown: Some(shutdown),
+        before_commit: None,
+    };
     let stats = projection.run(log, options).await.context("projection stopped")?;
     let balances = projection.balances().await?;
     for (account, balance) in &balances {

@@ -34,17 +34,32 @@ fn transfer(id: &str, from: &str, to: &str, amount: u64) -> serde_json::Value {
 #[test]
 fn a_transfer_moves_money_and_reports_both_balances() {
     let (entries, _) = run(&[open("a", 100), open("b", 5), transfer("t1", "a", "b", 30)]);
-    assert_eq!(entries[2], Entry::Transferred {
-        id: "t1".into(), from: "a".into(), to: "b".into(), amount: 30, from_balance: 70, to_balance: 35
-    });
+    assert_eq!(
+        entries[2],
+        Entry::Transferred {
+            id: "t1".into(),
+            from: "a".into(),
+            to: "b".into(),
+            amount: 30,
+            from_balance: 70,
+            to_balance: 35
+        }
+    );
     let text = serde_json::to_string(&entries[2]).unwrap();
-    assert_eq!(text, r#"{"type":"transferred","id":"t1","from":"a","to":"b","amount":30,"from_balance":70,"to_balance":35}"#);
+    assert_eq!(
+        text,
+        r#"{"type":"transferred","id":"t1","from":"a","to":"b","amount":30,"from_balance":70,"to_balance":35}"#
+    );
 }
 
 #[test]
 fn an_overdraft_is_rejected_as_an_event_and_changes_nothing() {
-    let (entries, log) = run(&[open("a", 10), open("b", 0), transfer("t1", "a", "b", 11), transfer("t2", "a", "b", 10)]);
-    assert_eq!(serde_json::to_string(&entries[2]).unwrap(), r#"{"type":"rejected","id":"t1","reason":"insufficient_funds"}"#);
+    let (entries, log) =
+        run(&[open("a", 10), open("b", 0), transfer("t1", "a", "b", 11), transfer("t2", "a", "b", 10)]);
+    assert_eq!(
+        serde_json::to_string(&entries[2]).unwrap(),
+        r#"{"type":"rejected","id":"t1","reason":"insufficient_funds"}"#
+    );
     assert!(matches!(&entries[3], Entry::Transferred { from_balance: 0, to_balance: 10, .. }));
     assert!(log.canonical(&key(LEDGER_KEY).dead_letters()).is_empty(), "business rejections are never dead letters");
 }
@@ -69,7 +84,10 @@ fn business_rules_answer_with_their_reasons() {
         .collect();
     use RejectReason::*;
     assert_eq!(reasons, [AccountExists, UnknownAccount, SameAccount, SameAccount, DuplicateId, LimitExceeded]);
-    assert_eq!(serde_json::to_string(&entries[1]).unwrap(), r#"{"type":"rejected","account":"a","reason":"account_exists"}"#);
+    assert_eq!(
+        serde_json::to_string(&entries[1]).unwrap(),
+        r#"{"type":"rejected","account":"a","reason":"account_exists"}"#
+    );
 }
 
 #[test]
@@ -84,11 +102,17 @@ fn malformed_commands_are_dead_lettered_with_a_precise_reason_and_the_ledger_goe
         br#"{"type":"open","account":"b","initial":1}"#,
     ];
     for (i, payload) in payloads.iter().enumerate() {
-        log.publish(&transfers, vec![Event::new(transfers.clone(), None, None, i as i64, "application/json", payload.to_vec())]);
+        log.publish(
+            &transfers,
+            vec![Event::new(transfers.clone(), None, None, i as i64, "application/json", payload.to_vec())],
+        );
     }
     run_to_end(&log, Ledger::new());
-    let letters: Vec<DeadLetter> =
-        log.canonical(&key(LEDGER_KEY).dead_letters()).iter().map(|e| serde_json::from_slice(&e.payload).unwrap()).collect();
+    let letters: Vec<DeadLetter> = log
+        .canonical(&key(LEDGER_KEY).dead_letters())
+        .iter()
+        .map(|e| serde_json::from_slice(&e.payload).unwrap())
+        .collect();
     let summary: Vec<_> = letters.iter().map(|l| (l.input.index, l.reason, l.message.clone())).collect();
     assert_eq!(summary.len(), 3);
     assert_eq!((summary[0].0, summary[0].1), (1, Reason::Decode));

@@ -125,7 +125,8 @@ impl OrderBook {
         let (side, price) = self.locations.remove(order_id)?;
         let levels = self.levels_mut(side);
         let level = levels.get_mut(&price).expect("a located order's level exists");
-        let position = level.iter().position(|order| order.order_id == order_id).expect("a located order is in its level");
+        let position =
+            level.iter().position(|order| order.order_id == order_id).expect("a located order is in its level");
         let order = level.remove(position);
         if level.is_empty() {
             levels.remove(&price);

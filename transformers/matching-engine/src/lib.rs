@@ -106,7 +106,9 @@ impl MatchingEngine {
             Command::Cancel { order_id } => {
                 check_text("order_id", &order_id, ORDER_ID_BYTES_MAX)?;
                 vec![match self.book.remove(&order_id) {
-                    Some(order) => Report::Cancelled { order_id, remaining: order.remaining, reason: CancelReason::Requested },
+                    Some(order) => {
+                        Report::Cancelled { order_id, remaining: order.remaining, reason: CancelReason::Requested }
+                    }
                     None => Report::Rejected { order_id, reason: RejectReason::UnknownOrder },
                 }]
             }
@@ -116,7 +118,14 @@ impl MatchingEngine {
     }
 
     /// Checks the business rules, matches, then rests (limit) or cancels (market) what is left.
-    fn submit(&mut self, order_id: String, account: String, side: Side, limit: Option<u64>, quantity: u64) -> Vec<Report> {
+    fn submit(
+        &mut self,
+        order_id: String,
+        account: String,
+        side: Side,
+        limit: Option<u64>,
+        quantity: u64,
+    ) -> Vec<Report> {
         let rejection = if self.order_ids.contains(&order_id) {
             Some(RejectReason::DuplicateOrderId)
         } else if quantity == 0 {
@@ -130,7 +139,13 @@ impl MatchingEngine {
             return vec![Report::Rejected { order_id, reason }];
         }
         self.order_ids.insert(order_id.clone());
-        let mut reports = vec![Report::Accepted { order_id: order_id.clone(), account: account.clone(), side, price: limit, quantity }];
+        let mut reports = vec![Report::Accepted {
+            order_id: order_id.clone(),
+            account: account.clone(),
+            side,
+            price: limit,
+            quantity,
+        }];
         let mut remaining = quantity;
         for fill in self.book.take(side, limit, quantity, FILLS_PER_ORDER_MAX) {
             remaining -= fill.quantity;

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use competing_transformers::transform::{Input, Outputs, Transform, TransformError};
 use competing_transformers::codec::NO_SCHEMAS;
+use competing_transformers::transform::{Input, Outputs, Transform, TransformError};
 use competing_transformers::{Digest, EventSourceKey};
 use proptest::prelude::*;
 
@@ -12,7 +12,16 @@ use super::*;
 /// The input the framework would hand over for the `index`th event of `key`.
 fn input<'a>(key: &'a EventSourceKey, index: u64, payload: &'a [u8]) -> Input<'a> {
     let content_type = "application/json";
-    Input { key, index, offset: index, effective_time_ms: 0, content_type, payload, digest: Digest([0; 32]), schemas: &NO_SCHEMAS }
+    Input {
+        key,
+        index,
+        offset: index,
+        effective_time_ms: 0,
+        content_type,
+        payload,
+        digest: Digest([0; 32]),
+        schemas: &NO_SCHEMAS,
+    }
 }
 
 /// Feeds one raw payload to `apply` and returns the decoded reports.
@@ -60,7 +69,16 @@ fn crossing_limit_orders_trade_at_the_makers_price() {
     let mut engine = MatchingEngine::new();
     apply(&mut engine, limit("s1", "sell", 100, 5));
     let reports = apply(&mut engine, limit("b1", "buy", 103, 5));
-    assert_eq!(reports[0], Report::Accepted { order_id: "b1".into(), account: "acct-b1".into(), side: Side::Buy, price: Some(103), quantity: 5 });
+    assert_eq!(
+        reports[0],
+        Report::Accepted {
+            order_id: "b1".into(),
+            account: "acct-b1".into(),
+            side: Side::Buy,
+            price: Some(103),
+            quantity: 5
+        }
+    );
     assert_eq!(
         reports[1],
         Report::Trade {
@@ -97,7 +115,10 @@ fn a_taker_sweeps_makers_best_price_first_then_rests_the_rest() {
     apply(&mut engine, limit("s4", "sell", 105, 1));
     let reports = apply(&mut engine, limit("b1", "buy", 102, 10));
     assert_eq!(trades(&reports), [trade("s2", 100, 2), trade("s3", 101, 4), trade("s1", 102, 3)]);
-    assert_eq!(reports.last(), Some(&Report::Rested { order_id: "b1".into(), side: Side::Buy, price: 102, remaining: 1 }));
+    assert_eq!(
+        reports.last(),
+        Some(&Report::Rested { order_id: "b1".into(), side: Side::Buy, price: 102, remaining: 1 })
+    );
     assert_eq!((engine.book().best_bid(), engine.book().best_ask()), (Some(102), Some(105)));
 }
 
@@ -128,10 +149,16 @@ fn a_market_order_sweeps_the_book_and_cancels_its_remainder() {
     apply(&mut engine, limit("b2", "buy", 100, 1));
     let reports = apply(&mut engine, market("s1", "sell", 5));
     assert_eq!(trades(&reports), [trade("b2", 100, 1), trade("b1", 99, 2)]);
-    assert_eq!(reports.last(), Some(&Report::Cancelled { order_id: "s1".into(), remaining: 2, reason: CancelReason::NoLiquidity }));
+    assert_eq!(
+        reports.last(),
+        Some(&Report::Cancelled { order_id: "s1".into(), remaining: 2, reason: CancelReason::NoLiquidity })
+    );
     assert!(engine.book().is_empty());
     let reports = apply(&mut engine, market("s2", "sell", 1));
-    assert_eq!(reports.last(), Some(&Report::Cancelled { order_id: "s2".into(), remaining: 1, reason: CancelReason::NoLiquidity }));
+    assert_eq!(
+        reports.last(),
+        Some(&Report::Cancelled { order_id: "s2".into(), remaining: 1, reason: CancelReason::NoLiquidity })
+    );
 }
 
 #[test]
@@ -142,7 +169,10 @@ fn an_order_stops_at_the_fill_limit_and_cancels_its_remainder() {
     }
     let reports = apply(&mut engine, limit("b1", "buy", 100, 1_000));
     assert_eq!(trades(&reports).len(), FILLS_PER_ORDER_MAX);
-    assert_eq!(reports.last(), Some(&Report::Cancelled { order_id: "b1".into(), remaining: 600, reason: CancelReason::FillLimit }));
+    assert_eq!(
+        reports.last(),
+        Some(&Report::Cancelled { order_id: "b1".into(), remaining: 600, reason: CancelReason::FillLimit })
+    );
     assert_eq!(engine.book().depth(Side::Sell), [Level { price: 100, quantity: 1 }]);
 }
 
@@ -150,7 +180,10 @@ fn an_order_stops_at_the_fill_limit_and_cancels_its_remainder() {
 fn cancel_removes_a_resting_order_and_rejects_an_unknown_one() {
     let mut engine = MatchingEngine::new();
     apply(&mut engine, limit("b1", "buy", 100, 5));
-    assert_eq!(apply(&mut engine, cancel("b1")), [Report::Cancelled { order_id: "b1".into(), remaining: 5, reason: CancelReason::Requested }]);
+    assert_eq!(
+        apply(&mut engine, cancel("b1")),
+        [Report::Cancelled { order_id: "b1".into(), remaining: 5, reason: CancelReason::Requested }]
+    );
     assert!(engine.book().is_empty());
     let rejected = [Report::Rejected { order_id: "b1".into(), reason: RejectReason::UnknownOrder }];
     assert_eq!(apply(&mut engine, cancel("b1")), rejected);
@@ -174,8 +207,14 @@ fn undecodable_payloads_are_decode_errors_and_unaddressable_ids_schema_errors() 
     let decode = |result| matches!(result, Err(TransformError::Decode(_)));
     assert!(decode(apply_raw(&mut engine, b"{not json")));
     assert!(decode(apply_raw(&mut engine, br#"{"type":"stop","order_id":"x"}"#)));
-    assert!(decode(apply_raw(&mut engine, br#"{"type":"limit","order_id":"x","account":"a","side":"buy","price":1.5,"quantity":1}"#)));
-    assert!(decode(apply_raw(&mut engine, br#"{"type":"market","order_id":"x","account":"a","side":"buy","quantity":-1}"#)));
+    assert!(decode(apply_raw(
+        &mut engine,
+        br#"{"type":"limit","order_id":"x","account":"a","side":"buy","price":1.5,"quantity":1}"#
+    )));
+    assert!(decode(apply_raw(
+        &mut engine,
+        br#"{"type":"market","order_id":"x","account":"a","side":"buy","quantity":-1}"#
+    )));
     let long = "x".repeat(ORDER_ID_BYTES_MAX + 1);
     for payload in [limit("", "buy", 100, 1), limit(&long, "buy", 100, 1), cancel("")] {
         assert!(matches!(apply_raw(&mut engine, payload.to_string().as_bytes()), Err(TransformError::Schema(_))));
@@ -186,9 +225,18 @@ fn undecodable_payloads_are_decode_errors_and_unaddressable_ids_schema_errors() 
 #[test]
 fn transform_identity_follows_the_constructor() {
     let engine = MatchingEngine::default();
-    assert_eq!((engine.name(), engine.subscriptions()), ("matching-engine", vec![EventSourceKey::new("orders").unwrap()]));
-    let engine = MatchingEngine::with_names(EventSourceKey::new("book-eurusd").unwrap(), EventSourceKey::new("orders-eurusd").unwrap());
-    assert_eq!((engine.name(), engine.subscriptions()), ("book-eurusd", vec![EventSourceKey::new("orders-eurusd").unwrap()]));
+    assert_eq!(
+        (engine.name(), engine.subscriptions()),
+        ("matching-engine", vec![EventSourceKey::new("orders").unwrap()])
+    );
+    let engine = MatchingEngine::with_names(
+        EventSourceKey::new("book-eurusd").unwrap(),
+        EventSourceKey::new("orders-eurusd").unwrap(),
+    );
+    assert_eq!(
+        (engine.name(), engine.subscriptions()),
+        ("book-eurusd", vec![EventSourceKey::new("orders-eurusd").unwrap()])
+    );
 }
 
 /// Random commands over few ids and prices, so duplicates, cancels and crosses are common.

@@ -74,7 +74,8 @@ fn avro_commands_give_the_same_reports_as_json_ones_and_reports_round_trip_throu
         .collect();
     assert_eq!(kinds.len(), 6, "every kind of report is exercised: {kinds:?}");
 
-    let avro_out = run(CONTENT_TYPE_AVRO, &avro_payloads, &schemas, OutputCodec::Avro(schema(REPORT_SCHEMA, REPORT_ID)));
+    let avro_out =
+        run(CONTENT_TYPE_AVRO, &avro_payloads, &schemas, OutputCodec::Avro(schema(REPORT_SCHEMA, REPORT_ID)));
     assert_eq!(avro_out.len(), from_json.len());
     for ((content_type, payload), (_, json)) in avro_out.iter().zip(&from_json) {
         assert_eq!(content_type, CONTENT_TYPE_AVRO);

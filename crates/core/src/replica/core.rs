@@ -22,7 +22,9 @@ use crate::canonical::{CanonicalRule, Verdict, DIGEST_WINDOW_DEFAULT};
 use crate::codec::{OutputCodec, SchemaCache, NO_SCHEMAS};
 use crate::dead_letter::{DeadLetter, Reason, CONTENT_TYPE_DEAD_LETTER};
 use crate::event::{Digest, Event, EventSourceKey, Offset};
-use crate::record::{encoded_event_len, encoded_header_len, EventView, FetchedRecord, Record, RecordView, EVENTS_PER_RECORD_MAX};
+use crate::record::{
+    encoded_event_len, encoded_header_len, EventView, FetchedRecord, Record, RecordView, EVENTS_PER_RECORD_MAX,
+};
 use crate::transform::{Input, Outputs, Transform, OUTPUT_BYTES_MAX, OUTPUT_EVENTS_MAX};
 
 /// Limits and identity of one replica.
@@ -246,7 +248,8 @@ impl<T: Transform> ReplicaCore<T> {
     /// A replica that will read from offset 0 and write nothing until it reaches `catch_up_until`
     /// (the log end seen at start).
     pub fn new(transform: T, config: ReplicaConfig, catch_up_until: Offset) -> Self {
-        let output_key = EventSourceKey::new(transform.name()).expect("a transform's name must be a valid event-source key");
+        let output_key =
+            EventSourceKey::new(transform.name()).expect("a transform's name must be a valid event-source key");
         let dead_letter_key = output_key.dead_letters();
         let subscriptions = transform.subscriptions();
         let rule = CanonicalRule::new(config.digest_window);
@@ -332,7 +335,13 @@ impl<T: Transform> ReplicaCore<T> {
                 if let Some(ours) = self.computed_digest(slot, index) {
                     if ours != event.digest {
                         let key = if slot == OUTPUT { self.output_key.clone() } else { self.dead_letter_key.clone() };
-                        self.diverge(Divergence { key, index, ours, canonical: event.digest, canonical_offset: offset });
+                        self.diverge(Divergence {
+                            key,
+                            index,
+                            ours,
+                            canonical: event.digest,
+                            canonical_offset: offset,
+                        });
                     }
                 }
             }
@@ -360,7 +369,14 @@ impl<T: Transform> ReplicaCore<T> {
     }
 
     /// Transforms one canonical input and queues its group.
-    fn process(&mut self, offset: Offset, index: u64, key: &EventSourceKey, event: &EventView<'_>, schemas: &SchemaCache) {
+    fn process(
+        &mut self,
+        offset: Offset,
+        index: u64,
+        key: &EventSourceKey,
+        event: &EventView<'_>,
+        schemas: &SchemaCache,
+    ) {
         let input = Input {
             key,
             index,
@@ -398,12 +414,20 @@ impl<T: Transform> ReplicaCore<T> {
             }
         };
         let (slot, key, produced) = match failure {
-            None => (OUTPUT, self.output_key.clone(), outputs.into_events().into_iter().map(|o| (o.content_type, o.payload)).collect::<Vec<_>>()),
+            None => (
+                OUTPUT,
+                self.output_key.clone(),
+                outputs.into_events().into_iter().map(|o| (o.content_type, o.payload)).collect::<Vec<_>>(),
+            ),
             Some((reason, message)) => {
                 self.stats.dead_letters += 1;
                 let letter = DeadLetter::new(self.transform.name(), self.transform.version(), reason, message, &input);
                 tracing::warn!(replica = %self.config.replica_id, "{}", letter.describe());
-                (DEAD_LETTER, self.dead_letter_key.clone(), vec![(CONTENT_TYPE_DEAD_LETTER.to_string(), letter.to_json())])
+                (
+                    DEAD_LETTER,
+                    self.dead_letter_key.clone(),
+                    vec![(CONTENT_TYPE_DEAD_LETTER.to_string(), letter.to_json())],
+                )
             }
         };
         if produced.is_empty() {
@@ -427,7 +451,13 @@ impl<T: Transform> ReplicaCore<T> {
             }
             if let Some((canonical, at)) = self.rule.canonical_at(&key, i) {
                 if canonical != event.digest {
-                    self.diverge(Divergence { key: key.clone(), index: i, ours: event.digest, canonical, canonical_offset: at });
+                    self.diverge(Divergence {
+                        key: key.clone(),
+                        index: i,
+                        ours: event.digest,
+                        canonical,
+                        canonical_offset: at,
+                    });
                 }
             }
         }
@@ -541,22 +571,31 @@ impl<T: Transform> ReplicaCore<T> {
         }
         debug_assert!(self.send_from <= self.pending.len());
         debug_assert!(self.pending.iter().take(self.send_from).all(|g| matches!(g.send, SendState::Sent { .. })));
-        debug_assert!(self.pending.iter().skip(self.send_from).all(|g| !matches!(g.send, SendState::Sent { .. })), "sent groups come first");
         debug_assert!(
-            self.pending.iter().filter_map(|g| if let SendState::Sent { write_id, .. } = g.send { Some(write_id) } else { None }).is_sorted(),
+            self.pending.iter().skip(self.send_from).all(|g| !matches!(g.send, SendState::Sent { .. })),
+            "sent groups come first"
+        );
+        debug_assert!(
+            self.pending
+                .iter()
+                .filter_map(|g| if let SendState::Sent { write_id, .. } = g.send { Some(write_id) } else { None })
+                .is_sorted(),
             "sent groups are in write order"
         );
         let write_id = self.next_write_id;
         let mut events = Vec::new();
         let mut bytes = encoded_header_len(&self.output_key, &self.config.replica_id);
-        for group in self.pending.iter_mut().skip(self.send_from).take_while(|g| !matches!(g.send, SendState::Held { .. })) {
+        for group in
+            self.pending.iter_mut().skip(self.send_from).take_while(|g| !matches!(g.send, SendState::Held { .. }))
+        {
             if group.send != SendState::Unsent {
                 self.send_from += 1;
                 continue;
             }
             let size = group.encoded_bytes();
             if !events.is_empty()
-                && (bytes + size > self.config.record_bytes_max || events.len() + group.events.len() > EVENTS_PER_RECORD_MAX)
+                && (bytes + size > self.config.record_bytes_max
+                    || events.len() + group.events.len() > EVENTS_PER_RECORD_MAX)
             {
                 break;
             }
@@ -616,7 +655,9 @@ impl<T: Transform> ReplicaCore<T> {
         self.now_ms = self.now_ms.max(now_ms);
         let overdue = self.pending.front().is_some_and(|g| match g.send {
             SendState::Sent { offset: Some(offset), .. } => offset < self.position,
-            SendState::Sent { at_ms, offset: None, .. } => self.now_ms.saturating_sub(at_ms) >= self.config.resend_after_ms,
+            SendState::Sent { at_ms, offset: None, .. } => {
+                self.now_ms.saturating_sub(at_ms) >= self.config.resend_after_ms
+            }
             _ => false,
         });
         if overdue {

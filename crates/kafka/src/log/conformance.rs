@@ -56,7 +56,8 @@ pub async fn total_order<B: Backend>(backend: &B) {
     let mut seen = Vec::new();
     for reader in ["r1", "r2"] {
         let reader = pipeline(backend, &id, reader).await;
-        let events = reader.stream_events(std::slice::from_ref(&k), 0).await.unwrap().collect(10, READ_WAIT).await.unwrap();
+        let events =
+            reader.stream_events(std::slice::from_ref(&k), 0).await.unwrap().collect(10, READ_WAIT).await.unwrap();
         let indexes: Vec<u64> = events.iter().map(|e| e.event.index.unwrap()).collect();
         assert_eq!(indexes, (0..10).collect::<Vec<_>>());
         assert!(events.windows(2).all(|w| w[0].offset < w[1].offset), "log order is offset order");
@@ -105,7 +106,13 @@ pub async fn racing_writers_get_one_winner_per_index<B: Backend>(backend: &B) {
     let mut views = Vec::new();
     for reader in ["r1", "r2"] {
         let reader = pipeline(backend, &id, reader).await;
-        let events = reader.stream_events(std::slice::from_ref(&k), 0).await.unwrap().collect(indexes as usize, READ_WAIT).await.unwrap();
+        let events = reader
+            .stream_events(std::slice::from_ref(&k), 0)
+            .await
+            .unwrap()
+            .collect(indexes as usize, READ_WAIT)
+            .await
+            .unwrap();
         assert_eq!(payloads(&events), (0..indexes).map(|i| format!("v{i}")).collect::<Vec<_>>());
         views.push(events);
     }
@@ -118,7 +125,10 @@ pub async fn conditional_write_outcomes<B: Backend>(backend: &B) {
     let id = backend.create("outcomes").await;
     let log = pipeline(backend, &id, "w").await;
     let k = key("k");
-    assert_eq!(log.exists_or_write(&k, 2, vec![text("early")]).await.unwrap(), WriteOutcome::Rejected { index: 2, count: 0 });
+    assert_eq!(
+        log.exists_or_write(&k, 2, vec![text("early")]).await.unwrap(),
+        WriteOutcome::Rejected { index: 2, count: 0 }
+    );
     let first = log.exists_or_write(&k, 0, vec![text("a")]).await.unwrap();
     let WriteOutcome::Written { offset, index: 0 } = first else { panic!("expected a write, got {first:?}") };
     let other = pipeline(backend, &id, "w2").await;
@@ -146,7 +156,10 @@ pub async fn unconditional_writes_take_the_next_index<B: Backend>(backend: &B) {
     let events = log.stream_events(std::slice::from_ref(&k), 0).await.unwrap().collect(3, READ_WAIT).await.unwrap();
     assert_eq!(payloads(&events), ["a", "b", "c"]);
     assert_eq!(events.iter().map(|e| e.event.index.unwrap()).collect::<Vec<_>>(), [0, 1, 2]);
-    assert!(matches!(log.exists_or_write(&k, 3, vec![text("d")]).await.unwrap(), WriteOutcome::Written { index: 3, .. }));
+    assert!(matches!(
+        log.exists_or_write(&k, 3, vec![text("d")]).await.unwrap(),
+        WriteOutcome::Written { index: 3, .. }
+    ));
 }
 
 /// A group is seen whole or not at all, also when its writer dies while writing it.
@@ -196,7 +209,8 @@ pub async fn streams_resume_from_a_position<B: Backend>(backend: &B) {
     for i in 0..5 {
         offsets.push(log.write(&k, vec![text(&format!("{i}"))]).await.unwrap());
     }
-    let events = log.stream_events(std::slice::from_ref(&k), offsets[3]).await.unwrap().collect(2, READ_WAIT).await.unwrap();
+    let events =
+        log.stream_events(std::slice::from_ref(&k), offsets[3]).await.unwrap().collect(2, READ_WAIT).await.unwrap();
     assert_eq!(payloads(&events), ["3", "4"]);
     assert_eq!(events.iter().map(|e| e.event.index.unwrap()).collect::<Vec<_>>(), [3, 4]);
 }
@@ -213,7 +227,8 @@ pub async fn malformed_records_are_skipped_and_counted<B: Backend>(backend: &B) 
     // and on another (which a stream of `k` steps over without checking).
     for (source, payload) in [(k.clone(), "corrupt"), (key("other"), "other")] {
         // Unconditional: taken for real, it would be canonical and change what follows.
-        let record = Record { source: source.clone(), writer: "w".into(), events: vec![Event { key: source, ..text(payload) }] };
+        let record =
+            Record { source: source.clone(), writer: "w".into(), events: vec![Event { key: source, ..text(payload) }] };
         let mut value = record.encode().unwrap().value;
         *value.last_mut().unwrap() ^= 1;
         backend.append_raw(&id, value).await;

@@ -53,12 +53,10 @@ impl KafkaLog {
     /// Connects without checking the topic's layout (tests of the check itself).
     pub async fn connect_unchecked(config: KafkaLogConfig) -> Result<Self, LogError> {
         let writer = match &config.mode {
-            WriteMode::RecordGroups => Writer::Groups(
-                config.producer_config().create().map_err(|e| config_error(&config, e))?,
-            ),
-            WriteMode::Transactional { .. } => {
-                Writer::Transactional(spawn_transactional_writer(&config).await?)
+            WriteMode::RecordGroups => {
+                Writer::Groups(config.producer_config().create().map_err(|e| config_error(&config, e))?)
             }
+            WriteMode::Transactional { .. } => Writer::Transactional(spawn_transactional_writer(&config).await?),
         };
         let watermarks = Arc::new(config.consumer_config().create().map_err(|e| config_error(&config, e))?);
         Ok(Self { config, writer, watermarks })
@@ -117,13 +115,19 @@ impl EventLog for KafkaLog {
                     .events
                     .iter()
                     .map(|event| {
-                        Record { source: record.source.clone(), writer: record.writer.clone(), events: vec![event.clone()] }
-                            .encode_with(self.config.summary_headers)
+                        Record {
+                            source: record.source.clone(),
+                            writer: record.writer.clone(),
+                            events: vec![event.clone()],
+                        }
+                        .encode_with(self.config.summary_headers)
                     })
                     .collect();
                 let (reply, answer) = oneshot::channel();
                 let queued = match batch {
-                    Ok(batch) => queue.send((batch, reply)).map_err(|_| LogError::Fatal("the transactional writer stopped".into())),
+                    Ok(batch) => queue
+                        .send((batch, reply))
+                        .map_err(|_| LogError::Fatal("the transactional writer stopped".into())),
                     Err(e) => Err(e.into()),
                 };
                 Box::pin(async move {
@@ -142,7 +146,12 @@ impl EventLog for KafkaLog {
             .add_partition_offset(&self.config.topic, self.config.partition, KafkaOffset::Offset(from as i64))
             .map_err(classify)?;
         consumer.assign(&assignment).map_err(classify)?;
-        Ok(Box::new(KafkaCursor { consumer, topic: self.config.topic.clone(), partition: self.config.partition, next: from }))
+        Ok(Box::new(KafkaCursor {
+            consumer,
+            topic: self.config.topic.clone(),
+            partition: self.config.partition,
+            next: from,
+        }))
     }
 
     async fn end_offset(&self) -> Result<Offset, LogError> {
@@ -239,8 +248,7 @@ fn consumer_error(error: KafkaError) -> Result<(), LogError> {
 async fn spawn_transactional_writer(
     config: &KafkaLogConfig,
 ) -> Result<mpsc::Sender<(EncodedBatch, oneshot::Sender<Result<Offset, LogError>>)>, LogError> {
-    let producer: FutureProducer =
-        config.producer_config().create().map_err(|e| config_error(config, e))?;
+    let producer: FutureProducer = config.producer_config().create().map_err(|e| config_error(config, e))?;
     let (ready_tx, ready_rx) = oneshot::channel();
     let (queue, incoming) = mpsc::channel::<(EncodedBatch, oneshot::Sender<Result<Offset, LogError>>)>();
     let (topic, partition) = (config.topic.clone(), config.partition);
@@ -312,7 +320,10 @@ fn commit_groups(
     let mut deliveries = Vec::new();
     for (batch, _) in groups {
         for (position, encoded) in batch.iter().enumerate() {
-            let record = FutureRecord::to(topic).partition(partition).key(encoded.key.as_slice()).payload(encoded.value.as_slice());
+            let record = FutureRecord::to(topic)
+                .partition(partition)
+                .key(encoded.key.as_slice())
+                .payload(encoded.value.as_slice());
             let record = if encoded.headers.is_empty() { record } else { record.headers(to_headers(&encoded.headers)) };
             match producer.send_result(record) {
                 Ok(delivery) => deliveries.push((position == 0, delivery)),

@@ -59,4 +59,3 @@ pub trait LogCursor: Send {
     /// transaction markers take offsets but are never returned.
     fn position(&self) -> Offset;
 }
-

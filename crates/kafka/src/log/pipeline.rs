@@ -127,11 +127,8 @@ impl<L: EventLog> Pipeline<L> {
                 same_digest: canonical.map(|(d, _)| Some(d) == first_digest),
             });
         }
-        let events: Vec<Event> = events
-            .into_iter()
-            .zip(index..)
-            .map(|(e, i)| Event { key: key.clone(), index: Some(i), ..e })
-            .collect();
+        let events: Vec<Event> =
+            events.into_iter().zip(index..).map(|(e, i)| Event { key: key.clone(), index: Some(i), ..e }).collect();
         let record = Record { source: key.clone(), writer: self.writer.clone(), events };
         let offset = self.log.append(&record).await?;
         let mut verdict = None;
@@ -175,11 +172,7 @@ impl<L: EventLog> Pipeline<L> {
     /// The canonical events of `keys` (all keys when empty), in log order, from the record
     /// at offset `from` on. The rule is applied from the start of the log, so verdicts are
     /// the same as any other reader's.
-    pub async fn stream_events(
-        &self,
-        keys: &[EventSourceKey],
-        from: Offset,
-    ) -> Result<EventStream, LogError> {
+    pub async fn stream_events(&self, keys: &[EventSourceKey], from: Offset) -> Result<EventStream, LogError> {
         Ok(EventStream {
             cursor: self.log.cursor(0).await?,
             rule: CanonicalRule::default(),
@@ -248,7 +241,11 @@ impl EventStream {
         let record = decoded.expect("decoded");
         for (event, verdict) in record.events.iter().zip(verdicts) {
             if let Verdict::Canonical { index } = verdict {
-                let key = if self.keys.is_empty() { Some(EventSourceKey::checked(event.key)) } else { self.keys.iter().find(|k| k.as_str() == event.key).cloned() };
+                let key = if self.keys.is_empty() {
+                    Some(EventSourceKey::checked(event.key))
+                } else {
+                    self.keys.iter().find(|k| k.as_str() == event.key).cloned()
+                };
                 if let Some(key) = key {
                     self.ready.push_back(CanonicalEvent {
                         offset: fetched.offset,
