@@ -182,6 +182,7 @@ impl SimReplica {
     }
 }
 
+#[allow(clippy::too_many_lines)] // one seed's whole scenario, read top to bottom
 fn run_seed(seed: u64) -> Faults {
     let mut rng = Rng(seed);
     let replica_count = 2 + rng.below(3);
