@@ -3,16 +3,26 @@
 # Kafka broker if none is running (and stops it again afterwards), and runs the demo: three
 # racing replicas of the matching engine, one of them SIGKILLed mid-way, outputs unbroken.
 #
-# Usage: scripts/demo.sh [demo options, e.g. --orders 500, or --avro for Avro reports]
+# Usage: scripts/demo.sh [--debug] [demo options, e.g. --orders 500, or --avro for Avro reports]
 # Uses the broker at $KAFKA_BOOTSTRAP when set; otherwise the single node of scripts/kafka.sh.
+# --debug runs the debug build (the one scripts/test.sh has already made) instead of release.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 command -v cargo >/dev/null || { echo "demo: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
 
+profile=release
+if [[ ${1:-} == --debug ]]; then
+  profile=debug
+  shift
+fi
 # Build before touching the broker, so a build failure leaves nothing running.
-cargo build --release -p bundled-transformers --bins
+if [[ $profile == release ]]; then
+  cargo build --release -p bundled-transformers --bins
+else
+  cargo build -p bundled-transformers --bins
+fi
 
 started_broker=no
 started_registry=no
@@ -50,4 +60,4 @@ if [[ -z ${KAFKA_BOOTSTRAP:-} ]]; then
   fi
 fi
 
-target/release/demo --bootstrap "$KAFKA_BOOTSTRAP" "$@"
+"target/$profile/demo" --bootstrap "$KAFKA_BOOTSTRAP" "$@"

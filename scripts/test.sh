@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Runs every test against real Kafka: unit, simulation and doc tests, the EventLog
-# conformance suite on a single broker in both write modes, the replica race tests, and the
-# failover test on a 3-broker cluster, and the ledger's projection into PostgreSQL; then a
-# smoke run of the benchmark harness (tiny load, debug build: it fails if a scenario fails or
-# an input goes unanswered, and asserts no timing). Starts the brokers and the database it
-# needs and stops what it started.
+# Checks formatting and lints, then runs every test against real Kafka: unit, simulation and
+# doc tests, the EventLog conformance suite on a single broker in both write modes, the replica
+# race tests, the failover test on a 3-broker cluster, and the ledger's projection into
+# PostgreSQL; then a smoke run of the benchmark harness (tiny load, debug build: it fails if a
+# scenario fails or an input goes unanswered, and asserts no timing) and the demo. Starts the
+# brokers and the database it needs and stops what it started.
 #
-# Usage: scripts/test.sh [extra cargo test args]   (with args, the benchmark smoke run is skipped)
+# Usage: scripts/test.sh [extra cargo test args]   (with args, the smoke run and the demo are skipped)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -22,8 +22,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The gate: one formatting, no clippy warning (workspace lints, clippy.toml), the lockfile as
+# committed. Cheapest first, so a formatting slip fails in seconds.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 # Compile first, while the two cores are not shared with brokers.
-cargo test --workspace --no-run
+cargo test --workspace --locked --no-run
 
 scripts/kafka.sh fetch --quiet
 if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
@@ -66,8 +71,10 @@ echo "test: single broker $KAFKA_BOOTSTRAP, cluster $KAFKA_CLUSTER_BOOTSTRAP, Po
 
 cargo test --workspace "$@" -- --nocapture
 
-# The benchmark harness end to end, so it cannot rot between full runs (BENCHMARKS.md);
-# skipped when cargo test was given arguments (a filtered run).
+# The benchmark harness end to end, so it cannot rot between full runs (BENCHMARKS.md), and
+# the README's first command, the demo, on the debug build the tests made; both skipped when
+# cargo test was given arguments (a filtered run).
 if [ $# -eq 0 ]; then
   benches/run.sh --quick --debug
+  scripts/demo.sh --debug
 fi
