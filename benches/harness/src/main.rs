@@ -692,7 +692,7 @@ async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<Scen
     })
 }
 
-/// Where the run stands against the four targets.
+/// Where the run stands against the four goals BENCHMARKS.md states.
 fn targets(results: &[ScenarioResult]) -> serde_json::Value {
     let get = |name: &str| results.iter().find(|r| r.name == name && r.error.is_none());
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
