@@ -177,6 +177,16 @@ pub async fn check_edges(bootstrap: &str, jar: &Path, work: &Path) -> anyhow::Re
 /// unknown type, bad types, `-0`, empty or over-long ids, trailing data, repeated fields, an
 /// unpaired surrogate, a number out of range, nesting past serde_json's limit).
 pub fn edge_orders() -> Vec<Vec<u8>> {
+    let mut orders = random_orders();
+    orders.extend(rule_orders());
+    orders.extend(unusual_valid_orders());
+    orders.extend(dead_lettered_orders());
+    orders.into_iter().map(String::into_bytes).collect()
+}
+
+/// 2,000 seeded random limit, market and cancel orders: reused ids, cancels of resting, filled
+/// and unknown ids, zero quantities and prices.
+fn random_orders() -> Vec<String> {
     let mut orders: Vec<String> = Vec::new();
     // xorshift64: the same sequence on every run.
     let mut state = 0x9E37_79B9_7F4A_7C15_u64;
@@ -203,15 +213,29 @@ pub fn edge_orders() -> Vec<Vec<u8>> {
         };
         orders.push(order.to_string());
     }
-    let limit = |id: &str, side: &str, price: u64, quantity: u64| {
-        json!({"type": "limit", "order_id": id, "account": "x", "side": side, "price": price, "quantity": quantity})
-            .to_string()
-    };
-    let market = |id: &str, side: &str, quantity: u64| {
-        json!({"type": "market", "order_id": id, "account": "y", "side": side, "quantity": quantity}).to_string()
-    };
+    orders
+}
+
+/// A limit order of account `x`.
+fn limit(id: &str, side: &str, price: u64, quantity: u64) -> String {
+    json!({"type": "limit", "order_id": id, "account": "x", "side": side, "price": price, "quantity": quantity})
+        .to_string()
+}
+
+/// A market order of account `y`.
+fn market(id: &str, side: &str, quantity: u64) -> String {
+    json!({"type": "market", "order_id": id, "account": "y", "side": side, "quantity": quantity}).to_string()
+}
+
+/// A cancel carrying an unknown field nested `depth` deep.
+fn nested(id: &str, depth: usize) -> String {
+    format!(r#"{{"type":"cancel","order_id":"{id}","junk":{}{}}}"#, "[".repeat(depth - 1), "]".repeat(depth - 1))
+}
+
+/// The fill limit and u64 extremes.
+fn rule_orders() -> Vec<String> {
     // Empty the book, then one taker against more makers than it may fill.
-    orders.extend([market("sweep-b", "buy", 1_000_000), market("sweep-s", "sell", 1_000_000)]);
+    let mut orders = vec![market("sweep-b", "buy", 1_000_000), market("sweep-s", "sell", 1_000_000)];
     orders.extend((0..=FILLS_PER_ORDER_MAX).map(|k| limit(&format!("f{k}"), "sell", 100, 1)));
     orders.extend([limit("f-taker", "buy", 100, 1_000), market("f-rest", "buy", 5)]);
     // u64 extremes: a maker at the highest price, then quantities that only fit in a u64.
@@ -223,47 +247,50 @@ pub fn edge_orders() -> Vec<Vec<u8>> {
         market("u-take", "buy", u64::MAX - 1),
         market("u-rest", "buy", 3),
     ]);
-    // Valid after all: fields in any order, unknown fields (repeated, nested, -0, a surrogate
-    // pair), a field of another command type repeated, escapes, padding, 64-byte ids, JSON
-    // nested as deep as serde_json goes.
-    let nested = |id: &str, depth: usize| {
-        format!(r#"{{"type":"cancel","order_id":"{id}","junk":{}{}}}"#, "[".repeat(depth - 1), "]".repeat(depth - 1))
-    };
-    orders.extend([
+    orders
+}
+
+/// Valid after all: fields in any order, unknown fields (repeated, nested, -0, a surrogate
+/// pair), a field of another command type repeated, escapes, padding, 64-byte ids, JSON
+/// nested as deep as serde_json goes.
+fn unusual_valid_orders() -> Vec<String> {
+    vec![
         r#"{"order_id":"t1","type":"cancel","note":"unknown","note":{"a":[-0,"\ud83d\ude00"]}}"#.to_string(),
         r#"{"type":"cancel","order_id":"t2","price":1,"price":2}"#.to_string(),
         "  {\"type\":\"cancel\",\"order_id\":\"\\u00e9t\\u00e9\"}\n".to_string(),
         limit(&"é".repeat(32), "buy", 1, 1),
         nested("t3", 127),
-    ]);
-    // Dead-lettered by the framework: no report.
-    orders.extend(
-        [
-            "not json",
-            "",
-            "null",
-            "[1,2]",
-            r#"{"type":"nope","order_id":"d1"}"#,
-            r#"{"type":"cancel"}"#,
-            r#"{"type":"limit","order_id":"","account":"a","side":"buy","price":1,"quantity":1}"#,
-            r#"{"type":"limit","order_id":"d2","account":"a","side":"up","price":1,"quantity":1}"#,
-            r#"{"type":"limit","order_id":"d3","account":"a","side":"buy","price":1.5,"quantity":1}"#,
-            r#"{"type":"limit","order_id":"d4","account":"a","side":"buy","price":1,"quantity":-1}"#,
-            r#"{"type":"limit","order_id":"d5","account":"a","side":"buy","price":18446744073709551616,"quantity":1}"#,
-            r#"{"type":"limit","order_id":"d6","account":"a","side":"buy","price":"1","quantity":1}"#,
-            r#"{"type":"limit","order_id":"d7","account":"a","side":"buy","price":1}"#,
-            r#"{"type":"limit","order_id":"d8","account":"a","side":"buy","price":1,"quantity":1e2}"#,
-            r#"{"type":"cancel","order_id":"d9"} trailing"#,
-            r#"{"type":"cancel","order_id":"d10","order_id":"d11"}"#,
-            r#"{"type":"cancel","type":"cancel","order_id":"d12"}"#,
-            r#"{"type":"cancel","order_id":"d13","junk":"\ud800"}"#,
-            r#"{"type":"cancel","order_id":"d14","junk":1e400}"#,
-            r#"{"type":"limit","order_id":"d15","account":"a","side":"buy","price":-0,"quantity":1}"#,
-        ]
-        .map(String::from),
-    );
+    ]
+}
+
+/// Dead-lettered by the framework: no report.
+fn dead_lettered_orders() -> Vec<String> {
+    let mut orders: Vec<String> = [
+        "not json",
+        "",
+        "null",
+        "[1,2]",
+        r#"{"type":"nope","order_id":"d1"}"#,
+        r#"{"type":"cancel"}"#,
+        r#"{"type":"limit","order_id":"","account":"a","side":"buy","price":1,"quantity":1}"#,
+        r#"{"type":"limit","order_id":"d2","account":"a","side":"up","price":1,"quantity":1}"#,
+        r#"{"type":"limit","order_id":"d3","account":"a","side":"buy","price":1.5,"quantity":1}"#,
+        r#"{"type":"limit","order_id":"d4","account":"a","side":"buy","price":1,"quantity":-1}"#,
+        r#"{"type":"limit","order_id":"d5","account":"a","side":"buy","price":18446744073709551616,"quantity":1}"#,
+        r#"{"type":"limit","order_id":"d6","account":"a","side":"buy","price":"1","quantity":1}"#,
+        r#"{"type":"limit","order_id":"d7","account":"a","side":"buy","price":1}"#,
+        r#"{"type":"limit","order_id":"d8","account":"a","side":"buy","price":1,"quantity":1e2}"#,
+        r#"{"type":"cancel","order_id":"d9"} trailing"#,
+        r#"{"type":"cancel","order_id":"d10","order_id":"d11"}"#,
+        r#"{"type":"cancel","type":"cancel","order_id":"d12"}"#,
+        r#"{"type":"cancel","order_id":"d13","junk":"\ud800"}"#,
+        r#"{"type":"cancel","order_id":"d14","junk":1e400}"#,
+        r#"{"type":"limit","order_id":"d15","account":"a","side":"buy","price":-0,"quantity":1}"#,
+    ]
+    .map(String::from)
+    .to_vec();
     orders.push(nested("d16", 128));
     orders.push(limit(&"é".repeat(33), "buy", 1, 1));
     orders.push(limit("d17", "buy", 1, 1).replace("\"account\":\"x\"", &format!("\"account\":\"{}\"", "a".repeat(65))));
-    orders.into_iter().map(String::into_bytes).collect()
+    orders
 }

@@ -26,6 +26,7 @@ mod micro;
 mod procs;
 mod raw;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,7 +39,7 @@ use serde::Serialize;
 
 use framework::Det;
 use load::Load;
-use measure::{Summary, Timeline};
+use measure::{SharedTimeline, Summary, Timeline};
 use procs::{Fault, Proc};
 
 #[derive(Parser)]
@@ -328,6 +329,29 @@ struct Context_ {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let streams = args.streams.unwrap_or(!args.quick);
+    let cx = prepare(&args, streams)?;
+    eprintln!("bench: logs of replicas and Kafka Streams in {}", cx.work.display());
+
+    let micro = micro::run(if args.quick { 20_000 } else { 200_000 });
+    let mut results = Vec::new();
+    for scenario in scenarios(args.quick, streams) {
+        if args.only.as_deref().is_some_and(|only| !scenario.name.contains(only)) {
+            continue;
+        }
+        let result = run_or_fail(&cx, &scenario).await;
+        print_result(&result);
+        results.push(result);
+    }
+    write_report(&args, started, &micro, &results)?;
+    if results.iter().any(|r| r.error.is_some()) {
+        bail!("some scenarios failed; see above");
+    }
+    Ok(())
+}
+
+/// Checks that the executables (and the Kafka Streams jar, when needed) are built, and makes
+/// the run's directories.
+fn prepare(args: &RunArgs, streams: bool) -> anyhow::Result<Context_> {
     if streams && !args.streams_jar.exists() {
         bail!("{} is missing; build it with `mvn -q -f benches/kafka-streams/pom.xml package` (benches/run.sh does), or pass --streams false", args.streams_jar.display());
     }
@@ -345,58 +369,66 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         (Duration::from_secs(2), Duration::from_secs(30))
     };
-    let cx = Context_ { args: args.clone(), work, bench_exe, launcher_exe, stamp, warmup, drain };
-    eprintln!("bench: logs of replicas and Kafka Streams in {}", cx.work.display());
+    Ok(Context_ { args: args.clone(), work, bench_exe, launcher_exe, stamp, warmup, drain })
+}
 
-    let micro = micro::run(if args.quick { 20_000 } else { 200_000 });
-    let mut results = Vec::new();
-    for scenario in scenarios(args.quick, streams) {
-        if args.only.as_deref().is_some_and(|only| !scenario.name.contains(only)) {
-            continue;
-        }
-        eprintln!(
-            "bench: {} — {}, {}, fault: {}",
-            scenario.name,
-            scenario.system.label(),
-            scenario.load.label(),
-            scenario.fault.label()
-        );
-        let result = match run_scenario(&cx, &scenario).await {
-            Ok(result) => result,
-            Err(error) => {
-                eprintln!("  FAILED: {error:#}");
-                ScenarioResult {
-                    name: scenario.name.clone(),
-                    system: scenario.system.label(),
-                    load: scenario.load.label(),
-                    fault: scenario.fault.label(),
-                    summary: Summary::default(),
-                    amplification: None,
-                    notes: vec![],
-                    error: Some(format!("{error:#}")),
-                }
+/// Runs one scenario; a failure becomes a result that carries the error.
+async fn run_or_fail(cx: &Context_, scenario: &Scenario) -> ScenarioResult {
+    eprintln!(
+        "bench: {} — {}, {}, fault: {}",
+        scenario.name,
+        scenario.system.label(),
+        scenario.load.label(),
+        scenario.fault.label()
+    );
+    match run_scenario(cx, scenario).await {
+        Ok(result) => result,
+        Err(error) => {
+            eprintln!("  FAILED: {error:#}");
+            ScenarioResult {
+                name: scenario.name.clone(),
+                system: scenario.system.label(),
+                load: scenario.load.label(),
+                fault: scenario.fault.label(),
+                summary: Summary::default(),
+                amplification: None,
+                notes: vec![],
+                error: Some(format!("{error:#}")),
             }
-        };
-        let l = &result.summary.latency;
-        eprintln!(
-            "  {} of {} answered; {:.0} ev/s; p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.1} ms; largest gap {:.1} ms{}",
-            result.summary.answered,
-            result.summary.sent,
-            result.summary.throughput_eps,
-            l.p50_ms,
-            l.p99_ms,
-            l.p999_ms,
-            l.max_ms,
-            result.summary.gap_max_ms,
-            result
-                .amplification
-                .as_ref()
-                .map(|a| format!("; amplification {:.2} by bytes, {:.2} by count", a.by_bytes, a.by_count))
-                .unwrap_or_default()
-        );
-        results.push(result);
+        }
     }
-    let targets = targets(&results);
+}
+
+/// One line of figures per scenario, on stderr.
+fn print_result(result: &ScenarioResult) {
+    let l = &result.summary.latency;
+    eprintln!(
+        "  {} of {} answered; {:.0} ev/s; p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.1} ms; largest gap {:.1} ms{}",
+        result.summary.answered,
+        result.summary.sent,
+        result.summary.throughput_eps,
+        l.p50_ms,
+        l.p99_ms,
+        l.p999_ms,
+        l.max_ms,
+        result.summary.gap_max_ms,
+        result
+            .amplification
+            .as_ref()
+            .map(|a| format!("; amplification {:.2} by bytes, {:.2} by count", a.by_bytes, a.by_count))
+            .unwrap_or_default()
+    );
+}
+
+/// Writes `<out>/latest.json` and `<out>/latest.md` (`quick.*` for a smoke run) and prints the
+/// table.
+fn write_report(
+    args: &RunArgs,
+    started: Instant,
+    micro: &BTreeMap<&'static str, f64>,
+    results: &[ScenarioResult],
+) -> anyhow::Result<()> {
+    let targets = targets(results);
     let report = serde_json::json!({
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "quick": args.quick,
@@ -409,277 +441,76 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let json_path = args.out.join(if args.quick { "quick.json" } else { "latest.json" });
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
-    let table = markdown(&results, &report);
+    let table = markdown(results, &report);
     std::fs::write(args.out.join(if args.quick { "quick.md" } else { "latest.md" }), &table)?;
     println!("{table}");
     eprintln!("bench: wrote {} in {:.0} s", json_path.display(), started.elapsed().as_secs_f64());
-    if results.iter().any(|r| r.error.is_some()) {
-        bail!("some scenarios failed; see above");
-    }
     Ok(())
 }
 
-async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<ScenarioResult> {
-    let bootstrap = cx.args.bootstrap.clone();
-    let topic = format!("bench-{}-{}", scenario.name, cx.stamp);
-    let dir = cx.work.join(&scenario.name);
-    std::fs::create_dir_all(&dir)?;
-    let timeline = Arc::new(Mutex::new(Timeline::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut notes = Vec::new();
-    let mut amplification = None;
+/// One scenario's run: its topic, its directory, and what its tasks share.
+struct ScenarioRun<'a> {
+    cx: &'a Context_,
+    scenario: &'a Scenario,
+    bootstrap: String,
+    topic: String,
+    /// Logs and configs of its processes.
+    dir: PathBuf,
+    timeline: SharedTimeline,
+    /// Tells the observer and the fault to end.
+    stop: Arc<AtomicBool>,
+}
 
-    // Start what transforms, and the observer; return the generator's sender and the victim.
-    let mut procs: Vec<Proc> = Vec::new();
-    let (send, observer, ready_line): (Option<load::Send>, tokio::task::JoinHandle<anyhow::Result<()>>, &str) =
-        match scenario.system {
-            System::RawRelay => {
-                let (input, output) = (format!("{topic}-in"), format!("{topic}-out"));
-                admin::create_topic(&KafkaLogConfig::new(&bootstrap, &input)).await?;
-                admin::create_topic(&KafkaLogConfig::new(&bootstrap, &output)).await?;
-                let args =
-                    ["relay", "--bootstrap", &bootstrap, "--from", &input, "--to", &output].map(String::from).to_vec();
-                let mut relay = Proc::spawn("relay", &cx.bench_exe, args, vec![], dir.join("relay.log"))?;
-                relay.wait_for("relay starting").await?;
-                procs.push(relay);
-                let observer = tokio::spawn(raw::observe_plain(
-                    bootstrap.clone(),
-                    output,
-                    raw::SeqFrom::Payload,
-                    timeline.clone(),
-                    stop.clone(),
-                ));
-                (
-                    Some(raw::plain_sender(&bootstrap, &input, raw::SeqFrom::Payload, load::payload)?),
-                    observer,
-                    "relay starting",
-                )
-            }
-            System::RawIdempotent | System::RawTransactional => {
-                admin::create_topic(&KafkaLogConfig::new(&bootstrap, &topic)).await?;
-                let observer = tokio::spawn(raw::observe_plain(
-                    bootstrap.clone(),
-                    topic.clone(),
-                    raw::SeqFrom::Payload,
-                    timeline.clone(),
-                    stop.clone(),
-                ));
-                let send = match scenario.system {
-                    System::RawIdempotent => {
-                        Some(raw::plain_sender(&bootstrap, &topic, raw::SeqFrom::Payload, load::payload)?)
-                    }
-                    _ => None,
-                };
-                (send, observer, "")
-            }
-            System::Framework { det, replicas, transactional, stagger_ms } => {
-                let log_config = KafkaLogConfig::new(&bootstrap, &topic);
-                admin::create_topic(&log_config).await?;
-                let config = dir.join("launcher.toml");
-                let stagger = stagger_ms.map(|ms| format!("stagger_ms = {ms}\n")).unwrap_or_default();
-                std::fs::write(&config, format!("[kafka]\nbootstrap_servers = {bootstrap:?}\ntopic = {topic:?}\n\n[[transformer]]\nname = {:?}\nreplicas = 1\n{stagger}", det.name()))?;
-                for i in 0..replicas {
-                    let name = format!("r{i}");
-                    let log = dir.join(format!("{name}.log"));
-                    let envs = vec![("RUST_LOG".to_string(), "info".to_string())];
-                    let proc = if transactional {
-                        let args = [
-                            "replica",
-                            "--bootstrap",
-                            &bootstrap,
-                            "--topic",
-                            &topic,
-                            "--replica-id",
-                            &format!("{name}-{}", det.name()),
-                            "--det",
-                            det.name(),
-                            "--transactional",
-                        ];
-                        Proc::spawn(&name, &cx.bench_exe, args.map(String::from).to_vec(), envs, log)?
-                    } else {
-                        let mut args = vec![
-                            "run".into(),
-                            "--config".into(),
-                            config.display().to_string(),
-                            "--replica-id".into(),
-                            name.clone(),
-                            "--replicas".into(),
-                            "1".into(),
-                        ];
-                        if stagger_ms.is_some() {
-                            // r0 writes first: the stall and kill faults hit it, the worst case.
-                            args.extend(["--stagger-rank".into(), i.to_string()]);
-                        }
-                        Proc::spawn(&name, &cx.launcher_exe, args, envs, log)?
-                    };
-                    procs.push(proc);
-                }
-                for proc in &mut procs {
-                    proc.wait_for("replica starting").await?;
-                }
-                let log = Arc::new(KafkaLog::connect(log_config).await?);
-                let observer = tokio::spawn(framework::observe(log.clone(), det, timeline.clone(), stop.clone()));
-                (Some(framework::sender(log, det)), observer, "replica starting")
-            }
-            System::KafkaStreams { instances, det } => {
-                let (input, output) = (format!("{topic}-in"), format!("{topic}-out"));
-                admin::create_topic(&KafkaLogConfig::new(&bootstrap, &input)).await?;
-                admin::create_topic(&KafkaLogConfig::new(&bootstrap, &output)).await?;
-                for i in 0..instances {
-                    let name = format!("ks{i}");
-                    let state = dir.join(format!("{name}-state"));
-                    let args = streams_args(
-                        &cx.args.streams_jar,
-                        det,
-                        &bootstrap,
-                        &format!("bench-{}-{}", scenario.name, cx.stamp),
-                        &input,
-                        &output,
-                        &state,
-                    );
-                    procs.push(Proc::spawn(&name, Path::new("java"), args, vec![], dir.join(format!("{name}.log")))?);
-                }
-                for proc in &mut procs {
-                    proc.wait_for("RUNNING").await?;
-                }
-                // The group settles: exactly one instance holds the one task.
-                let deadline = Instant::now() + Duration::from_secs(60);
-                let active = loop {
-                    let states: Vec<Option<bool>> = procs
-                        .iter()
-                        .map(|p| {
-                            p.current_log()
-                                .lines()
-                                .rfind(|l| l.starts_with("RUNNING active="))
-                                .map(|l| l != "RUNNING active=0")
-                        })
-                        .collect();
-                    if states.iter().all(Option::is_some) && states.iter().filter(|s| **s == Some(true)).count() == 1 {
-                        break states.iter().position(|s| *s == Some(true)).expect("one");
-                    }
-                    if Instant::now() > deadline {
-                        bail!("Kafka Streams did not settle on one active instance within 60 s; see {}", dir.display());
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                };
-                procs.swap(0, active);
-                notes.push(format!("active instance: {}", procs[0].name));
-                let (seq_in, payload) = det.plain();
-                let observer =
-                    tokio::spawn(raw::observe_plain(bootstrap.clone(), output, seq_in, timeline.clone(), stop.clone()));
-                (Some(raw::plain_sender(&bootstrap, &input, seq_in, payload)?), observer, "RUNNING")
-            }
-        };
+/// What transforms, once started: its processes (the first is the fault's victim), the load
+/// generator's sender (`None`: the raw transactional generator sends), and the observer.
+struct Started {
+    procs: Vec<Proc>,
+    send: Option<load::Send>,
+    observer: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// What a restarted process prints once it is ready.
+    ready_line: &'static str,
+}
+
+/// The fault's task: gives the victim back, with what happened to it.
+type FaultTask = tokio::task::JoinHandle<(Proc, anyhow::Result<Vec<String>>)>;
+
+async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<ScenarioResult> {
+    let run = ScenarioRun::new(cx, scenario)?;
+    let mut notes = Vec::new();
+    let Started { mut procs, send, observer, ready_line } = run.start(&mut notes).await?;
     // Let the observer connect before the clock starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let backlog = matches!(scenario.load, Load::Backlog { .. });
     if backlog {
-        for proc in &mut procs {
-            proc.signal(libc::SIGSTOP);
-        }
+        signal_all(&mut procs, libc::SIGSTOP);
     }
 
     let load_started = Instant::now();
-    let fault_task = if matches!(scenario.fault, Fault::None) || procs.is_empty() {
-        None
-    } else {
-        let mut victim = procs.remove(0);
-        let (fault, secs, stop, ready) = (scenario.fault, scenario.load.secs(), stop.clone(), ready_line.to_string());
-        Some(tokio::spawn(async move {
-            let notes = procs::inflict(fault, &mut victim, secs, &ready, stop).await;
-            (victim, notes)
-        }))
-    };
-    let sent = match send {
-        Some(send) => load::generate(scenario.load, send, timeline.clone()).await?,
-        None => {
-            let (bootstrap, topic, load, timeline) =
-                (bootstrap.clone(), topic.clone(), scenario.load, timeline.clone());
-            let first = !scenario.name.contains("naive");
-            let (sent, note) = tokio::task::spawn_blocking(move || {
-                raw::generate_transactional(&bootstrap, &topic, load, timeline, first)
-            })
-            .await??;
-            notes.push(note);
-            sent
-        }
-    };
+    let fault_task = run.start_fault(&mut procs, ready_line);
+    let sent = run.generate(send, &mut notes).await?;
     let load_ended = Instant::now();
     if backlog {
-        for proc in &mut procs {
-            proc.signal(libc::SIGCONT);
-        }
+        signal_all(&mut procs, libc::SIGCONT);
         notes.push(format!("{sent} events waiting when the transforming processes were let go"));
     }
-    // Drain: until every event is answered, or nothing new for the drain time.
-    let mut last_count = 0;
-    let mut last_growth = Instant::now();
-    loop {
-        let count = timeline.lock().expect("timeline").seen.len();
-        if count as u64 >= sent {
-            break;
-        }
-        if count != last_count {
-            (last_count, last_growth) = (count, Instant::now());
-        }
-        if last_growth.elapsed() > cx.drain {
-            notes.push(format!(
-                "{} of {sent} events never answered within {:?} of the last output",
-                sent - count as u64,
-                cx.drain
-            ));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stop.store(true, Ordering::Relaxed);
+    run.drain(sent, &mut notes).await;
+    run.stop.store(true, Ordering::Relaxed);
     if let Some(task) = fault_task {
         let (victim, fault_notes) = task.await?;
         notes.extend(fault_notes.context("the fault")?);
         procs.insert(0, victim);
     }
     observer.await?.context("the observer")?;
-    if let System::Framework { det, .. } = scenario.system {
-        let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
-        amplification = Some(
-            tokio::task::spawn_blocking(move || {
-                raw::amplification(&bootstrap, &topic, &det.output_key(), framework::LOAD_WRITER)
-            })
-            .await??,
-        );
-    }
-    let mut error = None;
-    if let System::KafkaStreams { det: Det::MatchingEngine, .. } = scenario.system {
-        let (bootstrap, input, output) = (bootstrap.clone(), format!("{topic}-in"), format!("{topic}-out"));
-        let verdict =
-            tokio::task::spawn_blocking(move || conformance::matching_engine(&bootstrap, &input, &output)).await??;
-        eprintln!("  {}", verdict.note);
-        if !verdict.equal {
-            error = Some(verdict.note.clone());
-        }
-        notes.push(verdict.note);
-    }
+    let amplification = run.amplification().await?;
+    let mut error = run.check_streams_matching(&mut notes).await?;
     for proc in procs {
         proc.stop(Duration::from_secs(15)).await;
     }
-    if let Err(error) = raw::delete_topics(&bootstrap, &topic).await {
+    if let Err(error) = raw::delete_topics(&run.bootstrap, &run.topic).await {
         notes.push(format!("could not delete the scenario's topics: {error:#}"));
     }
     notes.push(format!("load ran {:.1} s; {sent} events", load_ended.duration_since(load_started).as_secs_f64()));
-    let timeline = timeline.lock().expect("timeline");
-    let mut summary = measure::analyze(&timeline, load_started + cx.warmup);
-    // Every delivered input must be answered: a loss is a failure, never a figure.
-    if summary.answered < summary.sent && error.is_none() {
-        error = Some(format!(
-            "{} of {} delivered inputs were never answered",
-            summary.sent - summary.answered,
-            summary.sent
-        ));
-    }
-    if backlog {
-        // Throughput of the drain alone; latency is mostly the wait for SIGCONT.
-        summary.throughput_eps = measure::rate_since(&timeline, load_ended);
-    }
+    let summary = run.summarize(load_started, load_ended, backlog, &mut error);
     Ok(ScenarioResult {
         name: scenario.name.clone(),
         system: scenario.system.label(),
@@ -692,7 +523,317 @@ async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<Scen
     })
 }
 
-/// Where the run stands against the four targets.
+fn signal_all(procs: &mut [Proc], signal: i32) {
+    for proc in procs {
+        proc.signal(signal);
+    }
+}
+
+impl<'a> ScenarioRun<'a> {
+    fn new(cx: &'a Context_, scenario: &'a Scenario) -> anyhow::Result<Self> {
+        let dir = cx.work.join(&scenario.name);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self {
+            cx,
+            scenario,
+            bootstrap: cx.args.bootstrap.clone(),
+            topic: format!("bench-{}-{}", scenario.name, cx.stamp),
+            dir,
+            timeline: Arc::new(Mutex::new(Timeline::default())),
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Starts what transforms, and the observer.
+    async fn start(&self, notes: &mut Vec<String>) -> anyhow::Result<Started> {
+        match self.scenario.system {
+            System::RawRelay => self.start_relay().await,
+            System::RawIdempotent | System::RawTransactional => self.start_raw().await,
+            System::Framework { det, replicas, transactional, stagger_ms } => {
+                self.start_framework(det, replicas, transactional, stagger_ms).await
+            }
+            System::KafkaStreams { instances, det } => self.start_kafka_streams(instances, det, notes).await,
+        }
+    }
+
+    /// Creates the input and output topics of a system that reads one and writes the other.
+    async fn create_in_out_topics(&self) -> anyhow::Result<(String, String)> {
+        let (input, output) = (format!("{}-in", self.topic), format!("{}-out", self.topic));
+        admin::create_topic(&KafkaLogConfig::new(&self.bootstrap, &input)).await?;
+        admin::create_topic(&KafkaLogConfig::new(&self.bootstrap, &output)).await?;
+        Ok((input, output))
+    }
+
+    /// A plain observer of `topic`.
+    fn observe_plain(&self, topic: String, seq_from: raw::SeqFrom) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        tokio::spawn(raw::observe_plain(
+            self.bootstrap.clone(),
+            topic,
+            seq_from,
+            self.timeline.clone(),
+            self.stop.clone(),
+        ))
+    }
+
+    async fn start_relay(&self) -> anyhow::Result<Started> {
+        let bootstrap = &self.bootstrap;
+        let (input, output) = self.create_in_out_topics().await?;
+        let args = ["relay", "--bootstrap", bootstrap, "--from", &input, "--to", &output].map(String::from).to_vec();
+        let mut relay = Proc::spawn("relay", &self.cx.bench_exe, args, vec![], self.dir.join("relay.log"))?;
+        relay.wait_for("relay starting").await?;
+        let observer = self.observe_plain(output, raw::SeqFrom::Payload);
+        Ok(Started {
+            procs: vec![relay],
+            send: Some(raw::plain_sender(bootstrap, &input, raw::SeqFrom::Payload, load::payload)?),
+            observer,
+            ready_line: "relay starting",
+        })
+    }
+
+    async fn start_raw(&self) -> anyhow::Result<Started> {
+        admin::create_topic(&KafkaLogConfig::new(&self.bootstrap, &self.topic)).await?;
+        let observer = self.observe_plain(self.topic.clone(), raw::SeqFrom::Payload);
+        let send = match self.scenario.system {
+            System::RawIdempotent => {
+                Some(raw::plain_sender(&self.bootstrap, &self.topic, raw::SeqFrom::Payload, load::payload)?)
+            }
+            _ => None,
+        };
+        Ok(Started { procs: Vec::new(), send, observer, ready_line: "" })
+    }
+
+    async fn start_framework(
+        &self,
+        det: Det,
+        replicas: usize,
+        transactional: bool,
+        stagger_ms: Option<u64>,
+    ) -> anyhow::Result<Started> {
+        let log_config = KafkaLogConfig::new(&self.bootstrap, &self.topic);
+        admin::create_topic(&log_config).await?;
+        let config = self.launcher_config(det, stagger_ms)?;
+        let mut procs = Vec::new();
+        for i in 0..replicas {
+            procs.push(self.spawn_replica(i, det, transactional, stagger_ms, &config)?);
+        }
+        for proc in &mut procs {
+            proc.wait_for("replica starting").await?;
+        }
+        let log = Arc::new(KafkaLog::connect(log_config).await?);
+        let observer = tokio::spawn(framework::observe(log.clone(), det, self.timeline.clone(), self.stop.clone()));
+        Ok(Started { procs, send: Some(framework::sender(log, det)), observer, ready_line: "replica starting" })
+    }
+
+    /// Writes the launcher's config for one replica of `det` per process.
+    fn launcher_config(&self, det: Det, stagger_ms: Option<u64>) -> anyhow::Result<PathBuf> {
+        let (bootstrap, topic) = (&self.bootstrap, &self.topic);
+        let config = self.dir.join("launcher.toml");
+        let stagger = stagger_ms.map(|ms| format!("stagger_ms = {ms}\n")).unwrap_or_default();
+        std::fs::write(&config, format!("[kafka]\nbootstrap_servers = {bootstrap:?}\ntopic = {topic:?}\n\n[[transformer]]\nname = {:?}\nreplicas = 1\n{stagger}", det.name()))?;
+        Ok(config)
+    }
+
+    /// Replica `i`: `bench replica --transactional`, or the launcher with `config`.
+    fn spawn_replica(
+        &self,
+        i: usize,
+        det: Det,
+        transactional: bool,
+        stagger_ms: Option<u64>,
+        config: &Path,
+    ) -> anyhow::Result<Proc> {
+        let name = format!("r{i}");
+        let log = self.dir.join(format!("{name}.log"));
+        let envs = vec![("RUST_LOG".to_string(), "info".to_string())];
+        if transactional {
+            let args = [
+                "replica",
+                "--bootstrap",
+                &self.bootstrap,
+                "--topic",
+                &self.topic,
+                "--replica-id",
+                &format!("{name}-{}", det.name()),
+                "--det",
+                det.name(),
+                "--transactional",
+            ];
+            return Proc::spawn(&name, &self.cx.bench_exe, args.map(String::from).to_vec(), envs, log);
+        }
+        let mut args = vec![
+            "run".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--replica-id".into(),
+            name.clone(),
+            "--replicas".into(),
+            "1".into(),
+        ];
+        if stagger_ms.is_some() {
+            // r0 writes first: the stall and kill faults hit it, the worst case.
+            args.extend(["--stagger-rank".into(), i.to_string()]);
+        }
+        Proc::spawn(&name, &self.cx.launcher_exe, args, envs, log)
+    }
+
+    async fn start_kafka_streams(
+        &self,
+        instances: usize,
+        det: Det,
+        notes: &mut Vec<String>,
+    ) -> anyhow::Result<Started> {
+        let (input, output) = self.create_in_out_topics().await?;
+        let mut procs = Vec::new();
+        for i in 0..instances {
+            let name = format!("ks{i}");
+            let state = self.dir.join(format!("{name}-state"));
+            let application_id = format!("bench-{}-{}", self.scenario.name, self.cx.stamp);
+            let args =
+                streams_args(&self.cx.args.streams_jar, det, &self.bootstrap, &application_id, &input, &output, &state);
+            procs.push(Proc::spawn(&name, Path::new("java"), args, vec![], self.dir.join(format!("{name}.log")))?);
+        }
+        for proc in &mut procs {
+            proc.wait_for("RUNNING").await?;
+        }
+        let active = self.one_active_instance(&procs).await?;
+        procs.swap(0, active);
+        notes.push(format!("active instance: {}", procs[0].name));
+        let (seq_in, payload) = det.plain();
+        let observer = self.observe_plain(output, seq_in);
+        let send = Some(raw::plain_sender(&self.bootstrap, &input, seq_in, payload)?);
+        Ok(Started { procs, send, observer, ready_line: "RUNNING" })
+    }
+
+    /// Waits until the group settles, exactly one instance holding the one task; returns it.
+    async fn one_active_instance(&self, procs: &[Proc]) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let states: Vec<Option<bool>> = procs
+                .iter()
+                .map(|p| {
+                    p.current_log().lines().rfind(|l| l.starts_with("RUNNING active=")).map(|l| l != "RUNNING active=0")
+                })
+                .collect();
+            if states.iter().all(Option::is_some) && states.iter().filter(|s| **s == Some(true)).count() == 1 {
+                return Ok(states.iter().position(|s| *s == Some(true)).expect("one"));
+            }
+            if Instant::now() > deadline {
+                bail!("Kafka Streams did not settle on one active instance within 60 s; see {}", self.dir.display());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Starts the scenario's fault on the first process, if it has a fault and a process.
+    fn start_fault(&self, procs: &mut Vec<Proc>, ready_line: &str) -> Option<FaultTask> {
+        if matches!(self.scenario.fault, Fault::None) || procs.is_empty() {
+            return None;
+        }
+        let mut victim = procs.remove(0);
+        let (fault, secs, stop, ready) =
+            (self.scenario.fault, self.scenario.load.secs(), self.stop.clone(), ready_line.to_string());
+        Some(tokio::spawn(async move {
+            let notes = procs::inflict(fault, &mut victim, secs, &ready, stop).await;
+            (victim, notes)
+        }))
+    }
+
+    /// Runs the load through `send`, or through the raw transactional generator when there is
+    /// none; returns how many events were sent.
+    async fn generate(&self, send: Option<load::Send>, notes: &mut Vec<String>) -> anyhow::Result<u64> {
+        if let Some(send) = send {
+            return load::generate(self.scenario.load, send, self.timeline.clone()).await;
+        }
+        let (bootstrap, topic, load, timeline) =
+            (self.bootstrap.clone(), self.topic.clone(), self.scenario.load, self.timeline.clone());
+        let first = !self.scenario.name.contains("naive");
+        let (sent, note) =
+            tokio::task::spawn_blocking(move || raw::generate_transactional(&bootstrap, &topic, load, timeline, first))
+                .await??;
+        notes.push(note);
+        Ok(sent)
+    }
+
+    /// Waits until every event is answered, or nothing new came for the drain time.
+    async fn drain(&self, sent: u64, notes: &mut Vec<String>) {
+        let mut last_count = 0;
+        let mut last_growth = Instant::now();
+        loop {
+            let count = self.timeline.lock().expect("timeline").seen.len();
+            if count as u64 >= sent {
+                break;
+            }
+            if count != last_count {
+                (last_count, last_growth) = (count, Instant::now());
+            }
+            if last_growth.elapsed() > self.cx.drain {
+                notes.push(format!(
+                    "{} of {sent} events never answered within {:?} of the last output",
+                    sent - count as u64,
+                    self.cx.drain
+                ));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The framework's write amplification, read from its log; `None` for other systems.
+    async fn amplification(&self) -> anyhow::Result<Option<raw::Amplification>> {
+        let System::Framework { det, .. } = self.scenario.system else {
+            return Ok(None);
+        };
+        let (bootstrap, topic) = (self.bootstrap.clone(), self.topic.clone());
+        let amplification = tokio::task::spawn_blocking(move || {
+            raw::amplification(&bootstrap, &topic, &det.output_key(), framework::LOAD_WRITER)
+        })
+        .await??;
+        Ok(Some(amplification))
+    }
+
+    /// After a Kafka Streams matching-engine run: its reports must equal the Rust engine's on
+    /// the same inputs. Returns the scenario's error if they differ.
+    async fn check_streams_matching(&self, notes: &mut Vec<String>) -> anyhow::Result<Option<String>> {
+        let System::KafkaStreams { det: Det::MatchingEngine, .. } = self.scenario.system else {
+            return Ok(None);
+        };
+        let (bootstrap, input, output) =
+            (self.bootstrap.clone(), format!("{}-in", self.topic), format!("{}-out", self.topic));
+        let verdict =
+            tokio::task::spawn_blocking(move || conformance::matching_engine(&bootstrap, &input, &output)).await??;
+        eprintln!("  {}", verdict.note);
+        let error = if verdict.equal { None } else { Some(verdict.note.clone()) };
+        notes.push(verdict.note);
+        Ok(error)
+    }
+
+    /// The scenario's figures from its timeline; an unanswered delivered input is its error.
+    fn summarize(
+        &self,
+        load_started: Instant,
+        load_ended: Instant,
+        backlog: bool,
+        error: &mut Option<String>,
+    ) -> Summary {
+        let timeline = self.timeline.lock().expect("timeline");
+        let mut summary = measure::analyze(&timeline, load_started + self.cx.warmup);
+        // Every delivered input must be answered: a loss is a failure, never a figure.
+        if summary.answered < summary.sent && error.is_none() {
+            *error = Some(format!(
+                "{} of {} delivered inputs were never answered",
+                summary.sent - summary.answered,
+                summary.sent
+            ));
+        }
+        if backlog {
+            // Throughput of the drain alone; latency is mostly the wait for SIGCONT.
+            summary.throughput_eps = measure::rate_since(&timeline, load_ended);
+        }
+        summary
+    }
+}
+
+/// Where the run stands against the four goals BENCHMARKS.md states.
 fn targets(results: &[ScenarioResult]) -> serde_json::Value {
     let get = |name: &str| results.iter().find(|r| r.name == name && r.error.is_none());
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {

@@ -10,16 +10,62 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use competing_transformers::canonical::CanonicalRule;
-use competing_transformers::record::{FetchedRecord, Record, RecordView};
+use competing_transformers::record::{EncodedRecord, FetchedRecord, Record, RecordView};
 use competing_transformers::{Event, EventSourceKey, Outputs};
 
 use crate::framework::{Det, CONTENT_TYPE_BYTES};
 
 /// Nanoseconds per event of each step, over `n` events of the identity DET's 100-byte payload.
 pub fn run(n: u64) -> BTreeMap<&'static str, f64> {
-    let input_key = Det::Identity.input_key();
     let output_key = EventSourceKey::new(bench_harness::IDENTITY).expect("valid");
-    let inputs: Vec<FetchedRecord> = (0..n)
+    let inputs = input_records(n);
+    let mut timer = Timer { n, results: BTreeMap::new() };
+    let mut decoded = Vec::with_capacity(n as usize);
+    timer.time("1 decode input record (incl. digest check)", &mut || {
+        decoded = inputs.iter().map(|r| RecordView::parse_fetched(r).expect("decodes")).collect();
+    });
+    let mut rule = CanonicalRule::default();
+    timer.time("2 canonical rule on input", &mut || apply_rule(&mut rule, &decoded, 0));
+    let mut outputs_all = Vec::with_capacity(n as usize);
+    // What `Identity::apply` does (copy the payload into the outputs), without building an
+    // `Input`, whose fields change as the framework grows.
+    timer.time("3 transform call (identity: copy payload to outputs)", &mut || identity(&decoded, &mut outputs_all));
+    let mut events = Vec::with_capacity(n as usize);
+    timer.time("4 build output event (digest)", &mut || output_events(&mut outputs_all, &output_key, &mut events));
+    let mut encoded = Vec::with_capacity(n as usize);
+    // Without summary headers, as the log writes by default.
+    timer.time("5 encode output record", &mut || encode_outputs(&mut events, &output_key, &mut encoded));
+    let fetched = fetched_outputs(encoded, n);
+    let mut read_back = Vec::with_capacity(n as usize);
+    timer.time("6 decode output record read back", &mut || {
+        read_back = fetched.iter().map(|r| RecordView::parse_fetched(r).expect("decodes")).collect();
+    });
+    timer.time("7 canonical rule on output", &mut || apply_rule(&mut rule, &read_back, n));
+    let _ = CONTENT_TYPE_BYTES;
+    let mut results = timer.results;
+    let total: f64 = results.values().sum();
+    results.insert("total", total);
+    results
+}
+
+/// Times each step and keeps its cost per event.
+struct Timer {
+    n: u64,
+    results: BTreeMap<&'static str, f64>,
+}
+
+impl Timer {
+    fn time(&mut self, name: &'static str, f: &mut dyn FnMut()) {
+        let start = Instant::now();
+        f();
+        self.results.insert(name, start.elapsed().as_nanos() as f64 / self.n as f64);
+    }
+}
+
+/// `n` input records as the load writes them, as fetched from the log.
+fn input_records(n: u64) -> Vec<FetchedRecord> {
+    let input_key = Det::Identity.input_key();
+    (0..n)
         .map(|seq| {
             let record = Record {
                 source: input_key.clone(),
@@ -29,61 +75,49 @@ pub fn run(n: u64) -> BTreeMap<&'static str, f64> {
             let encoded = record.encode().expect("encodes");
             FetchedRecord { offset: seq, timestamp_ms: None, key: Some(encoded.key), value: Some(encoded.value) }
         })
-        .collect();
-    let mut results = BTreeMap::new();
-    let mut time = |name: &'static str, f: &mut dyn FnMut()| {
-        let start = Instant::now();
-        f();
-        results.insert(name, start.elapsed().as_nanos() as f64 / n as f64);
-    };
-    let mut decoded = Vec::with_capacity(n as usize);
-    time("1 decode input record (incl. digest check)", &mut || {
-        decoded = inputs.iter().map(|r| RecordView::parse_fetched(r).expect("decodes")).collect();
-    });
-    let mut rule = CanonicalRule::default();
-    time("2 canonical rule on input", &mut || {
-        for (offset, record) in decoded.iter().enumerate() {
-            std::hint::black_box(rule.apply_view(offset as u64, Ok(record)).expect("decoded"));
+        .collect()
+}
+
+/// The canonical rule on `records`, the first at offset `first_offset`.
+fn apply_rule(rule: &mut CanonicalRule, records: &[RecordView<'_>], first_offset: u64) {
+    for (i, record) in records.iter().enumerate() {
+        std::hint::black_box(rule.apply_view(first_offset + i as u64, Ok(record)).expect("decoded"));
+    }
+}
+
+/// The identity transform's work: each input's payload copied into its outputs.
+fn identity(decoded: &[RecordView<'_>], outputs_all: &mut Vec<Outputs>) {
+    for record in decoded {
+        let event = &record.events[0];
+        let mut outputs = Outputs::default();
+        outputs.emit(event.content_type, event.payload.to_vec());
+        outputs_all.push(outputs);
+    }
+}
+
+/// The output events, numbered and digested as a replica builds them.
+fn output_events(outputs_all: &mut Vec<Outputs>, output_key: &EventSourceKey, events: &mut Vec<Event>) {
+    for (i, outputs) in outputs_all.drain(..).enumerate() {
+        for o in outputs.into_events() {
+            events.push(Event::new(output_key.clone(), Some(i as u64), Some(i as u64), 0, o.content_type, o.payload));
         }
-    });
-    let mut outputs_all = Vec::with_capacity(n as usize);
-    // What `Identity::apply` does (copy the payload into the outputs), without building an
-    // `Input`, whose fields change as the framework grows.
-    time("3 transform call (identity: copy payload to outputs)", &mut || {
-        for record in &decoded {
-            let event = &record.events[0];
-            let mut outputs = Outputs::default();
-            outputs.emit(event.content_type, event.payload.to_vec());
-            outputs_all.push(outputs);
-        }
-    });
-    let mut events = Vec::with_capacity(n as usize);
-    time("4 build output event (digest)", &mut || {
-        for (i, outputs) in outputs_all.drain(..).enumerate() {
-            for o in outputs.into_events() {
-                events.push(Event::new(
-                    output_key.clone(),
-                    Some(i as u64),
-                    Some(i as u64),
-                    0,
-                    o.content_type,
-                    o.payload,
-                ));
-            }
-        }
-    });
-    let mut encoded = Vec::with_capacity(n as usize);
-    // Without summary headers, as the log writes by default.
-    time("5 encode output record", &mut || {
-        for event in events.drain(..) {
-            encoded.push(
-                Record { source: output_key.clone(), writer: "r0-identity".into(), events: vec![event] }
-                    .encode_with(false)
-                    .expect("encodes"),
-            );
-        }
-    });
-    let fetched: Vec<FetchedRecord> = encoded
+    }
+}
+
+/// One output record per event.
+fn encode_outputs(events: &mut Vec<Event>, output_key: &EventSourceKey, encoded: &mut Vec<EncodedRecord>) {
+    for event in events.drain(..) {
+        encoded.push(
+            Record { source: output_key.clone(), writer: "r0-identity".into(), events: vec![event] }
+                .encode_with(false)
+                .expect("encodes"),
+        );
+    }
+}
+
+/// The output records as read back from the log, after the `n` inputs.
+fn fetched_outputs(encoded: Vec<EncodedRecord>, n: u64) -> Vec<FetchedRecord> {
+    encoded
         .into_iter()
         .enumerate()
         .map(|(i, e)| FetchedRecord {
@@ -92,18 +126,5 @@ pub fn run(n: u64) -> BTreeMap<&'static str, f64> {
             key: Some(e.key),
             value: Some(e.value),
         })
-        .collect();
-    let mut read_back = Vec::with_capacity(n as usize);
-    time("6 decode output record read back", &mut || {
-        read_back = fetched.iter().map(|r| RecordView::parse_fetched(r).expect("decodes")).collect();
-    });
-    time("7 canonical rule on output", &mut || {
-        for (i, record) in read_back.iter().enumerate() {
-            std::hint::black_box(rule.apply_view(n + i as u64, Ok(record)).expect("decoded"));
-        }
-    });
-    let _ = CONTENT_TYPE_BYTES;
-    let total: f64 = results.values().sum();
-    results.insert("total", total);
-    results
+        .collect()
 }

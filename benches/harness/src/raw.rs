@@ -15,7 +15,7 @@ use futures::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
@@ -201,57 +201,22 @@ pub fn generate_transactional(
     timeline: SharedTimeline,
     await_deliveries_first: bool,
 ) -> anyhow::Result<(u64, String)> {
-    const TXN_RECORDS_MAX: u64 = 1_000;
-    let mut config = producer_config(bootstrap);
-    config
-        .set("transactional.id", format!("bench-raw-{topic}"))
-        .set("transaction.timeout.ms", "10000")
-        .set("message.timeout.ms", "10000");
-    if let Ok(debug) = std::env::var("BENCH_TXN_DEBUG") {
-        config.set("debug", debug);
-    }
-    let producer: FutureProducer = config.create()?;
-    producer.init_transactions(Duration::from_secs(30)).context("init_transactions")?;
+    let producer = transactional_producer(bootstrap, topic)?;
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(load.secs());
     let mut seq = 0u64;
     let mut commits: Vec<f64> = Vec::new();
     while Instant::now() < end {
-        let due = match load {
-            Load::Rate { per_s, .. } => {
-                let due = (start.elapsed().as_secs_f64() * per_s as f64) as u64 + 1;
-                if due <= seq {
-                    std::thread::sleep(Duration::from_micros(200));
-                    continue;
-                }
-                due.min(seq + TXN_RECORDS_MAX)
+        let due = match due(load, start, seq) {
+            Due::Wait => {
+                std::thread::sleep(Duration::from_micros(200));
+                continue;
             }
-            Load::Flat { .. } => seq + TXN_RECORDS_MAX,
-            Load::Backlog { events } if seq < events => (seq + TXN_RECORDS_MAX).min(events),
-            Load::Backlog { .. } => break,
+            Due::Until(due) => due,
+            Due::Done => break,
         };
         producer.begin_transaction()?;
-        let mut sent = Vec::with_capacity((due - seq) as usize);
-        let mut deliveries = Vec::with_capacity((due - seq) as usize);
-        while seq < due {
-            let payload = load::payload(seq);
-            let at = Instant::now();
-            loop {
-                match producer.send_result(FutureRecord::<[u8], [u8]>::to(topic).partition(0).payload(&payload)) {
-                    Ok(delivery) => {
-                        deliveries.push(delivery);
-                        break;
-                    }
-                    Err((error, _)) => {
-                        // A full queue: let it drain.
-                        eprintln!("  raw txn: {error}; retrying");
-                        producer.poll(Duration::from_millis(10));
-                    }
-                }
-            }
-            sent.push((seq, at));
-            seq += 1;
-        }
+        let (sent, deliveries) = send_until(&producer, topic, &mut seq, due);
         if await_deliveries_first {
             for delivery in deliveries {
                 if let Ok(Err((error, _))) = futures::executor::block_on(delivery) {
@@ -266,17 +231,97 @@ pub fn generate_transactional(
         commits.push(committing.elapsed().as_secs_f64() * 1000.0);
         timeline.lock().expect("timeline").sent.extend(sent);
     }
+    Ok((seq, commit_note(commits, seq)))
+}
+
+/// Most records in one transaction of the raw transactional limit.
+const TXN_RECORDS_MAX: u64 = 1_000;
+
+/// The framework's producer settings, transactional, with its transactions initialised.
+fn transactional_producer(bootstrap: &str, topic: &str) -> anyhow::Result<FutureProducer> {
+    let mut config = producer_config(bootstrap);
+    config
+        .set("transactional.id", format!("bench-raw-{topic}"))
+        .set("transaction.timeout.ms", "10000")
+        .set("message.timeout.ms", "10000");
+    if let Ok(debug) = std::env::var("BENCH_TXN_DEBUG") {
+        config.set("debug", debug);
+    }
+    let producer: FutureProducer = config.create()?;
+    producer.init_transactions(Duration::from_secs(30)).context("init_transactions")?;
+    Ok(producer)
+}
+
+/// What the next transaction of the raw transactional limit sends.
+enum Due {
+    /// Nothing is due yet.
+    Wait,
+    /// The events before this sequence number.
+    Until(u64),
+    /// The load is all sent.
+    Done,
+}
+
+/// What is due at this moment of `load`, started at `start`, with `seq` events sent.
+fn due(load: Load, start: Instant, seq: u64) -> Due {
+    match load {
+        Load::Rate { per_s, .. } => {
+            let due = (start.elapsed().as_secs_f64() * per_s as f64) as u64 + 1;
+            if due <= seq {
+                return Due::Wait;
+            }
+            Due::Until(due.min(seq + TXN_RECORDS_MAX))
+        }
+        Load::Flat { .. } => Due::Until(seq + TXN_RECORDS_MAX),
+        Load::Backlog { events } if seq < events => Due::Until((seq + TXN_RECORDS_MAX).min(events)),
+        Load::Backlog { .. } => Due::Done,
+    }
+}
+
+/// Sends the events from `seq` up to `due` (advancing `seq`), retrying while the producer's
+/// queue is full; returns when each was handed over, and their deliveries.
+fn send_until(
+    producer: &FutureProducer,
+    topic: &str,
+    seq: &mut u64,
+    due: u64,
+) -> (Vec<(u64, Instant)>, Vec<DeliveryFuture>) {
+    let mut sent = Vec::with_capacity((due - *seq) as usize);
+    let mut deliveries = Vec::with_capacity((due - *seq) as usize);
+    while *seq < due {
+        let payload = load::payload(*seq);
+        let at = Instant::now();
+        loop {
+            match producer.send_result(FutureRecord::<[u8], [u8]>::to(topic).partition(0).payload(&payload)) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((error, _)) => {
+                    // A full queue: let it drain.
+                    eprintln!("  raw txn: {error}; retrying");
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        sent.push((*seq, at));
+        *seq += 1;
+    }
+    (sent, deliveries)
+}
+
+/// How many transactions, how large, and how long their commits took.
+fn commit_note(mut commits: Vec<f64>, seq: u64) -> String {
     commits.sort_by(f64::total_cmp);
     let at = |q: f64| commits.get(((commits.len() as f64 - 1.0) * q) as usize).copied().unwrap_or_default();
-    let note = format!(
+    format!(
         "{} transactions of {:.1} events on average; commit_transaction took p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         commits.len(),
         seq as f64 / commits.len().max(1) as f64,
         at(0.5),
         at(0.99),
         at(1.0)
-    );
-    Ok((seq, note))
+    )
 }
 
 /// Bytes and events on a framework log, by who wrote them: the measure of write amplification.

@@ -3,7 +3,7 @@
 //! Records fetched from the log, delivery outcomes and clock ticks go in; records to append
 //! come out. The Kafka driver ([`super::driver`]) and the simulator drive the same core.
 //!
-//! A replica's life (`DESIGN.md`):
+//! A replica's life (`docs/DESIGN.md`):
 //! 1. **Catch-up**: read up to the log end seen at start, computing every group but writing
 //!    none, because later records may already hold them. Groups still missing at the end
 //!    were lost (every replica died first): those are written.

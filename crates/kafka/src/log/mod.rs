@@ -2,7 +2,7 @@
 //!
 //! [`EventLog`] is what a backend provides: append a record, read records from an offset.
 //! It knows nothing of indexes or verdicts. [`Pipeline`] puts the canonical rule on top and
-//! offers the log's API from `DESIGN.md`: `write`, `exists_or_write`, `stream_events`.
+//! offers the log's API from `docs/DESIGN.md`: `write`, `exists_or_write`, `stream_events`.
 //!
 //! Backends: the core's `MemoryLog` (the reference) and [`KafkaLog`] (rdkafka, in
 //! record-group or transactional mode).

@@ -1,4 +1,4 @@
-//! The log's API from `DESIGN.md` on top of any [`EventLog`]: `write`, `exists_or_write`,
+//! The log's API from `docs/DESIGN.md` on top of any [`EventLog`]: `write`, `exists_or_write`,
 //! `stream_events` and the computed counts.
 
 use std::collections::VecDeque;

@@ -74,7 +74,7 @@ public final class App {
         // The peer the design is compared against: exactly-once via transactions (outputs,
         // state store changelog writes and input offsets commit together).
         props.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.EXACTLY_ONCE_V2);
-        // A standby instance ready to take over, as the issue asks: it keeps a copy of every
+        // A standby instance ready to take over, Streams at its best: it keeps a copy of every
         // state store by reading its changelog, so a failover restores only the tail.
         props.put(StreamsConfig.NUM_STANDBY_REPLICAS_CONFIG, 1);
         // commit.interval.ms stays at its exactly_once_v2 default (100 ms): output becomes
