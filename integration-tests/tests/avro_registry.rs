@@ -15,7 +15,7 @@ use competing_transformers::replica::{run_to_end, ReplicaConfig, ReplicaCore};
 use competing_transformers::{Event, EventSourceKey, Input, MemoryLog, Outputs, Transform, TransformError};
 use competing_transformers_kafka::schema_registry::{subject_for, RegistryError, SchemaRegistry};
 use competing_transformers_kafka::{run_replica_with_registry, ReplicaStatus};
-use competing_transformers_kafka::{KafkaLog, Pipeline};
+use competing_transformers_kafka::{KafkaLog, Pipeline, ShutdownTrigger};
 use integration_tests::{fresh_log_config, schema_registry, unique_topic};
 use matching_engine::{Command, MatchingEngine, Report, COMMAND_SCHEMA, REPORT_SCHEMA};
 use tokio::sync::watch;
@@ -232,7 +232,8 @@ async fn a_replica_on_kafka_reads_avro_commands_writes_avro_reports_and_dead_let
 
     let mut replica_config = ReplicaConfig::new("avro-1");
     replica_config.output_codec = OutputCodec::Avro(report_codec.clone());
-    let (shutdown, shutdown_rx) = watch::channel(false);
+    let shutdown = ShutdownTrigger::new();
+    let shutdown_rx = shutdown.subscribe();
     let (status_tx, _status) = watch::channel(ReplicaStatus::default());
     let log = Arc::new(KafkaLog::connect(config.clone()).await.unwrap());
     let task = tokio::spawn(run_replica_with_registry(
@@ -262,7 +263,7 @@ async fn a_replica_on_kafka_reads_avro_commands_writes_avro_reports_and_dead_let
         assert!(Instant::now() < deadline, "the replica did not answer every command within 60 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    shutdown.send_replace(true);
+    shutdown.request();
     let status = task.await.unwrap().expect("the replica ran without error");
     assert_eq!(status.stats.dead_letters, 2);
 
@@ -318,7 +319,8 @@ async fn an_unreachable_registry_holds_the_batch_back_instead_of_dead_lettering(
 
     // Nothing listens on port 1: every lookup is refused at once, a transient failure.
     let down = Arc::new(SchemaRegistry::new("http://127.0.0.1:1/apis/ccompat/v7").unwrap());
-    let (shutdown, shutdown_rx) = watch::channel(false);
+    let shutdown = ShutdownTrigger::new();
+    let shutdown_rx = shutdown.subscribe();
     let (status_tx, status) = watch::channel(ReplicaStatus::default());
     let log = Arc::new(KafkaLog::connect(config.clone()).await.unwrap());
     let task = tokio::spawn(run_replica_with_registry(
@@ -338,7 +340,7 @@ async fn an_unreachable_registry_holds_the_batch_back_instead_of_dead_lettering(
         0,
         "an unreachable registry is never a dead letter"
     );
-    shutdown.send_replace(true);
+    shutdown.request();
     let stopped =
         tokio::time::timeout(Duration::from_secs(15), task).await.expect("shutdown ends the retries").unwrap();
     assert!(stopped.is_ok(), "{stopped:?}");

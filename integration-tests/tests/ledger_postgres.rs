@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use competing_transformers::replica::ReplicaConfig;
 use competing_transformers::{Event, EventSourceKey};
 use competing_transformers_kafka::{run_replica, ReplicaStatus};
-use competing_transformers_kafka::{KafkaLog, Pipeline};
+use competing_transformers_kafka::{KafkaLog, Pipeline, ShutdownTrigger};
 use integration_tests::{fresh_log_config, wait_for_count};
 use ledger::{Command, Ledger, LEDGER_KEY, TRANSFERS_KEY};
 use ledger_projection::{Projection, RunOptions};
@@ -74,7 +74,8 @@ async fn a_killed_projection_restarts_with_balances_exactly_equal_to_the_ledger(
     // Three racing ledger replicas.
     let mut replicas = Vec::new();
     for id in ["l1", "l2", "l3"] {
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shutdown = ShutdownTrigger::new();
+        let shutdown_rx = shutdown.subscribe();
         let (status_tx, _status) = watch::channel(ReplicaStatus::default());
         let log = Arc::new(KafkaLog::connect(config.clone()).await.unwrap());
         replicas.push((
@@ -162,7 +163,7 @@ async fn a_killed_projection_restarts_with_balances_exactly_equal_to_the_ledger(
     assert_eq!(projection.balances().await.unwrap(), want);
 
     for (shutdown, task) in replicas {
-        shutdown.send_replace(true);
+        shutdown.request();
         task.await.unwrap().expect("replica ran without error");
     }
 }

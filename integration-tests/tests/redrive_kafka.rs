@@ -8,7 +8,7 @@ use competing_transformers::dead_letter::DeadLetter;
 use competing_transformers::replica::ReplicaConfig;
 use competing_transformers::{Event, EventSourceKey};
 use competing_transformers_kafka::{run_replica, ReplicaStatus};
-use competing_transformers_kafka::{KafkaLog, Pipeline};
+use competing_transformers_kafka::{KafkaLog, Pipeline, ShutdownTrigger};
 use competing_transformers_launcher::redrive::{redrive, redriven_event, redrives_key, Redrive};
 use integration_tests::fresh_log_config;
 use ledger::{Ledger, LEDGER_KEY, TRANSFERS_KEY};
@@ -47,7 +47,8 @@ async fn a_redrive_writes_the_original_event_once_with_its_provenance() {
             .unwrap();
     }
     // One ledger replica dead-letters the two bad commands, then stops.
-    let (shutdown, shutdown_rx) = watch::channel(false);
+    let shutdown = ShutdownTrigger::new();
+    let shutdown_rx = shutdown.subscribe();
     let (status_tx, _status) = watch::channel(ReplicaStatus::default());
     let replica =
         tokio::spawn(run_replica(log.clone(), Ledger::new(), ReplicaConfig::new("r1"), shutdown_rx, status_tx));
@@ -58,7 +59,7 @@ async fn a_redrive_writes_the_original_event_once_with_its_provenance() {
         assert!(start.elapsed() < Duration::from_secs(30), "no dead letters");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    shutdown.send_replace(true);
+    shutdown.request();
     replica.await.unwrap().unwrap();
     let letters = canonical(&reader, &ledger_key.dead_letters()).await;
     let (letter_offset, letter) = (letters[0].0, serde_json::from_slice::<DeadLetter>(&letters[0].1.payload).unwrap());

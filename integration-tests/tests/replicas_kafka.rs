@@ -11,7 +11,7 @@ use competing_transformers::replica::{run_to_end, ReplicaConfig};
 use competing_transformers::{Event, EventSourceKey, Input, MemoryLog, Offset, Outputs, Transform, TransformError};
 use competing_transformers_kafka::{run_replica, ReplicaError, ReplicaStatus};
 use competing_transformers_kafka::{EventLog, LogCursor, LogError};
-use competing_transformers_kafka::{KafkaLog, Pipeline};
+use competing_transformers_kafka::{KafkaLog, Pipeline, ShutdownTrigger};
 use integration_tests::{fresh_log_config, wait_for_count};
 use matching_engine::MatchingEngine;
 use tokio::sync::watch;
@@ -94,12 +94,13 @@ impl LogCursor for PausableCursor {
 
 struct Running {
     task: tokio::task::JoinHandle<Result<ReplicaStatus, ReplicaError>>,
-    shutdown: watch::Sender<bool>,
+    shutdown: ShutdownTrigger,
     status: watch::Receiver<ReplicaStatus>,
 }
 
 async fn start<T: Transform, L: EventLog>(log: L, transform: T, id: &str) -> Running {
-    let (shutdown, shutdown_rx) = watch::channel(false);
+    let shutdown = ShutdownTrigger::new();
+    let shutdown_rx = shutdown.subscribe();
     let (status_tx, status) = watch::channel(ReplicaStatus::default());
     let task = tokio::spawn(run_replica(Arc::new(log), transform, ReplicaConfig::new(id), shutdown_rx, status_tx));
     Running { task, shutdown, status }
@@ -162,7 +163,7 @@ async fn three_replicas_with_one_killed_and_one_paused_match_a_lone_replica() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for replica in [stalled, steady] {
-        replica.shutdown.send_replace(true);
+        replica.shutdown.request();
         let status = replica.task.await.unwrap().expect("replica ran without error");
         println!("{}: {:?} (paused at offset {paused_at})", status.replica_id, status.stats);
         assert_eq!(status.stats.divergences, 0);
@@ -212,7 +213,7 @@ async fn a_poison_event_is_dead_lettered_once_and_the_pipeline_goes_on() {
     assert_eq!(letter.payload().unwrap(), inputs[20], "the dead letter keeps the input untouched");
     println!("{}", letter.describe());
     for replica in replicas {
-        replica.shutdown.send_replace(true);
+        replica.shutdown.request();
         replica.task.await.unwrap().unwrap();
     }
 }
@@ -274,7 +275,7 @@ async fn a_non_deterministic_transform_is_caught_and_stops_writing_while_a_corre
         while !replica.task.is_finished() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        replica.shutdown.send_replace(true);
+        replica.shutdown.request();
         match replica.task.await.unwrap() {
             Err(ReplicaError::Diverged(divergence)) => {
                 diverged += 1;
@@ -288,7 +289,7 @@ async fn a_non_deterministic_transform_is_caught_and_stops_writing_while_a_corre
     let rule = reader.snapshot().await.unwrap();
     assert_eq!(rule.stats(&output).divergent, 0, "no divergence on the correct transform's stream");
     for replica in correct {
-        replica.shutdown.send_replace(true);
+        replica.shutdown.request();
         replica.task.await.unwrap().unwrap();
     }
 }

@@ -138,12 +138,7 @@ pub async fn run_one_replica(
         config.mode = WriteMode::Transactional { transactional_id: replica_id.clone(), transaction_timeout_ms: 10_000 };
     }
     let log = Arc::new(KafkaLog::connect(config).await?);
-    let (stop, shutdown) = watch::channel(false);
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::spawn(async move {
-        terminate.recv().await;
-        stop.send_replace(true);
-    });
+    let shutdown = competing_transformers_launcher::signals::shutdown_on_signals()?;
     let (status, _status) = watch::channel(ReplicaStatus::default());
     let config = ReplicaConfig::new(replica_id);
     let ended = match det {

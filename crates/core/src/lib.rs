@@ -14,12 +14,14 @@
 //! - [`dead_letter`]: what a failed input becomes.
 //! - [`replica`]: a replica's decisions as a sans-I/O state machine, and the local driver.
 //! - [`memory`]: the in-memory log, the reference every backend matches and DET tests use.
+//! - [`panic`]: a panic's payload as text.
 
 pub mod canonical;
 pub mod codec;
 pub mod dead_letter;
 pub mod event;
 pub mod memory;
+pub mod panic;
 pub mod record;
 pub mod replica;
 pub mod transform;

@@ -8,9 +8,11 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::error::LogError;
 use crate::log::{EventLog, LogCursor};
 use crate::schema_registry::SchemaRegistry;
+use crate::shutdown::Shutdown;
 use competing_transformers::codec::{avro_ids_to_resolve, SchemaCache};
 use competing_transformers::event::{EventSourceKey, Offset};
 use competing_transformers::record::FetchedRecord;
@@ -25,9 +27,6 @@ const TICK: Duration = Duration::from_millis(100);
 const LAG_EVERY: Duration = Duration::from_secs(1);
 /// How long a catch-up goes between progress lines.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
-/// First and longest wait before retrying a transient log error.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long shutdown waits for writes in flight.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
 
@@ -69,14 +68,14 @@ pub enum ReplicaError {
     Log(#[from] LogError),
 }
 
-/// Runs one replica until `shutdown` turns true (then flushes what is in flight) or an
+/// Runs one replica until `shutdown` is requested (then flushes what is in flight) or an
 /// unrecoverable error. Transient log errors are retried with backoff. `status` receives the
 /// replica's accounting about every 100 ms.
 pub async fn run_replica<T: Transform, L: EventLog>(
     log: Arc<L>,
     transform: T,
     config: ReplicaConfig,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     status: watch::Sender<ReplicaStatus>,
 ) -> Result<ReplicaStatus, ReplicaError> {
     run_replica_with_registry(log, transform, config, None, shutdown, status).await
@@ -92,7 +91,7 @@ pub async fn run_replica_with_registry<T: Transform, L: EventLog>(
     transform: T,
     config: ReplicaConfig,
     registry: Option<Arc<SchemaRegistry>>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
     status: watch::Sender<ReplicaStatus>,
 ) -> Result<ReplicaStatus, ReplicaError> {
     let mut schemas = SchemaCache::new();
@@ -111,14 +110,12 @@ pub async fn run_replica_with_registry<T: Transform, L: EventLog>(
     let mut log_end = end.unwrap_or(0);
     let log_ends = watch_log_end(log.clone(), log_end);
     let mut last_progress = Instant::now();
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::for_retries();
     let mut was_catching_up = matches!(core.phase(), Phase::CatchingUp { .. });
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.changed() => {
-                if *shutdown.borrow() { break; }
-            }
+            () = shutdown.requested() => break,
             Some((write_id, outcome)) = deliveries.next(), if !deliveries.is_empty() => {
                 let outcome: Result<Offset, LogError> = outcome;
                 if let Err(error) = &outcome {
@@ -129,7 +126,7 @@ pub async fn run_replica_with_registry<T: Transform, L: EventLog>(
             batch = next_batch(cursor.as_mut()), if core.wants_input() => {
                 match batch {
                     Ok(records) => {
-                        backoff = BACKOFF_MIN;
+                        backoff.reset();
                         if let Some(registry) = &registry {
                             let subscriptions = core.subscriptions().to_vec();
                             if !resolve_schemas(registry, &records, &subscriptions, &mut schemas, &mut shutdown, &replica_id).await {
@@ -139,9 +136,9 @@ pub async fn run_replica_with_registry<T: Transform, L: EventLog>(
                         core.on_fetched_with(&records, cursor.position(), &schemas);
                     }
                     Err(error) if error.is_transient() => {
-                        tracing::warn!(replica = %replica_id, %error, "reading the log failed; retrying in {backoff:?}");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        let wait = backoff.next_wait();
+                        tracing::warn!(replica = %replica_id, %error, "reading the log failed; retrying in {wait:?}");
+                        tokio::time::sleep(wait).await;
                     }
                     Err(error) => return Err(error.into()),
                 }
@@ -223,27 +220,24 @@ async fn resolve_schemas(
     records: &[FetchedRecord],
     subscriptions: &[EventSourceKey],
     schemas: &mut SchemaCache,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &mut Shutdown,
     replica_id: &str,
 ) -> bool {
     let ids = avro_ids_to_resolve(records, subscriptions, schemas);
     if ids.is_empty() {
         return true;
     }
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::for_retries();
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_requested() {
             return false;
         }
         match registry.resolve(ids.iter().copied(), schemas).await {
             Ok(()) => return true,
             Err(error) => {
-                tracing::warn!(replica = %replica_id, %error, "cannot resolve Avro schemas; the batch waits, retrying in {backoff:?}");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => {}
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                let wait = backoff.next_wait();
+                tracing::warn!(replica = %replica_id, %error, "cannot resolve Avro schemas; the batch waits, retrying in {wait:?}");
+                shutdown.requested_within(wait).await;
             }
         }
     }
@@ -269,25 +263,22 @@ fn snapshot<T: Transform>(core: &ReplicaCore<T>, log_end: Offset) -> ReplicaStat
 
 /// Retries a transient failure with backoff until it succeeds, fails for good, or shutdown
 /// is asked for (`None`).
-async fn retry<F, Fut, V>(shutdown: &mut watch::Receiver<bool>, mut call: F) -> Result<Option<V>, LogError>
+async fn retry<F, Fut, V>(shutdown: &mut Shutdown, mut call: F) -> Result<Option<V>, LogError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<V, LogError>>,
 {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::for_retries();
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_requested() {
             return Ok(None);
         }
         match call().await {
             Ok(value) => return Ok(Some(value)),
             Err(error) if error.is_transient() => {
-                tracing::warn!(%error, "retrying in {backoff:?}");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => {}
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                let wait = backoff.next_wait();
+                tracing::warn!(%error, "retrying in {wait:?}");
+                shutdown.requested_within(wait).await;
             }
             Err(error) => return Err(error),
         }

@@ -34,11 +34,11 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
-use tokio::sync::watch;
 
 use crate::client::{blocking, classify, KafkaLogConfig};
 use crate::error::LogError;
 use crate::log::{CanonicalEvent, EventLog, KafkaLog, Pipeline};
+use crate::shutdown::Shutdown;
 use competing_transformers::dead_letter::{DeadLetter, CONTENT_TYPE_DEAD_LETTER};
 use competing_transformers::event::{EventSourceKey, Offset};
 
@@ -94,8 +94,8 @@ pub type BeforeCommit = Arc<dyn Fn(u64) + Send + Sync>;
 pub struct ExportRunOptions {
     /// Keep going at the log end until `shutdown`; otherwise stop there.
     pub follow: bool,
-    /// Turns true to stop after the current batch.
-    pub shutdown: Option<watch::Receiver<bool>>,
+    /// Once requested, the run stops after the current batch; never by default.
+    pub shutdown: Shutdown,
     /// A fault hook (see [`BeforeCommit`]).
     pub before_commit: Option<BeforeCommit>,
 }
@@ -183,7 +183,7 @@ impl Exporter {
         let mut stats = ExportStats { position: self.position, ..ExportStats::default() };
         let mut batch: Vec<CanonicalEvent> = Vec::new();
         loop {
-            let stopping = options.shutdown.as_ref().is_some_and(|s| *s.borrow());
+            let stopping = options.shutdown.is_requested();
             let next = if stopping { None } else { stream.next_within(IDLE_WAIT).await? };
             match next {
                 Some(event) => {

@@ -10,10 +10,13 @@
 //! - [`export`]: canonical events to a plain topic, exactly once.
 //! - [`schema_registry`]: the schema registry client.
 //! - [`driver`]: runs a replica's core over a log: fetch, apply, write, retry, shut down.
+//! - [`shutdown`]: the stop signal every long-running task takes.
+//! - [`backoff`]: the one retry schedule, exponential with jitter.
 //!
 //! Only this crate imports rdkafka or talks to a registry.
 
 pub mod admin;
+pub mod backoff;
 pub mod client;
 #[allow(clippy::disallowed_methods)] // the driver feeds the core its time
 pub mod driver;
@@ -21,8 +24,11 @@ pub mod error;
 pub mod export;
 pub mod log;
 pub mod schema_registry;
+pub mod shutdown;
 
+pub use backoff::Backoff;
 pub use client::{KafkaLogConfig, WriteMode};
 pub use driver::{run_replica, run_replica_with_registry, ReplicaError, ReplicaStatus};
 pub use error::LogError;
 pub use log::{CanonicalEvent, Delivery, EventLog, EventStream, KafkaLog, LogCursor, Pipeline, WriteOutcome};
+pub use shutdown::{Shutdown, ShutdownTrigger};

@@ -29,6 +29,7 @@ use schema_registry_converter::async_impl::schema_registry::{is_compatible_schem
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{RawError, SchemaType, SuppliedSchema};
 
+use crate::backoff::Backoff;
 use competing_transformers::codec::{parse_schema, AvroOutput, SchemaCache};
 
 /// The environment variable naming the registry's base URL (for Apicurio, ending in
@@ -218,6 +219,7 @@ impl SchemaRegistry {
         // Replicas starting together race to create a new subject; the registry answers the
         // losers 409 "already exists", and a second try finds the subject made.
         const ATTEMPTS: u32 = 3;
+        let mut backoff = Backoff::for_retries();
         for attempt in 1..=ATTEMPTS {
             let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_string());
             match post_schema(&self.settings, subject.to_string(), supplied).await {
@@ -225,7 +227,7 @@ impl SchemaRegistry {
                 Err(error) if http_status(&error) == Some(409) => {
                     let reason = message_of(&error);
                     if reason.contains("already exists") && attempt < ATTEMPTS {
-                        tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt))).await;
+                        tokio::time::sleep(backoff.next_wait()).await;
                         continue;
                     }
                     return Err(RegistryError::Incompatible { subject: subject.into(), url: self.url.clone(), reason });

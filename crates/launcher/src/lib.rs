@@ -22,13 +22,17 @@
 //! - [`registry`]: the transforms a binary can run, by name.
 //! - [`config`]: the TOML file and its validation.
 //! - `cli`: the command line and its help.
-//! - `supervise`: `run`: replicas in tasks, restarts with backoff, signals, the race table.
+//! - `supervise`: `run`: replicas in tasks, restarts with backoff, the race table.
+//! - `processes`: `run --processes`: a child process per replica (Unix only).
+//! - `restart`: when a failed replica starts again, for both.
+//! - [`signals`]: SIGINT and SIGTERM: the first stops, a second exits at once.
 //! - `ops`: `topics`, `publish`, `tail`, `status`, `dead-letters`, `export`.
 //! - [`reading`]: canonical events, readable payloads and dead letters, for operators.
 //! - [`redrive`]: `dead-letters redrive`, idempotent, with provenance.
 //! - [`summary`]: the whole log's verdicts and race winners (pure, plus one read).
 //!
-//! The launcher assumes a Unix host (signals, `kill`).
+//! Signals and `run --processes` assume a Unix host; elsewhere Ctrl-C stops a command and
+//! `--processes` is refused.
 
 mod cli;
 pub mod config;
@@ -37,7 +41,9 @@ mod processes;
 pub mod reading;
 pub mod redrive;
 pub mod registry;
+mod restart;
 mod schemas;
+pub mod signals;
 pub mod summary;
 mod supervise;
 
@@ -158,20 +164,31 @@ async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error>
 
 /// This machine's name, the default first part of replica and writer ids.
 fn host_name() -> String {
-    let mut buffer = [0u8; 256];
-    // SAFETY: the pointer and length describe `buffer`, which outlives the call.
-    let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
-    let name = if result == 0 {
-        let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
-        String::from_utf8_lossy(&buffer[..end]).into_owned()
-    } else {
-        String::new()
-    };
+    let name = system_host_name();
     if name.is_empty() {
         "localhost".into()
     } else {
         name
     }
+}
+
+/// gethostname(2), or empty if it fails.
+#[cfg(unix)]
+fn system_host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the pointer and length describe `buffer`, which outlives the call.
+    let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    if result != 0 {
+        return String::new();
+    }
+    let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
+    String::from_utf8_lossy(&buffer[..end]).into_owned()
+}
+
+/// Windows names the machine in the environment.
+#[cfg(not(unix))]
+fn system_host_name() -> String {
+    std::env::var("COMPUTERNAME").unwrap_or_default()
 }
 
 /// Milliseconds since the Unix epoch: event sources may read the clock, transforms may not.

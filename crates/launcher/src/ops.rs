@@ -10,12 +10,12 @@ use crate::cli::{ExportArgs, LogArgs, PublishArgs, RedriveArgs, TailArgs};
 use crate::config::Config;
 use crate::reading::{each_canonical, read_dead_letters, readable};
 use crate::summary::LogSummary;
-use crate::{host_name, out, wall_clock_ms, Error};
+use crate::{host_name, out, signals, wall_clock_ms, Error};
 use competing_transformers::codec::SchemaCache;
 use competing_transformers::event::{Event, EventSourceKey, CONTENT_TYPE_JSON};
 use competing_transformers_kafka::export::{ExportConfig, ExportRunOptions, Exporter};
 use competing_transformers_kafka::schema_registry::SchemaRegistry;
-use competing_transformers_kafka::{admin, EventLog, KafkaLog, KafkaLogConfig, Pipeline, WriteOutcome};
+use competing_transformers_kafka::{admin, EventLog, KafkaLog, KafkaLogConfig, Pipeline, Shutdown, WriteOutcome};
 
 /// The log's client configuration from flags, environment and the optional config file.
 pub(super) fn log_config(args: &LogArgs) -> Result<KafkaLogConfig, Error> {
@@ -234,17 +234,9 @@ pub(super) async fn export(args: ExportArgs) -> Result<(), Error> {
     config.batch_events_max = args.batch_events_max;
     let mut exporter = Exporter::start(config).await?;
     let started_at = exporter.position();
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    if args.follow {
-        tokio::spawn(async move {
-            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
-                return;
-            };
-            tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
-            stop.send_replace(true);
-        });
-    }
-    let options = ExportRunOptions { follow: args.follow, shutdown: Some(shutdown), before_commit: None };
+    // Without --follow the export ends at the log end; a signal ends the process as usual.
+    let shutdown = if args.follow { signals::listen()? } else { Shutdown::never() };
+    let options = ExportRunOptions { follow: args.follow, shutdown, before_commit: None };
     let stats = exporter.run(log, options).await?;
     let keys = if args.keys.is_empty() {
         "every key".to_string()

@@ -4,28 +4,27 @@
 //! A child is this same executable running `run` for exactly one replica. A child that
 //! crashes or fails is started again with backoff; one that exits with the divergence code
 //! is not (its transform is not deterministic). SIGINT or SIGTERM is passed on to every
-//! child, which flushes and exits; a child also dies with this process.
-
-use std::time::Duration;
+//! child, which flushes and exits; on Linux a child also dies with this process.
+//!
+//! Unix only: a child is stopped with SIGTERM, which other systems do not have.
 
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::cli::RunArgs;
-use crate::supervise::shutdown_on_signals;
-use crate::{Error, EXIT_DIVERGED};
-
-/// First wait before starting a crashed child again; doubles on each crash in a row.
-const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(500);
-/// Longest wait before starting a crashed child again.
-const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A child that ran this long before crashing is started again after the shortest wait.
-const HEALTHY_RUN: Duration = Duration::from_secs(60);
+use crate::restart::Restarts;
+use crate::{signals, Error, EXIT_DIVERGED};
+use competing_transformers_kafka::Shutdown;
 
 /// Starts and watches one child per planned replica until a signal.
 pub(super) async fn run(args: &RunArgs, plan: &[(String, u32)], prefix: &str) -> Result<(), Error> {
-    let shutdown = shutdown_on_signals()?;
+    if cfg!(not(unix)) {
+        return Err(Error::Usage(
+            "--processes needs a Unix host (children are stopped with SIGTERM); run the replicas as tasks without it"
+                .into(),
+        ));
+    }
+    let shutdown = signals::listen()?;
     let mut children = Vec::new();
     for (transformer, replicas) in plan {
         for n in args.first_number..args.first_number + replicas {
@@ -80,31 +79,24 @@ impl ChildReplica {
         if let Some(topic) = &self.args.kafka.topic {
             command.args(["--topic", topic]);
         }
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child
-        // when this process dies, so no replica outlives its launcher.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        die_with_parent(&mut command);
         command.spawn()
     }
 
     /// Runs the child again and again until shutdown; returns its id if it diverged.
-    async fn supervise(self, mut shutdown: watch::Receiver<bool>) -> Option<String> {
+    async fn supervise(self, mut shutdown: Shutdown) -> Option<String> {
         let id = self.replica_id();
-        let mut backoff = RESTART_BACKOFF_MIN;
+        let mut restarts = Restarts::new();
         loop {
             let started = Instant::now();
             let mut child = match self.spawn() {
                 Ok(child) => child,
                 Err(error) => {
-                    tracing::error!(replica = %id, "cannot start the replica process ({error}); trying again in {backoff:?}");
-                    if wait_or_stop(&mut shutdown, backoff).await {
+                    let wait = restarts.wait_after(started.elapsed());
+                    tracing::error!(replica = %id, "cannot start the replica process ({error}); trying again in {wait:?}");
+                    if shutdown.requested_within(wait).await {
                         return None;
                     }
-                    backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
                     continue;
                 }
             };
@@ -112,44 +104,62 @@ impl ChildReplica {
             tracing::info!(replica = %id, pid, "replica process started");
             let ended = tokio::select! {
                 status = child.wait() => Some(status),
-                _ = shutdown.wait_for(|stop| *stop) => None,
+                () = shutdown.requested() => None,
             };
             let Some(status) = ended else {
-                if let Some(pid) = pid {
-                    // SAFETY: signalling our own child by its pid.
-                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-                }
-                let _ = child.wait().await;
+                stop_child(&mut child).await;
                 return None;
             };
+            let wait = restarts.wait_after(started.elapsed());
             match status {
                 Ok(status) if status.code() == Some(i32::from(EXIT_DIVERGED)) => {
                     tracing::error!(replica = %id, "replica process diverged; not restarted");
                     return Some(id);
                 }
                 Ok(status) => {
-                    tracing::warn!(replica = %id, %status, "replica process ended; restarting in {backoff:?}")
+                    tracing::warn!(replica = %id, %status, "replica process ended; restarting in {wait:?}")
                 }
                 Err(error) => {
-                    tracing::warn!(replica = %id, %error, "lost the replica process; restarting in {backoff:?}")
+                    tracing::warn!(replica = %id, %error, "lost the replica process; restarting in {wait:?}")
                 }
             }
-            if started.elapsed() >= HEALTHY_RUN {
-                backoff = RESTART_BACKOFF_MIN;
-            }
-            if wait_or_stop(&mut shutdown, backoff).await {
+            if shutdown.requested_within(wait).await {
                 return None;
             }
-            backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
         }
     }
 }
 
-/// Waits `delay`; true if shutdown came first.
-async fn wait_or_stop(shutdown: &mut watch::Receiver<bool>, delay: Duration) -> bool {
-    let stopped = tokio::select! {
-        _ = tokio::time::sleep(delay) => false,
-        _ = shutdown.wait_for(|stop| *stop) => true,
-    };
-    stopped || *shutdown.borrow()
+/// Asks the kernel to SIGKILL the child when this process dies, so no replica outlives its
+/// launcher. Linux only: elsewhere a child is not killed with its parent.
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// Elsewhere a child is not killed with its parent: a launcher killed without a chance to
+/// stop its children leaves them running.
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_: &mut Command) {}
+
+/// SIGTERM, so the child flushes and exits; then waits for it.
+async fn stop_child(child: &mut Child) {
+    #[cfg(unix)]
+    {
+        if let Some(pid) = child.id() {
+            // SAFETY: kill(2) on our own child's pid, which is not reaped before the wait below.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = child.start_kill();
+    }
+    let _ = child.wait().await;
 }

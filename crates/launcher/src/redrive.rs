@@ -154,18 +154,65 @@ pub async fn redrive<L: EventLog>(
 ) -> Result<RedriveReport, Error> {
     let dead_letters_key = transformer.dead_letters();
     let letters: Vec<ReadDeadLetter> = read_dead_letters(log.clone(), &dead_letters_key).await?;
-    let chosen: Vec<&ReadDeadLetter> = match index {
-        Some(wanted) => {
-            let letter = letters.iter().find(|(_, i, _)| *i == wanted).ok_or_else(|| {
-                Error::Usage(format!(
-                    "`{dead_letters_key}` has no dead letter {wanted} ({} in all); list them with `transformer-launcher dead-letters list --transformer {transformer}`",
-                    letters.len()
-                ))
-            })?;
-            vec![letter]
+    let plans = plan(choose(&letters, index, transformer)?, to)?;
+    let redrives = redrives_key(transformer);
+    let targets: Vec<EventSourceKey> = plans.iter().map(|plan| plan.event.key.clone()).collect();
+    let mut seen = scan(log.clone(), &targets, &redrives).await?;
+    let pipeline = Pipeline::new(log, writer);
+    let mut report = RedriveReport::default();
+    for plan in plans {
+        let (offset, letter_index, target) = (plan.offset, plan.letter_index, plan.event.key.clone());
+        let (to_index, wrote) = redrive_one(&pipeline, &mut seen, &dead_letters_key, &redrives, plan).await?;
+        if wrote {
+            report.written += 1;
+            out(format_args!(
+                "dead letter {letter_index} (offset {offset}): written as event {to_index} of `{target}`"
+            ))?;
+        } else {
+            report.existing += 1;
+            out(format_args!(
+                "dead letter {letter_index} (offset {offset}): already redriven as event {to_index} of `{target}`"
+            ))?;
         }
-        None => letters.iter().collect(),
+    }
+    eprintln!(
+        "redrove {} dead letter(s) of `{transformer}`, {} already redriven; provenance on `{redrives}`",
+        report.written, report.existing
+    );
+    Ok(report)
+}
+
+/// Dead letter `index` of `letters`, or all of them when `None`.
+fn choose<'a>(
+    letters: &'a [ReadDeadLetter],
+    index: Option<u64>,
+    transformer: &EventSourceKey,
+) -> Result<Vec<&'a ReadDeadLetter>, Error> {
+    let Some(wanted) = index else {
+        return Ok(letters.iter().collect());
     };
+    let letter = letters.iter().find(|(_, i, _)| *i == wanted).ok_or_else(|| {
+        Error::Usage(format!(
+            "`{}` has no dead letter {wanted} ({} in all); list them with `transformer-launcher dead-letters list --transformer {transformer}`",
+            transformer.dead_letters(),
+            letters.len()
+        ))
+    })?;
+    Ok(vec![letter])
+}
+
+/// One dead letter to redrive, and the event it becomes.
+struct Plan {
+    /// The dead letter's log offset.
+    offset: Offset,
+    /// Its index on the dead-letter stream.
+    letter_index: u64,
+    /// The original event, on its input key or `--to`.
+    event: Event,
+}
+
+/// The event each chosen dead letter becomes; fails on the first that cannot be redriven.
+fn plan(chosen: Vec<&ReadDeadLetter>, to: Option<&EventSourceKey>) -> Result<Vec<Plan>, Error> {
     let mut plans = Vec::new();
     for (offset, letter_index, letter) in chosen {
         let letter = letter.as_ref().map_err(|raw| {
@@ -181,47 +228,39 @@ pub async fn redrive<L: EventLog>(
             })?,
         };
         let event = redriven_event(letter, *offset, &target)?;
-        plans.push((*offset, *letter_index, event));
+        plans.push(Plan { offset: *offset, letter_index: *letter_index, event });
     }
-    let redrives = redrives_key(transformer);
-    let targets: Vec<EventSourceKey> = plans.iter().map(|(_, _, e)| e.key.clone()).collect();
-    let mut seen = scan(log.clone(), &targets, &redrives).await?;
-    let pipeline = Pipeline::new(log, writer);
-    let (mut written, mut existing) = (0u64, 0u64);
-    for (offset, letter_index, event) in plans {
-        let (target, digest) = (event.key.clone(), event.digest);
-        let known = seen.targets.get(&target).and_then(|digests| digests.get(&digest)).copied();
-        let (to_index, wrote) = place(&pipeline, event, known).await?;
-        seen.targets.entry(target.clone()).or_default().insert(digest, to_index);
-        if let Entry::Vacant(slot) = seen.provenance.entry(letter_index) {
-            let redrive = Redrive {
-                dead_letter_key: dead_letters_key.to_string(),
-                dead_letter_index: letter_index,
-                dead_letter_offset: offset,
-                to_key: target.to_string(),
-                to_index,
-                digest: digest.to_string(),
-            };
-            let payload = serde_json::to_vec(&redrive).expect("a redrive always serializes");
-            // Time 0 rather than the wall clock: a retry builds the same bytes.
-            let provenance = Event::new(redrives.clone(), None, Some(offset), 0, CONTENT_TYPE_REDRIVE, payload);
-            place(&pipeline, provenance, None).await?;
-            slot.insert(redrive);
-        }
-        if wrote {
-            written += 1;
-            out(format_args!(
-                "dead letter {letter_index} (offset {offset}): written as event {to_index} of `{target}`"
-            ))?;
-        } else {
-            existing += 1;
-            out(format_args!(
-                "dead letter {letter_index} (offset {offset}): already redriven as event {to_index} of `{target}`"
-            ))?;
-        }
+    Ok(plans)
+}
+
+/// Writes one planned event unless `seen` knows it, then its provenance unless `seen` has
+/// it; returns the event's index and whether this call wrote it.
+async fn redrive_one<L: EventLog>(
+    pipeline: &Pipeline<L>,
+    seen: &mut Seen,
+    dead_letters_key: &EventSourceKey,
+    redrives: &EventSourceKey,
+    plan: Plan,
+) -> Result<(u64, bool), Error> {
+    let Plan { offset, letter_index, event } = plan;
+    let (target, digest) = (event.key.clone(), event.digest);
+    let known = seen.targets.get(&target).and_then(|digests| digests.get(&digest)).copied();
+    let (to_index, wrote) = place(pipeline, event, known).await?;
+    seen.targets.entry(target.clone()).or_default().insert(digest, to_index);
+    if let Entry::Vacant(slot) = seen.provenance.entry(letter_index) {
+        let redrive = Redrive {
+            dead_letter_key: dead_letters_key.to_string(),
+            dead_letter_index: letter_index,
+            dead_letter_offset: offset,
+            to_key: target.to_string(),
+            to_index,
+            digest: digest.to_string(),
+        };
+        let payload = serde_json::to_vec(&redrive).expect("a redrive always serializes");
+        // Time 0 rather than the wall clock: a retry builds the same bytes.
+        let provenance = Event::new(redrives.clone(), None, Some(offset), 0, CONTENT_TYPE_REDRIVE, payload);
+        place(pipeline, provenance, None).await?;
+        slot.insert(redrive);
     }
-    eprintln!(
-        "redrove {written} dead letter(s) of `{transformer}`, {existing} already redriven; provenance on `{redrives}`"
-    );
-    Ok(RedriveReport { written, existing })
+    Ok((to_index, wrote))
 }

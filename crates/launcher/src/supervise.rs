@@ -10,32 +10,29 @@
 //!   since restarting a non-deterministic transform would only diverge again;
 //! - a topic layout or configuration the log refuses: stopped for good, like a divergence.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::cli::RunArgs;
 use crate::config::Codec;
 use crate::config::Config;
 use crate::registry::Registry;
-use crate::{host_name, log_sentence, Error};
+use crate::restart::Restarts;
+use crate::{host_name, log_sentence, signals, Error};
 use competing_transformers::codec::OutputCodec;
+use competing_transformers::panic::panic_message;
 use competing_transformers::record::WRITER_BYTES_MAX;
 use competing_transformers::replica::{ReplicaConfig, Stagger};
 use competing_transformers_kafka::schema_registry::{RegistryError, SchemaRegistry};
-use competing_transformers_kafka::{admin, EventLog, KafkaLog, LogError};
+use competing_transformers_kafka::{admin, EventLog, KafkaLog, KafkaLogConfig, LogError, Shutdown};
 use competing_transformers_kafka::{run_replica_with_registry, ReplicaError, ReplicaStatus};
 
-/// First wait before restarting a failed replica; it doubles on each failure in a row.
-const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(500);
-/// Longest wait before restarting a failed replica.
-const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A replica that ran this long before failing is restarted after the shortest backoff.
-const HEALTHY_RUN: Duration = Duration::from_secs(60);
 /// How often the race table is printed, when anything in it changed.
 const RACE_TABLE_EVERY: Duration = Duration::from_secs(2);
 
@@ -149,12 +146,49 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
         return crate::processes::run(&args, &plan, &prefix).await;
     }
     let schemas = schema_registry(&config)?;
-    let mut codecs = std::collections::BTreeMap::new();
+    let codecs = output_codecs(&registry, &config, schemas.as_deref()).await?;
+    let slots = plan_slots(&config, &args, &plan, &prefix, &codecs, schemas.as_ref())?;
+    // A missing topic, a wrong layout or an unreachable broker stops the launcher at once.
+    let facts = admin::check_topic(&log_config).await?;
+    tracing::info!(
+        topic = %facts.topic, bootstrap = %log_config.bootstrap_servers, brokers = facts.brokers,
+        replicas = slots.len(), "starting replicas: {}",
+        plan.iter().map(|(name, n)| format!("{n} × {name}")).collect::<Vec<_>>().join(", ")
+    );
+    let shutdown = signals::listen()?;
+    let tasks = start_supervisors(registry, &log_config, &slots, &shutdown);
+    let tables = tokio::spawn(print_race_tables(slots.clone()));
+    let endings = await_endings(tasks, &slots).await;
+    tables.abort();
+    eprint!("{}", render_race_table(&slots));
+    endings
+}
+
+/// The output codec of each transformer configured with `codec = "avro"`, its schema
+/// registered.
+async fn output_codecs(
+    registry: &Registry,
+    config: &Config,
+    schemas: Option<&SchemaRegistry>,
+) -> Result<BTreeMap<String, OutputCodec>, Error> {
+    let mut codecs = BTreeMap::new();
     for entry in config.transformers.iter().filter(|entry| entry.codec == Codec::Avro) {
-        codecs.insert(entry.name.clone(), avro_output(&registry, &entry.name, schemas.as_deref()).await?);
+        codecs.insert(entry.name.clone(), avro_output(registry, &entry.name, schemas).await?);
     }
-    let mut slots: Vec<SharedSlot> = Vec::new();
-    for (transformer, replicas) in &plan {
+    Ok(codecs)
+}
+
+/// One slot per planned replica, with its id `<prefix>-<transformer>-<number>`.
+fn plan_slots(
+    config: &Config,
+    args: &RunArgs,
+    plan: &[(String, u32)],
+    prefix: &str,
+    codecs: &BTreeMap<String, OutputCodec>,
+    schemas: Option<&Arc<SchemaRegistry>>,
+) -> Result<Vec<SharedSlot>, Error> {
+    let mut slots = Vec::new();
+    for (transformer, replicas) in plan {
         for n in args.first_number..args.first_number + *replicas {
             let replica_id = format!("{prefix}-{transformer}-{n}");
             if prefix.trim().is_empty() || replica_id.len() > WRITER_BYTES_MAX {
@@ -168,12 +202,11 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
                 .find(|entry| &entry.name == transformer)
                 .and_then(|entry| entry.stagger_ms)
                 .map(|delay_ms| Stagger { rank: args.stagger_rank + u64::from(n - 1), delay_ms });
-            let output_codec = codecs.get(transformer).cloned().unwrap_or_default();
             let slot = Slot {
                 replica_id,
                 stagger,
-                output_codec,
-                schemas: schemas.clone(),
+                output_codec: codecs.get(transformer).cloned().unwrap_or_default(),
+                schemas: schemas.cloned(),
                 transformer: transformer.clone(),
                 state: State::Starting,
                 restarts: 0,
@@ -182,27 +215,32 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
             slots.push(Arc::new(Mutex::new(slot)));
         }
     }
-    // A missing topic, a wrong layout or an unreachable broker stops the launcher at once.
-    let facts = admin::check_topic(&log_config).await?;
-    tracing::info!(
-        topic = %facts.topic, bootstrap = %log_config.bootstrap_servers, brokers = facts.brokers,
-        replicas = slots.len(), "starting replicas: {}",
-        plan.iter().map(|(name, n)| format!("{n} × {name}")).collect::<Vec<_>>().join(", ")
-    );
-    let shutdown = shutdown_on_signals()?;
+    Ok(slots)
+}
+
+/// A supervisor task per slot, each connecting its own log client.
+fn start_supervisors(
+    registry: Registry,
+    log_config: &KafkaLogConfig,
+    slots: &[SharedSlot],
+    shutdown: &Shutdown,
+) -> Vec<JoinHandle<Ending>> {
     let registry = Arc::new(registry);
-    let tasks: Vec<_> = slots
+    slots
         .iter()
         .map(|slot| {
             let log_config = log_config.clone();
             let connect = move || KafkaLog::connect(log_config.clone());
             tokio::spawn(supervise(registry.clone(), connect, slot.clone(), shutdown.clone()))
         })
-        .collect();
-    let tables = tokio::spawn(print_race_tables(slots.clone()));
+        .collect()
+}
+
+/// Waits for every supervisor; an error names the replicas that stopped for good.
+async fn await_endings(tasks: Vec<JoinHandle<Ending>>, slots: &[SharedSlot]) -> Result<(), Error> {
     let mut failures = Vec::new();
     let mut diverged = false;
-    for (task, slot) in tasks.into_iter().zip(&slots) {
+    for (task, slot) in tasks.into_iter().zip(slots) {
         let ending = task.await.unwrap_or_else(|error| Ending::Failed(format!("its supervisor task failed: {error}")));
         let why = match ending {
             Ending::Stopped => continue,
@@ -214,8 +252,6 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
         };
         failures.push(format!("{} {why}", slot.lock().expect("slot lock").replica_id));
     }
-    tables.abort();
-    eprint!("{}", render_race_table(&slots));
     if failures.is_empty() {
         return Ok(());
     }
@@ -224,37 +260,9 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
     Err(if diverged { Error::Diverged(sentence) } else { Error::ReplicasFailed(sentence) })
 }
 
-/// A watch that turns true on the first SIGINT or SIGTERM; a second one exits at once.
-pub(super) fn shutdown_on_signals() -> Result<watch::Receiver<bool>, Error> {
-    let listen =
-        |kind: SignalKind| signal(kind).map_err(|error| Error::Usage(format!("cannot listen for signals ({error})")));
-    let (mut terminate, mut interrupt) = (listen(SignalKind::terminate())?, listen(SignalKind::interrupt())?);
-    let (sender, receiver) = watch::channel(false);
-    tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = terminate.recv() => "SIGTERM",
-            _ = interrupt.recv() => "SIGINT",
-        };
-        tracing::info!("{name}: stopping the replicas once their writes are flushed; send it again to exit at once");
-        sender.send_replace(true);
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-        eprintln!("second signal: exiting without waiting for the replicas");
-        std::process::exit(130);
-    });
-    Ok(receiver)
-}
-
 /// Runs one replica again and again until shutdown or a failure that a restart cannot fix.
 /// `connect` opens a fresh log client (a new producer session) for each life.
-async fn supervise<L, C, F>(
-    registry: Arc<Registry>,
-    connect: C,
-    slot: SharedSlot,
-    mut shutdown: watch::Receiver<bool>,
-) -> Ending
+async fn supervise<L, C, F>(registry: Arc<Registry>, connect: C, slot: SharedSlot, mut shutdown: Shutdown) -> Ending
 where
     L: EventLog,
     C: Fn() -> F,
@@ -265,7 +273,7 @@ where
         let slot = slot.lock().expect("slot lock");
         (slot.replica_id.clone(), slot.transformer.clone())
     };
-    let mut backoff = RESTART_BACKOFF_MIN;
+    let mut restarts = Restarts::new();
     loop {
         let started = Instant::now();
         let reason = match run_once(&registry, &connect, &slot, &shutdown).await {
@@ -289,24 +297,19 @@ where
             }
             Err(Failure::Transient(why)) => why,
         };
-        if *shutdown.borrow() {
+        if shutdown.is_requested() {
             set_state(State::Stopped);
             return Ending::Stopped;
         }
-        if started.elapsed() >= HEALTHY_RUN {
-            backoff = RESTART_BACKOFF_MIN;
-        }
-        tracing::warn!(replica = %replica_id, "{reason}; restarting in {backoff:?}");
+        let wait = restarts.wait_after(started.elapsed());
+        tracing::warn!(replica = %replica_id, "{reason}; restarting in {wait:?}");
         {
             let mut slot = slot.lock().expect("slot lock");
             slot.state = State::Restarting;
             slot.restarts += 1;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => {}
-        }
-        backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+        // The loop's next turn sees a shutdown requested meanwhile: `run_once` returns at once.
+        shutdown.requested_within(wait).await;
     }
 }
 
@@ -315,7 +318,7 @@ async fn run_once<L, C, F>(
     registry: &Registry,
     connect: &C,
     slot: &SharedSlot,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &Shutdown,
 ) -> Result<(), Failure>
 where
     L: EventLog,
@@ -335,7 +338,7 @@ where
     let mut stop = shutdown.clone();
     let log = tokio::select! {
         connected = connect() => connected.map_err(Failure::from_log)?,
-        _ = stop.wait_for(|stop| *stop) => return Ok(()),
+        () = stop.requested() => return Ok(()),
     };
     let transform = registry.create(&transformer).expect("the plan only names registered transformers");
     let (status, status_receiver) =
@@ -357,13 +360,7 @@ where
         Ok(Err(ReplicaError::Log(error))) => Err(Failure::from_log(error)),
         Ok(Err(other)) => Err(Failure::Permanent(other.to_string())),
         Err(error) if error.is_panic() => {
-            let panic = error.into_panic();
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a non-text payload".into());
-            Err(Failure::Transient(format!("panicked: {message}")))
+            Err(Failure::Transient(format!("panicked: {}", panic_message(error.into_panic().as_ref()))))
         }
         Err(error) => Err(Failure::Transient(format!("its task ended: {error}"))),
     }
@@ -427,6 +424,7 @@ mod tests {
     use competing_transformers::record::Record;
     use competing_transformers::transform::{Input, Outputs, Transform, TransformError};
     use competing_transformers::MemoryLog;
+    use competing_transformers_kafka::ShutdownTrigger;
 
     /// Answers every input with `reply`; a `name` that is not a valid key makes the replica
     /// panic as it starts.
@@ -473,7 +471,7 @@ mod tests {
         registry: Registry,
         log: &MemoryLog,
         slot: &SharedSlot,
-        shutdown: &watch::Receiver<bool>,
+        shutdown: &Shutdown,
     ) -> tokio::task::JoinHandle<Ending> {
         let log = log.clone();
         let connect = move || {
@@ -486,7 +484,8 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_replica_is_restarted_with_backoff_until_shutdown() {
         let registry = Registry::new().with("broken", || Fixed { name: "not,a key", reply: b"x" });
-        let (stop, shutdown) = watch::channel(false);
+        let stop = ShutdownTrigger::new();
+        let shutdown = stop.subscribe();
         let slot = slot("broken");
         let task = start(registry, &MemoryLog::new(), &slot, &shutdown);
         // The second failure comes after the first backoff, 0.5 s.
@@ -495,7 +494,7 @@ mod tests {
             assert!(Instant::now() < deadline, "the replica was not restarted twice");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        stop.send_replace(true);
+        stop.request();
         assert!(matches!(task.await.unwrap(), Ending::Stopped));
         assert_eq!(slot.lock().unwrap().state, State::Stopped);
     }
@@ -508,7 +507,7 @@ mod tests {
         let theirs = Event::new(key("echo"), Some(0), Some(input), 0, "text/plain", b"theirs".to_vec());
         log.append_now(&Record { source: key("echo"), writer: "other".into(), events: vec![theirs] }).unwrap();
         let registry = Registry::new().with("echo", || Fixed { name: "echo", reply: b"ours" });
-        let (_stop, shutdown) = watch::channel(false);
+        let shutdown = Shutdown::never();
         let slot = slot("echo");
         let ending = tokio::time::timeout(Duration::from_secs(10), start(registry, &log, &slot, &shutdown))
             .await

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -22,7 +21,7 @@ use clap::Parser;
 use competing_transformers::codec::{self, SchemaCache};
 use competing_transformers::event::{Event, EventSourceKey, Offset, CONTENT_TYPE_JSON};
 use competing_transformers_kafka::schema_registry::SchemaRegistry;
-use competing_transformers_kafka::{admin, KafkaLog, KafkaLogConfig, Pipeline};
+use competing_transformers_kafka::{admin, KafkaLog, KafkaLogConfig, Pipeline, Shutdown, ShutdownTrigger};
 use competing_transformers_launcher::config::BOOTSTRAP_DEFAULT;
 use competing_transformers_launcher::reading::{read_dead_letters, readable, ReadDeadLetter};
 use competing_transformers_launcher::summary::LogSummary;
@@ -111,72 +110,132 @@ struct Seen {
     last_growth: Option<Instant>,
 }
 
+/// When each order was sent, and the crash.
+struct Published {
+    /// (input offset, when it was sent), in order.
+    sent: Vec<(Offset, Instant)>,
+    killed: Option<Kill>,
+}
+
+/// What the demo's steps share.
+struct Demo {
+    args: DemoArgs,
+    start: Instant,
+    topic: String,
+    /// The replicas' configuration and logs.
+    dir: PathBuf,
+    log: Arc<KafkaLog>,
+}
+
 /// `demo`.
 pub async fn run(args: DemoArgs) -> Result<(), Error> {
-    let start = Instant::now();
-    let stamp = |text: String| println!("[{:>5.1}s] {text}", start.elapsed().as_secs_f64());
-    let topic = format!("demo-{}", wall_clock_ms() / 1000);
-    let log_config = KafkaLogConfig::new(&args.bootstrap, &topic);
-    let facts = admin::create_topic(&log_config).await?;
-    stamp(format!("created topic `{topic}` on {}: {} partition, retention forever", args.bootstrap, facts.partitions));
-    let log = Arc::new(KafkaLog::connect(log_config).await?);
-
-    let dir = std::env::temp_dir().join(&topic);
-    std::fs::create_dir_all(&dir).map_err(|e| anyhow!("cannot create {} ({e})", dir.display()))?;
-    let config_path = dir.join("launcher.toml");
-    let mut config = format!(
-        "[kafka]\nbootstrap_servers = {:?}\ntopic = {:?}\n\n[[transformer]]\nname = {TRANSFORMER:?}\nreplicas = 1\n",
-        args.bootstrap, topic
-    );
-    let schemas = if args.avro {
-        config.push_str(&format!("codec = \"avro\"\n\n[schema_registry]\nurl = {:?}\n", args.registry));
-        let client = SchemaRegistry::new(&args.registry).map_err(|e| anyhow!(e))?;
-        Some(Arc::new(client))
-    } else {
-        None
-    };
-    std::fs::write(&config_path, config).map_err(|e| anyhow!("cannot write {} ({e})", config_path.display()))?;
-    let mut replicas = Vec::new();
-    for name in REPLICAS {
-        replicas.push(spawn_replica(name, &config_path, &dir, &args.bootstrap)?);
+    if cfg!(not(unix)) {
+        bail!("the demo needs a Unix host: it stops its replica processes with SIGTERM");
     }
-    for replica in &mut replicas {
-        wait_ready(replica).await?;
-    }
-    stamp(format!(
-        "started 3 replicas of {TRANSFORMER} as processes: {}; logs in {}",
-        replicas.iter().map(|r| format!("{} (pid {})", r.replica_id, r.pid)).collect::<Vec<_>>().join(", "),
-        dir.display()
-    ));
-
-    let (stop_watching, stop) = watch::channel(false);
+    let demo = Demo::create_topic(args).await?;
+    let (config_path, schemas) = demo.write_config()?;
+    let mut replicas = demo.start_replicas(&config_path).await?;
+    let watching = ShutdownTrigger::new();
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let watcher = tokio::spawn(watch_outputs(log.clone(), seen.clone(), stop, schemas.clone()));
-    let pipeline = Pipeline::new(log.clone(), "demo-publisher");
-    let input_key = EventSourceKey::new(INPUT_KEY).expect("a valid constant key");
-    let orders = sample_orders(args.orders as usize);
-    let burst_size = orders.len().div_ceil(BURSTS);
-    // (input offset, when it was sent), and the kill.
-    let mut sent: Vec<(Offset, Instant)> = Vec::with_capacity(orders.len());
-    let mut killed: Option<Kill> = None;
-    for (burst, chunk) in orders.chunks(burst_size).enumerate() {
-        if burst == BURSTS / 2 {
-            let replica_id = kill_the_leader(log.as_ref(), &mut replicas, &stamp).await?;
-            killed = Some(Kill { orders_before: sent.len(), after: start.elapsed(), replica_id });
+    let watcher = tokio::spawn(watch_outputs(demo.log.clone(), seen.clone(), watching.subscribe(), schemas));
+    let published = demo.publish_orders(&mut replicas, &seen).await?;
+    settle(&seen).await?;
+    watching.request();
+    watcher.await.map_err(|e| anyhow!("the output watcher failed: {e}"))??;
+    let seen = Arc::try_unwrap(seen).ok().expect("the watcher has ended").into_inner().expect("seen lock");
+    demo.stamp(format!("canonical outputs stopped growing at {} reports", seen.outputs));
+    demo.report(&seen, &published).await?;
+    demo.finish(replicas).await
+}
+
+impl Demo {
+    /// Creates a fresh topic, `demo-<unix time>`, and connects to it.
+    async fn create_topic(args: DemoArgs) -> Result<Self, Error> {
+        let start = Instant::now();
+        let topic = format!("demo-{}", wall_clock_ms() / 1000);
+        let log_config = KafkaLogConfig::new(&args.bootstrap, &topic);
+        let facts = admin::create_topic(&log_config).await?;
+        let log = Arc::new(KafkaLog::connect(log_config).await?);
+        let dir = std::env::temp_dir().join(&topic);
+        let demo = Self { args, start, topic, dir, log };
+        demo.stamp(format!(
+            "created topic `{}` on {}: {} partition, retention forever",
+            demo.topic, demo.args.bootstrap, facts.partitions
+        ));
+        Ok(demo)
+    }
+
+    /// Prints a line with the time since the start.
+    fn stamp(&self, text: String) {
+        println!("[{:>5.1}s] {text}", self.start.elapsed().as_secs_f64());
+    }
+
+    /// Writes the replicas' launcher configuration; with --avro, also returns the registry
+    /// client that makes their outputs readable.
+    fn write_config(&self) -> Result<(PathBuf, Option<Arc<SchemaRegistry>>), Error> {
+        let (args, dir) = (&self.args, &self.dir);
+        std::fs::create_dir_all(dir).map_err(|e| anyhow!("cannot create {} ({e})", dir.display()))?;
+        let config_path = dir.join("launcher.toml");
+        let mut config = format!(
+            "[kafka]\nbootstrap_servers = {:?}\ntopic = {:?}\n\n[[transformer]]\nname = {TRANSFORMER:?}\nreplicas = 1\n",
+            args.bootstrap, self.topic
+        );
+        let schemas = if args.avro {
+            config.push_str(&format!("codec = \"avro\"\n\n[schema_registry]\nurl = {:?}\n", args.registry));
+            let client = SchemaRegistry::new(&args.registry).map_err(|e| anyhow!(e))?;
+            Some(Arc::new(client))
+        } else {
+            None
+        };
+        std::fs::write(&config_path, config).map_err(|e| anyhow!("cannot write {} ({e})", config_path.display()))?;
+        Ok((config_path, schemas))
+    }
+
+    /// Starts a process per replica and waits until each reads the log.
+    async fn start_replicas(&self, config_path: &Path) -> Result<Vec<Replica>, Error> {
+        let mut replicas = Vec::new();
+        for name in REPLICAS {
+            replicas.push(spawn_replica(name, config_path, &self.dir, &self.args.bootstrap)?);
         }
-        let first = sent.len() + 1;
-        for order in chunk {
-            let at = Instant::now();
-            let event = Event::new(input_key.clone(), None, None, wall_clock_ms(), CONTENT_TYPE_JSON, order.clone());
-            let offset = pipeline.write(&input_key, vec![event]).await?;
-            sent.push((offset, at));
+        for replica in &mut replicas {
+            wait_ready(replica).await?;
         }
-        if args.avro && burst == 1 {
-            // Avro framing with a schema id no registry holds: a `schema` dead letter.
-            let broken = codec::frame(BROKEN_SCHEMA_ID, b"\x02o1");
-            let event = Event::new(input_key.clone(), None, None, wall_clock_ms(), codec::CONTENT_TYPE_AVRO, broken);
-            sent.push((pipeline.write(&input_key, vec![event]).await?, Instant::now()));
+        self.stamp(format!(
+            "started 3 replicas of {TRANSFORMER} as processes: {}; logs in {}",
+            replicas.iter().map(|r| format!("{} (pid {})", r.replica_id, r.pid)).collect::<Vec<_>>().join(", "),
+            self.dir.display()
+        ));
+        Ok(replicas)
+    }
+
+    /// Publishes the sample orders in bursts, each answered before the next; the replica
+    /// that won the most races is killed before the middle burst.
+    async fn publish_orders(&self, replicas: &mut Vec<Replica>, seen: &Mutex<Seen>) -> Result<Published, Error> {
+        let pipeline = Pipeline::new(self.log.clone(), "demo-publisher");
+        let orders = sample_orders(self.args.orders as usize);
+        let burst_size = orders.len().div_ceil(BURSTS);
+        let mut published = Published { sent: Vec::with_capacity(orders.len()), killed: None };
+        for (burst, chunk) in orders.chunks(burst_size).enumerate() {
+            if burst == BURSTS / 2 {
+                let replica_id = kill_the_leader(self.log.as_ref(), replicas, &|text| self.stamp(text)).await?;
+                let orders_before = published.sent.len();
+                published.killed = Some(Kill { orders_before, after: self.start.elapsed(), replica_id });
+            }
+            let first = published.sent.len() + 1;
+            publish_burst(&pipeline, chunk, self.args.avro && burst == 1, &mut published.sent).await?;
+            self.await_answers(seen, &published.sent, first).await?;
+            let survivors = if published.killed.is_some() { " by the 2 survivors" } else { "" };
+            self.stamp(format!(
+                "published orders {first}-{} and every one was answered{survivors}",
+                published.sent.len()
+            ));
+            tokio::time::sleep(BURST_PAUSE).await;
         }
+        Ok(published)
+    }
+
+    /// Waits until every order from number `first` on has its answer.
+    async fn await_answers(&self, seen: &Mutex<Seen>, sent: &[(Offset, Instant)], first: usize) -> Result<(), Error> {
         let waiting = sent[first - 1..].iter().map(|(offset, _)| *offset).collect::<Vec<_>>();
         wait_until(ANSWER_TIMEOUT, || {
             let seen = seen.lock().expect("seen lock");
@@ -187,40 +246,71 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
             anyhow!(
                 "orders {first}-{} were not all answered within {ANSWER_TIMEOUT:?}; see the replica logs in {}",
                 sent.len(),
-                dir.display()
+                self.dir.display()
             )
-        })?;
-        let survivors = if killed.is_some() { " by the 2 survivors" } else { "" };
-        stamp(format!("published orders {first}-{} and every one was answered{survivors}", sent.len()));
-        tokio::time::sleep(BURST_PAUSE).await;
+        })
     }
+
+    /// Reads the log's verdicts and dead letters, and prints what happened.
+    async fn report(&self, seen: &Seen, published: &Published) -> Result<(), Error> {
+        let summary = LogSummary::read(self.log.as_ref()).await?;
+        let dead_letters = EventSourceKey::new(TRANSFORMER).expect("valid").dead_letters();
+        let letters = read_dead_letters(self.log.clone(), &dead_letters).await?;
+        print_results(seen, &summary, &letters, &published.sent, published.killed.as_ref());
+        Ok(())
+    }
+
+    /// Stops the survivors and says how to explore the topic.
+    async fn finish(&self, replicas: Vec<Replica>) -> Result<(), Error> {
+        let names: Vec<String> = replicas.iter().map(|r| r.replica_id.clone()).collect();
+        stop_replicas(replicas).await?;
+        self.stamp(format!("stopped {} with SIGTERM; they flushed and exited 0", names.join(" and ")));
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let bootstrap = if self.args.bootstrap == BOOTSTRAP_DEFAULT {
+            String::new()
+        } else {
+            format!(" --bootstrap {}", self.args.bootstrap)
+        };
+        println!("\ndemo finished in {:.1} s. The topic stays, to explore:", self.start.elapsed().as_secs_f64());
+        for command in ["status", "tail matching-engine", "dead-letters list --transformer matching-engine"] {
+            println!("  transformer-launcher {command} --topic {}{bootstrap}", self.topic);
+        }
+        Ok(())
+    }
+}
+
+/// Writes `orders` (and with `broken_avro` an Avro order no registry can decode, which
+/// becomes a `schema` dead letter), noting when each was sent.
+async fn publish_burst(
+    pipeline: &Pipeline<KafkaLog>,
+    orders: &[Vec<u8>],
+    broken_avro: bool,
+    sent: &mut Vec<(Offset, Instant)>,
+) -> Result<(), Error> {
+    let input_key = EventSourceKey::new(INPUT_KEY).expect("a valid constant key");
+    for order in orders {
+        let at = Instant::now();
+        let event = Event::new(input_key.clone(), None, None, wall_clock_ms(), CONTENT_TYPE_JSON, order.clone());
+        let offset = pipeline.write(&input_key, vec![event]).await?;
+        sent.push((offset, at));
+    }
+    if broken_avro {
+        // Avro framing with a schema id no registry holds.
+        let broken = codec::frame(BROKEN_SCHEMA_ID, b"\x02o1");
+        let event = Event::new(input_key.clone(), None, None, wall_clock_ms(), codec::CONTENT_TYPE_AVRO, broken);
+        sent.push((pipeline.write(&input_key, vec![event]).await?, Instant::now()));
+    }
+    Ok(())
+}
+
+/// Waits until the output count stopped growing: the survivors have nothing left to write.
+async fn settle(seen: &Mutex<Seen>) -> Result<(), Error> {
     wait_until(ANSWER_TIMEOUT, || {
         let seen = seen.lock().expect("seen lock");
         seen.last_growth.is_some_and(|at| at.elapsed() >= SETTLED_AFTER)
     })
     .await
-    .map_err(|_| anyhow!("the output count kept growing; see the replica logs"))?;
-    stop_watching.send_replace(true);
-    watcher.await.map_err(|e| anyhow!("the output watcher failed: {e}"))??;
-    let seen = Arc::try_unwrap(seen).ok().expect("the watcher has ended").into_inner().expect("seen lock");
-    stamp(format!("canonical outputs stopped growing at {} reports", seen.outputs));
-
-    let summary = LogSummary::read(log.as_ref()).await?;
-    let letters =
-        read_dead_letters(log.clone(), &EventSourceKey::new(TRANSFORMER).expect("valid").dead_letters()).await?;
-    print_results(&seen, &summary, &letters, &sent, killed.as_ref());
-
-    let names: Vec<String> = replicas.iter().map(|r| r.replica_id.clone()).collect();
-    stop_replicas(replicas).await?;
-    stamp(format!("stopped {} with SIGTERM; they flushed and exited 0", names.join(" and ")));
-    let _ = std::fs::remove_dir_all(&dir);
-    let bootstrap =
-        if args.bootstrap == BOOTSTRAP_DEFAULT { String::new() } else { format!(" --bootstrap {}", args.bootstrap) };
-    println!("\ndemo finished in {:.1} s. The topic stays, to explore:", start.elapsed().as_secs_f64());
-    for command in ["status", "tail matching-engine", "dead-letters list --transformer matching-engine"] {
-        println!("  transformer-launcher {command} --topic {topic}{bootstrap}");
-    }
-    Ok(())
+    .map_err(|_| anyhow!("the output count kept growing; see the replica logs"))
 }
 
 /// The sample orders, as JSON lines: alternating buys and sells a few ticks around a mid
@@ -342,14 +432,14 @@ async fn kill_the_leader(
 async fn watch_outputs(
     log: Arc<KafkaLog>,
     seen: Arc<Mutex<Seen>>,
-    stop: watch::Receiver<bool>,
+    stop: Shutdown,
     schemas: Option<Arc<SchemaRegistry>>,
 ) -> Result<(), Error> {
     let mut cache = SchemaCache::new();
     let output_key = EventSourceKey::new(TRANSFORMER).expect("a valid constant key");
     let keys = [output_key.clone(), output_key.dead_letters()];
     let mut stream = Pipeline::new(log, "demo-watcher").stream_events(&keys, 0).await?;
-    while !*stop.borrow() {
+    while !stop.is_requested() {
         let Some(canonical) = stream.next_within(Duration::from_millis(50)).await? else { continue };
         let now = Instant::now();
         let mut seen = seen.lock().expect("seen lock");
@@ -464,12 +554,9 @@ fn print_results(
 }
 
 /// SIGTERM to every replica, then waits for each to flush and exit 0.
-async fn stop_replicas(replicas: Vec<Replica>) -> Result<(), Error> {
-    for replica in &replicas {
-        // SAFETY: kill(2) with a pid this process spawned and has not reaped yet.
-        unsafe {
-            libc::kill(replica.pid as libc::pid_t, libc::SIGTERM);
-        }
+async fn stop_replicas(mut replicas: Vec<Replica>) -> Result<(), Error> {
+    for replica in &mut replicas {
+        terminate(replica);
     }
     for mut replica in replicas {
         match tokio::time::timeout(STOP_TIMEOUT, replica.child.wait()).await {
@@ -492,6 +579,21 @@ async fn stop_replicas(replicas: Vec<Replica>) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// SIGTERM: the replica flushes what is in flight and exits 0.
+#[cfg(unix)]
+fn terminate(replica: &mut Replica) {
+    // SAFETY: kill(2) with a pid this process spawned and has not reaped yet.
+    unsafe {
+        libc::kill(replica.pid as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+/// No SIGTERM here (`run` refuses to start): a plain kill.
+#[cfg(not(unix))]
+fn terminate(replica: &mut Replica) {
+    let _ = replica.child.start_kill();
 }
 
 #[cfg(test)]

@@ -24,8 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use competing_transformers::{EventSourceKey, Offset};
-use competing_transformers_kafka::{CanonicalEvent, EventLog, LogError, Pipeline};
-use tokio::sync::watch;
+use competing_transformers_kafka::{CanonicalEvent, EventLog, LogError, Pipeline, Shutdown};
 use tokio_postgres::{Client, NoTls};
 
 use ledger::{Entry, LEDGER_KEY};
@@ -119,15 +118,20 @@ pub struct RunOptions {
     pub batch_events_max: usize,
     /// Keep going at the log end, until `shutdown`; otherwise stop there.
     pub follow: bool,
-    /// Turns true to stop after the current batch.
-    pub shutdown: Option<watch::Receiver<bool>>,
+    /// Once requested, the run stops after the current batch; never by default.
+    pub shutdown: Shutdown,
     /// A fault hook (see [`BeforeCommit`]).
     pub before_commit: Option<BeforeCommit>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { batch_events_max: BATCH_EVENTS_MAX_DEFAULT, follow: false, shutdown: None, before_commit: None }
+        Self {
+            batch_events_max: BATCH_EVENTS_MAX_DEFAULT,
+            follow: false,
+            shutdown: Shutdown::never(),
+            before_commit: None,
+        }
     }
 }
 
@@ -279,7 +283,7 @@ impl Projection {
         let mut stats = RunStats { position: self.position, ..RunStats::default() };
         let mut batch: Vec<CanonicalEvent> = Vec::new();
         loop {
-            let stopping = options.shutdown.as_ref().is_some_and(|s| *s.borrow());
+            let stopping = options.shutdown.is_requested();
             let next = if stopping { None } else { stream.next_within(IDLE_WAIT).await? };
             match next {
                 Some(event) => {

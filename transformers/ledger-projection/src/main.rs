@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use competing_transformers_kafka::{KafkaLog, KafkaLogConfig};
+use competing_transformers_launcher::signals::shutdown_on_signals;
 use ledger_projection::{Projection, RunOptions, BATCH_EVENTS_MAX_DEFAULT};
 
 /// Project the ledger's balances into PostgreSQL, exactly once.
@@ -41,19 +42,9 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.batch_events_max > 0, "--batch-events-max must be at least 1");
     let log = Arc::new(KafkaLog::connect(KafkaLogConfig::new(&args.bootstrap, &args.topic)).await?);
     let mut projection = Projection::connect(&args.database_url, &args.schema, &args.topic).await?;
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
-        stop.send_replace(true);
-    });
-    let options = RunOptions {
-        batch_events_max: args.batch_events_max,
-        follow: args.follow,
-        shutdown: Some(shutdown),
-        before_commit: None,
-    };
+    let shutdown = shutdown_on_signals().context("cannot listen for signals")?;
+    let options =
+        RunOptions { batch_events_max: args.batch_events_max, follow: args.follow, shutdown, before_commit: None };
     let stats = projection.run(log, options).await.context("projection stopped")?;
     let balances = projection.balances().await?;
     for (account, balance) in &balances {

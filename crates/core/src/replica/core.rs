@@ -404,14 +404,7 @@ impl<T: Transform> ReplicaCore<T> {
                 }
             }
             Ok(Err(error)) => Some((DeadLetter::reason_of(&error), error.detail().to_string())),
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "panic with a non-text payload".into());
-                Some((Reason::Panic, message))
-            }
+            Err(panic) => Some((Reason::Panic, crate::panic::panic_message(panic.as_ref()))),
         };
         let (slot, key, produced) = match failure {
             None => (
