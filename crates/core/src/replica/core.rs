@@ -306,8 +306,8 @@ impl<T: Transform> ReplicaCore<T> {
     }
 
     /// [`ReplicaCore::on_fetched`] for a batch whose Avro payloads' writer schemas the driver
-    /// resolved into `schemas` first (see [`crate::codec::avro_ids_to_resolve`]): the core
-    /// only reads them.
+    /// resolved into `schemas` first (see `codec::avro_ids_to_resolve`, with the `avro`
+    /// feature): the core only reads them.
     pub fn on_fetched_with(&mut self, records: &[FetchedRecord], position: Offset, schemas: &SchemaCache) {
         // First the rule over the whole batch, so groups already in it are not written again.
         // Records are read in place; only the inputs' payloads reach the transform, borrowed.

@@ -255,8 +255,8 @@ fn a_canonical_copy_of_its_own_key_with_another_digest_is_a_divergence() {
     fetch(&mut core, &log);
     let divergence = core.divergence().expect("a divergence");
     assert_eq!(
-        *divergence,
-        Divergence { key: key("echo"), index: 0, ours, canonical: theirs.digest, canonical_offset: at.unwrap() }
+        (&divergence.key, divergence.index, divergence.ours, divergence.canonical, divergence.canonical_offset),
+        (&key("echo"), 0, ours, theirs.digest, at.unwrap())
     );
     assert_eq!((core.phase(), core.stats().divergences), (Phase::Diverged, 1));
     assert_eq!(poll_writes(&mut core, 0), [], "a diverged replica writes nothing");
@@ -275,4 +275,39 @@ fn outputs_computed_after_a_different_copy_is_canonical_are_a_divergence_too() {
     assert_eq!(core.divergence().map(|d| (d.index, d.canonical_offset)), Some((0, 1)));
     assert_eq!(core.stats().writes_skipped, 0, "skipped only while live, and it is not");
     assert!(core.pending.is_empty(), "the group is canonical (with other bytes): nothing to write");
+}
+
+#[cfg(not(feature = "avro"))]
+#[test]
+fn without_the_avro_feature_an_avro_input_is_a_schema_dead_letter_with_one_reason() {
+    use crate::codec::{frame, AVRO_DISABLED, CONTENT_TYPE_AVRO};
+
+    /// Decodes every input by its content type.
+    struct Decoder;
+    impl Transform for Decoder {
+        fn name(&self) -> &str {
+            "decoder"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn subscriptions(&self) -> Vec<EventSourceKey> {
+            vec![key("in")]
+        }
+        fn apply(&mut self, input: &Input<'_>, out: &mut Outputs) -> Result<(), TransformError> {
+            let value: serde_json::Value = input.decode()?;
+            out.emit_json(&value);
+            Ok(())
+        }
+    }
+
+    let log = MemoryLog::new();
+    let avro = Event::new(key("in"), None, None, 7, CONTENT_TYPE_AVRO, frame(1, &[2, b'a']));
+    log.publish(&key("in"), vec![avro]);
+    crate::replica::run_to_end(&log, Decoder);
+    let letters = log.canonical(&key("decoder.dead-letters"));
+    assert_eq!(letters.len(), 1);
+    let letter: DeadLetter = serde_json::from_slice(&letters[0].payload).unwrap();
+    assert_eq!((letter.reason, letter.message.as_str()), (Reason::Schema, AVRO_DISABLED));
+    assert!(log.canonical(&key("decoder")).is_empty());
 }
