@@ -4,7 +4,7 @@
 //! Shaped like quinn's connection driver around quinn-proto: one short loop waits for what
 //! comes first (shutdown, a delivery, the core's deadline, the status timer, a fetched
 //! batch), hands it to the core in one `drive_*` step, lets the core write
-//! ([`Driver::drive_writes`]) and sleeps to the core's one deadline
+//! (`Driver::drive_writes`) and sleeps to the core's one deadline
 //! ([`ReplicaCore::poll_timeout_ms`]). The call order is the core's (`replica::core`).
 
 use std::future::Future;
