@@ -9,7 +9,7 @@
 //!
 //! Decoding Avro needs the writer schema, which lives in a schema registry. Looking it up is
 //! I/O, and the replica core does none: the driver resolves the ids of a fetched batch first
-//! ([`avro_ids_to_resolve`], [`crate::schema_registry`]) and hands the core a read-only
+//! (`avro_ids_to_resolve`, and the Kafka crate's `schema_registry`) and hands the core a read-only
 //! [`SchemaCache`]; [`decode`] only reads it.
 //!
 //! Avro values reach serde through their JSON shape: the schemas in `schemas/` mirror the
@@ -18,25 +18,53 @@
 //!
 //! Every failure here is one sentence that goes into a dead letter with reason `schema`
 //! (Avro) or `decode` (JSON), with apache-avro's own error text where it has one.
+//!
+//! Avro needs the crate's `avro` feature (apache-avro and its dependencies). Without it the
+//! wire format is still recognised ([`frame`], [`schema_id`]) but not decoded: an Avro input
+//! is a `schema` dead letter saying so ([`AVRO_DISABLED`]), the same on every replica.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+#[cfg(feature = "avro")]
+use std::collections::BTreeSet;
+#[cfg(feature = "avro")]
 use std::io::Cursor;
 use std::sync::Arc;
 
+#[cfg(feature = "avro")]
 use apache_avro::reader::datum::GenericDatumReader;
+#[cfg(feature = "avro")]
 use apache_avro::types::Value as AvroValue;
+#[cfg(feature = "avro")]
 use apache_avro::writer::datum::GenericDatumWriter;
-use apache_avro::Schema;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::event::{EventSourceKey, CONTENT_TYPE_JSON};
+#[cfg(feature = "avro")]
+use crate::event::EventSourceKey;
+use crate::event::CONTENT_TYPE_JSON;
 
+#[cfg(feature = "avro")]
 use crate::record::{FetchedRecord, RecordView};
 use crate::transform::TransformError;
 /// apache-avro, re-exported so a DET author names the same [`Schema`] type the codec takes
 /// (for [`crate::transform::Input::decode_as`]) without pinning its version twice.
+#[cfg(feature = "avro")]
 pub use apache_avro;
+/// An Avro schema: apache-avro's.
+#[cfg(feature = "avro")]
+pub use apache_avro::Schema;
+
+/// An Avro schema. Without the `avro` feature, a stand-in no value of which exists: the
+/// signatures stay the same, a [`SchemaCache`] holds only refusals and [`decode`] only takes
+/// `None` for a reader schema.
+#[cfg(not(feature = "avro"))]
+#[derive(Debug)]
+pub enum Schema {}
+
+/// Why an Avro input is dead-lettered (reason `schema`) when the crate is built without the
+/// `avro` feature.
+pub const AVRO_DISABLED: &str =
+    "the payload is Avro, and this transformer was built without Avro support (the `avro` feature of competing-transformers)";
 
 /// Content type of Avro payloads in the Confluent wire format.
 pub const CONTENT_TYPE_AVRO: &str = "application/vnd.apache.avro+binary";
@@ -103,10 +131,12 @@ pub enum OutputCodec {
     #[default]
     Json,
     /// Avro in the Confluent wire format, under a registered schema.
+    #[cfg(feature = "avro")]
     Avro(AvroOutput),
 }
 
 /// The registered schema Avro outputs are written with.
+#[cfg(feature = "avro")]
 #[derive(Clone, Debug)]
 pub struct AvroOutput {
     /// The registry's id of the schema, written in every payload.
@@ -116,6 +146,7 @@ pub struct AvroOutput {
 }
 
 /// Parses an Avro schema (the text of a `.avsc` file).
+#[cfg(feature = "avro")]
 pub fn parse_schema(text: &str) -> Result<Schema, apache_avro::Error> {
     Schema::parse_str(text)
 }
@@ -161,7 +192,8 @@ fn media_type(content_type: &str) -> &str {
 
 /// Decodes a payload into `T`, by its content type. An Avro payload is read with its writer
 /// schema from `schemas` and, when `reader` is given, resolved to that reader schema (Avro
-/// schema evolution: fields added with a default are filled in, removed fields dropped).
+/// schema evolution: fields added with a default are filled in, removed fields dropped);
+/// without the `avro` feature it is a [`TransformError::Schema`] saying [`AVRO_DISABLED`].
 pub fn decode<T: DeserializeOwned>(
     content_type: &str,
     payload: &[u8],
@@ -170,6 +202,12 @@ pub fn decode<T: DeserializeOwned>(
 ) -> Result<T, TransformError> {
     match media_type(content_type) {
         CONTENT_TYPE_JSON => serde_json::from_slice(payload).map_err(|e| TransformError::Decode(e.to_string())),
+        #[cfg(not(feature = "avro"))]
+        CONTENT_TYPE_AVRO => {
+            let _ = (schemas, reader);
+            Err(TransformError::Schema(AVRO_DISABLED.to_string()))
+        }
+        #[cfg(feature = "avro")]
         CONTENT_TYPE_AVRO => {
             let value = decode_avro(payload, schemas, reader)?;
             let json = serde_json::Value::try_from(value)
@@ -186,6 +224,7 @@ pub fn decode<T: DeserializeOwned>(
 
 /// Reads an Avro wire-format payload into an Avro value, with its writer schema from
 /// `schemas`, resolved to `reader` when given. The whole payload must be one datum.
+#[cfg(feature = "avro")]
 pub fn decode_avro(
     payload: &[u8],
     schemas: &SchemaCache,
@@ -216,6 +255,7 @@ pub fn decode_avro(
 
 /// Encodes `value` as an Avro wire-format payload under `output`'s schema. A value that does
 /// not fit the schema is a [`TransformError::Schema`] naming what does not fit.
+#[cfg(feature = "avro")]
 pub fn encode_avro<T: Serialize + ?Sized>(value: &T, output: &AvroOutput) -> Result<Vec<u8>, TransformError> {
     let json = serde_json::to_value(value)
         .map_err(|e| TransformError::Schema(format!("the output does not serialize: {e}")))?;
@@ -239,6 +279,7 @@ pub fn encode_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 /// Records are scanned for the Avro content type first, so a batch without Avro payloads
 /// costs no decoding. Records that do not decode, and payloads without a wire header, are
 /// left to the core (malformed record, or a `schema` dead letter).
+#[cfg(feature = "avro")]
 pub fn avro_ids_to_resolve(
     records: &[FetchedRecord],
     subscriptions: &[EventSourceKey],
@@ -271,11 +312,15 @@ pub fn avro_ids_to_resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "avro")]
     use crate::event::Event;
+    #[cfg(feature = "avro")]
     use crate::record::Record;
 
+    #[cfg(feature = "avro")]
     const V1: &str =
         r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"string"},{"name":"qty","type":"long"}]}"#;
+    #[cfg(feature = "avro")]
     const V2: &str = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"string"},{"name":"qty","type":"long"},
         {"name":"note","type":"string","default":"none"}]}"#;
 
@@ -285,6 +330,7 @@ mod tests {
         qty: u64,
     }
 
+    #[cfg(feature = "avro")]
     #[derive(serde::Deserialize, Debug, PartialEq)]
     struct OrderV2 {
         id: String,
@@ -292,10 +338,12 @@ mod tests {
         note: String,
     }
 
+    #[cfg(feature = "avro")]
     fn output(id: u32, text: &str) -> AvroOutput {
         AvroOutput { schema_id: id, schema: Arc::new(parse_schema(text).unwrap()) }
     }
 
+    #[cfg(feature = "avro")]
     fn cache(entries: &[(u32, &str)]) -> SchemaCache {
         let mut cache = SchemaCache::new();
         for (id, text) in entries {
@@ -304,6 +352,7 @@ mod tests {
         cache
     }
 
+    #[cfg(feature = "avro")]
     #[test]
     fn avro_round_trips_through_the_wire_format() {
         let payload = encode_avro(&OrderV1 { id: "o1".into(), qty: 3 }, &output(7, V1)).unwrap();
@@ -312,6 +361,7 @@ mod tests {
         assert_eq!(back, OrderV1 { id: "o1".into(), qty: 3 });
     }
 
+    #[cfg(feature = "avro")]
     #[test]
     fn a_reader_schema_fills_fields_added_with_a_default() {
         let payload = encode_avro(&OrderV1 { id: "o1".into(), qty: 3 }, &output(1, V1)).unwrap();
@@ -331,6 +381,7 @@ mod tests {
         assert!(error.to_string().contains("unsupported content type `text/csv`"), "{error}");
     }
 
+    #[cfg(feature = "avro")]
     #[test]
     fn a_payload_without_the_wire_header_is_a_schema_error() {
         for payload in [&b""[..], &[0, 0, 1][..], &[1, 0, 0, 0, 1, 2][..]] {
@@ -339,6 +390,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "avro")]
     #[test]
     fn a_truncated_or_padded_body_is_a_schema_error_with_the_avro_error() {
         let payload = encode_avro(&OrderV1 { id: "order-1".into(), qty: 3 }, &output(1, V1)).unwrap();
@@ -354,6 +406,7 @@ mod tests {
         assert!(error.to_string().contains("1 bytes follow the datum"), "{error}");
     }
 
+    #[cfg(feature = "avro")]
     #[test]
     fn an_unknown_or_unresolved_schema_id_is_a_schema_error_saying_why() {
         let payload = frame(9, &[2, b'a', 2]);
@@ -365,6 +418,7 @@ mod tests {
         assert!(error.to_string().contains("SCHEMA_REGISTRY_URL"), "{error}");
     }
 
+    #[cfg(feature = "avro")]
     #[test]
     fn an_output_that_does_not_fit_its_schema_is_a_schema_error() {
         #[derive(serde::Serialize)]
@@ -375,6 +429,7 @@ mod tests {
         assert!(matches!(&error, TransformError::Schema(m) if m.contains("(id 3)")), "{error:?}");
     }
 
+    #[cfg(feature = "avro")]
     #[test]
     fn only_unknown_ids_of_subscribed_avro_events_need_resolving() {
         let key = |k: &str| EventSourceKey::new(k).unwrap();
@@ -395,5 +450,16 @@ mod tests {
             FetchedRecord { offset: 0, value: Some(encoded.value), key: Some(encoded.key), ..Default::default() };
         let ids = avro_ids_to_resolve(&[fetched], &[key("orders")], &cache(&[(1, V1)]));
         assert_eq!(ids.into_iter().collect::<Vec<_>>(), [2]);
+    }
+
+    #[cfg(not(feature = "avro"))]
+    #[test]
+    fn without_the_avro_feature_an_avro_payload_is_a_schema_error_with_one_reason() {
+        let mut known = SchemaCache::new();
+        known.insert_unknown(1, "schema id 1 is not in the registry".into());
+        for (payload, schemas) in [(frame(1, &[2, b'a', 6]), &known), (vec![9], &NO_SCHEMAS)] {
+            let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, &payload, schemas, None).unwrap_err();
+            assert_eq!(error, TransformError::Schema(AVRO_DISABLED.into()));
+        }
     }
 }

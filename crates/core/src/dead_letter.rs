@@ -12,6 +12,7 @@ use crate::transform::{Input, TransformError};
 
 /// The Avro schema of a dead letter (`schemas/dead-letter.avsc`), the same shape as its JSON
 /// payload, for Kafka-native tools that export dead letters as Avro.
+#[cfg(feature = "avro")]
 pub const DEAD_LETTER_SCHEMA: &str = include_str!("../../../schemas/dead-letter.avsc");
 
 /// Content type of dead-letter payloads.
@@ -132,7 +133,7 @@ impl DeadLetter {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "avro"))]
 mod tests {
     use std::sync::Arc;
 

@@ -75,9 +75,9 @@ impl Input<'_> {
     /// Decodes the payload into `T` by its content type: JSON with serde_json, Avro
     /// (`application/vnd.apache.avro+binary`, Confluent wire format) with its writer schema.
     /// A JSON payload that does not decode is a [`TransformError::Decode`]; an Avro payload
-    /// that does not (corrupt, unknown schema id, not fitting `T`) is a
-    /// [`TransformError::Schema`] with apache-avro's error. Both send the input to the
-    /// dead-letter stream.
+    /// that does not (corrupt, unknown schema id, not fitting `T`, or the crate built
+    /// without its `avro` feature) is a [`TransformError::Schema`] with apache-avro's error.
+    /// Both send the input to the dead-letter stream.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, TransformError> {
         codec::decode(self.content_type, self.payload, self.schemas, None)
     }
@@ -85,7 +85,8 @@ impl Input<'_> {
     /// Like [`Input::decode`], but an Avro payload is first resolved to `reader`, the schema
     /// this transform was built against (Avro schema evolution: a field added with a default
     /// reads as that default from events written before it existed).
-    pub fn decode_as<T: DeserializeOwned>(&self, reader: &apache_avro::Schema) -> Result<T, TransformError> {
+    #[cfg(feature = "avro")]
+    pub fn decode_as<T: DeserializeOwned>(&self, reader: &codec::Schema) -> Result<T, TransformError> {
         codec::decode(self.content_type, self.payload, self.schemas, Some(reader))
     }
 
@@ -129,6 +130,7 @@ impl Outputs {
     pub fn emit_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), TransformError> {
         match &self.codec {
             OutputCodec::Json => self.emit(CONTENT_TYPE_JSON, codec::encode_json(value)),
+            #[cfg(feature = "avro")]
             OutputCodec::Avro(output) => {
                 let payload = codec::encode_avro(value, output)?;
                 self.emit(codec::CONTENT_TYPE_AVRO, payload);

@@ -131,7 +131,7 @@ fn a_staggered_replica_writes_only_what_the_first_rank_has_not_written_in_time()
     let records = log.records();
     second.on_fetched(&records, records.len() as u64);
     assert_eq!(second.poll_write(1_000), None, "held for its turn");
-    assert_eq!(second.next_release_ms(), Some(1_050));
+    assert_eq!(second.poll_timeout_ms(), Some(1_050), "the driver wakes it at its turn");
     // The first rank's copy lands in time: nothing to write.
     run_to_end(&log, Echo);
     let records = log.records_from(second.position());

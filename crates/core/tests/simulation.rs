@@ -167,7 +167,12 @@ impl SimReplica {
         if !self.lost.is_empty() && (!allow_faults || rng.chance(5)) {
             core.on_delivery(self.lost.remove(0), Err(()));
         }
-        core.on_tick(now_ms);
+        // A driver that sleeps to the core's deadline would call `on_timeout` only once it
+        // passed: a re-send must never come before its deadline.
+        let due = core.poll_timeout_ms().is_some_and(|at| at <= now_ms);
+        let resent = core.stats().groups_resent;
+        core.on_timeout(now_ms);
+        assert!(due || core.stats().groups_resent == resent, "a re-send before the core's deadline");
     }
 
     fn crash(&mut self, log: &MemoryLog, rng: &mut Rng) {

@@ -1,7 +1,17 @@
 //! Runs a [`ReplicaCore`] over an [`EventLog`]: the only part of a replica that does I/O
 //! or reads a clock.
+//!
+//! Shaped like quinn's connection driver around quinn-proto: one short loop waits for what
+//! comes first (shutdown, a delivery, the core's deadline, the status timer, a fetched
+//! batch), hands it to the core in one `drive_*` step, lets the core write
+//! (`Driver::drive_writes`) and sleeps to the core's one deadline
+//! ([`ReplicaCore::poll_timeout_ms`]). The call order is the core's (`replica::core`).
 
+use std::future::Future;
+use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -10,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::error::LogError;
-use crate::log::{EventLog, LogCursor};
+use crate::log::{Delivery, EventLog, LogCursor};
 use crate::schema_registry::SchemaRegistry;
 use crate::shutdown::Shutdown;
 use competing_transformers::codec::{avro_ids_to_resolve, SchemaCache};
@@ -21,8 +31,8 @@ use competing_transformers::transform::Transform;
 
 /// How long a fetch waits on the log before the loop looks at its other work.
 const FETCH_WAIT: Duration = Duration::from_millis(50);
-/// How often time is fed to the core and the status published.
-const TICK: Duration = Duration::from_millis(100);
+/// How often the status is published (the core's own timers are its deadline).
+const STATUS_EVERY: Duration = Duration::from_millis(100);
 /// How often the log end is asked for, to report lag.
 const LAG_EVERY: Duration = Duration::from_secs(1);
 /// How long a catch-up goes between progress lines.
@@ -94,98 +104,213 @@ pub async fn run_replica_with_registry<T: Transform, L: EventLog>(
     mut shutdown: Shutdown,
     status: watch::Sender<ReplicaStatus>,
 ) -> Result<ReplicaStatus, ReplicaError> {
-    let mut schemas = SchemaCache::new();
-    let start = Instant::now();
-    let now_ms = || start.elapsed().as_millis() as u64;
     let replica_id = config.replica_id.clone();
-    let end = retry(&mut shutdown, || log.end_offset()).await?;
-    let mut core = ReplicaCore::new(transform, config, end.unwrap_or(0));
-    let Some(mut cursor) = retry(&mut shutdown, || log.cursor(0)).await? else {
+    let Some(mut driver) = Driver::start(log, transform, config, registry, status, &mut shutdown).await? else {
         return Ok(ReplicaStatus { replica_id, ..Default::default() });
     };
-    tracing::info!(replica = %replica_id, log_end = end.unwrap_or(0), "replica starting: catching up from offset 0");
-    let mut deliveries = FuturesUnordered::new();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut log_end = end.unwrap_or(0);
-    let log_ends = watch_log_end(log.clone(), log_end);
-    let mut last_progress = Instant::now();
-    let mut backoff = Backoff::for_retries();
-    let mut was_catching_up = matches!(core.phase(), Phase::CatchingUp { .. });
+    let mut status_every = tokio::time::interval(STATUS_EVERY);
+    status_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let deadline = driver.core.poll_timeout_ms();
+        // Timers before the fetch: a log that always has records must not starve them.
         tokio::select! {
             biased;
             () = shutdown.requested() => break,
-            Some((write_id, outcome)) = deliveries.next(), if !deliveries.is_empty() => {
-                let outcome: Result<Offset, LogError> = outcome;
-                if let Err(error) = &outcome {
-                    tracing::warn!(replica = %replica_id, %error, "a write failed; it will be re-sent");
-                }
-                core.on_delivery(write_id, outcome.map_err(|_| ()));
+            Some((write_id, outcome)) = driver.deliveries.next(), if !driver.deliveries.is_empty() => {
+                driver.drive_delivery(write_id, outcome);
             }
-            batch = next_batch(cursor.as_mut()), if core.wants_input() => {
-                match batch {
-                    Ok(records) => {
-                        backoff.reset();
-                        if let Some(registry) = &registry {
-                            let subscriptions = core.subscriptions().to_vec();
-                            if !resolve_schemas(registry, &records, &subscriptions, &mut schemas, &mut shutdown, &replica_id).await {
-                                break;
-                            }
-                        }
-                        core.on_fetched_with(&records, cursor.position(), &schemas);
-                    }
-                    Err(error) if error.is_transient() => {
-                        let wait = backoff.next_wait();
-                        tracing::warn!(replica = %replica_id, %error, "reading the log failed; retrying in {wait:?}");
-                        tokio::time::sleep(wait).await;
-                    }
-                    Err(error) => return Err(error.into()),
+            _ = sleep_until_ms(driver.start, deadline) => driver.drive_timers(),
+            _ = status_every.tick() => driver.drive_status(),
+            batch = next_batch(driver.cursor.as_mut()), if driver.core.wants_input() => {
+                if driver.drive_fetch(batch, &mut shutdown).await?.is_break() {
+                    break;
                 }
-            }
-            // A held group's turn: the poll below releases it.
-            _ = sleep_until_ms(start, core.next_release_ms()) => {}
-            _ = tick.tick() => {
-                core.on_tick(now_ms());
-                log_end = *log_ends.borrow();
-                let catching_up = matches!(core.phase(), Phase::CatchingUp { .. });
-                if catching_up && last_progress.elapsed() >= PROGRESS_EVERY {
-                    last_progress = Instant::now();
-                    if let Phase::CatchingUp { until } = core.phase() {
-                        tracing::info!(replica = %replica_id, position = core.position(), until,
-                            "catching up: {:.0}%", 100.0 * core.position() as f64 / until.max(1) as f64);
-                    }
-                }
-                if was_catching_up && !catching_up {
-                    tracing::info!(replica = %replica_id, position = core.position(), "caught up; live");
-                }
-                was_catching_up = catching_up;
-                status.send_replace(snapshot(&core, log_end));
             }
         }
-        if let Some(divergence) = core.divergence() {
-            status.send_replace(snapshot(&core, log_end));
-            return Err(ReplicaError::Diverged(divergence.clone()));
+        driver.drive_divergence()?;
+        driver.drive_writes();
+    }
+    Ok(driver.shut_down().await)
+}
+
+/// One running replica: its core and the I/O around it, between turns of the loop.
+struct Driver<T: Transform, L: EventLog> {
+    log: Arc<L>,
+    core: ReplicaCore<T>,
+    cursor: Box<dyn LogCursor>,
+    registry: Option<Arc<SchemaRegistry>>,
+    schemas: SchemaCache,
+    deliveries: FuturesUnordered<InFlight>,
+    /// The zero of the core's clock.
+    start: Instant,
+    replica_id: String,
+    status: watch::Sender<ReplicaStatus>,
+    log_ends: watch::Receiver<Offset>,
+    log_end: Offset,
+    backoff: Backoff,
+    last_progress: Instant,
+    was_catching_up: bool,
+}
+
+impl<T: Transform, L: EventLog> Driver<T, L> {
+    /// Reads the log end the catch-up runs to and opens a cursor at offset 0, retrying
+    /// transient errors. `None` if shutdown came first.
+    async fn start(
+        log: Arc<L>,
+        transform: T,
+        config: ReplicaConfig,
+        registry: Option<Arc<SchemaRegistry>>,
+        status: watch::Sender<ReplicaStatus>,
+        shutdown: &mut Shutdown,
+    ) -> Result<Option<Self>, ReplicaError> {
+        let replica_id = config.replica_id.clone();
+        let Some(end) = retry(shutdown, || log.end_offset()).await? else { return Ok(None) };
+        let core = ReplicaCore::new(transform, config, end);
+        let Some(cursor) = retry(shutdown, || log.cursor(0)).await? else { return Ok(None) };
+        tracing::info!(replica = %replica_id, log_end = end, "replica starting: catching up from offset 0");
+        Ok(Some(Self {
+            log_ends: watch_log_end(log.clone(), end),
+            log,
+            was_catching_up: matches!(core.phase(), Phase::CatchingUp { .. }),
+            core,
+            cursor,
+            registry,
+            schemas: SchemaCache::new(),
+            deliveries: FuturesUnordered::new(),
+            start: Instant::now(),
+            replica_id,
+            status,
+            log_end: end,
+            backoff: Backoff::for_retries(),
+            last_progress: Instant::now(),
+        }))
+    }
+
+    /// The core's clock: ms since the driver started.
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// A fetched batch (or the error fetching it) into the core, its Avro writer schemas
+    /// resolved first. Break if shutdown came while the registry was being waited for.
+    async fn drive_fetch(
+        &mut self,
+        batch: Result<Vec<FetchedRecord>, LogError>,
+        shutdown: &mut Shutdown,
+    ) -> Result<ControlFlow<()>, ReplicaError> {
+        match batch {
+            Ok(records) => {
+                self.backoff.reset();
+                if let Some(registry) = &self.registry {
+                    let subscriptions = self.core.subscriptions();
+                    if !resolve_schemas(
+                        registry,
+                        &records,
+                        subscriptions,
+                        &mut self.schemas,
+                        shutdown,
+                        &self.replica_id,
+                    )
+                    .await
+                    {
+                        return Ok(ControlFlow::Break(()));
+                    }
+                }
+                self.core.on_fetched_with(&records, self.cursor.position(), &self.schemas);
+            }
+            Err(error) if error.is_transient() => {
+                let wait = self.backoff.next_wait();
+                tracing::warn!(replica = %self.replica_id, %error, "reading the log failed; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+            }
+            Err(error) => return Err(error.into()),
         }
-        while let Some(write) = core.poll_write(now_ms()) {
-            let delivery = log.append(&write.record);
-            deliveries.push(async move { (write.write_id, delivery.await) });
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// A write's outcome into the core.
+    fn drive_delivery(&mut self, write_id: u64, outcome: Result<Offset, LogError>) {
+        if let Err(error) = &outcome {
+            tracing::warn!(replica = %self.replica_id, %error, "a write failed; it will be re-sent");
+        }
+        self.core.on_delivery(write_id, outcome.map_err(|_| ()));
+    }
+
+    /// The core's deadline has come: let it see the time.
+    fn drive_timers(&mut self) {
+        self.core.on_timeout(self.now_ms());
+    }
+
+    /// Publishes the status, with the log end last seen and progress lines.
+    fn drive_status(&mut self) {
+        self.log_end = *self.log_ends.borrow();
+        let catching_up = matches!(self.core.phase(), Phase::CatchingUp { .. });
+        if catching_up && self.last_progress.elapsed() >= PROGRESS_EVERY {
+            self.last_progress = Instant::now();
+            if let Phase::CatchingUp { until } = self.core.phase() {
+                let position = self.core.position();
+                tracing::info!(replica = %self.replica_id, position, until,
+                    "catching up: {:.0}%", 100.0 * position as f64 / until.max(1) as f64);
+            }
+        }
+        if self.was_catching_up && !catching_up {
+            tracing::info!(replica = %self.replica_id, position = self.core.position(), "caught up; live");
+        }
+        self.was_catching_up = catching_up;
+        self.status.send_replace(snapshot(&self.core, self.log_end));
+    }
+
+    /// Stops the replica once its core has seen a divergence.
+    fn drive_divergence(&self) -> Result<(), ReplicaError> {
+        match self.core.divergence() {
+            Some(divergence) => {
+                self.status.send_replace(snapshot(&self.core, self.log_end));
+                Err(ReplicaError::Diverged(divergence.clone()))
+            }
+            None => Ok(()),
         }
     }
-    // Shutdown: let in-flight writes finish so nothing is left unknown.
-    let flushed = tokio::time::timeout(SHUTDOWN_FLUSH, async {
-        while let Some((write_id, outcome)) = deliveries.next().await {
-            core.on_delivery(write_id, outcome.map_err(|_| ()));
+
+    /// Appends every record the core has to write now.
+    fn drive_writes(&mut self) {
+        let now_ms = self.now_ms();
+        while let Some(write) = self.core.poll_write(now_ms) {
+            self.deliveries.push(InFlight { write_id: write.write_id, delivery: self.log.append(&write.record) });
         }
-    })
-    .await;
-    if flushed.is_err() {
-        tracing::warn!(replica = %replica_id, "shutdown: some writes were still in flight; other replicas or a restart will write them");
     }
-    let last = snapshot(&core, log_end);
-    status.send_replace(last.clone());
-    tracing::info!(replica = %replica_id, "replica stopped");
-    Ok(last)
+
+    /// Shutdown: lets in-flight writes finish so nothing is left unknown, and publishes the
+    /// last status.
+    async fn shut_down(mut self) -> ReplicaStatus {
+        let flushed = tokio::time::timeout(SHUTDOWN_FLUSH, async {
+            while let Some((write_id, outcome)) = self.deliveries.next().await {
+                self.core.on_delivery(write_id, outcome.map_err(|_| ()));
+            }
+        })
+        .await;
+        if flushed.is_err() {
+            tracing::warn!(replica = %self.replica_id, "shutdown: some writes were still in flight; other replicas or a restart will write them");
+        }
+        let last = snapshot(&self.core, self.log_end);
+        self.status.send_replace(last.clone());
+        tracing::info!(replica = %self.replica_id, "replica stopped");
+        last
+    }
+}
+
+/// A write in flight: its delivery, tagged with the id the core knows the write by.
+struct InFlight {
+    write_id: u64,
+    delivery: Delivery,
+}
+
+impl Future for InFlight {
+    type Output = (u64, Result<Offset, LogError>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let write_id = self.write_id;
+        self.delivery.as_mut().poll(cx).map(|outcome| (write_id, outcome))
+    }
 }
 
 /// Asks for the log end every [`LAG_EVERY`] on a task of its own (a broker round trip the
@@ -243,9 +368,7 @@ async fn resolve_schemas(
     }
 }
 
-async fn next_batch(
-    cursor: &mut dyn LogCursor,
-) -> Result<Vec<competing_transformers::record::FetchedRecord>, LogError> {
+async fn next_batch(cursor: &mut dyn LogCursor) -> Result<Vec<FetchedRecord>, LogError> {
     cursor.next_batch(FETCH_WAIT).await
 }
 

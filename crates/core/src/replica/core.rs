@@ -1,7 +1,8 @@
 //! The replica as a sans-I/O state machine.
 //!
-//! Records fetched from the log, delivery outcomes and clock ticks go in; records to append
-//! come out. The Kafka driver ([`super::driver`]) and the simulator drive the same core.
+//! Records fetched from the log, delivery outcomes and the time go in; records to append and
+//! the next deadline come out. The tokio driver of `competing-transformers-kafka`, the local
+//! driver ([`super::local`]) and the simulator drive the same core.
 //!
 //! A replica's life (`docs/DESIGN.md`):
 //! 1. **Catch-up**: read up to the log end seen at start, computing every group but writing
@@ -14,6 +15,26 @@
 //!    compared with what it computed; a different digest is a divergence and stops writing.
 //! 4. **Re-sending**: a failed delivery, a rejected copy of its own, or a group that stays
 //!    missing for `resend_after_ms` makes it re-send every group not yet canonical, in order.
+//!
+//! # Driving it
+//!
+//! [`ReplicaCore`] does no I/O and reads no clock: a driver tells it what happened (`on_*`),
+//! then polls it for what to do (`poll_*`). Time is the driver's monotonic clock in ms,
+//! passed as `now_ms`; it never goes back (an earlier value is taken as the latest one).
+//!
+//! 1. Records fetched, read only while [`ReplicaCore::wants_input`]:
+//!    [`ReplicaCore::on_fetched`], or [`ReplicaCore::on_fetched_with`] once the batch's Avro
+//!    writer schemas are resolved.
+//! 2. A write delivered, or failed: [`ReplicaCore::on_delivery`].
+//! 3. The deadline of step 6 reached: [`ReplicaCore::on_timeout`].
+//! 4. After each of those: [`ReplicaCore::poll_write`] until `None`, appending each record and
+//!    reporting its outcome in step 2 later.
+//! 5. Then [`ReplicaCore::divergence`]: once set, the core writes nothing more and its
+//!    deadline is `None`; the driver stops the replica.
+//! 6. Then [`ReplicaCore::poll_timeout_ms`]: when to come back with step 3 if nothing else
+//!    happens first (`None`: only a fetch or a delivery can wake it). Sleep until then.
+//!
+//! Getters (`stats`, `phase`, `position`, …) may be called at any time.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -285,8 +306,8 @@ impl<T: Transform> ReplicaCore<T> {
     }
 
     /// [`ReplicaCore::on_fetched`] for a batch whose Avro payloads' writer schemas the driver
-    /// resolved into `schemas` first (see [`crate::codec::avro_ids_to_resolve`]): the core
-    /// only reads them.
+    /// resolved into `schemas` first (see `codec::avro_ids_to_resolve`, with the `avro`
+    /// feature): the core only reads them.
     pub fn on_fetched_with(&mut self, records: &[FetchedRecord], position: Offset, schemas: &SchemaCache) {
         // First the rule over the whole batch, so groups already in it are not written again.
         // Records are read in place; only the inputs' payloads reach the transform, borrowed.
@@ -334,7 +355,7 @@ impl<T: Transform> ReplicaCore<T> {
                 }
                 if let Some(ours) = self.computed_digest(slot, index) {
                     if ours != event.digest {
-                        let key = if slot == OUTPUT { self.output_key.clone() } else { self.dead_letter_key.clone() };
+                        let key = self.key_of(slot).clone();
                         self.diverge(Divergence {
                             key,
                             index,
@@ -388,6 +409,44 @@ impl<T: Transform> ReplicaCore<T> {
             schemas,
         };
         self.stats.inputs_processed += 1;
+        let (slot, produced) = self.outputs_or_dead_letter(input);
+        if produced.is_empty() {
+            return;
+        }
+        let key = self.key_of(slot).clone();
+        let first_index = self.next_index[slot];
+        self.next_index[slot] += produced.len() as u64;
+        let events: Vec<Event> = produced
+            .into_iter()
+            .zip(first_index..)
+            .map(|((content_type, payload), i)| {
+                Event::new(key.clone(), Some(i), Some(offset), input.effective_time_ms, content_type, payload)
+            })
+            .collect();
+        let count = self.rule.count(&key);
+        self.check_against_canonical(&key, &events, count);
+        self.queue(Group { slot, first_index, events, send: SendState::Unsent }, count);
+    }
+
+    /// Runs the transform on `input`: the slot its group goes to, and the group's content
+    /// types and payloads (its outputs, or the one dead letter that replaces them).
+    fn outputs_or_dead_letter(&mut self, input: Input<'_>) -> (usize, Vec<(String, Vec<u8>)>) {
+        match self.run_transform(input) {
+            (outputs, None) => {
+                (OUTPUT, outputs.into_events().into_iter().map(|o| (o.content_type, o.payload)).collect())
+            }
+            (_, Some((reason, message))) => {
+                self.stats.dead_letters += 1;
+                let letter = DeadLetter::new(self.transform.name(), self.transform.version(), reason, message, &input);
+                tracing::warn!(replica = %self.config.replica_id, "{}", letter.describe());
+                (DEAD_LETTER, vec![(CONTENT_TYPE_DEAD_LETTER.to_string(), letter.to_json())])
+            }
+        }
+    }
+
+    /// The transform's outputs for `input`, and why they must become a dead letter instead,
+    /// if they must: it failed, panicked, or emitted more than one input may.
+    fn run_transform(&mut self, input: Input<'_>) -> (Outputs, Option<(Reason, String)>) {
         let mut outputs = Outputs::with_codec(self.config.output_codec.clone());
         let transform = &mut self.transform;
         let result = catch_unwind(AssertUnwindSafe(|| transform.apply(&input, &mut outputs)));
@@ -406,43 +465,18 @@ impl<T: Transform> ReplicaCore<T> {
             Ok(Err(error)) => Some((DeadLetter::reason_of(&error), error.detail().to_string())),
             Err(panic) => Some((Reason::Panic, crate::panic::panic_message(panic.as_ref()))),
         };
-        let (slot, key, produced) = match failure {
-            None => (
-                OUTPUT,
-                self.output_key.clone(),
-                outputs.into_events().into_iter().map(|o| (o.content_type, o.payload)).collect::<Vec<_>>(),
-            ),
-            Some((reason, message)) => {
-                self.stats.dead_letters += 1;
-                let letter = DeadLetter::new(self.transform.name(), self.transform.version(), reason, message, &input);
-                tracing::warn!(replica = %self.config.replica_id, "{}", letter.describe());
-                (
-                    DEAD_LETTER,
-                    self.dead_letter_key.clone(),
-                    vec![(CONTENT_TYPE_DEAD_LETTER.to_string(), letter.to_json())],
-                )
-            }
-        };
-        if produced.is_empty() {
-            return;
-        }
-        let first_index = self.next_index[slot];
-        self.next_index[slot] += produced.len() as u64;
-        let events: Vec<Event> = produced
-            .into_iter()
-            .zip(first_index..)
-            .map(|((content_type, payload), i)| {
-                Event::new(key.clone(), Some(i), Some(offset), input.effective_time_ms, content_type, payload)
-            })
-            .collect();
-        // Compare with what is already canonical, and skip the write if all of it is.
-        let count = self.rule.count(&key);
-        for event in &events {
+        (outputs, failure)
+    }
+
+    /// Compares a new group with what is already canonical at its indexes (`count` is its
+    /// key's canonical count): a different digest is a divergence.
+    fn check_against_canonical(&mut self, key: &EventSourceKey, events: &[Event], count: u64) {
+        for event in events {
             let i = event.index.expect("numbered");
             if i >= count {
                 break;
             }
-            if let Some((canonical, at)) = self.rule.canonical_at(&key, i) {
+            if let Some((canonical, at)) = self.rule.canonical_at(key, i) {
                 if canonical != event.digest {
                     self.diverge(Divergence {
                         key: key.clone(),
@@ -454,19 +488,34 @@ impl<T: Transform> ReplicaCore<T> {
                 }
             }
         }
-        let held = self.phase == Phase::Live && self.config.stagger.is_some_and(|s| s.rank > 0);
-        let send = if held { SendState::Held { until_ms: None } } else { SendState::Unsent };
-        let group = Group { slot, first_index, events, send };
+    }
+
+    /// Queues a new group to be written, held for its turn when staggered, unless it is
+    /// canonical already (`count` is its key's canonical count).
+    fn queue(&mut self, mut group: Group, count: u64) {
         if group.end_index() <= count {
             if self.phase == Phase::Live {
                 self.stats.writes_skipped += 1;
             }
             return;
         }
-        self.computed[slot].push(group.first_index, group.events.iter().map(|e| e.digest));
+        let held = self.phase == Phase::Live && self.config.stagger.is_some_and(|s| s.rank > 0);
+        if held {
+            group.send = SendState::Held { until_ms: None };
+        }
+        self.computed[group.slot].push(group.first_index, group.events.iter().map(|e| e.digest));
         self.pending_events += group.events.len();
-        self.groups[slot] += 1;
+        self.groups[group.slot] += 1;
         self.pending.push_back(group);
+    }
+
+    /// The replica's key of `slot`.
+    fn key_of(&self, slot: usize) -> &EventSourceKey {
+        if slot == OUTPUT {
+            &self.output_key
+        } else {
+            &self.dead_letter_key
+        }
     }
 
     /// Drops groups that are canonical now.
@@ -508,6 +557,85 @@ impl<T: Transform> ReplicaCore<T> {
         }
     }
 
+    /// When the driver must call [`ReplicaCore::on_timeout`] next, then
+    /// [`ReplicaCore::poll_write`]: ms on the clock it passes as `now_ms`, at or before the
+    /// latest `now_ms` meaning at once. `None` while nothing is timed (nothing held for its
+    /// turn, nothing sent and unaccounted for) and once diverged: only a fetch or a delivery
+    /// can give the core work then. Ask again after every `on_*` call and after `poll_write`
+    /// returned `None`: the answer changes with them.
+    #[must_use]
+    pub fn poll_timeout_ms(&self) -> Option<u64> {
+        if self.phase == Phase::Diverged {
+            return None;
+        }
+        [self.next_release_ms(), self.resend_due_ms()].into_iter().flatten().min()
+    }
+
+    /// When the first held group's turn comes. A group not stamped yet is due at once: the
+    /// next `poll_write` stamps it.
+    fn next_release_ms(&self) -> Option<u64> {
+        self.config.stagger?;
+        self.pending.iter().find_map(|g| match g.send {
+            SendState::Held { until_ms } => Some(until_ms.unwrap_or(self.now_ms)),
+            _ => None,
+        })
+    }
+
+    /// When the first sent group counts as lost, if it is still unaccounted for: once
+    /// `resend_after_ms` passed without a delivery report, or at once when the reader has
+    /// passed the offset it was delivered at without it becoming canonical. Sent groups come
+    /// first, so the first group is the oldest write.
+    fn resend_due_ms(&self) -> Option<u64> {
+        match self.pending.front()?.send {
+            SendState::Sent { offset: Some(offset), .. } => (offset < self.position).then_some(self.now_ms),
+            SendState::Sent { at_ms, offset: None, .. } => Some(at_ms.saturating_add(self.config.resend_after_ms)),
+            _ => None,
+        }
+    }
+
+    /// The next record to append, if any. Call until `None` after every input to the core.
+    pub fn poll_write(&mut self, now_ms: u64) -> Option<WriteRequest> {
+        self.now_ms = self.now_ms.max(now_ms);
+        if !self.may_write() {
+            return None;
+        }
+        // Before the in-flight limit: a held group's turn is stamped when first polled, so
+        // the deadline is known even while writes wait.
+        self.release_held();
+        if self.in_flight.len() >= self.config.in_flight_records_max {
+            return None;
+        }
+        if self.resend_wanted && self.in_flight.is_empty() {
+            self.resend_wanted = false;
+            for group in self.pending.iter_mut().filter(|g| matches!(g.send, SendState::Sent { .. })) {
+                group.send = SendState::Unsent;
+                self.stats.groups_resent += 1;
+            }
+            self.send_from = 0;
+        }
+        self.debug_check_send_order();
+        let write_id = self.next_write_id;
+        let events = self.take_unsent(write_id);
+        if events.is_empty() {
+            return None;
+        }
+        self.next_write_id += 1;
+        self.in_flight.push_back(write_id);
+        self.stats.records_written += 1;
+        let record = Record { source: self.output_key.clone(), writer: self.config.replica_id.clone(), events };
+        Some(WriteRequest { write_id, record })
+    }
+
+    /// Whether the phase lets the replica write now.
+    fn may_write(&self) -> bool {
+        match self.phase {
+            Phase::Live => true,
+            Phase::Diverged => false,
+            // Bounded memory: a backlog past the limit is written even while catching up.
+            Phase::CatchingUp { .. } => self.pending_events() > self.config.pending_events_max,
+        }
+    }
+
     /// Releases held groups whose turn has come, in order: a group never overtakes an
     /// earlier one, so a replica's writes stay in index order.
     fn release_held(&mut self) {
@@ -527,41 +655,8 @@ impl<T: Transform> ReplicaCore<T> {
         }
     }
 
-    /// When the next held group's turn comes, if one is waiting: the driver wakes the core
-    /// then with [`ReplicaCore::poll_write`].
-    pub fn next_release_ms(&self) -> Option<u64> {
-        self.config.stagger?;
-        self.pending.iter().find_map(|g| match g.send {
-            SendState::Held { until_ms } => Some(until_ms.unwrap_or(self.now_ms)),
-            _ => None,
-        })
-    }
-
-    /// The next record to append, if any. Call until `None` after every input to the core.
-    pub fn poll_write(&mut self, now_ms: u64) -> Option<WriteRequest> {
-        self.now_ms = self.now_ms.max(now_ms);
-        match self.phase {
-            Phase::Live => {}
-            Phase::Diverged => return None,
-            Phase::CatchingUp { .. } => {
-                // Bounded memory: a backlog past the limit is written even while catching up.
-                if self.pending_events() <= self.config.pending_events_max {
-                    return None;
-                }
-            }
-        }
-        if self.in_flight.len() >= self.config.in_flight_records_max {
-            return None;
-        }
-        self.release_held();
-        if self.resend_wanted && self.in_flight.is_empty() {
-            self.resend_wanted = false;
-            for group in self.pending.iter_mut().filter(|g| matches!(g.send, SendState::Sent { .. })) {
-                group.send = SendState::Unsent;
-                self.stats.groups_resent += 1;
-            }
-            self.send_from = 0;
-        }
+    /// The order `on_delivery` relies on: sent groups first, in write order.
+    fn debug_check_send_order(&self) {
         debug_assert!(self.send_from <= self.pending.len());
         debug_assert!(self.pending.iter().take(self.send_from).all(|g| matches!(g.send, SendState::Sent { .. })));
         debug_assert!(
@@ -575,7 +670,11 @@ impl<T: Transform> ReplicaCore<T> {
                 .is_sorted(),
             "sent groups are in write order"
         );
-        let write_id = self.next_write_id;
+    }
+
+    /// Marks the unsent groups that fit in one record, up to the first held one, sent in
+    /// write `write_id`, and returns their events.
+    fn take_unsent(&mut self, write_id: u64) -> Vec<Event> {
         let mut events = Vec::new();
         let mut bytes = encoded_header_len(&self.output_key, &self.config.replica_id);
         for group in
@@ -597,14 +696,7 @@ impl<T: Transform> ReplicaCore<T> {
             group.send = SendState::Sent { write_id, at_ms: self.now_ms, offset: None };
             self.send_from += 1;
         }
-        if events.is_empty() {
-            return None;
-        }
-        self.next_write_id += 1;
-        self.in_flight.push_back(write_id);
-        self.stats.records_written += 1;
-        let record = Record { source: self.output_key.clone(), writer: self.config.replica_id.clone(), events };
-        Some(WriteRequest { write_id, record })
+        events
     }
 
     /// Reports where a write landed, or that it failed.
@@ -640,20 +732,13 @@ impl<T: Transform> ReplicaCore<T> {
         }
     }
 
-    /// Lets time pass: a group still undelivered `resend_after_ms` after it was sent, or
-    /// delivered at an offset the reader has passed without it becoming canonical, is sent
-    /// again with everything after it. A delivered group the reader has not reached yet is
-    /// only slow, not lost.
-    pub fn on_tick(&mut self, now_ms: u64) {
+    /// Lets time pass, at or after [`ReplicaCore::poll_timeout_ms`] (earlier is harmless): a
+    /// group still undelivered `resend_after_ms` after it was sent, or delivered at an offset
+    /// the reader has passed without it becoming canonical, is sent again with everything
+    /// after it. A delivered group the reader has not reached yet is only slow, not lost.
+    pub fn on_timeout(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
-        let overdue = self.pending.front().is_some_and(|g| match g.send {
-            SendState::Sent { offset: Some(offset), .. } => offset < self.position,
-            SendState::Sent { at_ms, offset: None, .. } => {
-                self.now_ms.saturating_sub(at_ms) >= self.config.resend_after_ms
-            }
-            _ => false,
-        });
-        if overdue {
+        if self.resend_due_ms().is_some_and(|due| due <= self.now_ms) {
             for group in &mut self.pending {
                 if matches!(group.send, SendState::Sent { .. }) {
                     self.send_from = 0;
@@ -733,3 +818,6 @@ impl<T: Transform> ReplicaCore<T> {
         &self.transform
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,313 @@
+//! The core's bookkeeping, seen from inside: pending groups and their counts, what goes out
+//! again after a failure, what is skipped, the deadline, divergence.
+
+use super::*;
+use crate::memory::MemoryLog;
+use crate::transform::TransformError;
+
+fn key(name: &str) -> EventSourceKey {
+    EventSourceKey::new(name).unwrap()
+}
+
+/// Echoes each input once; fails on `bad` (a dead letter).
+struct Echo;
+
+impl Transform for Echo {
+    fn name(&self) -> &str {
+        "echo"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn subscriptions(&self) -> Vec<EventSourceKey> {
+        vec![key("in")]
+    }
+    fn apply(&mut self, input: &Input<'_>, out: &mut Outputs) -> Result<(), TransformError> {
+        if input.payload == b"bad" {
+            return Err(TransformError::Failed("bad input".into()));
+        }
+        out.emit("text/plain", input.payload.to_vec());
+        Ok(())
+    }
+}
+
+fn publish(log: &MemoryLog, payload: &[u8]) {
+    log.publish(&key("in"), vec![Event::new(key("in"), None, None, 7, "text/plain", payload.to_vec())]);
+}
+
+/// A live replica (nothing to catch up on) with `config`'s limits.
+fn replica(configure: impl FnOnce(&mut ReplicaConfig)) -> ReplicaCore<Echo> {
+    let mut config = ReplicaConfig::new("r");
+    configure(&mut config);
+    ReplicaCore::new(Echo, config, 0)
+}
+
+/// Feeds `core` every record of `log` it has not read.
+fn fetch(core: &mut ReplicaCore<Echo>, log: &MemoryLog) {
+    let records = log.records_from(core.position());
+    let position = core.position() + records.len() as u64;
+    core.on_fetched(&records, position);
+}
+
+fn send_states(core: &ReplicaCore<Echo>) -> Vec<SendState> {
+    core.pending.iter().map(|g| g.send).collect()
+}
+
+fn first_indexes(write: &WriteRequest) -> Vec<u64> {
+    write.record.events.iter().map(|e| e.index.unwrap()).collect()
+}
+
+/// Calls `poll_write` until `None`, as a driver does.
+fn poll_writes(core: &mut ReplicaCore<Echo>, now_ms: u64) -> Vec<WriteRequest> {
+    std::iter::from_fn(|| core.poll_write(now_ms)).collect()
+}
+
+/// What a driver relies on to sleep: once it has handled the deadline, the next one is
+/// later (or there is none), so it never spins.
+fn assert_deadline_moves_on(core: &mut ReplicaCore<Echo>, now_ms: u64) -> Vec<WriteRequest> {
+    core.on_timeout(now_ms);
+    let writes = poll_writes(core, now_ms);
+    assert!(core.poll_timeout_ms().is_none_or(|at| at > now_ms), "deadline {:?} at {now_ms}", core.poll_timeout_ms());
+    writes
+}
+
+#[test]
+fn pending_groups_and_their_counts_follow_each_group_until_it_is_canonical() {
+    let log = MemoryLog::new();
+    for payload in [&b"a"[..], b"bad", b"b"] {
+        publish(&log, payload);
+    }
+    let mut core = replica(|_| {});
+    fetch(&mut core, &log);
+    assert_eq!(core.pending.len(), 3);
+    assert_eq!(core.groups, [2, 1], "two output groups, one dead letter");
+    assert_eq!(core.pending_events(), 3);
+    assert_eq!(core.next_index, [2, 1]);
+    assert_eq!((core.computed[OUTPUT].from, core.computed[OUTPUT].digests.len()), (0, 2));
+    assert_eq!(core.stats().dead_letters, 1);
+
+    let writes = poll_writes(&mut core, 0);
+    assert_eq!(writes.len(), 1, "all three groups fit in one record");
+    assert_eq!(core.send_from, 3);
+    let at = log.append_now(&writes[0].record).unwrap();
+    core.on_delivery(writes[0].write_id, Ok(at));
+    assert_eq!(core.pending.len(), 3, "delivered is not canonical until read back");
+    assert!(send_states(&core).iter().all(|s| matches!(s, SendState::Sent { offset: Some(o), .. } if *o == at)));
+    assert!(!core.is_settled());
+
+    fetch(&mut core, &log);
+    assert!(core.pending.is_empty());
+    assert_eq!((core.groups, core.pending_events(), core.send_from), ([0, 0], 0, 0));
+    assert!(core.computed[OUTPUT].digests.is_empty() && core.computed[DEAD_LETTER].digests.is_empty());
+    assert_eq!(core.stats().races_won, 3);
+    assert!(core.is_settled());
+}
+
+#[test]
+fn a_failed_delivery_sends_its_groups_and_every_later_one_again_in_order() {
+    let log = MemoryLog::new();
+    for payload in [b"a", b"b", b"c"] {
+        publish(&log, payload);
+    }
+    // One group per record.
+    let mut core = replica(|c| c.record_bytes_max = 1);
+    fetch(&mut core, &log);
+    let writes = poll_writes(&mut core, 0);
+    assert_eq!(writes.iter().map(first_indexes).collect::<Vec<_>>(), [[0], [1], [2]]);
+    core.on_delivery(writes[0].write_id, Ok(10));
+
+    core.on_delivery(writes[1].write_id, Err(()));
+    assert_eq!(core.stats().delivery_failures, 1);
+    assert!(matches!(send_states(&core)[..], [SendState::Sent { .. }, SendState::Unsent, SendState::Unsent]));
+    assert_eq!(core.send_from, 1, "the next write starts at the failed group");
+    let again = poll_writes(&mut core, 0);
+    assert_eq!(again.iter().map(first_indexes).collect::<Vec<_>>(), [[1], [2]], "in order, from the failed one");
+
+    // The third write's groups already went out again: its late failure changes nothing.
+    core.on_delivery(writes[2].write_id, Err(()));
+    assert!(send_states(&core).iter().all(|s| matches!(s, SendState::Sent { .. })));
+    assert_eq!(poll_writes(&mut core, 0), []);
+}
+
+#[test]
+fn groups_already_canonical_in_the_fetched_records_are_not_queued() {
+    let log = MemoryLog::new();
+    publish(&log, b"a");
+    crate::replica::run_to_end(&log, Echo);
+    // The input and the winner's output arrive in one batch.
+    let mut late = replica(|_| {});
+    fetch(&mut late, &log);
+    assert!(late.pending.is_empty());
+    assert_eq!((late.groups, late.pending_events()), ([0, 0], 0));
+    assert_eq!(late.stats().writes_skipped, 1);
+    assert_eq!(late.next_index, [1, 0], "numbered all the same");
+    assert_eq!(poll_writes(&mut late, 0), []);
+    assert!(late.is_settled());
+}
+
+#[test]
+fn a_dead_letter_canonical_behind_a_missing_output_leaves_the_middle_of_the_queue() {
+    let log = MemoryLog::new();
+    for payload in [&b"a"[..], b"bad", b"b"] {
+        publish(&log, payload);
+    }
+    let mut core = replica(|_| {});
+    fetch(&mut core, &log);
+    let write = core.poll_write(0).unwrap();
+    // Only the dead letter lands (another replica's copy of it, say).
+    let dead_letters: Vec<Event> =
+        write.record.events.iter().filter(|e| e.key == *core.dead_letter_key()).cloned().collect();
+    log.append_now(&Record { events: dead_letters, ..write.record.clone() }).unwrap();
+    fetch(&mut core, &log);
+    assert_eq!(core.pending.iter().map(|g| (g.slot, g.first_index)).collect::<Vec<_>>(), [(OUTPUT, 0), (OUTPUT, 1)]);
+    assert_eq!((core.groups, core.pending_events(), core.send_from), ([2, 0], 2, 2));
+    assert!(core.computed[DEAD_LETTER].digests.is_empty());
+}
+
+#[test]
+fn an_idle_replica_has_no_deadline() {
+    let mut core = replica(|c| c.stagger = Some(Stagger { rank: 1, delay_ms: 50 }));
+    assert_eq!(core.poll_timeout_ms(), None);
+    let log = MemoryLog::new();
+    publish(&log, b"a");
+    crate::replica::run_to_end(&log, Echo);
+    fetch(&mut core, &log);
+    assert_eq!(poll_writes(&mut core, 100), []);
+    assert_eq!(core.poll_timeout_ms(), None, "nothing held, nothing sent");
+}
+
+#[test]
+fn a_staggered_group_is_released_at_its_deadline_and_not_before() {
+    let log = MemoryLog::new();
+    publish(&log, b"a");
+    let mut core = replica(|c| {
+        c.stagger = Some(Stagger { rank: 2, delay_ms: 30 });
+        c.resend_after_ms = 500;
+    });
+    fetch(&mut core, &log);
+    assert_eq!(core.poll_timeout_ms(), Some(0), "not stamped yet: poll it at once");
+    assert_eq!(poll_writes(&mut core, 1_000), []);
+    assert_eq!(core.poll_timeout_ms(), Some(1_060), "rank 2 waits twice the delay");
+    assert_eq!(assert_deadline_moves_on(&mut core, 1_059), []);
+    let writes = assert_deadline_moves_on(&mut core, 1_060);
+    assert_eq!(writes.len(), 1);
+    assert_eq!(core.poll_timeout_ms(), Some(1_560), "then its re-send deadline");
+}
+
+#[test]
+fn a_held_group_is_stamped_even_while_the_in_flight_limit_blocks_writes() {
+    let log = MemoryLog::new();
+    publish(&log, b"a");
+    let mut core = replica(|c| {
+        c.stagger = Some(Stagger { rank: 1, delay_ms: 10 });
+        c.in_flight_records_max = 1;
+        c.record_bytes_max = 1;
+    });
+    fetch(&mut core, &log);
+    assert_eq!(poll_writes(&mut core, 0), []);
+    let first = assert_deadline_moves_on(&mut core, 10);
+    assert_eq!(first.len(), 1);
+    publish(&log, b"b");
+    fetch(&mut core, &log);
+    assert_eq!(poll_writes(&mut core, 20), [], "the limit is reached");
+    assert_eq!(core.poll_timeout_ms(), Some(30), "yet its turn is known: no busy wake-ups");
+}
+
+#[test]
+fn a_sent_group_is_due_again_after_resend_after_ms_or_once_the_reader_passes_it() {
+    let log = MemoryLog::new();
+    publish(&log, b"a");
+    let mut core = replica(|c| c.resend_after_ms = 500);
+    fetch(&mut core, &log);
+    assert_eq!(poll_writes(&mut core, 100).len(), 1);
+    assert_eq!(core.poll_timeout_ms(), Some(600));
+    assert_eq!(assert_deadline_moves_on(&mut core, 599), []);
+    assert_eq!(core.stats().groups_resent, 0, "not before its deadline");
+    let again = assert_deadline_moves_on(&mut core, 600);
+    assert_eq!((core.stats().groups_resent, again.len()), (1, 1));
+    assert_eq!(core.poll_timeout_ms(), Some(1_100), "the re-send has a deadline of its own");
+
+    // Delivered where the reader has not been: only slow.
+    core.on_delivery(again[0].write_id, Ok(5));
+    assert_eq!(core.poll_timeout_ms(), None);
+    // The reader passes that offset (records of other writers) and the group is not there:
+    // lost, due at once.
+    for _ in 1..=5 {
+        log.append_raw(None, None);
+    }
+    fetch(&mut core, &log);
+    assert_eq!(core.position(), 6);
+    assert_eq!(core.poll_timeout_ms(), Some(600));
+    assert_eq!(assert_deadline_moves_on(&mut core, 700).len(), 1);
+    assert_eq!(core.stats().groups_resent, 2);
+}
+
+#[test]
+fn a_canonical_copy_of_its_own_key_with_another_digest_is_a_divergence() {
+    let log = MemoryLog::new();
+    publish(&log, b"a");
+    let mut core = replica(|_| {});
+    fetch(&mut core, &log);
+    let ours = core.pending[0].events[0].digest;
+    // Another writer's event 0 of `echo`, computed differently, lands first.
+    let theirs = Event::new(key("echo"), Some(0), Some(0), 7, "text/plain", b"A".to_vec());
+    let at = log.append_now(&Record { source: key("echo"), writer: "other".into(), events: vec![theirs.clone()] });
+    fetch(&mut core, &log);
+    let divergence = core.divergence().expect("a divergence");
+    assert_eq!(
+        (&divergence.key, divergence.index, divergence.ours, divergence.canonical, divergence.canonical_offset),
+        (&key("echo"), 0, ours, theirs.digest, at.unwrap())
+    );
+    assert_eq!((core.phase(), core.stats().divergences), (Phase::Diverged, 1));
+    assert_eq!(poll_writes(&mut core, 0), [], "a diverged replica writes nothing");
+    assert_eq!(core.poll_timeout_ms(), None);
+    assert!(core.wants_input(), "it reads on");
+}
+
+#[test]
+fn outputs_computed_after_a_different_copy_is_canonical_are_a_divergence_too() {
+    let log = MemoryLog::new();
+    publish(&log, b"a");
+    let theirs = Event::new(key("echo"), Some(0), Some(0), 7, "text/plain", b"A".to_vec());
+    log.append_now(&Record { source: key("echo"), writer: "other".into(), events: vec![theirs] }).unwrap();
+    let mut core = replica(|_| {});
+    fetch(&mut core, &log);
+    assert_eq!(core.divergence().map(|d| (d.index, d.canonical_offset)), Some((0, 1)));
+    assert_eq!(core.stats().writes_skipped, 0, "skipped only while live, and it is not");
+    assert!(core.pending.is_empty(), "the group is canonical (with other bytes): nothing to write");
+}
+
+#[cfg(not(feature = "avro"))]
+#[test]
+fn without_the_avro_feature_an_avro_input_is_a_schema_dead_letter_with_one_reason() {
+    use crate::codec::{frame, AVRO_DISABLED, CONTENT_TYPE_AVRO};
+
+    /// Decodes every input by its content type.
+    struct Decoder;
+    impl Transform for Decoder {
+        fn name(&self) -> &str {
+            "decoder"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn subscriptions(&self) -> Vec<EventSourceKey> {
+            vec![key("in")]
+        }
+        fn apply(&mut self, input: &Input<'_>, out: &mut Outputs) -> Result<(), TransformError> {
+            let value: serde_json::Value = input.decode()?;
+            out.emit_json(&value);
+            Ok(())
+        }
+    }
+
+    let log = MemoryLog::new();
+    let avro = Event::new(key("in"), None, None, 7, CONTENT_TYPE_AVRO, frame(1, &[2, b'a']));
+    log.publish(&key("in"), vec![avro]);
+    crate::replica::run_to_end(&log, Decoder);
+    let letters = log.canonical(&key("decoder.dead-letters"));
+    assert_eq!(letters.len(), 1);
+    let letter: DeadLetter = serde_json::from_slice(&letters[0].payload).unwrap();
+    assert_eq!((letter.reason, letter.message.as_str()), (Reason::Schema, AVRO_DISABLED));
+    assert!(log.canonical(&key("decoder")).is_empty());
+}
