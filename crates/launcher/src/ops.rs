@@ -10,7 +10,7 @@ use crate::cli::{ExportArgs, LogArgs, PublishArgs, RedriveArgs, TailArgs};
 use crate::config::Config;
 use crate::reading::{each_canonical, read_dead_letters, readable};
 use crate::summary::LogSummary;
-use crate::{host_name, out, wall_clock_ms, Error};
+use crate::{out, wall_clock_ms, writer_id, Error};
 use competing_transformers::codec::SchemaCache;
 use competing_transformers::event::{Event, EventSourceKey, CONTENT_TYPE_JSON};
 use competing_transformers_kafka::export::{ExportConfig, ExportRunOptions, Exporter};
@@ -58,7 +58,7 @@ pub(super) async fn publish(args: PublishArgs) -> Result<(), Error> {
         None => ("stdin".into(), Box::new(BufReader::new(std::io::stdin()))),
     };
     let log = connect(&args.log).await?;
-    let writer = args.writer.clone().unwrap_or_else(|| format!("{}-publish", host_name()));
+    let writer = writer_id(args.writer.clone(), "publish")?;
     let pipeline = Pipeline::new(log, writer);
     let key = &args.key;
     let mut lines = reader.lines();
@@ -219,7 +219,7 @@ pub(super) async fn redrive(args: RedriveArgs) -> Result<(), Error> {
         ));
     }
     let log = connect(&args.log).await?;
-    let writer = args.writer.clone().unwrap_or_else(|| format!("{}-redrive", host_name()));
+    let writer = writer_id(args.writer.clone(), "redrive")?;
     crate::redrive::redrive(log, &args.transformer, args.index, args.to.as_ref(), &writer).await.map(|_| ())
 }
 
