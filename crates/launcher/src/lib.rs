@@ -140,7 +140,11 @@ pub(crate) const EXIT_DIVERGED: u8 = 3;
 async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error> {
     use cli::{Command, DeadLettersCommand, TopicsCommand};
     match command {
-        Command::Run(args) => supervise::run(registry, args).await,
+        Command::Run(mut args) => {
+            // Resolved and checked here, so `run` and its child processes get a valid one.
+            args.replica_id = Some(replica_prefix(args.replica_id.take())?);
+            supervise::run(registry, args).await
+        }
         Command::Topics(TopicsCommand::Create(args)) => ops::topics(&args, true).await,
         Command::Topics(TopicsCommand::Check(args)) => ops::topics(&args, false).await,
         Command::Publish(args) => ops::publish(args).await,
@@ -156,10 +160,8 @@ async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error>
     }
 }
 
-/// This machine's name, the default first part of replica and writer ids: refused, with
-/// the flag to pass instead, if it holds a character a writer id may not (see
-/// [`competing_transformers::record::check_writer`]).
-fn host_name() -> Result<String, Error> {
+/// This machine's name, the default first part of replica and writer ids.
+fn host_name() -> String {
     let mut buffer = [0u8; 256];
     // SAFETY: the pointer and length describe `buffer`, which outlives the call.
     let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
@@ -169,7 +171,17 @@ fn host_name() -> Result<String, Error> {
     } else {
         String::new()
     };
-    let name = if name.is_empty() { "localhost".to_string() } else { name };
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
+}
+
+/// [`host_name`], refused with the flag to pass instead if it holds a character a writer id
+/// may not (see [`competing_transformers::record::check_writer`]).
+fn checked_host_name() -> Result<String, Error> {
+    let name = host_name();
     match competing_transformers::record::check_writer(&name) {
         Ok(()) => Ok(name),
         Err(reason) => Err(Error::Usage(format!(
@@ -183,7 +195,7 @@ fn host_name() -> Result<String, Error> {
 fn replica_prefix(given: Option<String>) -> Result<String, Error> {
     let prefix = match given {
         Some(prefix) => prefix,
-        None => host_name()?,
+        None => checked_host_name()?,
     };
     competing_transformers::record::check_writer(&prefix)
         .map_err(|reason| Error::Usage(format!("{reason}; pass a valid replica id prefix with --replica-id")))?;
@@ -194,7 +206,7 @@ fn replica_prefix(given: Option<String>) -> Result<String, Error> {
 fn writer_id(given: Option<String>, tool: &str) -> Result<String, Error> {
     let id = match given {
         Some(id) => id,
-        None => format!("{}-{tool}", host_name()?),
+        None => format!("{}-{tool}", checked_host_name()?),
     };
     competing_transformers::record::check_writer(&id)
         .map_err(|reason| Error::Usage(format!("{reason}; pass a valid one with --writer")))?;

@@ -57,8 +57,8 @@ pub(super) async fn publish(args: PublishArgs) -> Result<(), Error> {
         }
         None => ("stdin".into(), Box::new(BufReader::new(std::io::stdin()))),
     };
-    let log = connect(&args.log).await?;
     let writer = writer_id(args.writer.clone(), "publish")?;
+    let log = connect(&args.log).await?;
     let pipeline = Pipeline::new(log, writer);
     let key = &args.key;
     let mut lines = reader.lines();
@@ -218,8 +218,8 @@ pub(super) async fn redrive(args: RedriveArgs) -> Result<(), Error> {
             "say which dead letters to redrive: --index I (see `dead-letters list`) or --all".into(),
         ));
     }
-    let log = connect(&args.log).await?;
     let writer = writer_id(args.writer.clone(), "redrive")?;
+    let log = connect(&args.log).await?;
     crate::redrive::redrive(log, &args.transformer, args.index, args.to.as_ref(), &writer).await.map(|_| ())
 }
 

@@ -22,7 +22,7 @@ use crate::cli::RunArgs;
 use crate::config::Codec;
 use crate::config::Config;
 use crate::registry::Registry;
-use crate::{log_sentence, replica_prefix, Error};
+use crate::{host_name, log_sentence, Error};
 use competing_transformers::codec::OutputCodec;
 use competing_transformers::record::WRITER_BYTES_MAX;
 use competing_transformers::replica::{ReplicaConfig, Stagger};
@@ -144,7 +144,7 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
     if let Some(only) = &args.only {
         plan.retain(|(name, _)| name == only);
     }
-    let prefix = replica_prefix(args.replica_id.clone())?;
+    let prefix = args.replica_id.clone().unwrap_or_else(host_name);
     if args.processes {
         return crate::processes::run(&args, &plan, &prefix).await;
     }
@@ -157,9 +157,9 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
     for (transformer, replicas) in &plan {
         for n in args.first_number..args.first_number + *replicas {
             let replica_id = format!("{prefix}-{transformer}-{n}");
-            if replica_id.len() > WRITER_BYTES_MAX {
+            if prefix.trim().is_empty() || replica_id.len() > WRITER_BYTES_MAX {
                 return Err(Error::Usage(format!(
-                    "replica id `{replica_id}` is longer than {WRITER_BYTES_MAX} bytes; pass a shorter --replica-id"
+                    "replica id `{replica_id}` must have a non-empty prefix and at most {WRITER_BYTES_MAX} bytes; pass a shorter --replica-id"
                 )));
             }
             let stagger = config
