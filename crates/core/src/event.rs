@@ -263,6 +263,7 @@ mod tests {
         assert_eq!(with_cause.to_string(), WITH_CAUSE_DIGEST);
         assert_eq!(hex(&Sha256::digest(bytes("digest-input-with-cause"))), WITH_CAUSE_DIGEST);
         assert_eq!(hex(&bytes("digest-input-with-cause")), WITH_CAUSE_INPUT);
+        assert_eq!(bytes("digest-input-with-cause").len(), 41);
         assert_eq!(hex(&bytes("digest-with-cause")), WITH_CAUSE_DIGEST);
 
         let without_cause = Event::compute_digest(None, -1, "", b"");

@@ -374,8 +374,9 @@ impl<'a> EventView<'a> {
 }
 
 impl<'a> RecordView<'a> {
-    /// Decodes a record value in place, checking every event's digest. Total: never
-    /// panics, whatever the bytes.
+    /// Decodes a record value in place, checking every event's digest: every check but the
+    /// Kafka key's ([`RecordView::parse_fetched`] does that one too). Total: never panics,
+    /// whatever the bytes.
     pub fn parse(value: &'a [u8]) -> Result<Self, DecodeError> {
         Self::parse_checked(value, true)
     }
@@ -411,8 +412,9 @@ impl<'a> RecordView<'a> {
         }
     }
 
-    /// Decodes the structure only, leaving digests unchecked: enough to see which keys a
-    /// record holds. [`RecordView::verify`] must pass before any verdict is drawn from it.
+    /// Decodes the structure of a value only, leaving digests (and the Kafka key) unchecked:
+    /// enough to see which keys a record holds. [`RecordView::verify`] must pass before any
+    /// verdict is drawn from it.
     pub fn parse_unverified(value: &'a [u8]) -> Result<Self, DecodeError> {
         Self::parse_checked(value, false)
     }
@@ -955,6 +957,7 @@ mod worked_example {
         let encoded = example().encode().unwrap();
         assert_eq!(hex(&encoded.key), RECORD_KEY);
         assert_eq!(hex(&encoded.value), RECORD_VALUE);
+        assert_eq!(encoded.value.len(), 250);
         assert_eq!(hex(&bytes("record-key")), RECORD_KEY, "the spec's Kafka key");
         assert_eq!(hex(&bytes("record-value")), RECORD_VALUE, "the spec's record value");
         let fetched =
