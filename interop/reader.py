@@ -2,21 +2,30 @@
 """A reader of the event log written from docs/RECORD_FORMAT.md alone, in another language.
 
 Reads partition 0 of a topic from offset 0 to its end (read_committed), decodes every record
-and applies the canonical rule, then prints one JSON document: verdict counts per key, the
-number of malformed records, and every canonical event as [offset, key, index, digest].
-The integration test `interop_python` compares this with the Rust reader's verdicts.
+(its Kafka key and value) and applies the canonical rule, then prints one JSON document:
+verdict counts per key, the number of malformed records, and every canonical event as
+[offset, key, index, digest]. The integration test `interop_python` compares this with the
+Rust reader's verdicts.
 
-Usage: reader.py BOOTSTRAP TOPIC
+Usage:
+  reader.py BOOTSTRAP TOPIC [DIGEST_WINDOW]    read the log, keeping DIGEST_WINDOW digests per
+                                               key (at least 65536 to follow the format)
+  reader.py vectors SPEC       check the worked examples of SPEC (docs/RECORD_FORMAT.md)
 """
+import collections
 import hashlib
 import json
+import re
 import struct
 import sys
 
-from confluent_kafka import Consumer, TopicPartition
-
 MAGIC = b"CT"
 EVENTS_MAX = 10_000
+# The name rule: source, event keys and writer ids.
+NAME = re.compile(rb"[A-Za-z0-9._:-]{1,255}")
+# Every reader compares a duplicate with the canonical digest at its index when it is at most
+# this many indexes behind the count; older duplicates are not compared (advisory).
+DIGEST_WINDOW = 65_536
 
 
 class Malformed(Exception):
@@ -46,17 +55,20 @@ class Reader:
     def i64(self):
         return struct.unpack(">q", self.take(8))[0]
 
+    def short_bytes(self):
+        return self.take(self.u8())
+
     def short_text(self):
         try:
-            return self.take(self.u8()).decode("utf-8")
+            return self.short_bytes().decode("utf-8")
         except UnicodeDecodeError:
             raise Malformed("utf-8")
 
-    def key(self):
-        key = self.short_text()
-        if not key or any(c == "," or ord(c) < 32 or 127 <= ord(c) < 160 for c in key):
-            raise Malformed("key")
-        return key
+    def name(self, what):
+        raw = self.short_bytes()
+        if not NAME.fullmatch(raw):
+            raise Malformed(what)
+        return raw.decode("ascii")
 
 
 def digest(cause, effective, content_type, payload):
@@ -72,8 +84,8 @@ def digest(cause, effective, content_type, payload):
     return h.digest()
 
 
-def decode(value):
-    """Returns the events of a record value as (key, index, digest) tuples, or raises Malformed."""
+def decode(kafka_key, value):
+    """Returns the events of a record as (key, index, digest) tuples, or raises Malformed."""
     if value is None:
         raise Malformed("no value")
     r = Reader(value)
@@ -81,8 +93,8 @@ def decode(value):
         raise Malformed("magic")
     if r.u8() != 1:
         raise Malformed("version")
-    r.key()  # source
-    r.short_text()  # writer
+    source = r.name("source")
+    r.name("writer")
     count = r.u32()
     if count == 0 or count > EVENTS_MAX:
         raise Malformed("count")
@@ -91,7 +103,7 @@ def decode(value):
         flags = r.u8()
         if flags & ~0b11:
             raise Malformed("flags")
-        key = r.key()
+        key = r.name("key")
         index = r.u64() if flags & 1 else None
         cause = r.u64() if flags & 2 else None
         effective = r.i64()
@@ -103,11 +115,84 @@ def decode(value):
         events.append((key, index, stored))
     if r.at != len(value):
         raise Malformed("trailing bytes")
+    if kafka_key is None or kafka_key != source.encode("ascii"):
+        raise Malformed("kafka key")
     return events
 
 
-def main():
-    bootstrap, topic = sys.argv[1], sys.argv[2]
+class Rule:
+    """The canonical rule, keeping the last `window` canonical digests of each key."""
+
+    def __init__(self, window=DIGEST_WINDOW):
+        self.window = window
+        self.counts, self.digests, self.stats = {}, {}, {}
+        self.canonical, self.malformed = [], 0
+
+    def apply(self, offset, kafka_key, value):
+        try:
+            events = decode(kafka_key, value)
+        except Malformed:
+            self.malformed += 1
+            return
+        for key, index, event_digest in events:
+            count = self.counts.get(key, 0)
+            s = self.stats.setdefault(key, {"canonical": 0, "duplicates": 0, "divergent": 0, "rejected": 0})
+            window = self.digests.setdefault(key, collections.deque(maxlen=self.window))
+            i = count if index is None else index
+            if i == count:
+                self.counts[key] = count + 1
+                window.append(event_digest)
+                s["canonical"] += 1
+                self.canonical.append([offset, key, i, event_digest.hex()])
+            elif i < count:
+                # The deque holds indexes count - len(window) .. count - 1.
+                behind = count - i
+                if behind <= len(window) and window[len(window) - behind] != event_digest:
+                    s["divergent"] += 1
+                else:
+                    s["duplicates"] += 1
+            else:
+                s["rejected"] += 1
+
+
+def spec_vector(spec, name):
+    """The bytes of the example after `<!-- vector: name -->`: the first word of each line of
+    the code block that follows, in hex."""
+    after = spec[spec.index(f"<!-- vector: {name} -->"):]
+    block = after.split("```", 2)[1]
+    return bytes.fromhex("".join(line.split()[0] for line in block.splitlines()[1:] if line.strip()))
+
+
+def check_vectors(path):
+    with open(path, encoding="utf-8") as file:
+        spec = file.read()
+    for case in ["with-cause", "without-cause"]:
+        hashed = spec_vector(spec, f"digest-input-{case}")
+        assert hashlib.sha256(hashed).digest() == spec_vector(spec, f"digest-{case}"), case
+    # Worked example 1 through digest(): cause 42, time 1700000000000, application/json.
+    assert digest(42, 1_700_000_000_000, "application/json", b'{"a":1}') == spec_vector(spec, "digest-with-cause")
+    assert digest(None, -1, "", b"") == spec_vector(spec, "digest-without-cause")
+    key, value = spec_vector(spec, "record-key"), spec_vector(spec, "record-value")
+    events = decode(key, value)
+    assert [(k, i, d.hex()) for k, i, d in events][0] == (
+        "matching-engine", 7, spec_vector(spec, "digest-with-cause").hex()), events
+    assert [(k, i) for k, i, _ in events] == [("matching-engine", 7), ("matching-engine", 8)], events
+    for bad_key in [None, b"", b"matching-engine ", b"orders"]:
+        try:
+            decode(bad_key, value)
+            raise AssertionError(f"Kafka key {bad_key!r} accepted")
+        except Malformed:
+            pass
+    for name in [b"orders", b"matching-engine.dead-letters", b"host-a:2", b"A_1." * 63]:
+        assert NAME.fullmatch(name), name
+    for name in [b"", b"orders\n", b"or ders", b"a,b", b"a/b", "orders\u200b".encode(), b"k" * 256]:
+        assert not NAME.fullmatch(name), name
+    print("the spec's worked examples check")
+
+
+def read(bootstrap, topic, window):
+    from confluent_kafka import Consumer, TopicPartition
+
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": "interop-reader",
@@ -116,7 +201,7 @@ def main():
     })
     _, end = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
     consumer.assign([TopicPartition(topic, 0, 0)])
-    counts, digests, stats, canonical, malformed = {}, {}, {}, [], 0
+    rule = Rule(window)
     position = 0
     while position < end:
         message = consumer.poll(5.0)
@@ -126,26 +211,16 @@ def main():
         if message.error():
             continue
         position = message.offset() + 1
-        try:
-            events = decode(message.value())
-        except Malformed:
-            malformed += 1
-            continue
-        for key, index, event_digest in events:
-            count = counts.get(key, 0)
-            s = stats.setdefault(key, {"canonical": 0, "duplicates": 0, "divergent": 0, "rejected": 0})
-            i = count if index is None else index
-            if i == count:
-                counts[key] = count + 1
-                digests.setdefault(key, []).append(event_digest)
-                s["canonical"] += 1
-                canonical.append([message.offset(), key, i, event_digest.hex()])
-            elif i < count:
-                s["divergent" if digests[key][i] != event_digest else "duplicates"] += 1
-            else:
-                s["rejected"] += 1
+        rule.apply(message.offset(), message.key(), message.value())
     consumer.close()
-    json.dump({"malformed": malformed, "keys": stats, "canonical": canonical}, sys.stdout)
+    json.dump({"malformed": rule.malformed, "keys": rule.stats, "canonical": rule.canonical}, sys.stdout)
+
+
+def main():
+    if sys.argv[1] == "vectors":
+        check_vectors(sys.argv[2])
+    else:
+        read(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else DIGEST_WINDOW)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,23 @@
 //! A reader in another language, written from docs/RECORD_FORMAT.md alone (interop/reader.py,
 //! with Python's confluent-kafka), reaches the same verdicts as the Rust reader on a log
-//! holding every kind of record: groups, races, divergent and rejected writes, and malformed
-//! records.
+//! holding every kind of record: groups, races, divergent and rejected writes, malformed
+//! records, and records that break the format's rules (a forbidden character in a key, a
+//! source or a writer id; a null or mismatching Kafka key; a null or empty value). With the
+//! format's digest window and with a small one: they agree on the advisory divergence split
+//! too.
 
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use competing_transformers::{Event, EventSourceKey};
-use competing_transformers_kafka::{KafkaLog, Pipeline};
+use competing_transformers::record::{FetchedRecord, Record};
+use competing_transformers::{CanonicalRule, Event, EventSourceKey, Verdict};
+use competing_transformers_kafka::{EventLog, KafkaLog, KafkaLogConfig, Pipeline};
 use integration_tests::{fresh_log_config, raw_producer};
 use rdkafka::producer::FutureRecord;
-use serde_json::Value;
+use serde_json::{json, Value};
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 fn key(name: &str) -> EventSourceKey {
     EventSourceKey::new(name).unwrap()
@@ -21,9 +27,65 @@ fn event(payload: &str, cause: Option<u64>) -> Event {
     Event::new(key("unset"), None, cause, -42, "text/plain; charset=utf-8", payload.as_bytes().to_vec())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_python_reader_following_the_docs_reaches_the_same_verdicts() {
-    let config = fresh_log_config("interop").await;
+/// A record's Kafka key and value, each possibly null.
+type Raw = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// `record` encoded, with `from` (found once in the value) overwritten by `to`, as long: the
+/// digest covers neither names nor writer, so only the name rule can catch it.
+fn tampered(record: &Record, from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut value = record.encode().unwrap().value;
+    let found: Vec<usize> =
+        value.windows(from.len()).enumerate().filter(|(_, w)| *w == from).map(|(at, _)| at).collect();
+    assert_eq!(found.len(), 1, "{from:?} occurs once");
+    value[found[0]..found[0] + to.len()].copy_from_slice(to);
+    value
+}
+
+/// What the framework never writes: copies past the Pipeline's own shortcut, corrupt and
+/// foreign values, and records that break the format's rules. Each rule-breaking record holds
+/// an unconditional write, which a reader skipping the rule would take as canonical.
+fn raw_records(a: &EventSourceKey, b: &EventSourceKey) -> Vec<Raw> {
+    let on_b = |writer: &str, events: Vec<Event>| Record { source: b.clone(), writer: writer.into(), events };
+    let mut values = Vec::new();
+    for (index, payload) in [(2, "different"), (9, "ahead")] {
+        let record = on_b("w3", vec![Event { key: b.clone(), ..event(payload, Some(index)) }.with_index(index)]);
+        values.push(record.encode().unwrap().value);
+    }
+    let mut corrupt = values[0].clone();
+    *corrupt.last_mut().unwrap() ^= 0xff;
+    let truncated = values[1][..values[1].len() - 3].to_vec();
+    let taken = on_b("w3", vec![Event { key: b.clone(), ..event("taken", None) }]);
+    let taken_value = taken.encode().unwrap().value;
+    let b_key = || Some(b.as_str().as_bytes().to_vec());
+    let space_in_key = on_b("w3", vec![Event { key: key("b-c"), ..event("key", None) }]);
+    let odd_source =
+        Record { source: key("qqq"), ..on_b("w3", vec![Event { key: b.clone(), ..event("source", None) }]) };
+    let zero_width = "\u{200b}".as_bytes();
+    let newline_writer = on_b("w-x", vec![Event { key: b.clone(), ..event("writer", None) }]);
+    let empty_payload = Record {
+        source: a.clone(),
+        writer: "w3".into(),
+        events: vec![Event::new(a.clone(), None, None, 0, "", vec![])],
+    };
+    vec![
+        (b_key(), Some(values[0].clone())),                                // divergent
+        (b_key(), Some(values[1].clone())),                                // rejected
+        (b_key(), Some(corrupt)),                                          // malformed: digest
+        (b_key(), Some(truncated)),                                        // malformed: truncated
+        (None, Some(b"not a record".to_vec())),                            // malformed: magic
+        (Some(a.as_str().as_bytes().to_vec()), Some(taken_value.clone())), // malformed: Kafka key
+        (None, Some(taken_value)),                                         // malformed: no Kafka key
+        (b_key(), None),                                                   // malformed: null value
+        (b_key(), Some(Vec::new())),                                       // malformed: empty value
+        (b_key(), Some(tampered(&space_in_key, b"b-c", b"b c"))),          // malformed: key
+        (Some(zero_width.to_vec()), Some(tampered(&odd_source, b"qqq", zero_width))), // malformed: source
+        (b_key(), Some(tampered(&newline_writer, b"w-x", b"w\nx"))),       // malformed: writer
+        (Some(empty_payload.encode().unwrap().key), Some(empty_payload.encode().unwrap().value)), // canonical
+    ]
+}
+
+async fn write_log(config: &KafkaLogConfig) {
     let writers: Vec<Pipeline<KafkaLog>> = futures::future::join_all(["w1", "w2", "w3"].map(|w| {
         let config = config.clone();
         async move { Pipeline::new(Arc::new(KafkaLog::connect(config).await.unwrap()), w) }
@@ -36,72 +98,105 @@ async fn a_python_reader_following_the_docs_reaches_the_same_verdicts() {
             writer.exists_or_write(&b, i, vec![event(&format!("b{i}"), Some(i))]).await.unwrap();
         }
     }
-    // Divergent and rejected copies, written past the Pipeline's own shortcut.
     let producer = raw_producer(&[]).await;
-    let mut raw = Vec::new();
-    for (index, payload) in [(2, "different"), (9, "ahead")] {
-        let record = competing_transformers::Record {
-            source: b.clone(),
-            writer: "w3".into(),
-            events: vec![Event { key: b.clone(), ..event(payload, Some(index)) }.with_index(index)],
-        };
-        raw.push(record.encode().unwrap().value);
-    }
-    let mut corrupt = raw[0].clone();
-    let last = corrupt.len() - 1;
-    corrupt[last] ^= 0xff;
-    raw.push(corrupt);
-    raw.push(raw[1][..raw[1].len() - 3].to_vec());
-    raw.push(b"not a record".to_vec());
-    for value in &raw {
-        producer
-            .send(FutureRecord::<(), _>::to(&config.topic).partition(0).payload(value), Duration::from_secs(10))
-            .await
-            .unwrap();
+    for (kafka_key, value) in raw_records(&a, &b) {
+        let mut record = FutureRecord::<[u8], [u8]>::to(&config.topic).partition(0);
+        if let Some(kafka_key) = &kafka_key {
+            record = record.key(kafka_key);
+        }
+        if let Some(value) = &value {
+            record = record.payload(value);
+        }
+        producer.send(record, Duration::from_secs(10)).await.unwrap();
     }
     writers[2].write(&a, vec![event("a2", None)]).await.unwrap();
+}
 
-    // The Rust reader.
-    let reader = Pipeline::new(Arc::new(KafkaLog::connect(config.clone()).await.unwrap()), "reader");
-    let rule = reader.snapshot().await.unwrap();
-    let events = reader.stream_events(&[], 0).await.unwrap().collect(8, Duration::from_secs(10)).await.unwrap();
-    let rust_canonical: Vec<Value> = events
-        .iter()
-        .map(|e| {
-            serde_json::json!([e.offset, e.event.key.as_str(), e.event.index.unwrap(), e.event.digest.to_string()])
+/// Every record of the log, as the Rust reader fetches them.
+async fn fetch_all(config: &KafkaLogConfig) -> Vec<FetchedRecord> {
+    let log = KafkaLog::connect(config.clone()).await.unwrap();
+    let end = log.end_offset().await.unwrap();
+    let mut cursor = log.cursor(0).await.unwrap();
+    let mut records = Vec::new();
+    while cursor.position() < end {
+        records.extend(cursor.next_batch(Duration::from_secs(1)).await.unwrap());
+    }
+    records
+}
+
+/// The Rust reader's verdicts, in the shape interop/reader.py prints them.
+fn rust_verdicts(records: &[FetchedRecord], rule: &mut CanonicalRule) -> Value {
+    let mut canonical = Vec::new();
+    for fetched in records {
+        let decoded = Record::decode_fetched(fetched);
+        let Ok(verdicts) = rule.apply(fetched.offset, decoded.as_ref()) else { continue };
+        for (event, verdict) in decoded.unwrap().events.iter().zip(verdicts) {
+            if let Verdict::Canonical { index } = verdict {
+                canonical.push(json!([fetched.offset, event.key.as_str(), index, event.digest.to_string()]));
+            }
+        }
+    }
+    let keys: serde_json::Map<String, Value> = rule
+        .all_stats()
+        .into_iter()
+        .map(|(k, s)| {
+            let stats = json!({"canonical": s.canonical, "duplicates": s.duplicates, "divergent": s.divergent, "rejected": s.rejected});
+            (k.to_string(), stats)
         })
         .collect();
+    json!({"malformed": rule.malformed(), "keys": keys, "canonical": canonical})
+}
 
-    // The Python reader.
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let python = Command::new("bash").arg(format!("{root}/scripts/python-env.sh")).output().unwrap();
+/// Runs interop/reader.py with `args`; returns its standard output.
+fn python_reader(args: &[&str]) -> String {
+    let python = Command::new("bash").arg(format!("{ROOT}/scripts/python-env.sh")).output().unwrap();
     assert!(python.status.success(), "scripts/python-env.sh failed: {}", String::from_utf8_lossy(&python.stderr));
     let python = String::from_utf8(python.stdout).unwrap().trim().to_string();
-    let output = Command::new(&python)
-        .arg(format!("{root}/interop/reader.py"))
-        .arg(&config.bootstrap_servers)
-        .arg(&config.topic)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "interop/reader.py failed: {}", String::from_utf8_lossy(&output.stderr));
-    let python: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let output = Command::new(&python).arg(format!("{ROOT}/interop/reader.py")).args(args).output().unwrap();
+    assert!(output.status.success(), "interop/reader.py {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
 
-    assert_eq!(python["malformed"], rule.malformed(), "malformed records");
-    assert_eq!(rule.malformed(), 3);
-    for (k, stats) in rule.all_stats() {
-        let theirs = &python["keys"][k.as_str()];
-        assert_eq!(
-            [&theirs["canonical"], &theirs["duplicates"], &theirs["divergent"], &theirs["rejected"]],
-            [stats.canonical, stats.duplicates, stats.divergent, stats.rejected].map(Value::from).each_ref(),
-            "verdict counts of `{k}`"
-        );
-    }
-    assert_eq!((rule.stats(&b).divergent, rule.stats(&b).rejected, rule.stats(&b).duplicates), (1, 1, 5));
-    assert_eq!(python["canonical"].as_array().unwrap(), &rust_canonical, "canonical events, offsets and digests");
-    assert_eq!(rust_canonical.len(), 8);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_reader_following_the_docs_reaches_the_same_verdicts() {
+    // The spec's worked examples (digests, a whole record) read the same in Python.
+    python_reader(&["vectors", &format!("{ROOT}/docs/RECORD_FORMAT.md")]);
+
+    let config = fresh_log_config("interop").await;
+    write_log(&config).await;
+    let records = fetch_all(&config).await;
+
+    // The Rust reader: the Pipeline's, and the rule over the fetched records.
+    let reader = Pipeline::new(Arc::new(KafkaLog::connect(config.clone()).await.unwrap()), "reader");
+    let snapshot = reader.snapshot().await.unwrap();
+    let rust = rust_verdicts(&records, &mut CanonicalRule::default());
+    assert_eq!(rust["malformed"], snapshot.malformed());
+    assert_eq!(rust["malformed"], 10, "3 broken values and 7 records breaking the format's rules");
+    let events = reader.stream_events(&[], 0).await.unwrap().collect(9, Duration::from_secs(10)).await.unwrap();
+    let streamed: Vec<Value> = events
+        .iter()
+        .map(|e| json!([e.offset, e.event.key.as_str(), e.event.index.unwrap(), e.event.digest.to_string()]))
+        .collect();
+    assert_eq!(rust["canonical"].as_array().unwrap(), &streamed, "the pipeline streams the canonical events");
+    assert_eq!(streamed.len(), 9);
+    let b = snapshot.stats(&key("b"));
+    assert_eq!((b.canonical, b.duplicates, b.divergent, b.rejected), (5, 5, 1, 1));
+
+    // The Python reader, with the format's digest window.
+    let python: Value = serde_json::from_str(&python_reader(&[&config.bootstrap_servers, &config.topic])).unwrap();
+    assert_eq!(python, rust, "Python and Rust verdicts, with the format's digest window");
+
+    // With a window of 2 digests, the divergent copy of b's index 2 (3 behind the count) is
+    // older than the window: both call it a plain duplicate, and nothing else changes.
+    let rust_narrow = rust_verdicts(&records, &mut CanonicalRule::new(2));
+    assert_eq!(rust_narrow["keys"]["b"], json!({"canonical": 5, "duplicates": 6, "divergent": 0, "rejected": 1}));
+    assert_eq!(rust_narrow["canonical"], rust["canonical"]);
+    let python_narrow: Value =
+        serde_json::from_str(&python_reader(&[&config.bootstrap_servers, &config.topic, "2"])).unwrap();
+    assert_eq!(python_narrow, rust_narrow, "Python and Rust verdicts, with a digest window of 2");
     println!(
-        "interop: Python and Rust agree on {} canonical events, {} malformed records",
-        rust_canonical.len(),
-        rule.malformed()
+        "interop: Python and Rust agree on {} canonical events and {} malformed records, with either digest window",
+        streamed.len(),
+        snapshot.malformed()
     );
 }

@@ -14,6 +14,11 @@
 //! - index `> count(key)`: **rejected** (the precondition failed).
 //!
 //! A record that does not decode is **malformed**: skipped and counted.
+//!
+//! Malformed, canonical (with its index), rejected and duplicate-or-divergent are functions
+//! of the records alone: every reader agrees on them. Telling a divergent duplicate from a
+//! plain one needs the canonical digest, kept for the last [`DIGEST_WINDOW_DEFAULT`] indexes
+//! of each key; beyond that window the split is advisory (see `docs/RECORD_FORMAT.md`).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -22,9 +27,17 @@ use crate::record::{DecodeError, Record, RecordView};
 
 /// How many recent canonical digests per key a rule keeps by default, to check duplicates
 /// for divergence. Duplicates older than the window are counted but not compared.
+///
+/// The format makes this window the least every reader keeps: a duplicate at index `i` with
+/// `count(key) - i <= DIGEST_WINDOW_DEFAULT` is compared by every reader, so calling it
+/// divergent is reader-independent; an older one is advisory, a plain duplicate here.
 pub const DIGEST_WINDOW_DEFAULT: usize = 65_536;
 
 /// The verdict on one event.
+///
+/// Every reader reaches the same verdict, except that [`Verdict::Duplicate`] with no winner
+/// (a copy older than the digest window) may be [`Verdict::Divergent`] to a reader that kept
+/// more digests: both hide the copy and change no count.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Verdict {
     /// The event is part of its key's stream, at this index.
@@ -32,8 +45,8 @@ pub enum Verdict {
         /// The index it holds.
         index: u64,
     },
-    /// A copy of an event already canonical at `index`, with the same digest (or too old
-    /// to compare). Hidden from subscribers.
+    /// A copy of an event already canonical at `index`, with the same digest, or too old
+    /// to compare (`winner` is `None`). Hidden from subscribers.
     Duplicate {
         /// The index it claimed.
         index: u64,
@@ -69,7 +82,8 @@ impl Verdict {
 pub struct KeyStats {
     /// Canonical events: the key's count.
     pub canonical: u64,
-    /// Duplicates with a matching (or unchecked) digest.
+    /// Duplicates with a matching (or unchecked) digest. `duplicates + divergent` is the same
+    /// for every reader; the split depends on the digest window beyond the default one.
     pub duplicates: u64,
     /// Duplicates with a different digest.
     pub divergent: u64,
@@ -361,7 +375,43 @@ mod tests {
         proptest::collection::vec(record, 0..40)
     }
 
+    /// A verdict with divergence folded into duplication: what every reader agrees on.
+    fn reader_independent(verdict: &Verdict) -> (u8, u64) {
+        match *verdict {
+            Verdict::Canonical { index } => (0, index),
+            Verdict::Duplicate { index, .. } | Verdict::Divergent { index, .. } => (1, index),
+            Verdict::Rejected { index, .. } => (2, index),
+        }
+    }
+
     proptest! {
+        /// A reader keeping fewer digests differs only in calling old mismatching copies
+        /// plain duplicates: within its window it agrees exactly, and outside it the copy is
+        /// hidden either way.
+        #[test]
+        fn only_the_divergence_of_copies_older_than_the_window_depends_on_it(log in arbitrary_log(), window in 1usize..4) {
+            let (mut wide, mut narrow) = (CanonicalRule::default(), CanonicalRule::new(window));
+            for (at, r) in log.iter().enumerate() {
+                let (w, n) = (wide.apply(at as u64, r.as_ref()), narrow.apply(at as u64, r.as_ref()));
+                prop_assert_eq!(w.is_ok(), n.is_ok());
+                let (Ok(w), Ok(n)) = (w, n) else { continue };
+                for (w, n) in w.iter().zip(&n) {
+                    prop_assert_eq!(reader_independent(w), reader_independent(n));
+                    // They differ only where the narrow reader could not compare.
+                    if w != n {
+                        prop_assert!(matches!(n, Verdict::Duplicate { winner: None, .. }), "{:?} against {:?}", n, w);
+                    }
+                }
+            }
+            for ((k, a), (_, b)) in wide.all_stats().iter().zip(narrow.all_stats()) {
+                prop_assert_eq!(
+                    (a.canonical, a.rejected, a.duplicates + a.divergent),
+                    (b.canonical, b.rejected, b.duplicates + b.divergent),
+                    "{}", k
+                );
+            }
+        }
+
         /// Readers that see the same records reach the same verdicts, however their reads
         /// are split into batches and whenever they started keeping state.
         #[test]

@@ -4,8 +4,12 @@
 //! readers in other languages; the two must change together.
 //!
 //! Decoding is total: any bytes give a [`Record`] or a [`DecodeError`], never a panic.
+//!
+//! What the format forbids is refused both ways: [`Record::encode`] does not write it and
+//! [`Record::decode_fetched`] calls it malformed. A record read from Kafka is its key and
+//! its value together: the key must be exactly the value's `source`.
 
-use crate::event::{Digest, Event, EventSourceKey, Offset, CONTENT_TYPE_BYTES_MAX};
+use crate::event::{first_bad_character, Digest, Event, EventSourceKey, InvalidKey, Offset, CONTENT_TYPE_BYTES_MAX};
 
 /// First two bytes of every record value.
 pub const MAGIC: [u8; 2] = *b"CT";
@@ -13,8 +17,47 @@ pub const MAGIC: [u8; 2] = *b"CT";
 pub const FORMAT_VERSION: u8 = 1;
 /// Most events one record may hold; a writer splits larger batches.
 pub const EVENTS_PER_RECORD_MAX: usize = 10_000;
-/// Longest replica id, in bytes (one length byte on the wire).
+/// Longest writer id (a replica id), in bytes (one length byte on the wire).
 pub const WRITER_BYTES_MAX: usize = 255;
+
+/// Why a string cannot be a record's writer id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidWriter {
+    /// The writer id was empty.
+    #[error("a writer id must not be empty")]
+    Empty,
+    /// Longer than [`WRITER_BYTES_MAX`].
+    #[error("writer id `{0}` is longer than {WRITER_BYTES_MAX} bytes")]
+    TooLong(String),
+    /// A character outside [`crate::event::is_name_byte`].
+    #[error(
+        "writer id {writer:?} holds {character:?} at byte {at}; use only ASCII letters, digits, `.`, `_`, `-` and `:`"
+    )]
+    BadCharacter {
+        /// The writer id.
+        writer: String,
+        /// Byte position of the first character not allowed.
+        at: usize,
+        /// That character.
+        character: char,
+    },
+}
+
+/// Whether `writer` may be a record's writer id: 1 to [`WRITER_BYTES_MAX`] bytes, each an
+/// ASCII letter or digit, `.`, `_`, `-` or `:` (the same characters as an event-source key).
+pub fn check_writer(writer: &str) -> Result<(), InvalidWriter> {
+    if writer.is_empty() {
+        return Err(InvalidWriter::Empty);
+    }
+    if writer.len() > WRITER_BYTES_MAX {
+        return Err(InvalidWriter::TooLong(writer.to_string()));
+    }
+    match first_bad_character(writer) {
+        Some((at, character)) => Err(InvalidWriter::BadCharacter { writer: writer.to_string(), at, character }),
+        None => Ok(()),
+    }
+}
 
 const FLAG_INDEX: u8 = 0b01;
 const FLAG_CAUSE: u8 = 0b10;
@@ -38,8 +81,8 @@ pub mod headers {
 pub struct Record {
     /// The writer's event-source key: the Kafka record key.
     pub source: EventSourceKey,
-    /// The writing replica's id. Not part of any event's digest, so replicas' copies of an
-    /// event compare equal.
+    /// The writing replica's id (see [`check_writer`]). Not part of any event's digest, so
+    /// replicas' copies of an event compare equal.
     pub writer: String,
     /// The events, in the order they take indexes.
     pub events: Vec<Event>,
@@ -64,7 +107,8 @@ pub struct FetchedRecord {
     /// The broker's or producer's timestamp, in ms since the epoch, when known. Information
     /// only: the canonical rule never looks at it.
     pub timestamp_ms: Option<i64>,
-    /// The Kafka record key.
+    /// The Kafka record key: must be the value's `source`, byte for byte, or the record is
+    /// malformed.
     pub key: Option<Vec<u8>>,
     /// The Kafka record value. Headers are not read: decoding never needs them.
     pub value: Option<Vec<u8>>,
@@ -80,9 +124,9 @@ pub enum EncodeError {
     /// More events than [`EVENTS_PER_RECORD_MAX`].
     #[error("a record holds at most {EVENTS_PER_RECORD_MAX} events, not {0}; split the batch")]
     TooManyEvents(usize),
-    /// The replica id is too long.
-    #[error("replica id is longer than {WRITER_BYTES_MAX} bytes")]
-    WriterTooLong,
+    /// The writer id is empty, too long or holds a character not allowed.
+    #[error("cannot write this record: {0}")]
+    InvalidWriter(#[source] InvalidWriter),
     /// A content type is too long.
     #[error("content type of event {event} is longer than {CONTENT_TYPE_BYTES_MAX} bytes")]
     ContentTypeTooLong {
@@ -118,13 +162,31 @@ pub enum DecodeError {
     /// A text field is not UTF-8.
     #[error("field `{0}` is not valid UTF-8")]
     InvalidUtf8(&'static str),
-    /// An event-source key is empty or holds forbidden characters.
+    /// The Kafka record has no key.
+    #[error("record has no Kafka key; it must be the record's source key")]
+    NoKafkaKey,
+    /// The Kafka record key is not the value's `source`.
+    #[error("record's Kafka key {kafka_key:?} is not its source key `{record_source}`")]
+    KafkaKeyMismatch {
+        /// The Kafka key (lossy UTF-8).
+        kafka_key: String,
+        /// The `source` field of the value.
+        record_source: String,
+    },
+    /// The record's `source` is not a valid event-source key.
+    #[error("record has an invalid source key: {0}")]
+    InvalidSource(#[source] InvalidKey),
+    /// The record's writer id is not valid.
+    #[error("record has an invalid writer id: {0}")]
+    InvalidWriter(#[source] InvalidWriter),
+    /// An event's event-source key is empty, too long, or holds a character not allowed.
     #[error("event {event} has an invalid event-source key: {reason}")]
     InvalidKey {
-        /// Position of the event in the record (the record's source key is event `None`).
+        /// Position of the event in the record.
         event: usize,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        reason: InvalidKey,
     },
     /// Zero events, or more than [`EVENTS_PER_RECORD_MAX`].
     #[error("record claims {0} events; a record holds 1 to {EVENTS_PER_RECORD_MAX}")]
@@ -182,9 +244,7 @@ impl Record {
         if self.events.len() > EVENTS_PER_RECORD_MAX {
             return Err(EncodeError::TooManyEvents(self.events.len()));
         }
-        if self.writer.len() > WRITER_BYTES_MAX {
-            return Err(EncodeError::WriterTooLong);
-        }
+        check_writer(&self.writer).map_err(EncodeError::InvalidWriter)?;
         let size =
             encoded_header_len(&self.source, &self.writer) + self.events.iter().map(encoded_event_len).sum::<usize>();
         let mut value = Vec::with_capacity(size);
@@ -250,12 +310,13 @@ impl Record {
         headers
     }
 
-    /// Decodes a record value. Total: never panics, whatever the bytes.
+    /// Decodes a record value alone: every check but the Kafka key's, which needs the key
+    /// (see [`Record::decode_fetched`]). Total: never panics, whatever the bytes.
     pub fn decode(value: &[u8]) -> Result<Record, DecodeError> {
         RecordView::parse(value).map(|view| view.to_record())
     }
 
-    /// Decodes a fetched record's value.
+    /// Decodes a fetched record: its value, and its Kafka key against the value's `source`.
     pub fn decode_fetched(record: &FetchedRecord) -> Result<Record, DecodeError> {
         RecordView::parse_fetched(record).map(|view| view.to_record())
     }
@@ -313,22 +374,47 @@ impl<'a> EventView<'a> {
 }
 
 impl<'a> RecordView<'a> {
-    /// Decodes a record value in place, checking every event's digest. Total: never
-    /// panics, whatever the bytes.
+    /// Decodes a record value in place, checking every event's digest: every check but the
+    /// Kafka key's ([`RecordView::parse_fetched`] does that one too). Total: never panics,
+    /// whatever the bytes.
     pub fn parse(value: &'a [u8]) -> Result<Self, DecodeError> {
         Self::parse_checked(value, true)
     }
 
-    /// Decodes a fetched record's value in place.
+    /// Decodes a fetched record in place: its value, and its Kafka key, which must be the
+    /// value's `source`.
     pub fn parse_fetched(record: &'a FetchedRecord) -> Result<Self, DecodeError> {
-        match &record.value {
-            Some(value) => Self::parse(value),
-            None => Err(DecodeError::NoValue),
+        Self::parse_fetched_checked(record, true)
+    }
+
+    /// [`RecordView::parse_fetched`] with digests left unchecked, like
+    /// [`RecordView::parse_unverified`]: [`RecordView::verify`] must pass before any verdict.
+    pub fn parse_fetched_unverified(record: &'a FetchedRecord) -> Result<Self, DecodeError> {
+        Self::parse_fetched_checked(record, false)
+    }
+
+    fn parse_fetched_checked(record: &'a FetchedRecord, verify: bool) -> Result<Self, DecodeError> {
+        let value = record.value.as_deref().ok_or(DecodeError::NoValue)?;
+        let view = Self::parse_checked(value, verify)?;
+        view.check_kafka_key(record.key.as_deref())?;
+        Ok(view)
+    }
+
+    /// Whether `kafka_key` is this record's `source`, byte for byte, as the format requires.
+    pub fn check_kafka_key(&self, kafka_key: Option<&[u8]>) -> Result<(), DecodeError> {
+        match kafka_key {
+            None => Err(DecodeError::NoKafkaKey),
+            Some(key) if key == self.source.as_bytes() => Ok(()),
+            Some(key) => Err(DecodeError::KafkaKeyMismatch {
+                kafka_key: String::from_utf8_lossy(key).into_owned(),
+                record_source: self.source.to_string(),
+            }),
         }
     }
 
-    /// Decodes the structure only, leaving digests unchecked: enough to see which keys a
-    /// record holds. [`RecordView::verify`] must pass before any verdict is drawn from it.
+    /// Decodes the structure of a value only, leaving digests (and the Kafka key) unchecked:
+    /// enough to see which keys a record holds. [`RecordView::verify`] must pass before any
+    /// verdict is drawn from it.
     pub fn parse_unverified(value: &'a [u8]) -> Result<Self, DecodeError> {
         Self::parse_checked(value, false)
     }
@@ -365,8 +451,10 @@ impl<'a> RecordView<'a> {
         if version != FORMAT_VERSION {
             return Err(DecodeError::UnsupportedVersion(version));
         }
-        let source = reader.key("source", usize::MAX)?;
+        let source = reader.short_str("source")?;
+        EventSourceKey::check(source).map_err(DecodeError::InvalidSource)?;
         let writer = reader.short_str("writer")?;
+        check_writer(writer).map_err(DecodeError::InvalidWriter)?;
         let count = reader.u32("event count")? as u64;
         if count == 0 || count > EVENTS_PER_RECORD_MAX as u64 {
             return Err(DecodeError::BadEventCount(count));
@@ -380,8 +468,7 @@ impl<'a> RecordView<'a> {
             // Keys repeat the source's in most records: checked once.
             let key = reader.short_str("key")?;
             if key != source {
-                EventSourceKey::check(key)
-                    .map_err(|e| DecodeError::InvalidKey { event: position, reason: e.to_string() })?;
+                EventSourceKey::check(key).map_err(|reason| DecodeError::InvalidKey { event: position, reason })?;
             }
             let index = if flags & FLAG_INDEX != 0 { Some(reader.u64("index")?) } else { None };
             let cause = if flags & FLAG_CAUSE != 0 { Some(reader.u64("cause")?) } else { None };
@@ -434,11 +521,6 @@ impl<'a> Reader<'a> {
     fn short_str(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
         let len = self.u8(field)? as usize;
         std::str::from_utf8(self.take(len, field)?).map_err(|_| DecodeError::InvalidUtf8(field))
-    }
-    fn key(&mut self, field: &'static str, event: usize) -> Result<&'a str, DecodeError> {
-        let text = self.short_str(field)?;
-        EventSourceKey::check(text).map_err(|e| DecodeError::InvalidKey { event, reason: e.to_string() })?;
-        Ok(text)
     }
 }
 
@@ -520,7 +602,7 @@ mod tests {
         assert_eq!(record.encode(), Err(EncodeError::NoEvents));
         record.writer = "w".repeat(256);
         record.events = sample().events;
-        assert_eq!(record.encode(), Err(EncodeError::WriterTooLong));
+        assert_eq!(record.encode(), Err(EncodeError::InvalidWriter(InvalidWriter::TooLong("w".repeat(256)))));
     }
 
     proptest! {
@@ -535,11 +617,11 @@ mod tests {
             let at = position % value.len();
             value[at] = byte;
             value.truncate(value.len().saturating_sub(cut % 8));
-            let fetched = FetchedRecord { offset: 0, timestamp_ms: None, key: None, value: Some(value.clone()) };
+            let fetched = FetchedRecord { offset: 0, timestamp_ms: None, key: Some(b"matcher".to_vec()), value: Some(value.clone()) };
             let decoded = Record::decode_fetched(&fetched);
             // Structure first and digests later (how a reader of some keys skips records)
             // accepts exactly the records a full decode accepts.
-            let in_two_steps = RecordView::parse_unverified(&value).and_then(|view| view.verify().map(|()| view.to_record()));
+            let in_two_steps = RecordView::parse_fetched_unverified(&fetched).and_then(|view| view.verify().map(|()| view.to_record()));
             prop_assert_eq!(decoded.is_ok(), in_two_steps.is_ok());
             if let Ok(record) = decoded {
                 prop_assert_eq!(Some(record), in_two_steps.ok());
@@ -548,9 +630,9 @@ mod tests {
 
         #[test]
         fn any_valid_record_round_trips(
-            writer in "[a-z0-9-]{0,20}",
+            writer in "[A-Za-z0-9._:-]{1,20}",
             events in proptest::collection::vec(
-                ("[a-z][a-z.-]{0,15}", proptest::option::of(any::<u64>()), proptest::option::of(any::<u64>()),
+                ("[A-Za-z0-9._:-]{1,15}", proptest::option::of(any::<u64>()), proptest::option::of(any::<u64>()),
                  any::<i64>(), "[a-z/+.]{0,20}", proptest::collection::vec(any::<u8>(), 0..64)),
                 1..6),
         ) {
@@ -561,5 +643,325 @@ mod tests {
             let encoded = record.encode().unwrap();
             prop_assert_eq!(Record::decode(&encoded.value).unwrap(), record);
         }
+    }
+}
+
+/// The rules of names, the Kafka key and empty values, both ways: what the format forbids
+/// is refused on encode (or on construction) and malformed on decode.
+#[cfg(test)]
+mod rules {
+    use super::*;
+    use crate::event::is_name_byte;
+    use proptest::prelude::*;
+
+    /// A record value written by hand from the format's description, names unchecked: how a
+    /// foreign or broken writer might write one. Key, source and writer are not digested.
+    fn raw_value(source: &str, writer: &str, key: &str, count: u32) -> Vec<u8> {
+        let digest = Event::compute_digest(None, 0, "text/plain", b"x");
+        let mut value = b"CT\x01".to_vec();
+        for text in [source, writer] {
+            value.push(text.len() as u8);
+            value.extend_from_slice(text.as_bytes());
+        }
+        value.extend_from_slice(&count.to_be_bytes());
+        for _ in 0..count {
+            value.extend_from_slice(&[0, key.len() as u8]);
+            value.extend_from_slice(key.as_bytes());
+            value.extend_from_slice(&0i64.to_be_bytes());
+            value.push(10);
+            value.extend_from_slice(b"text/plain");
+            value.extend_from_slice(&digest.0);
+            value.extend_from_slice(&1u32.to_be_bytes());
+            value.push(b'x');
+        }
+        value
+    }
+
+    fn fetched(key: Option<&[u8]>, value: Option<Vec<u8>>) -> FetchedRecord {
+        FetchedRecord { offset: 0, timestamp_ms: None, key: key.map(<[u8]>::to_vec), value }
+    }
+
+    /// Every way a fetched record can be judged, which must agree.
+    fn decode_both_ways(record: &FetchedRecord) -> Result<Record, DecodeError> {
+        let whole = Record::decode_fetched(record);
+        let in_two_steps =
+            RecordView::parse_fetched_unverified(record).and_then(|v| v.verify().map(|()| v.to_record()));
+        assert_eq!(whole, in_two_steps);
+        whole
+    }
+
+    /// Names the project itself uses, as keys and as writer ids.
+    const PROJECT_NAMES: &[&str] = &[
+        "orders",
+        "matching-engine",
+        "matching-engine.dead-letters",
+        "matching-engine.redrives",
+        "orders-eurusd",
+        "running-sum.dead-letters",
+        "demo-a-matching-engine-1",
+        "host-det-2",
+        "bench-load",
+        "bench-conformance-1700000000000",
+        "r0-identity",
+        "host.example.com-publish",
+        "build_host:2",
+    ];
+
+    /// Strings that look like names and are not: space, newline, tab, zero-width space,
+    /// no-break space, comma, slash, a non-ASCII letter, a byte order mark, DEL.
+    const LOOKALIKES: &[&str] = &[
+        "orders ",
+        "ord ers",
+        "orders\n",
+        "a\tb",
+        "orders\u{200b}",
+        "orders\u{a0}",
+        "a,b",
+        "a/b",
+        "ordérs",
+        "\u{feff}orders",
+        "a\u{7f}",
+    ];
+
+    #[test]
+    fn every_name_the_project_uses_is_a_key_and_a_writer_id() {
+        for name in PROJECT_NAMES {
+            assert!(EventSourceKey::check(name).is_ok(), "{name}");
+            assert_eq!(check_writer(name), Ok(()), "{name}");
+            let source = EventSourceKey::new(*name).unwrap();
+            let record = Record {
+                source: source.clone(),
+                writer: name.to_string(),
+                events: vec![Event::new(source, Some(0), None, 0, "text/plain", vec![])],
+            };
+            let encoded = record.encode().unwrap();
+            assert_eq!(decode_both_ways(&fetched(Some(&encoded.key), Some(encoded.value))), Ok(record));
+        }
+    }
+
+    #[test]
+    fn lookalikes_are_refused_as_keys_and_writers_and_malformed_on_the_log() {
+        for name in LOOKALIKES {
+            assert!(matches!(EventSourceKey::new(*name), Err(InvalidKey::BadCharacter { .. })), "{name:?}");
+            assert!(matches!(check_writer(name), Err(InvalidWriter::BadCharacter { .. })), "{name:?}");
+            let mut record = sample_record();
+            record.writer = name.to_string();
+            assert!(matches!(record.encode(), Err(EncodeError::InvalidWriter(InvalidWriter::BadCharacter { .. }))));
+            let as_source = fetched(Some(name.as_bytes()), Some(raw_value(name, "w", "ok", 1)));
+            assert!(matches!(decode_both_ways(&as_source), Err(DecodeError::InvalidSource(_))), "{name:?}");
+            let as_writer = fetched(Some(b"ok"), Some(raw_value("ok", name, "ok", 1)));
+            assert!(matches!(decode_both_ways(&as_writer), Err(DecodeError::InvalidWriter(_))), "{name:?}");
+            let as_key = fetched(Some(b"ok"), Some(raw_value("ok", "w", name, 1)));
+            assert!(matches!(decode_both_ways(&as_key), Err(DecodeError::InvalidKey { event: 0, .. })), "{name:?}");
+        }
+        // The bad character is named, with where it is.
+        assert_eq!(
+            EventSourceKey::new("orders\u{200b}"),
+            Err(InvalidKey::BadCharacter { key: "orders\u{200b}".into(), at: 6, character: '\u{200b}' })
+        );
+    }
+
+    fn sample_record() -> Record {
+        let key = EventSourceKey::new("orders").unwrap();
+        Record {
+            source: key.clone(),
+            writer: "host-a-publish".into(),
+            events: vec![Event::new(key, None, None, 0, "text/plain", b"x".to_vec())],
+        }
+    }
+
+    #[test]
+    fn the_kafka_key_must_be_the_source() {
+        let encoded = sample_record().encode().unwrap();
+        assert_eq!(encoded.key, b"orders");
+        assert!(decode_both_ways(&fetched(Some(b"orders"), Some(encoded.value.clone()))).is_ok());
+        assert_eq!(decode_both_ways(&fetched(None, Some(encoded.value.clone()))), Err(DecodeError::NoKafkaKey));
+        for key in [&b"payments"[..], b"", b"orders ", b"Orders", b"\xff"] {
+            assert!(
+                matches!(
+                    decode_both_ways(&fetched(Some(key), Some(encoded.value.clone()))),
+                    Err(DecodeError::KafkaKeyMismatch { record_source, .. }) if record_source == "orders"
+                ),
+                "{key:?}"
+            );
+        }
+        // The value alone cannot know its key: decoding it is every check but this one.
+        assert!(Record::decode(&encoded.value).is_ok());
+    }
+
+    #[test]
+    fn null_and_empty_things_have_one_verdict_each() {
+        // No value (a tombstone), or an empty one: malformed, whatever the key.
+        assert_eq!(decode_both_ways(&fetched(Some(b"orders"), None)), Err(DecodeError::NoValue));
+        assert_eq!(decode_both_ways(&fetched(None, None)), Err(DecodeError::NoValue));
+        assert_eq!(decode_both_ways(&fetched(Some(b"orders"), Some(vec![]))), Err(DecodeError::Truncated("magic")));
+        // No events: malformed, and never written.
+        let empty = fetched(Some(b"orders"), Some(raw_value("orders", "w", "orders", 0)));
+        assert_eq!(decode_both_ways(&empty), Err(DecodeError::BadEventCount(0)));
+        // Empty names: malformed, and never written.
+        let no_source = fetched(Some(b""), Some(raw_value("", "w", "orders", 1)));
+        assert_eq!(decode_both_ways(&no_source), Err(DecodeError::InvalidSource(InvalidKey::Empty)));
+        let no_writer = fetched(Some(b"orders"), Some(raw_value("orders", "", "orders", 1)));
+        assert_eq!(decode_both_ways(&no_writer), Err(DecodeError::InvalidWriter(InvalidWriter::Empty)));
+        let no_key = fetched(Some(b"orders"), Some(raw_value("orders", "w", "", 1)));
+        assert_eq!(decode_both_ways(&no_key), Err(DecodeError::InvalidKey { event: 0, reason: InvalidKey::Empty }));
+        let mut record = sample_record();
+        record.writer.clear();
+        assert_eq!(record.encode(), Err(EncodeError::InvalidWriter(InvalidWriter::Empty)));
+        // An empty payload and an empty content type are an ordinary event.
+        let key = EventSourceKey::new("orders").unwrap();
+        let record = Record {
+            source: key.clone(),
+            writer: "w".into(),
+            events: vec![Event::new(key, None, None, 0, "", vec![])],
+        };
+        let encoded = record.encode().unwrap();
+        assert_eq!(decode_both_ways(&fetched(Some(&encoded.key), Some(encoded.value))), Ok(record));
+    }
+
+    /// A name of 1 to 255 allowed bytes.
+    fn valid_name() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9._:-]{1,255}"
+    }
+
+    /// A name with at least one character outside the allowed set, at most 255 bytes.
+    fn forbidden_name() -> impl Strategy<Value = String> {
+        let bad = any::<char>().prop_filter("outside the set", |c| !(c.is_ascii() && is_name_byte(*c as u8)));
+        ("[A-Za-z0-9._:-]{0,100}", bad, "[A-Za-z0-9._:-]{0,100}").prop_map(|(a, c, b)| format!("{a}{c}{b}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn every_valid_name_round_trips_as_source_key_and_writer(source in valid_name(), key in valid_name(), writer in valid_name()) {
+            let source = EventSourceKey::new(source).unwrap();
+            let record = Record {
+                source: source.clone(),
+                writer,
+                events: vec![
+                    Event::new(source, Some(1), Some(2), 3, "text/plain", b"p".to_vec()),
+                    Event::new(EventSourceKey::new(key).unwrap(), None, None, 4, "text/plain", vec![]),
+                ],
+            };
+            let encoded = record.encode().unwrap();
+            prop_assert_eq!(&encoded.key, &record.source.as_str().as_bytes().to_vec());
+            prop_assert_eq!(decode_both_ways(&fetched(Some(&encoded.key), Some(encoded.value))), Ok(record));
+        }
+
+        #[test]
+        fn every_name_with_a_forbidden_character_is_refused(name in forbidden_name()) {
+            prop_assert!(
+                matches!(EventSourceKey::new(name.as_str()), Err(InvalidKey::BadCharacter { .. })),
+                "key {:?}", name
+            );
+            prop_assert!(matches!(check_writer(&name), Err(InvalidWriter::BadCharacter { .. })), "{:?}", name);
+            let mut record = sample_record();
+            record.writer = name.clone();
+            prop_assert!(matches!(record.encode(), Err(EncodeError::InvalidWriter(_))), "{:?}", name);
+            let as_source = fetched(Some(name.as_bytes()), Some(raw_value(&name, "w", "ok", 1)));
+            prop_assert!(matches!(decode_both_ways(&as_source), Err(DecodeError::InvalidSource(_))), "{:?}", name);
+            let as_writer = fetched(Some(b"ok"), Some(raw_value("ok", &name, "ok", 1)));
+            prop_assert!(matches!(decode_both_ways(&as_writer), Err(DecodeError::InvalidWriter(_))), "{:?}", name);
+            let as_key = fetched(Some(b"ok"), Some(raw_value("ok", "w", &name, 1)));
+            prop_assert!(matches!(decode_both_ways(&as_key), Err(DecodeError::InvalidKey { event: 0, .. })), "{:?}", name);
+        }
+
+        #[test]
+        fn names_over_255_bytes_are_refused(name in "[A-Za-z0-9._:-]{256,300}") {
+            prop_assert_eq!(EventSourceKey::new(name.as_str()), Err(InvalidKey::TooLong(name.clone())));
+            prop_assert_eq!(check_writer(&name), Err(InvalidWriter::TooLong(name.clone())));
+        }
+    }
+}
+
+/// The worked examples of `docs/RECORD_FORMAT.md`, read from the page itself, so the page and
+/// the code cannot drift apart.
+#[cfg(test)]
+pub(crate) mod spec_vectors {
+    /// The format's description.
+    pub const SPEC: &str = include_str!("../../../docs/RECORD_FORMAT.md");
+
+    /// The bytes of the example after the line `<!-- vector: {name} -->`: the first word of
+    /// each line of the code block that follows, in hex.
+    pub fn bytes(name: &str) -> Vec<u8> {
+        let marker = format!("<!-- vector: {name} -->");
+        let after = &SPEC[SPEC.find(&marker).unwrap_or_else(|| panic!("the spec has no vector `{name}`"))..];
+        let mut lines = after.lines().skip_while(|line| !line.starts_with("```")).skip(1);
+        let mut hex = String::new();
+        for line in lines.by_ref().take_while(|line| !line.starts_with("```")) {
+            hex.push_str(line.split_whitespace().next().unwrap_or(""));
+        }
+        unhex(&hex)
+    }
+
+    /// Bytes from hex digits.
+    pub fn unhex(hex: &str) -> Vec<u8> {
+        assert!(hex.len() % 2 == 0 && hex.bytes().all(|b| b.is_ascii_hexdigit()), "not hex: {hex}");
+        (0..hex.len()).step_by(2).map(|at| u8::from_str_radix(&hex[at..at + 2], 16).expect("hex")).collect()
+    }
+
+    /// Hex digits of bytes.
+    pub fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+#[cfg(test)]
+mod worked_example {
+    use super::spec_vectors::{bytes, hex};
+    use super::*;
+
+    /// The record of the spec's worked example, and its bytes.
+    const RECORD_KEY: &str = "6d61746368696e672d656e67696e65";
+    const RECORD_VALUE: &str = concat!(
+        "4354",
+        "01",
+        "0f6d61746368696e672d656e67696e65",
+        "18686f73742d612d6d61746368696e672d656e67696e652d31",
+        "00000002",
+        "03",
+        "0f6d61746368696e672d656e67696e65",
+        "0000000000000007",
+        "000000000000002a",
+        "0000018bcfe56800",
+        "106170706c69636174696f6e2f6a736f6e",
+        "a3581d4089cb064b2cff41e334aedb7c262c7187c6ae36f3cfcf016595ed68ee",
+        "00000007",
+        "7b2261223a317d",
+        "03",
+        "0f6d61746368696e672d656e67696e65",
+        "0000000000000008",
+        "000000000000002b",
+        "0000018bcfe56800",
+        "106170706c69636174696f6e2f6a736f6e",
+        "cf23705dd655b86efee38a06a345f208d9ef9f47c1082186bbf2382a96485c6e",
+        "00000007",
+        "7b2261223a327d",
+    );
+
+    fn example() -> Record {
+        let key = EventSourceKey::new("matching-engine").unwrap();
+        let output = |index, cause, payload: &[u8]| {
+            Event::new(key.clone(), Some(index), Some(cause), 1_700_000_000_000, "application/json", payload.to_vec())
+        };
+        Record {
+            source: key.clone(),
+            writer: "host-a-matching-engine-1".into(),
+            events: vec![output(7, 42, b"{\"a\":1}"), output(8, 43, b"{\"a\":2}")],
+        }
+    }
+
+    #[test]
+    fn the_spec_s_record_is_what_the_code_writes_and_reads() {
+        let encoded = example().encode().unwrap();
+        assert_eq!(hex(&encoded.key), RECORD_KEY);
+        assert_eq!(hex(&encoded.value), RECORD_VALUE);
+        assert_eq!(encoded.value.len(), 250);
+        assert_eq!(hex(&bytes("record-key")), RECORD_KEY, "the spec's Kafka key");
+        assert_eq!(hex(&bytes("record-value")), RECORD_VALUE, "the spec's record value");
+        let fetched =
+            FetchedRecord { offset: 0, timestamp_ms: None, key: Some(encoded.key), value: Some(encoded.value) };
+        assert_eq!(Record::decode_fetched(&fetched), Ok(example()));
     }
 }

@@ -146,7 +146,11 @@ pub(crate) const EXIT_DIVERGED: u8 = 3;
 async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error> {
     use cli::{Command, DeadLettersCommand, TopicsCommand};
     match command {
-        Command::Run(args) => supervise::run(registry, args).await,
+        Command::Run(mut args) => {
+            // Resolved and checked here, so `run` and its child processes get a valid one.
+            args.replica_id = Some(replica_prefix(args.replica_id.take())?);
+            supervise::run(registry, args).await
+        }
         Command::Topics(TopicsCommand::Create(args)) => ops::topics(&args, true).await,
         Command::Topics(TopicsCommand::Check(args)) => ops::topics(&args, false).await,
         Command::Publish(args) => ops::publish(args).await,
@@ -191,8 +195,62 @@ fn system_host_name() -> String {
     std::env::var("COMPUTERNAME").unwrap_or_default()
 }
 
+/// [`host_name`], refused with the flag to pass instead if it holds a character a writer id
+/// may not (see [`competing_transformers::record::check_writer`]).
+fn checked_host_name() -> Result<String, Error> {
+    let name = host_name();
+    match competing_transformers::record::check_writer(&name) {
+        Ok(()) => Ok(name),
+        Err(reason) => Err(Error::Usage(format!(
+            "this host's name {name:?} cannot start a writer id ({reason}); pass an id with --replica-id (run) or --writer (publish, redrive)"
+        ))),
+    }
+}
+
+/// The first part of a run's replica ids (`<prefix>-<transformer>-<n>`): `given`
+/// (`--replica-id`), or the host name, checked as a writer id.
+fn replica_prefix(given: Option<String>) -> Result<String, Error> {
+    let prefix = match given {
+        Some(prefix) => prefix,
+        None => checked_host_name()?,
+    };
+    competing_transformers::record::check_writer(&prefix)
+        .map_err(|reason| Error::Usage(format!("{reason}; pass a valid replica id prefix with --replica-id")))?;
+    Ok(prefix)
+}
+
+/// The writer id of a tool's records: `given`, checked, or `<host name>-<tool>`.
+fn writer_id(given: Option<String>, tool: &str) -> Result<String, Error> {
+    let id = match given {
+        Some(id) => id,
+        None => format!("{}-{tool}", checked_host_name()?),
+    };
+    competing_transformers::record::check_writer(&id)
+        .map_err(|reason| Error::Usage(format!("{reason}; pass a valid one with --writer")))?;
+    Ok(id)
+}
+
 /// Milliseconds since the Unix epoch: event sources may read the clock, transforms may not.
 fn wall_clock_ms() -> i64 {
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writer_ids_and_replica_prefixes_are_checked_with_the_fix_in_one_sentence() {
+        assert_eq!(writer_id(Some("host-a-publish".into()), "publish").unwrap(), "host-a-publish");
+        assert!(writer_id(None, "publish").unwrap().ends_with("-publish"), "this host's name makes a writer id");
+        assert_eq!(replica_prefix(Some("demo-a".into())).unwrap(), "demo-a");
+        for bad in ["", "host a", "host\nb", "h\u{200b}"] {
+            let error = writer_id(Some(bad.into()), "publish").unwrap_err().to_string();
+            assert!(error.ends_with("pass a valid one with --writer"), "{error}");
+            let error = replica_prefix(Some(bad.into())).unwrap_err().to_string();
+            assert!(error.ends_with("pass a valid replica id prefix with --replica-id"), "{error}");
+            assert_eq!(error.lines().count(), 1);
+        }
+    }
 }

@@ -10,7 +10,7 @@ use crate::cli::{ExportArgs, LogArgs, PublishArgs, RedriveArgs, TailArgs};
 use crate::config::Config;
 use crate::reading::{each_canonical, read_dead_letters, readable};
 use crate::summary::LogSummary;
-use crate::{host_name, out, signals, wall_clock_ms, Error};
+use crate::{out, signals, wall_clock_ms, writer_id, Error};
 use competing_transformers::codec::SchemaCache;
 use competing_transformers::event::{Event, EventSourceKey, CONTENT_TYPE_JSON};
 use competing_transformers_kafka::export::{ExportConfig, ExportRunOptions, Exporter};
@@ -57,8 +57,8 @@ pub(super) async fn publish(args: PublishArgs) -> Result<(), Error> {
         }
         None => ("stdin".into(), Box::new(BufReader::new(std::io::stdin()))),
     };
+    let writer = writer_id(args.writer.clone(), "publish")?;
     let log = connect(&args.log).await?;
-    let writer = args.writer.clone().unwrap_or_else(|| format!("{}-publish", host_name()));
     let pipeline = Pipeline::new(log, writer);
     let key = &args.key;
     let mut lines = reader.lines();
@@ -218,8 +218,8 @@ pub(super) async fn redrive(args: RedriveArgs) -> Result<(), Error> {
             "say which dead letters to redrive: --index I (see `dead-letters list`) or --all".into(),
         ));
     }
+    let writer = writer_id(args.writer.clone(), "redrive")?;
     let log = connect(&args.log).await?;
-    let writer = args.writer.clone().unwrap_or_else(|| format!("{}-redrive", host_name()));
     crate::redrive::redrive(log, &args.transformer, args.index, args.to.as_ref(), &writer).await.map(|_| ())
 }
 

@@ -109,7 +109,7 @@ mod tests {
         let key = EventSourceKey::new("out").unwrap();
         let event = Event::new(key.clone(), index, None, 0, "text/plain", payload.to_vec());
         let encoded = Record { source: key, writer: writer.into(), events: vec![event] }.encode().unwrap();
-        FetchedRecord { offset, value: Some(encoded.value), ..Default::default() }
+        FetchedRecord { offset, key: Some(encoded.key), value: Some(encoded.value), ..Default::default() }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::{EventLog, LogCursor};
 use crate::error::LogError;
 use competing_transformers::canonical::{CanonicalRule, Verdict};
 use competing_transformers::event::{Event, EventSourceKey, Offset};
-use competing_transformers::record::{DecodeError, FetchedRecord, Record, RecordView};
+use competing_transformers::record::{FetchedRecord, Record, RecordView};
 
 /// How long one fetch waits for new records before checking again.
 const FETCH_WAIT: Duration = Duration::from_millis(100);
@@ -220,19 +220,19 @@ impl EventStream {
 
     /// Applies the rule to one record and queues its canonical events of the stream's keys.
     fn read(&mut self, fetched: &FetchedRecord) {
-        let decoded = match &fetched.value {
-            None => Err(DecodeError::NoValue),
+        let decoded = if self.keys.is_empty() {
+            RecordView::parse_fetched(fetched)
+        } else {
             // Following some keys: a record holding none of them is stepped over without
             // checking its digests, the costly part of decoding.
-            Some(value) if !self.keys.is_empty() => match RecordView::parse_unverified(value) {
+            match RecordView::parse_fetched_unverified(fetched) {
                 Ok(view) if !view.events.iter().any(|e| self.keys.iter().any(|k| k.as_str() == e.key)) => {
                     self.rule.pass(fetched.offset);
                     return;
                 }
                 Ok(view) => view.verify().map(|()| view),
                 Err(error) => Err(error),
-            },
-            Some(value) => RecordView::parse(value),
+            }
         };
         let Ok(verdicts) = self.rule.apply_view(fetched.offset, decoded.as_ref()) else { return };
         if fetched.offset < self.from {
