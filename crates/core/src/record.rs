@@ -897,7 +897,7 @@ pub(crate) mod spec_vectors {
 
     /// Bytes from hex digits.
     pub fn unhex(hex: &str) -> Vec<u8> {
-        assert!(hex.len() % 2 == 0 && hex.bytes().all(|b| b.is_ascii_hexdigit()), "not hex: {hex}");
+        assert!(hex.len().is_multiple_of(2) && hex.bytes().all(|b| b.is_ascii_hexdigit()), "not hex: {hex}");
         (0..hex.len()).step_by(2).map(|at| u8::from_str_radix(&hex[at..at + 2], 16).expect("hex")).collect()
     }
 
