@@ -22,11 +22,11 @@ use crate::cli::RunArgs;
 use crate::config::Codec;
 use crate::config::Config;
 use crate::registry::Registry;
-use crate::{host_name, log_sentence, Error};
+use crate::{host_name, Error, SchemaStep, StopReason, StoppedReplica};
 use competing_transformers::codec::OutputCodec;
 use competing_transformers::record::WRITER_BYTES_MAX;
-use competing_transformers::replica::{ReplicaConfig, Stagger};
-use competing_transformers_kafka::schema_registry::{RegistryError, SchemaRegistry};
+use competing_transformers::replica::{Divergence, ReplicaConfig, Stagger};
+use competing_transformers_kafka::schema_registry::SchemaRegistry;
 use competing_transformers_kafka::{admin, EventLog, KafkaLog, LogError};
 use competing_transformers_kafka::{run_replica_with_registry, ReplicaError, ReplicaStatus};
 
@@ -83,23 +83,27 @@ type SharedSlot = Arc<Mutex<Slot>>;
 enum Ending {
     Stopped,
     /// For good: the transform is not deterministic.
-    Diverged(String),
-    /// For good, with the sentence saying why.
-    Failed(String),
+    Diverged(Divergence),
+    /// For good: a restart cannot fix it.
+    Failed(ReplicaError),
 }
 
 /// Why one run of a replica ended early.
 enum Failure {
-    Diverged(String),
-    Permanent(String),
-    Transient(String),
+    Diverged(Divergence),
+    Permanent(ReplicaError),
+    /// Restarted after a backoff; only logged.
+    Transient(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Failure {
+    /// A failure only an operator can fix stops the replica; a restart (a new client)
+    /// gets past any other.
     fn from_log(error: LogError) -> Self {
-        match error {
-            LogError::Config(_) | LogError::TopicLayout(_) => Failure::Permanent(log_sentence(&error)),
-            other => Failure::Transient(log_sentence(&other)),
+        if error.needs_operator() {
+            Failure::Permanent(ReplicaError::Log(error))
+        } else {
+            Failure::Transient(error.into())
         }
     }
 }
@@ -108,7 +112,7 @@ impl Failure {
 fn schema_registry(config: &Config) -> Result<Option<Arc<SchemaRegistry>>, Error> {
     let url =
         std::env::var("SCHEMA_REGISTRY_URL").ok().or_else(|| config.schema_registry.as_ref().map(|s| s.url.clone()));
-    url.map(|url| SchemaRegistry::new(&url).map(Arc::new).map_err(|e| Error::Usage(e.to_string()))).transpose()
+    Ok(url.map(|url| SchemaRegistry::new(&url)).transpose()?.map(Arc::new))
 }
 
 /// Registers `name`'s output schema and returns the codec its replicas write with; an
@@ -126,13 +130,13 @@ async fn avro_output(registry: &Registry, name: &str, schemas: Option<&SchemaReg
             "transformer `{name}` v{version} declares no Avro output schema; set codec = \"json\" for it"
         ))
     })?;
-    match schemas.output_codec(name, &schema).await {
-        Ok(output) => Ok(OutputCodec::Avro(output)),
-        Err(e @ RegistryError::Incompatible { .. }) => {
-            Err(Error::Usage(format!("refusing to start {name} v{version}: {e}")))
-        }
-        Err(e) => Err(Error::Usage(format!("cannot register the output schema of {name} v{version}: {e}"))),
-    }
+    let output = schemas.output_codec(name, &schema).await.map_err(|source| Error::OutputSchema {
+        transformer: name.into(),
+        version,
+        step: SchemaStep::Start,
+        source,
+    })?;
+    Ok(OutputCodec::Avro(output))
 }
 
 /// `run`: the replicas of the configured transformers until a signal, or until all have
@@ -200,28 +204,23 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
         })
         .collect();
     let tables = tokio::spawn(print_race_tables(slots.clone()));
-    let mut failures = Vec::new();
-    let mut diverged = false;
+    let mut stopped = Vec::new();
     for (task, slot) in tasks.into_iter().zip(&slots) {
-        let ending = task.await.unwrap_or_else(|error| Ending::Failed(format!("its supervisor task failed: {error}")));
-        let why = match ending {
-            Ending::Stopped => continue,
-            Ending::Diverged(why) => {
-                diverged = true;
-                why
-            }
-            Ending::Failed(why) => why,
+        let reason = match task.await {
+            Ok(Ending::Stopped) => continue,
+            Ok(Ending::Diverged(divergence)) => StopReason::Diverged(divergence),
+            Ok(Ending::Failed(error)) => StopReason::Failed(error),
+            Err(error) => StopReason::Supervisor(error),
         };
-        failures.push(format!("{} {why}", slot.lock().expect("slot lock").replica_id));
+        stopped.push(StoppedReplica { replica_id: slot.lock().expect("slot lock").replica_id.clone(), reason });
     }
     tables.abort();
     eprint!("{}", render_race_table(&slots));
-    if failures.is_empty() {
+    if stopped.is_empty() {
         return Ok(());
     }
-    let sentence =
-        format!("{} of {} replica(s) stopped for good: {}", failures.len(), slots.len(), failures.join("; "));
-    Err(if diverged { Error::Diverged(sentence) } else { Error::ReplicasFailed(sentence) })
+    let (replicas, diverged) = (slots.len(), stopped.iter().any(|s| matches!(s.reason, StopReason::Diverged(_))));
+    Err(if diverged { Error::Diverged { replicas, stopped } } else { Error::ReplicasFailed { replicas, stopped } })
 }
 
 /// A watch that turns true on the first SIGINT or SIGTERM; a second one exits at once.
@@ -280,12 +279,12 @@ where
                      find what makes it non-deterministic (clock, randomness, hash-map order, floats) and deploy the fix"
                 );
                 set_state(State::Diverged);
-                return Ending::Diverged(format!("diverged: {divergence}"));
+                return Ending::Diverged(divergence);
             }
-            Err(Failure::Permanent(why)) => {
-                tracing::error!(replica = %replica_id, "stopped, not restarted: {why}");
+            Err(Failure::Permanent(error)) => {
+                tracing::error!(replica = %replica_id, "stopped, not restarted: {error}");
                 set_state(State::Failed);
-                return Ending::Failed(format!("failed: {why}"));
+                return Ending::Failed(error);
             }
             Err(Failure::Transient(why)) => why,
         };
@@ -353,9 +352,9 @@ where
         tokio::spawn(run_replica_with_registry(Arc::new(log), transform, config, schemas, shutdown.clone(), status));
     match replica.await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(ReplicaError::Diverged(divergence))) => Err(Failure::Diverged(divergence.to_string())),
+        Ok(Err(ReplicaError::Diverged(divergence))) => Err(Failure::Diverged(divergence)),
         Ok(Err(ReplicaError::Log(error))) => Err(Failure::from_log(error)),
-        Ok(Err(other)) => Err(Failure::Permanent(other.to_string())),
+        Ok(Err(other)) => Err(Failure::Permanent(other)),
         Err(error) if error.is_panic() => {
             let panic = error.into_panic();
             let message = panic
@@ -363,9 +362,9 @@ where
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a non-text payload".into());
-            Err(Failure::Transient(format!("panicked: {message}")))
+            Err(Failure::Transient(format!("panicked: {message}").into()))
         }
-        Err(error) => Err(Failure::Transient(format!("its task ended: {error}"))),
+        Err(error) => Err(Failure::Transient(format!("its task ended: {error}").into())),
     }
 }
 
@@ -506,6 +505,7 @@ mod tests {
         let input = log.publish(&key("in"), vec![Event::new(key("in"), None, None, 0, "text/plain", b"go".to_vec())]);
         // Another writer already answered the input differently.
         let theirs = Event::new(key("echo"), Some(0), Some(input), 0, "text/plain", b"theirs".to_vec());
+        let theirs_digest = theirs.digest;
         log.append_now(&Record { source: key("echo"), writer: "other".into(), events: vec![theirs] }).unwrap();
         let registry = Registry::new().with("echo", || Fixed { name: "echo", reply: b"ours" });
         let (_stop, shutdown) = watch::channel(false);
@@ -514,8 +514,28 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert!(matches!(&ending, Ending::Diverged(why) if why.starts_with("diverged")));
+        let Ending::Diverged(divergence) = &ending else { panic!("expected a divergence") };
+        assert_eq!((divergence.key.as_str(), divergence.index), ("echo", 0));
+        assert_eq!(divergence.canonical, theirs_digest);
+        assert!(divergence.to_string().contains("not deterministic"), "{divergence}");
         let slot = slot.lock().unwrap();
         assert_eq!((slot.state, slot.restarts), (State::Diverged, 0));
+    }
+
+    #[test]
+    fn only_what_an_operator_must_fix_stops_a_replica_for_good() {
+        let missing = LogError::TopicMissing { topic: "log".into(), bootstrap_servers: "k:9092".into() };
+        assert!(matches!(
+            Failure::from_log(missing),
+            Failure::Permanent(ReplicaError::Log(LogError::TopicMissing { .. }))
+        ));
+        let timed_out = LogError::Unavailable {
+            topic: "log".into(),
+            partition: Some(0),
+            offset: None,
+            code: None,
+            source: competing_transformers_kafka::error::KafkaError::Canceled,
+        };
+        assert!(matches!(Failure::from_log(timed_out), Failure::Transient(_)));
     }
 }
