@@ -129,7 +129,9 @@ pub async fn describe_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogEr
             partition: None,
             offset: None,
             code: None,
-            source: KafkaError::AdminOpCreation("the broker's answer to describe_configs names no topic".into()),
+            source: Box::new(KafkaError::AdminOpCreation(
+                "the broker's answer to describe_configs names no topic".into(),
+            )),
         })?
         .map_err(|code| classify(KafkaError::AdminOp(code), &topic, None, None))?;
     let value = |name: &str| resource.get(name).and_then(|e| e.value.clone()).unwrap_or_default();
@@ -148,7 +150,7 @@ pub async fn describe_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogEr
 
 /// The first metadata request failed: no broker answered.
 pub(crate) fn unreachable_broker(config: &KafkaLogConfig, error: KafkaError) -> LogError {
-    LogError::Unreachable { bootstrap_servers: config.bootstrap_servers.clone(), source: error }
+    LogError::Unreachable { bootstrap_servers: config.bootstrap_servers.clone(), source: Box::new(error) }
 }
 
 /// A topic creation the broker refused: an authorization or transient failure says so,
@@ -156,7 +158,7 @@ pub(crate) fn unreachable_broker(config: &KafkaLogConfig, error: KafkaError) -> 
 pub(crate) fn creation_refused(topic: String, code: RDKafkaErrorCode) -> LogError {
     match classify(KafkaError::AdminOp(code), &topic, None, None) {
         error if error.is_authorization() || error.is_transient() => error,
-        _ => LogError::TopicNotCreated { topic, code, source: KafkaError::AdminOp(code) },
+        _ => LogError::TopicNotCreated { topic, code, source: Box::new(KafkaError::AdminOp(code)) },
     }
 }
 

@@ -117,7 +117,7 @@ pub(crate) async fn blocking<R: Send + 'static>(call: impl FnOnce() -> R + Send 
 
 /// librdkafka refused to create a client from `config`'s properties.
 pub(crate) fn creation_error(config: &KafkaLogConfig, error: KafkaError) -> LogError {
-    LogError::ClientCreation { bootstrap_servers: config.bootstrap_servers.clone(), source: error }
+    LogError::ClientCreation { bootstrap_servers: config.bootstrap_servers.clone(), source: Box::new(error) }
 }
 
 impl KafkaLogConfig {
@@ -140,9 +140,11 @@ pub(crate) fn classify(error: KafkaError, topic: &str, partition: Option<i32>, o
     let code = code_of(&error);
     let topic = topic.to_string();
     match code {
-        Some(code) if is_authorization_code(code) => return LogError::Unauthorized { topic, code, source: error },
+        Some(code) if is_authorization_code(code) => {
+            return LogError::Unauthorized { topic, code, source: Box::new(error) }
+        }
         Some(code @ (RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)) => {
-            return LogError::Fenced { topic, code, source: error }
+            return LogError::Fenced { topic, code, source: Box::new(error) }
         }
         _ => {}
     }
@@ -154,9 +156,9 @@ pub(crate) fn classify(error: KafkaError, topic: &str, partition: Option<i32>, o
         _ => code.is_some_and(is_transient_code),
     };
     if transient {
-        LogError::Unavailable { topic, partition, offset, code, source: error }
+        LogError::Unavailable { topic, partition, offset, code, source: Box::new(error) }
     } else {
-        LogError::Fatal { topic, partition, offset, code, source: error }
+        LogError::Fatal { topic, partition, offset, code, source: Box::new(error) }
     }
 }
 
@@ -206,7 +208,10 @@ mod tests {
             let LogError::Unavailable { topic, partition, offset, .. } = &error else { panic!("{error:?}") };
             assert_eq!((topic.as_str(), *partition, *offset), ("log", Some(0), Some(42)));
             let source = std::error::Error::source(&error).expect("the Kafka error is the source");
-            assert_eq!(source.downcast_ref::<KafkaError>(), Some(&KafkaError::MessageProduction(code)));
+            assert_eq!(
+                source.downcast_ref::<Box<KafkaError>>().map(|b| &**b),
+                Some(&KafkaError::MessageProduction(code))
+            );
         }
     }
 

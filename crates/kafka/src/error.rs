@@ -4,6 +4,10 @@
 //! [`RDKafkaErrorCode`], the topic and, where known, the partition and offset: callers match
 //! on variants and codes, never on message text. How a [`KafkaError`] becomes a variant is
 //! decided once, in `client::classify`.
+//!
+//! The `KafkaError` is boxed (it is 80 bytes; a boxed one keeps every `Result<_, LogError>`
+//! small), so a `source()` chain holds a `Box<KafkaError>`: read it from the variant's
+//! `source` field, or downcast to `Box<KafkaError>`.
 
 use std::sync::Arc;
 
@@ -25,8 +29,8 @@ pub enum LogError {
     Unreachable {
         /// The `bootstrap.servers` tried.
         bootstrap_servers: String,
-        /// What librdkafka said.
-        source: KafkaError,
+        /// What librdkafka said (boxed: it is large, and this is the cold path).
+        source: Box<KafkaError>,
     },
     /// A request timed out, a broker went away or a partition's leader moved: retry with
     /// backoff.
@@ -40,8 +44,8 @@ pub enum LogError {
         offset: Option<Offset>,
         /// librdkafka's code, when the error has one.
         code: Option<RDKafkaErrorCode>,
-        /// What librdkafka said.
-        source: KafkaError,
+        /// What librdkafka said (boxed: it is large, and this is the cold path).
+        source: Box<KafkaError>,
     },
     /// The client cannot go on (librdkafka says so, or the error is not one a retry fixes):
     /// make a new one.
@@ -55,8 +59,8 @@ pub enum LogError {
         offset: Option<Offset>,
         /// librdkafka's code, when the error has one.
         code: Option<RDKafkaErrorCode>,
-        /// What librdkafka said.
-        source: KafkaError,
+        /// What librdkafka said (boxed: it is large, and this is the cold path).
+        source: Box<KafkaError>,
     },
     /// A newer transactional producer with the same `transactional.id` took over; this one
     /// is done.
@@ -66,8 +70,8 @@ pub enum LogError {
         topic: String,
         /// [`RDKafkaErrorCode::Fenced`] or [`RDKafkaErrorCode::ProducerFenced`].
         code: RDKafkaErrorCode,
-        /// What librdkafka said.
-        source: KafkaError,
+        /// What librdkafka said (boxed: it is large, and this is the cold path).
+        source: Box<KafkaError>,
     },
     /// The cluster denied this client's principal an ACL (topic, group, cluster or
     /// transactional id): only an operator can fix it.
@@ -79,8 +83,8 @@ pub enum LogError {
         topic: String,
         /// Which authorization failed (see [`is_authorization_code`]).
         code: RDKafkaErrorCode,
-        /// What librdkafka said.
-        source: KafkaError,
+        /// What librdkafka said (boxed: it is large, and this is the cold path).
+        source: Box<KafkaError>,
     },
     /// The log's topic does not exist.
     #[error(
@@ -108,15 +112,15 @@ pub enum LogError {
         /// The broker's answer.
         code: RDKafkaErrorCode,
         /// The answer as librdkafka reports it.
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     /// librdkafka refused the client properties.
     #[error("cannot create a Kafka client for {bootstrap_servers} ({source}); check the client properties")]
     ClientCreation {
         /// The `bootstrap.servers` of the client.
         bootstrap_servers: String,
-        /// What librdkafka said.
-        source: KafkaError,
+        /// What librdkafka said (boxed: it is large, and this is the cold path).
+        source: Box<KafkaError>,
     },
     /// The record could not be encoded.
     #[error(transparent)]

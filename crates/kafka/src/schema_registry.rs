@@ -47,7 +47,7 @@ pub fn subject_for(transformer: &str) -> String {
 }
 
 /// What went wrong asking the registry. Each is one sentence with the fix; the client's
-/// [`SRCError`] stays the `source()`.
+/// [`SRCError`] stays the `source()`, boxed (downcast to `Box<SRCError>`).
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegistryError {
@@ -58,8 +58,8 @@ pub enum RegistryError {
         url: String,
         /// What the client saw.
         message: String,
-        /// The client's error.
-        source: SRCError,
+        /// The client's error (boxed: it is large, and this is the cold path).
+        source: Box<SRCError>,
     },
     /// The registry has no schema with this id (404).
     #[error("schema id {id} is not in the schema registry at {url} ({message}); register the schema before producing with it")]
@@ -70,8 +70,8 @@ pub enum RegistryError {
         url: String,
         /// What the registry said.
         message: String,
-        /// The client's error.
-        source: SRCError,
+        /// The client's error (boxed: it is large, and this is the cold path).
+        source: Box<SRCError>,
     },
     /// The registry returned a schema that apache-avro cannot use.
     #[error("schema id {id} from the schema registry at {url} is not a usable Avro schema: {message}")]
@@ -82,8 +82,8 @@ pub enum RegistryError {
         url: String,
         /// Why.
         message: String,
-        /// The client's error.
-        source: SRCError,
+        /// The client's error (boxed: it is large, and this is the cold path).
+        source: Box<SRCError>,
     },
     /// The schema breaks the compatibility setting of the subject (409).
     #[error("the schema breaks the compatibility setting (BACKWARD unless changed) of subject `{subject}` at the schema registry {url}: {reason}; make the change compatible (give an added field a default) or write under a new transformer name")]
@@ -96,7 +96,7 @@ pub enum RegistryError {
         reason: String,
         /// The client's error, when the registry answered with one (a compatibility check
         /// answers `false` instead).
-        source: Option<SRCError>,
+        source: Option<Box<SRCError>>,
     },
     /// Any other refusal (a bad URL, unauthorized, a malformed request).
     #[error("the schema registry at {url} refused: {message}")]
@@ -110,7 +110,7 @@ pub enum RegistryError {
         /// What it said.
         message: String,
         /// The client's error; none for a URL refused before any request.
-        source: Option<SRCError>,
+        source: Option<Box<SRCError>>,
     },
     /// A transformer's output schema is not valid Avro.
     #[error("the output schema of `{transformer}` does not parse: {source}; fix `Transform::output_schema`")]
@@ -137,7 +137,7 @@ impl RegistryError {
             | RegistryError::UnknownSchema { source, .. }
             | RegistryError::BadSchema { source, .. } => registry_code(source),
             RegistryError::Incompatible { source, .. } | RegistryError::Refused { source, .. } => {
-                source.as_ref().and_then(registry_code)
+                source.as_deref().and_then(registry_code)
             }
             RegistryError::BadOutputSchema { .. } => None,
         }
@@ -207,7 +207,7 @@ impl SchemaRegistry {
                     status: None,
                     error_code: None,
                     message: message_of(&e),
-                    source: Some(e),
+                    source: Some(Box::new(e)),
                 }
             })?;
         let decoder = AvroDecoder::new(settings.clone());
@@ -231,13 +231,17 @@ impl SchemaRegistry {
         let message = message_of(&error);
         let status = http_status(&error);
         match (status, id) {
-            _ if error.retriable => RegistryError::Unavailable { url, message, source: error },
-            (Some(s), _) if s >= 500 => RegistryError::Unavailable { url, message, source: error },
-            (Some(404), Some(id)) => RegistryError::UnknownSchema { id, url, message, source: error },
-            (None, Some(id)) => RegistryError::BadSchema { id, url, message, source: error },
-            _ => {
-                RegistryError::Refused { url, status, error_code: registry_code(&error), message, source: Some(error) }
-            }
+            _ if error.retriable => RegistryError::Unavailable { url, message, source: Box::new(error) },
+            (Some(s), _) if s >= 500 => RegistryError::Unavailable { url, message, source: Box::new(error) },
+            (Some(404), Some(id)) => RegistryError::UnknownSchema { id, url, message, source: Box::new(error) },
+            (None, Some(id)) => RegistryError::BadSchema { id, url, message, source: Box::new(error) },
+            _ => RegistryError::Refused {
+                url,
+                status,
+                error_code: registry_code(&error),
+                message,
+                source: Some(Box::new(error)),
+            },
         }
     }
 
@@ -300,7 +304,7 @@ impl SchemaRegistry {
                         subject: subject.into(),
                         url: self.url.clone(),
                         reason: message_of(&error),
-                        source: Some(error),
+                        source: Some(Box::new(error)),
                     });
                 }
                 Err(error) => return Err(self.classify(None, error)),
@@ -378,7 +382,7 @@ mod tests {
         );
         assert_eq!(error.error_code(), Some(40403));
         let source = std::error::Error::source(&error).expect("the client's error is the source");
-        assert!(source.downcast_ref::<SRCError>().is_some());
+        assert!(source.downcast_ref::<Box<SRCError>>().is_some());
 
         let denied = answer("401 Unauthorized", r#"{"error_code":401,"message":"Unauthorized"}"#);
         let error = registry.classify(None, denied);

@@ -534,7 +534,7 @@ mod tests {
             partition: Some(0),
             offset: None,
             code: None,
-            source: competing_transformers_kafka::error::KafkaError::Canceled,
+            source: Box::new(competing_transformers_kafka::error::KafkaError::Canceled),
         };
         assert!(matches!(Failure::from_log(timed_out), Failure::Transient(_)));
     }
