@@ -8,7 +8,8 @@
 //!   exponential backoff, reset by a long enough healthy run;
 //! - a divergence: stopped for good, logged loudly, and `run` exits non-zero at the end,
 //!   since restarting a non-deterministic transform would only diverge again;
-//! - a topic layout or configuration the log refuses: stopped for good, like a divergence.
+//! - what only an operator can fix (a configuration, a missing topic, a layout the log
+//!   refuses, a denied ACL: `LogError::needs_operator`): stopped for good, like a divergence.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
