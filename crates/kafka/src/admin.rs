@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use crate::client::{blocking, classify, KafkaLogConfig};
-use crate::error::LogError;
+use crate::client::{blocking, classify, creation_error, KafkaLogConfig};
+use crate::error::{LayoutProblem, LogError};
 
 /// How long an admin request may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -49,58 +49,46 @@ pub fn wanted_replication(brokers: usize) -> (usize, usize) {
 }
 
 /// Checks the layout rules: one partition, deletion never by policy, infinite retention,
-/// and on three or more brokers replication factor 3 with `min.insync.replicas=2`. Each
-/// violation is one sentence with the fix.
+/// and on three or more brokers replication factor 3 with `min.insync.replicas=2`. A
+/// violation is a [`LogError::TopicLayout`] whose sentence names the fix.
 pub fn check_layout(facts: &TopicFacts) -> Result<(), LogError> {
-    let topic = &facts.topic;
-    let fail = |message: String| Err(LogError::TopicLayout(message));
+    match layout_problem(facts) {
+        None => Ok(()),
+        Some(problem) => Err(LogError::TopicLayout { topic: facts.topic.clone(), problem }),
+    }
+}
+
+/// The first layout rule `facts` breaks, if any.
+fn layout_problem(facts: &TopicFacts) -> Option<LayoutProblem> {
+    let (wanted_replication, wanted_insync) = wanted_replication(facts.brokers);
+    let brokers = facts.brokers;
     if facts.partitions != 1 {
-        return fail(format!(
-            "topic `{topic}` has {} partitions but the event log needs exactly 1 (one partition is one totally ordered pipeline); delete it and run `transformer-launcher topics create`, or point the log at a one-partition topic",
-            facts.partitions
-        ));
+        Some(LayoutProblem::Partitions { partitions: facts.partitions })
+    } else if facts.cleanup_policy.split(',').any(|p| p.trim() == "compact") {
+        Some(LayoutProblem::Compacted { cleanup_policy: facts.cleanup_policy.clone() })
+    } else if facts.retention_ms != -1 {
+        Some(LayoutProblem::RetentionTime { retention_ms: facts.retention_ms })
+    } else if facts.retention_bytes != -1 {
+        Some(LayoutProblem::RetentionSize { retention_bytes: facts.retention_bytes })
+    } else if brokers >= 3 && facts.replication_factor < wanted_replication {
+        Some(LayoutProblem::ReplicationFactor {
+            replication_factor: facts.replication_factor,
+            brokers,
+            wanted: wanted_replication,
+        })
+    } else if brokers >= 3 && facts.min_insync_replicas < wanted_insync {
+        Some(LayoutProblem::MinInsyncReplicas {
+            min_insync_replicas: facts.min_insync_replicas,
+            brokers,
+            wanted: wanted_insync,
+        })
+    } else {
+        None
     }
-    if facts.cleanup_policy.split(',').any(|p| p.trim() == "compact") {
-        return fail(format!(
-            "topic `{topic}` has cleanup.policy={} which drops superseded records and breaks replay; set cleanup.policy=delete (kafka-configs --alter --entity-type topics --entity-name {topic} --add-config cleanup.policy=delete)",
-            facts.cleanup_policy
-        ));
-    }
-    if facts.retention_ms != -1 {
-        return fail(format!(
-            "topic `{topic}` has finite retention (retention.ms={}), so old events would vanish and replicas could not replay the log; set retention.ms=-1 (kafka-configs --alter --entity-type topics --entity-name {topic} --add-config retention.ms=-1)",
-            facts.retention_ms
-        ));
-    }
-    if facts.retention_bytes != -1 {
-        return fail(format!(
-            "topic `{topic}` has finite retention (retention.bytes={}), so old events would vanish; set retention.bytes=-1 (kafka-configs --alter --entity-type topics --entity-name {topic} --add-config retention.bytes=-1)",
-            facts.retention_bytes
-        ));
-    }
-    let (replication, min_insync) = wanted_replication(facts.brokers);
-    if facts.brokers >= 3 && facts.replication_factor < replication {
-        return fail(format!(
-            "topic `{topic}` has replication factor {} on a cluster of {} brokers; the event log needs {replication} so acknowledged events survive a broker's loss: recreate it with `transformer-launcher topics create`",
-            facts.replication_factor, facts.brokers
-        ));
-    }
-    if facts.brokers >= 3 && facts.min_insync_replicas < min_insync {
-        return fail(format!(
-            "topic `{topic}` has min.insync.replicas={} on a cluster of {} brokers; set min.insync.replicas={min_insync} so an acknowledged write is on two brokers (kafka-configs --alter --entity-type topics --entity-name {topic} --add-config min.insync.replicas={min_insync})",
-            facts.min_insync_replicas, facts.brokers
-        ));
-    }
-    Ok(())
 }
 
 fn admin_client(config: &KafkaLogConfig) -> Result<AdminClient<DefaultClientContext>, LogError> {
-    config.base_client_config().create().map_err(|e| {
-        LogError::Config(format!(
-            "cannot create a Kafka admin client for {} ({e}); check the client properties",
-            config.bootstrap_servers
-        ))
-    })
+    config.base_client_config().create().map_err(|e| creation_error(config, e))
 }
 
 /// Reads the facts about the log's topic from the cluster.
@@ -114,12 +102,16 @@ pub async fn describe_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogEr
     .map_err(|e| unreachable_broker(config, e))?;
     let brokers = metadata.brokers().len();
     let found = metadata.topics().iter().find(|t| t.name() == topic);
-    let Some(found) = found.filter(|t| t.error().is_none()) else {
-        return Err(LogError::TopicLayout(format!(
-            "topic `{topic}` does not exist on {}; create it with `transformer-launcher topics create`",
-            config.bootstrap_servers
-        )));
-    };
+    let missing =
+        || LogError::TopicMissing { topic: topic.clone(), bootstrap_servers: config.bootstrap_servers.clone() };
+    let found = found.ok_or_else(missing)?;
+    if let Some(error) = found.error() {
+        return Err(match RDKafkaErrorCode::from(error) {
+            RDKafkaErrorCode::UnknownTopicOrPartition => missing(),
+            // Denied, or not ready yet (no leader): sorted like any other Kafka error.
+            code => classify(KafkaError::MetadataFetch(code), &topic, None, None),
+        });
+    }
     let partitions = found.partitions().len();
     let replication_factor = found.partitions().first().map_or(0, |p| p.replicas().len());
     let described = admin
@@ -128,12 +120,20 @@ pub async fn describe_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogEr
             &AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT)),
         )
         .await
-        .map_err(classify)?;
+        .map_err(|e| classify(e, &topic, None, None))?;
     let resource = described
         .into_iter()
         .next()
-        .ok_or_else(|| LogError::Unavailable("no answer to describe_configs".into()))?
-        .map_err(|code| LogError::Unavailable(format!("describe_configs of `{topic}` failed: {code}")))?;
+        .ok_or_else(|| LogError::Unavailable {
+            topic: topic.clone(),
+            partition: None,
+            offset: None,
+            code: None,
+            source: Box::new(KafkaError::AdminOpCreation(
+                "the broker's answer to describe_configs names no topic".into(),
+            )),
+        })?
+        .map_err(|code| classify(KafkaError::AdminOp(code), &topic, None, None))?;
     let value = |name: &str| resource.get(name).and_then(|e| e.value.clone()).unwrap_or_default();
     let number = |name: &str, default: i64| value(name).parse::<i64>().unwrap_or(default);
     Ok(TopicFacts {
@@ -148,11 +148,18 @@ pub async fn describe_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogEr
     })
 }
 
-fn unreachable_broker(config: &KafkaLogConfig, error: rdkafka::error::KafkaError) -> LogError {
-    LogError::Unavailable(format!(
-        "cannot reach Kafka at {} ({error}); start a broker (scripts/kafka.sh start) or fix bootstrap.servers",
-        config.bootstrap_servers
-    ))
+/// The first metadata request failed: no broker answered.
+pub(crate) fn unreachable_broker(config: &KafkaLogConfig, error: KafkaError) -> LogError {
+    LogError::Unreachable { bootstrap_servers: config.bootstrap_servers.clone(), source: Box::new(error) }
+}
+
+/// A topic creation the broker refused: an authorization or transient failure says so,
+/// anything else is a [`LogError::TopicNotCreated`].
+pub(crate) fn creation_refused(topic: String, code: RDKafkaErrorCode) -> LogError {
+    match classify(KafkaError::AdminOp(code), &topic, None, None) {
+        error if error.is_authorization() || error.is_transient() => error,
+        _ => LogError::TopicNotCreated { topic, code, source: Box::new(KafkaError::AdminOp(code)) },
+    }
 }
 
 /// Checks that the log's topic exists with the layout the log needs.
@@ -180,22 +187,23 @@ pub async fn create_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogErro
     let results = admin
         .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT)))
         .await
-        .map_err(classify)?;
+        .map_err(|e| classify(e, &config.topic, None, None))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(LogError::Fatal(format!("cannot create topic `{name}`: {code}")));
-            }
+            Err((name, code)) => return Err(creation_refused(name, code)),
         }
     }
-    // Metadata may lag creation by a moment.
+    // Metadata may lag creation by a moment: the topic is missing, or has no leader yet.
     let mut last = None;
     for _ in 0..50 {
         match check_topic(config).await {
             Ok(facts) => return Ok(facts),
-            Err(LogError::TopicLayout(message)) if message.contains("does not exist") => {
-                last = Some(LogError::TopicLayout(message));
+            Err(error)
+                if matches!(error, LogError::TopicMissing { .. })
+                    || error.code() == Some(RDKafkaErrorCode::LeaderNotAvailable) =>
+            {
+                last = Some(error);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(other) => return Err(other),
@@ -222,9 +230,16 @@ mod tests {
         }
     }
 
-    fn refusal(facts: TopicFacts) -> String {
-        match check_layout(&facts) {
-            Err(LogError::TopicLayout(message)) => message,
+    /// The refusal's problem and its sentence.
+    fn refusal(facts: TopicFacts) -> (LayoutProblem, String) {
+        let error = check_layout(&facts).expect_err("a layout the log refuses");
+        assert!(error.needs_operator() && !error.is_transient());
+        let message = error.to_string();
+        match error {
+            LogError::TopicLayout { topic, problem } => {
+                assert_eq!(topic, facts.topic);
+                (problem, message)
+            }
             other => panic!("expected a layout error, got {other:?}"),
         }
     }
@@ -238,29 +253,63 @@ mod tests {
 
     #[test]
     fn refuses_more_than_one_partition_and_says_why() {
-        let message = refusal(TopicFacts { partitions: 3, ..good(1) });
+        let (problem, message) = refusal(TopicFacts { partitions: 3, ..good(1) });
+        assert_eq!(problem, LayoutProblem::Partitions { partitions: 3 });
         assert!(message.contains("has 3 partitions") && message.contains("exactly 1"), "{message}");
     }
 
     #[test]
     fn refuses_finite_retention_and_names_the_fix() {
-        let message = refusal(TopicFacts { retention_ms: 604_800_000, ..good(1) });
+        let (problem, message) = refusal(TopicFacts { retention_ms: 604_800_000, ..good(1) });
+        assert_eq!(problem, LayoutProblem::RetentionTime { retention_ms: 604_800_000 });
         assert!(message.contains("retention.ms=604800000") && message.contains("retention.ms=-1"), "{message}");
-        let message = refusal(TopicFacts { retention_bytes: 1 << 30, ..good(1) });
+        let (problem, message) = refusal(TopicFacts { retention_bytes: 1 << 30, ..good(1) });
+        assert_eq!(problem, LayoutProblem::RetentionSize { retention_bytes: 1 << 30 });
         assert!(message.contains("retention.bytes=-1"), "{message}");
     }
 
     #[test]
     fn refuses_compaction() {
-        let message = refusal(TopicFacts { cleanup_policy: "compact,delete".into(), ..good(1) });
+        let (problem, message) = refusal(TopicFacts { cleanup_policy: "compact,delete".into(), ..good(1) });
+        assert_eq!(problem, LayoutProblem::Compacted { cleanup_policy: "compact,delete".into() });
         assert!(message.contains("cleanup.policy=delete"), "{message}");
+        assert!(message.contains("--entity-name log --add-config cleanup.policy=delete"), "{message}");
     }
 
     #[test]
     fn on_three_brokers_wants_three_replicas_and_two_in_sync() {
-        let message = refusal(TopicFacts { replication_factor: 1, ..good(3) });
+        let (problem, message) = refusal(TopicFacts { replication_factor: 1, ..good(3) });
+        assert_eq!(problem, LayoutProblem::ReplicationFactor { replication_factor: 1, brokers: 3, wanted: 3 });
         assert!(message.contains("replication factor 1"), "{message}");
-        let message = refusal(TopicFacts { min_insync_replicas: 1, ..good(3) });
+        let (problem, message) = refusal(TopicFacts { min_insync_replicas: 1, ..good(3) });
+        assert_eq!(problem, LayoutProblem::MinInsyncReplicas { min_insync_replicas: 1, brokers: 3, wanted: 2 });
         assert!(message.contains("min.insync.replicas=2"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_topic_and_a_denied_one_are_different_errors() {
+        let missing = LogError::TopicMissing { topic: "log".into(), bootstrap_servers: "k:9092".into() };
+        assert!(missing.to_string().contains("does not exist") && missing.needs_operator());
+        assert!(!missing.is_authorization());
+        let denied = classify(KafkaError::MetadataFetch(RDKafkaErrorCode::TopicAuthorizationFailed), "log", None, None);
+        assert!(
+            matches!(&denied, LogError::Unauthorized { topic, code: RDKafkaErrorCode::TopicAuthorizationFailed, .. } if topic == "log"),
+            "{denied:?}"
+        );
+        assert!(denied.needs_operator() && !denied.to_string().contains("does not exist"), "{denied}");
+    }
+
+    #[test]
+    fn a_refused_creation_says_whether_it_was_denied() {
+        let denied = creation_refused("log".into(), RDKafkaErrorCode::ClusterAuthorizationFailed);
+        assert!(denied.is_authorization(), "{denied:?}");
+        let invalid = creation_refused("log".into(), RDKafkaErrorCode::InvalidReplicationFactor);
+        assert!(
+            matches!(invalid, LogError::TopicNotCreated { code: RDKafkaErrorCode::InvalidReplicationFactor, .. }),
+            "{invalid:?}"
+        );
+        assert!(invalid.needs_operator());
+        let busy = creation_refused("log".into(), RDKafkaErrorCode::RequestTimedOut);
+        assert!(busy.is_transient(), "{busy:?}");
     }
 }

@@ -2,11 +2,14 @@
 //! properties correctness depends on, and how librdkafka's errors are sorted.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use crate::error::LogError;
+use competing_transformers::event::Offset;
+
+use crate::error::{code_of, is_authorization_code, LogError};
 
 /// How a [`KafkaLog`] writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,45 +112,155 @@ impl KafkaLogConfig {
 
 /// Runs a blocking librdkafka call on the blocking pool.
 pub(crate) async fn blocking<R: Send + 'static>(call: impl FnOnce() -> R + Send + 'static) -> Result<R, LogError> {
-    tokio::task::spawn_blocking(call).await.map_err(|e| LogError::Fatal(format!("a blocking Kafka call failed: {e}")))
+    tokio::task::spawn_blocking(call).await.map_err(|e| LogError::Runtime { source: Arc::new(e) })
 }
 
-pub(crate) fn config_error(config: &KafkaLogConfig, error: KafkaError) -> LogError {
-    LogError::Config(format!(
-        "cannot create a Kafka client for {} ({error}); check the client properties",
-        config.bootstrap_servers
-    ))
+/// librdkafka refused to create a client from `config`'s properties.
+pub(crate) fn creation_error(config: &KafkaLogConfig, error: KafkaError) -> LogError {
+    LogError::ClientCreation { bootstrap_servers: config.bootstrap_servers.clone(), source: Box::new(error) }
 }
 
-/// Sorts a Kafka error into transient (retry) or fatal (make a new client).
-pub(crate) fn classify(error: KafkaError) -> LogError {
-    use RDKafkaErrorCode::*;
-    let transient = matches!(
-        error.rdkafka_error_code(),
-        Some(
-            MessageTimedOut
-                | RequestTimedOut
-                | OperationTimedOut
-                | AllBrokersDown
-                | BrokerTransportFailure
-                | NetworkException
-                | NotLeaderForPartition
-                | LeaderNotAvailable
-                | NotEnoughReplicas
-                | NotEnoughReplicasAfterAppend
-                | QueueFull
-                | CoordinatorNotAvailable
-                | NotCoordinator
-                | CoordinatorLoadInProgress
-                | ConcurrentTransactions
-                | UnknownTopicOrPartition
-                | PurgeQueue
-                | PurgeInflight
-        )
-    );
+impl KafkaLogConfig {
+    /// [`classify`] for a call about the log's partition.
+    pub(crate) fn classify(&self, error: KafkaError) -> LogError {
+        classify(error, &self.topic, Some(self.partition), None)
+    }
+}
+
+/// Sorts a Kafka error about `topic` (and `partition`, `offset` where known) into the
+/// [`LogError`] that says what to do: retry, make a new client, or tell an operator.
+///
+/// Transient or not is librdkafka's call wherever it makes one: a transaction error carries
+/// `is_fatal`, `is_retriable` and `txn_requires_abort` (abort, then try again), and
+/// `MessageConsumptionFatal` marks a consumer that is done. A bare error code carries no
+/// such flag in librdkafka's API, so for those the list in [`is_transient_code`] decides
+/// (and `RDKafkaErrorCode::Fatal`, librdkafka's "the client is done", is not on it).
+/// Authorization and fencing are told apart by their codes.
+pub(crate) fn classify(error: KafkaError, topic: &str, partition: Option<i32>, offset: Option<Offset>) -> LogError {
+    let code = code_of(&error);
+    let topic = topic.to_string();
+    match code {
+        Some(code) if is_authorization_code(code) => {
+            return LogError::Unauthorized { topic, code, source: Box::new(error) }
+        }
+        Some(code @ (RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)) => {
+            return LogError::Fenced { topic, code, source: Box::new(error) }
+        }
+        _ => {}
+    }
+    let transient = match &error {
+        KafkaError::Transaction(inner) => {
+            !inner.is_fatal() && (inner.is_retriable() || inner.txn_requires_abort() || is_transient_code(inner.code()))
+        }
+        KafkaError::MessageConsumptionFatal(_) => false,
+        _ => code.is_some_and(is_transient_code),
+    };
     if transient {
-        LogError::Unavailable(error.to_string())
+        LogError::Unavailable { topic, partition, offset, code, source: Box::new(error) }
     } else {
-        LogError::Fatal(error.to_string())
+        LogError::Fatal { topic, partition, offset, code, source: Box::new(error) }
+    }
+}
+
+/// The codes of failures a later retry may get past: timeouts, lost brokers, leadership
+/// moving, full queues, a coordinator loading, a topic's metadata not there yet.
+fn is_transient_code(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        code,
+        MessageTimedOut
+            | RequestTimedOut
+            | OperationTimedOut
+            | AllBrokersDown
+            | BrokerTransportFailure
+            | NetworkException
+            | NotLeaderForPartition
+            | LeaderNotAvailable
+            | NotEnoughReplicas
+            | NotEnoughReplicasAfterAppend
+            | QueueFull
+            | CoordinatorNotAvailable
+            | NotCoordinator
+            | CoordinatorLoadInProgress
+            | ConcurrentTransactions
+            | UnknownTopicOrPartition
+            | PurgeQueue
+            | PurgeInflight
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::producer::{BaseProducer, Producer};
+
+    use super::*;
+
+    fn sorted(error: KafkaError) -> LogError {
+        classify(error, "log", Some(0), Some(42))
+    }
+
+    #[test]
+    fn timeouts_and_moving_leaders_are_transient_and_keep_where_they_happened() {
+        for code in [RDKafkaErrorCode::MessageTimedOut, RDKafkaErrorCode::NotLeaderForPartition] {
+            let error = sorted(KafkaError::MessageProduction(code));
+            assert!(error.is_transient(), "{error:?}");
+            assert_eq!(error.code(), Some(code));
+            let LogError::Unavailable { topic, partition, offset, .. } = &error else { panic!("{error:?}") };
+            assert_eq!((topic.as_str(), *partition, *offset), ("log", Some(0), Some(42)));
+            let source = std::error::Error::source(&error).expect("the Kafka error is the source");
+            assert_eq!(
+                source.downcast_ref::<Box<KafkaError>>().map(|b| &**b),
+                Some(&KafkaError::MessageProduction(code))
+            );
+        }
+    }
+
+    #[test]
+    fn a_fatal_client_and_unknown_failures_are_fatal() {
+        for error in [
+            KafkaError::MessageProduction(RDKafkaErrorCode::Fatal),
+            KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::MessageTimedOut),
+            KafkaError::MessageProduction(RDKafkaErrorCode::InvalidMessage),
+            KafkaError::Canceled,
+        ] {
+            let sorted = sorted(error);
+            assert!(matches!(sorted, LogError::Fatal { .. }), "{sorted:?}");
+            assert!(!sorted.is_transient() && !sorted.needs_operator());
+        }
+    }
+
+    #[test]
+    fn denied_acls_are_authorization_failures_an_operator_fixes() {
+        for code in [
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::GroupAuthorizationFailed,
+            RDKafkaErrorCode::ClusterAuthorizationFailed,
+        ] {
+            let error = sorted(KafkaError::AdminOp(code));
+            assert!(error.is_authorization() && error.needs_operator() && !error.is_transient(), "{error:?}");
+            assert_eq!(error.code(), Some(code));
+            assert!(error.to_string().contains("ACLs"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_fenced_producer_is_told_apart() {
+        let error = sorted(KafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced));
+        assert!(matches!(error, LogError::Fenced { code: RDKafkaErrorCode::ProducerFenced, .. }), "{error:?}");
+        assert!(!error.is_transient());
+    }
+
+    /// librdkafka's own verdict on a transaction error: a call in the wrong state is neither
+    /// retriable nor abortable, so it is not transient.
+    #[test]
+    fn a_transaction_error_follows_librdkafkas_flags() {
+        let mut config = KafkaLogConfig::new("127.0.0.1:1", "log");
+        config.mode = WriteMode::Transactional { transactional_id: "t".into(), transaction_timeout_ms: 10_000 };
+        let producer: BaseProducer = config.producer_config().create().unwrap();
+        let error = producer.begin_transaction().expect_err("no init_transactions yet");
+        let KafkaError::Transaction(inner) = &error else { panic!("{error:?}") };
+        assert!(!inner.is_retriable() && !inner.txn_requires_abort() && !inner.is_fatal());
+        let sorted = sorted(error);
+        assert!(matches!(sorted, LogError::Fatal { code: Some(RDKafkaErrorCode::State), .. }), "{sorted:?}");
     }
 }

@@ -1,31 +1,268 @@
 //! The errors of the log and its clients.
+//!
+//! Each Kafka failure keeps librdkafka's [`KafkaError`] as its `source()` and carries the
+//! [`RDKafkaErrorCode`], the topic and, where known, the partition and offset: callers match
+//! on variants and codes, never on message text. How a [`KafkaError`] becomes a variant is
+//! decided once, in `client::classify`.
+//!
+//! The `KafkaError` is boxed (it is 80 bytes; a boxed one keeps every `Result<_, LogError>`
+//! small), so a `source()` chain holds a `Box<KafkaError>`: read it from the variant's
+//! `source` field, or downcast to `Box<KafkaError>`.
 
+use std::sync::Arc;
+
+/// librdkafka's error and its codes, for callers that match on [`LogError::code`] or read
+/// a source without depending on rdkafka themselves.
+pub use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use competing_transformers::event::Offset;
 use competing_transformers::record::EncodeError;
 
 /// What went wrong talking to the log.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LogError {
-    /// The broker is unreachable, or a request timed out: retry with backoff.
-    #[error("the event log is unavailable ({0}); is the broker running and reachable?")]
-    Unavailable(String),
-    /// The client cannot go on (fenced, unauthorized, misconfigured): make a new one.
-    #[error("event log client failed: {0}")]
-    Fatal(String),
+    /// No broker answered the first metadata request: retry with backoff.
+    #[error(
+        "cannot reach Kafka at {bootstrap_servers} ({source}); start a broker (scripts/kafka.sh start) or fix bootstrap.servers"
+    )]
+    Unreachable {
+        /// The `bootstrap.servers` tried.
+        bootstrap_servers: String,
+        /// What librdkafka said (boxed: it is large, and this is the cold path).
+        source: Box<KafkaError>,
+    },
+    /// A request timed out, a broker went away or a partition's leader moved: retry with
+    /// backoff.
+    #[error("the event log is unavailable on topic `{topic}` ({source}); is the broker running and reachable?")]
+    Unavailable {
+        /// The topic the call was about.
+        topic: String,
+        /// The partition, when the call was about one.
+        partition: Option<i32>,
+        /// The offset a reader was at, when it was one.
+        offset: Option<Offset>,
+        /// librdkafka's code, when the error has one.
+        code: Option<RDKafkaErrorCode>,
+        /// What librdkafka said (boxed: it is large, and this is the cold path).
+        source: Box<KafkaError>,
+    },
+    /// The client cannot go on (librdkafka says so, or the error is not one a retry fixes):
+    /// make a new one.
+    #[error("event log client failed on topic `{topic}`: {source}")]
+    Fatal {
+        /// The topic the call was about.
+        topic: String,
+        /// The partition, when the call was about one.
+        partition: Option<i32>,
+        /// The offset a reader was at, when it was one.
+        offset: Option<Offset>,
+        /// librdkafka's code, when the error has one.
+        code: Option<RDKafkaErrorCode>,
+        /// What librdkafka said (boxed: it is large, and this is the cold path).
+        source: Box<KafkaError>,
+    },
+    /// A newer transactional producer with the same `transactional.id` took over; this one
+    /// is done.
+    #[error("{source}; another producer with the same transactional.id took over writing to `{topic}` (fenced)")]
+    Fenced {
+        /// The topic this producer wrote to.
+        topic: String,
+        /// [`RDKafkaErrorCode::Fenced`] or [`RDKafkaErrorCode::ProducerFenced`].
+        code: RDKafkaErrorCode,
+        /// What librdkafka said (boxed: it is large, and this is the cold path).
+        source: Box<KafkaError>,
+    },
+    /// The cluster denied this client's principal an ACL (topic, group, cluster or
+    /// transactional id): only an operator can fix it.
+    #[error(
+        "Kafka denied this client access while using topic `{topic}` ({source}); grant its principal the ACLs the log needs (Describe, Read and Write on the topic, IdempotentWrite on the cluster, Write on a transactional id) or fix the security settings in the client properties"
+    )]
+    Unauthorized {
+        /// The topic the call was about.
+        topic: String,
+        /// Which authorization failed (see [`is_authorization_code`]).
+        code: RDKafkaErrorCode,
+        /// What librdkafka said (boxed: it is large, and this is the cold path).
+        source: Box<KafkaError>,
+    },
+    /// The log's topic does not exist.
+    #[error(
+        "topic `{topic}` does not exist on {bootstrap_servers}; create it with `transformer-launcher topics create`"
+    )]
+    TopicMissing {
+        /// The topic.
+        topic: String,
+        /// The cluster asked.
+        bootstrap_servers: String,
+    },
+    /// The topic does not have the layout the log needs.
+    #[error("{}", problem.sentence(topic))]
+    TopicLayout {
+        /// The topic.
+        topic: String,
+        /// What is wrong with it.
+        problem: LayoutProblem,
+    },
+    /// The cluster refused to create a topic.
+    #[error("cannot create topic `{topic}` ({source}); create it yourself with one partition")]
+    TopicNotCreated {
+        /// The topic.
+        topic: String,
+        /// The broker's answer.
+        code: RDKafkaErrorCode,
+        /// The answer as librdkafka reports it.
+        source: Box<KafkaError>,
+    },
+    /// librdkafka refused the client properties.
+    #[error("cannot create a Kafka client for {bootstrap_servers} ({source}); check the client properties")]
+    ClientCreation {
+        /// The `bootstrap.servers` of the client.
+        bootstrap_servers: String,
+        /// What librdkafka said (boxed: it is large, and this is the cold path).
+        source: Box<KafkaError>,
+    },
     /// The record could not be encoded.
     #[error(transparent)]
     Encode(#[from] EncodeError),
-    /// The topic does not have the layout the log needs.
-    #[error("{0}")]
-    TopicLayout(String),
-    /// A configuration value is wrong.
-    #[error("bad event log configuration: {0}")]
-    Config(String),
+    /// A Kafka call could not run: a blocking call panicked, or a thread could not start.
+    #[error("cannot run a Kafka call ({source})")]
+    Runtime {
+        /// Why.
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl LogError {
     /// Whether retrying the same call later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, LogError::Unavailable(_))
+        matches!(self, LogError::Unreachable { .. } | LogError::Unavailable { .. })
+    }
+
+    /// Whether the cluster denied an ACL ([`LogError::Unauthorized`]).
+    pub fn is_authorization(&self) -> bool {
+        matches!(self, LogError::Unauthorized { .. })
+    }
+
+    /// Whether only an operator can fix it (client properties, a missing or misshapen topic,
+    /// a missing ACL): neither a retry nor a new client would get further.
+    pub fn needs_operator(&self) -> bool {
+        matches!(
+            self,
+            LogError::ClientCreation { .. }
+                | LogError::TopicMissing { .. }
+                | LogError::TopicLayout { .. }
+                | LogError::TopicNotCreated { .. }
+                | LogError::Unauthorized { .. }
+        )
+    }
+
+    /// librdkafka's error code, when the failure came with one.
+    pub fn code(&self) -> Option<RDKafkaErrorCode> {
+        match self {
+            LogError::Unavailable { code, .. } | LogError::Fatal { code, .. } => *code,
+            LogError::Fenced { code, .. }
+            | LogError::Unauthorized { code, .. }
+            | LogError::TopicNotCreated { code, .. } => Some(*code),
+            LogError::Unreachable { source, .. } | LogError::ClientCreation { source, .. } => code_of(source),
+            _ => None,
+        }
+    }
+}
+
+/// The error code of a [`KafkaError`]; unlike [`KafkaError::rdkafka_error_code`] it includes
+/// an admin operation's.
+pub(crate) fn code_of(error: &KafkaError) -> Option<RDKafkaErrorCode> {
+    match error {
+        KafkaError::AdminOp(code) => Some(*code),
+        other => other.rdkafka_error_code(),
+    }
+}
+
+/// Whether `code` says the cluster denied an ACL.
+pub fn is_authorization_code(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::GroupAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+    )
+}
+
+/// What is wrong with a topic's layout (see `admin::check_layout`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LayoutProblem {
+    /// Not exactly one partition.
+    Partitions {
+        /// How many it has.
+        partitions: usize,
+    },
+    /// `cleanup.policy` includes compaction.
+    Compacted {
+        /// The policy it has.
+        cleanup_policy: String,
+    },
+    /// `retention.ms` is not -1.
+    RetentionTime {
+        /// The value it has.
+        retention_ms: i64,
+    },
+    /// `retention.bytes` is not -1.
+    RetentionSize {
+        /// The value it has.
+        retention_bytes: i64,
+    },
+    /// Fewer replicas than the cluster's size calls for.
+    ReplicationFactor {
+        /// What it has.
+        replication_factor: usize,
+        /// Brokers in the cluster.
+        brokers: usize,
+        /// What the log needs there.
+        wanted: usize,
+    },
+    /// `min.insync.replicas` lower than the cluster's size calls for.
+    MinInsyncReplicas {
+        /// What it has.
+        min_insync_replicas: usize,
+        /// Brokers in the cluster.
+        brokers: usize,
+        /// What the log needs there.
+        wanted: usize,
+    },
+}
+
+impl LayoutProblem {
+    /// One sentence saying what is wrong with `topic` and how to fix it.
+    pub fn sentence(&self, topic: &str) -> String {
+        let alter = |setting: String| {
+            format!("kafka-configs --alter --entity-type topics --entity-name {topic} --add-config {setting}")
+        };
+        match self {
+            LayoutProblem::Partitions { partitions } => format!(
+                "topic `{topic}` has {partitions} partitions but the event log needs exactly 1 (one partition is one totally ordered pipeline); delete it and run `transformer-launcher topics create`, or point the log at a one-partition topic"
+            ),
+            LayoutProblem::Compacted { cleanup_policy } => format!(
+                "topic `{topic}` has cleanup.policy={cleanup_policy} which drops superseded records and breaks replay; set cleanup.policy=delete ({})",
+                alter("cleanup.policy=delete".into())
+            ),
+            LayoutProblem::RetentionTime { retention_ms } => format!(
+                "topic `{topic}` has finite retention (retention.ms={retention_ms}), so old events would vanish and replicas could not replay the log; set retention.ms=-1 ({})",
+                alter("retention.ms=-1".into())
+            ),
+            LayoutProblem::RetentionSize { retention_bytes } => format!(
+                "topic `{topic}` has finite retention (retention.bytes={retention_bytes}), so old events would vanish; set retention.bytes=-1 ({})",
+                alter("retention.bytes=-1".into())
+            ),
+            LayoutProblem::ReplicationFactor { replication_factor, brokers, wanted } => format!(
+                "topic `{topic}` has replication factor {replication_factor} on a cluster of {brokers} brokers; the event log needs {wanted} so acknowledged events survive a broker's loss: recreate it with `transformer-launcher topics create`"
+            ),
+            LayoutProblem::MinInsyncReplicas { min_insync_replicas, brokers, wanted } => format!(
+                "topic `{topic}` has min.insync.replicas={min_insync_replicas} on a cluster of {brokers} brokers; set min.insync.replicas={wanted} so an acknowledged write is on two brokers ({})",
+                alter(format!("min.insync.replicas={wanted}"))
+            ),
+        }
     }
 }

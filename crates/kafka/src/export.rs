@@ -35,7 +35,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 
-use crate::client::{blocking, classify, KafkaLogConfig};
+use crate::admin::{creation_refused, unreachable_broker};
+use crate::client::{blocking, classify, creation_error, KafkaLogConfig};
 use crate::error::LogError;
 use crate::log::{CanonicalEvent, EventLog, KafkaLog, Pipeline};
 use crate::shutdown::Shutdown;
@@ -137,7 +138,7 @@ impl Exporter {
         // librdkafka requires deliveries to time out no later than the transaction.
         producer_config.set("message.timeout.ms", config.transaction_timeout_ms.min(30_000).to_string());
         producer_config.set("linger.ms", "5");
-        let producer: FutureProducer = producer_config.create().map_err(|e| client_error(&config, e))?;
+        let producer: FutureProducer = producer_config.create().map_err(|e| creation_error(&config.log, e))?;
 
         let mut consumer_config = config.log.base_client_config();
         consumer_config.set("group.id", &group_id);
@@ -145,12 +146,17 @@ impl Exporter {
         consumer_config.set("isolation.level", "read_committed");
         // The position moves only inside export transactions.
         consumer_config.set("enable.auto.commit", "false");
-        let progress: BaseConsumer = consumer_config.create().map_err(|e| client_error(&config, e))?;
-        let group =
-            Arc::new(progress.group_metadata().ok_or_else(|| LogError::Fatal("no consumer group metadata".into()))?);
+        let progress: BaseConsumer = consumer_config.create().map_err(|e| creation_error(&config.log, e))?;
+        let group = Arc::new(progress.group_metadata().ok_or_else(|| {
+            let missing =
+                KafkaError::ClientCreation(format!("the consumer of group `{group_id}` has no group metadata"));
+            creation_error(&config.log, missing)
+        })?);
 
         let init = producer.clone();
-        blocking(move || init.init_transactions(TRANSACTION_CALL_TIMEOUT)).await?.map_err(transaction_error)?;
+        blocking(move || init.init_transactions(TRANSACTION_CALL_TIMEOUT))
+            .await?
+            .map_err(|e| target_error(&config, e))?;
 
         let (topic, partition) = (config.log.topic.clone(), config.log.partition);
         let committed = blocking(move || {
@@ -159,7 +165,7 @@ impl Exporter {
             progress.committed_offsets(wanted, TRANSACTION_CALL_TIMEOUT)
         })
         .await?
-        .map_err(classify)?;
+        .map_err(|e| config.log.classify(e))?;
         let stored = committed.find_partition(&config.log.topic, config.log.partition).and_then(|p| match p.offset() {
             KafkaOffset::Offset(offset) if offset >= 0 => Some(offset as Offset),
             _ => None,
@@ -226,7 +232,7 @@ impl Exporter {
     ) -> Result<(), LogError> {
         debug_assert!(next_offset > self.position, "progress only moves forward");
         let producer = self.producer.clone();
-        blocking(move || producer.begin_transaction()).await?.map_err(transaction_error)?;
+        blocking(move || producer.begin_transaction()).await?.map_err(|e| target_error(&self.config, e))?;
         let mut deliveries = Vec::with_capacity(batch.len());
         for canonical in batch {
             let headers = export_headers(canonical, &self.config.log);
@@ -241,7 +247,7 @@ impl Exporter {
                 }));
             match self.producer.send_result(record) {
                 Ok(delivery) => deliveries.push(delivery),
-                Err((error, _)) => return Err(self.abort(classify(error)).await),
+                Err((error, _)) => return Err(self.abort(target_error(&self.config, error)).await),
             }
         }
         let mut offsets = TopicPartitionList::new();
@@ -251,7 +257,7 @@ impl Exporter {
                 self.config.log.partition,
                 KafkaOffset::Offset(next_offset as i64),
             )
-            .map_err(classify)?;
+            .map_err(|e| self.config.log.classify(e))?;
         let (producer, group) = (self.producer.clone(), self.group.clone());
         let sent = blocking(move || {
             // Flushing first costs nothing (the commit flushes anyway) and makes a crash
@@ -261,20 +267,23 @@ impl Exporter {
         })
         .await?;
         if let Err(error) = sent {
-            return Err(self.abort(transaction_error(error)).await);
+            return Err(self.abort(target_error(&self.config, error)).await);
         }
         for delivery in deliveries {
             match delivery.await {
                 Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => return Err(self.abort(classify(error)).await),
-                Err(_) => return Err(LogError::Fatal("the export producer was dropped".into())),
+                Ok(Err((error, _))) => return Err(self.abort(target_error(&self.config, error)).await),
+                // The producer went away before it reported.
+                Err(_) => return Err(target_error(&self.config, KafkaError::Canceled)),
             }
         }
         if let Some(hook) = &options.before_commit {
             hook(stats.batches + 1);
         }
         let producer = self.producer.clone();
-        blocking(move || producer.commit_transaction(TRANSACTION_CALL_TIMEOUT)).await?.map_err(transaction_error)?;
+        blocking(move || producer.commit_transaction(TRANSACTION_CALL_TIMEOUT))
+            .await?
+            .map_err(|e| target_error(&self.config, e))?;
         self.position = next_offset;
         stats.batches += 1;
         stats.events += batch.len() as u64;
@@ -329,13 +338,13 @@ pub fn export_headers(canonical: &CanonicalEvent, log: &KafkaLogConfig) -> Vec<(
 /// Creates the target topic with one partition if it does not exist.
 async fn ensure_target_topic(config: &ExportConfig) -> Result<(), LogError> {
     let admin: AdminClient<DefaultClientContext> =
-        config.log.base_client_config().create().map_err(|e| client_error(config, e))?;
+        config.log.base_client_config().create().map_err(|e| creation_error(&config.log, e))?;
     let metadata_admin = Arc::new(admin);
     let probe = metadata_admin.clone();
     let target = config.target_topic.clone();
     let metadata = blocking(move || probe.inner().fetch_metadata(Some(&target), Duration::from_secs(10)))
         .await?
-        .map_err(|e| LogError::Unavailable(format!("cannot reach Kafka at {} ({e})", config.log.bootstrap_servers)))?;
+        .map_err(|e| unreachable_broker(&config.log, e))?;
     let exists = metadata
         .topics()
         .iter()
@@ -348,34 +357,19 @@ async fn ensure_target_topic(config: &ExportConfig) -> Result<(), LogError> {
     let results = metadata_admin
         .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(15))))
         .await
-        .map_err(classify)?;
+        .map_err(|e| classify(e, &config.target_topic, None, None))?;
     for result in results {
         match result {
             Ok(_) => {}
             Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(LogError::Config(format!(
-                    "cannot create export topic `{topic}` ({code}); create it yourself with one partition"
-                )))
-            }
+            Err((topic, code)) => return Err(creation_refused(topic, code)),
         }
     }
     Ok(())
 }
 
-fn client_error(config: &ExportConfig, error: KafkaError) -> LogError {
-    LogError::Config(format!(
-        "cannot create a Kafka client for {} ({error}); check the client properties",
-        config.log.bootstrap_servers
-    ))
-}
-
-/// A transaction call's error: fatal ones (fenced by a newer exporter) end the exporter.
-fn transaction_error(error: KafkaError) -> LogError {
-    if let KafkaError::Transaction(ref inner) = error {
-        if inner.is_fatal() {
-            return LogError::Fatal(format!("{error}; another exporter to the same topic took over (fenced)"));
-        }
-    }
-    classify(error)
+/// A failure of the export producer, which writes partition 0 of the target topic. A newer
+/// exporter to the same target fences this one ([`LogError::Fenced`]).
+fn target_error(config: &ExportConfig, error: KafkaError) -> LogError {
+    classify(error, &config.target_topic, Some(0), None)
 }

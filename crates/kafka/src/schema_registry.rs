@@ -13,7 +13,8 @@
 //! - 404 for a schema id: **final** for that id; the events carrying it are dead-lettered with
 //!   reason `schema`. Register a schema before producing with it: a replica that already saw a
 //!   404 keeps it, so an id registered later would make replicas disagree.
-//! - 409 on registration: the new schema breaks the subject's compatibility setting.
+//! - 409 on registration, still there when asked again: the new schema breaks the subject's
+//!   compatibility setting.
 //!
 //! Output schemas are registered under the subject `<transformer>-value` (the
 //! TopicNameStrategy naming of a topic's value schemas, with the transformer's output
@@ -43,8 +44,9 @@ pub fn subject_for(transformer: &str) -> String {
     format!("{transformer}-value")
 }
 
-/// What went wrong asking the registry. Each is one sentence with the fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// What went wrong asking the registry. Each is one sentence with the fix; the client's
+/// [`SRCError`] stays the `source()`, boxed (downcast to `Box<SRCError>`).
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegistryError {
     /// Unreachable, timed out or answering 5xx: retry later.
@@ -54,6 +56,8 @@ pub enum RegistryError {
         url: String,
         /// What the client saw.
         message: String,
+        /// The client's error (boxed: it is large, and this is the cold path).
+        source: Box<SRCError>,
     },
     /// The registry has no schema with this id (404).
     #[error("schema id {id} is not in the schema registry at {url} ({message}); register the schema before producing with it")]
@@ -64,6 +68,8 @@ pub enum RegistryError {
         url: String,
         /// What the registry said.
         message: String,
+        /// The client's error (boxed: it is large, and this is the cold path).
+        source: Box<SRCError>,
     },
     /// The registry returned a schema that apache-avro cannot use.
     #[error("schema id {id} from the schema registry at {url} is not a usable Avro schema: {message}")]
@@ -74,6 +80,8 @@ pub enum RegistryError {
         url: String,
         /// Why.
         message: String,
+        /// The client's error (boxed: it is large, and this is the cold path).
+        source: Box<SRCError>,
     },
     /// The schema breaks the compatibility setting of the subject (409).
     #[error("the schema breaks the compatibility setting (BACKWARD unless changed) of subject `{subject}` at the schema registry {url}: {reason}; make the change compatible (give an added field a default) or write under a new transformer name")]
@@ -84,14 +92,31 @@ pub enum RegistryError {
         url: String,
         /// The registry's explanation, when it gave one.
         reason: String,
+        /// The client's error, when the registry answered with one (a compatibility check
+        /// answers `false` instead).
+        source: Option<Box<SRCError>>,
     },
-    /// Any other refusal (a malformed schema, a bad URL, unauthorized).
+    /// Any other refusal (a bad URL, unauthorized, a malformed request).
     #[error("the schema registry at {url} refused: {message}")]
     Refused {
         /// The registry.
         url: String,
+        /// The HTTP status of its answer, when there was one.
+        status: Option<u16>,
+        /// The registry's own error code (`error_code`: 40101, 42201, ...), when it gave one.
+        error_code: Option<u32>,
         /// What it said.
         message: String,
+        /// The client's error; none for a URL refused before any request.
+        source: Option<Box<SRCError>>,
+    },
+    /// A transformer's output schema is not valid Avro.
+    #[error("the output schema of `{transformer}` does not parse: {source}; fix `Transform::output_schema`")]
+    BadOutputSchema {
+        /// The transformer.
+        transformer: String,
+        /// Why.
+        source: Arc<apache_avro::Error>,
     },
 }
 
@@ -101,18 +126,48 @@ impl RegistryError {
     pub fn is_transient(&self) -> bool {
         matches!(self, RegistryError::Unavailable { .. })
     }
+
+    /// The registry's own error code (Confluent's `error_code`: 40401 subject not found,
+    /// 40403 schema not found, 409 conflict, 42201 invalid schema, ...), when it gave one.
+    pub fn error_code(&self) -> Option<u32> {
+        match self {
+            RegistryError::Unavailable { source, .. }
+            | RegistryError::UnknownSchema { source, .. }
+            | RegistryError::BadSchema { source, .. } => registry_code(source),
+            RegistryError::Incompatible { source, .. } | RegistryError::Refused { source, .. } => {
+                source.as_deref().and_then(registry_code)
+            }
+            RegistryError::BadOutputSchema { .. } => None,
+        }
+    }
 }
 
-/// The HTTP status an error response carried, if it was one.
+/// The registry's error answer, which the client keeps as its error's source.
+fn answer_of(error: &SRCError) -> Option<&RawError> {
+    error.source().and_then(|s| s.downcast_ref::<RawError>())
+}
+
+/// The registry's own error code, when its answer parsed and carried one (0 means neither).
+fn registry_code(error: &SRCError) -> Option<u32> {
+    answer_of(error).map(|answer| answer.error_code).filter(|code| *code != 0)
+}
+
+/// The HTTP status an error response carried, if it was one. The client keeps the status
+/// only in its own message ("... failed with status 404 Not Found"); when that is missing,
+/// the registry's code tells it (Confluent codes begin with the status: 40401 is a 404).
 fn http_status(error: &SRCError) -> Option<u16> {
-    let (_, rest) = error.error.split_once("failed with status ")?;
-    rest.get(..3)?.parse().ok()
+    let from_client = error.error.split_once("failed with status ").and_then(|(_, rest)| rest.get(..3)?.parse().ok());
+    from_client.or_else(|| {
+        let code = registry_code(error)?;
+        let digits = code.checked_ilog10()? + 1;
+        u16::try_from(code / 10u32.pow(digits.checked_sub(3)?)).ok()
+    })
 }
 
 /// The registry's own message for an error response, else the client's.
 fn message_of(error: &SRCError) -> String {
-    if let Some(raw) = error.source().and_then(|s| s.downcast_ref::<RawError>()) {
-        return raw.message.clone();
+    if let Some(answer) = answer_of(error) {
+        return answer.message.clone();
     }
     match &error.cause {
         Some(cause) => format!("{}: {cause}", error.error),
@@ -137,17 +192,22 @@ impl SchemaRegistry {
     /// A client of the registry at `url` (no request is made yet).
     pub fn new(url: &str) -> Result<Self, RegistryError> {
         let url = url.trim().trim_end_matches('/').to_string();
-        let refused = |message: String| RegistryError::Refused { url: url.clone(), message };
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(refused(format!(
+            let message = format!(
                 "`{url}` is not an http(s) URL; give the registry's base URL, e.g. http://127.0.0.1:8081/apis/ccompat/v7"
-            )));
+            );
+            return Err(RegistryError::Refused { url, status: None, error_code: None, message, source: None });
         }
-        let settings = SrSettings::new_builder(url.clone())
-            .set_timeout(REQUEST_TIMEOUT)
-            .no_proxy()
-            .build()
-            .map_err(|e| refused(message_of(&e)))?;
+        let settings =
+            SrSettings::new_builder(url.clone()).set_timeout(REQUEST_TIMEOUT).no_proxy().build().map_err(|e| {
+                RegistryError::Refused {
+                    url: url.clone(),
+                    status: None,
+                    error_code: None,
+                    message: message_of(&e),
+                    source: Some(Box::new(e)),
+                }
+            })?;
         let decoder = AvroDecoder::new(settings.clone());
         Ok(Self { url, settings, decoder })
     }
@@ -162,16 +222,24 @@ impl SchemaRegistry {
         &self.url
     }
 
-    fn classify(&self, id: Option<u32>, error: &SRCError) -> RegistryError {
+    /// Sorts the client's error by the client's `retriable` flag and the answer's HTTP
+    /// status; `id` is the schema id asked for, if any.
+    fn classify(&self, id: Option<u32>, error: SRCError) -> RegistryError {
         let url = self.url.clone();
-        let message = message_of(error);
-        let status = http_status(error);
+        let message = message_of(&error);
+        let status = http_status(&error);
         match (status, id) {
-            _ if error.retriable => RegistryError::Unavailable { url, message },
-            (Some(s), _) if s >= 500 => RegistryError::Unavailable { url, message },
-            (Some(404), Some(id)) => RegistryError::UnknownSchema { id, url, message },
-            (None, Some(id)) => RegistryError::BadSchema { id, url, message },
-            _ => RegistryError::Refused { url, message },
+            _ if error.retriable => RegistryError::Unavailable { url, message, source: Box::new(error) },
+            (Some(s), _) if s >= 500 => RegistryError::Unavailable { url, message, source: Box::new(error) },
+            (Some(404), Some(id)) => RegistryError::UnknownSchema { id, url, message, source: Box::new(error) },
+            (None, Some(id)) => RegistryError::BadSchema { id, url, message, source: Box::new(error) },
+            _ => RegistryError::Refused {
+                url,
+                status,
+                error_code: registry_code(&error),
+                message,
+                source: Some(Box::new(error)),
+            },
         }
     }
 
@@ -180,7 +248,7 @@ impl SchemaRegistry {
         match self.decoder.get_schema(id).await {
             Ok(schema) => Ok(Arc::new(schema.parsed.clone())),
             Err(error) => {
-                let classified = self.classify(Some(id), &error);
+                let classified = self.classify(Some(id), error);
                 if classified.is_transient() {
                     // The client caches failures it deems final, a 500 among them; a transient
                     // failure must be asked again.
@@ -216,23 +284,29 @@ impl SchemaRegistry {
     /// the same schema again returns the same id. Refused with
     /// [`RegistryError::Incompatible`] when it breaks the subject's compatibility setting.
     pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
-        // Replicas starting together race to create a new subject; the registry answers the
-        // losers 409 "already exists", and a second try finds the subject made.
+        // Replicas starting together race to create a new subject, and Apicurio answers the
+        // losers 409 "already exists": the same status and `error_code` (409) as an
+        // incompatible schema, told apart only by the message. So every 409 is asked again
+        // instead: a lost race then finds the subject made and gets the id, while an
+        // incompatible schema is refused each time and reported after the last attempt.
         const ATTEMPTS: u32 = 3;
         let mut backoff = Backoff::for_retries();
         for attempt in 1..=ATTEMPTS {
             let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_string());
             match post_schema(&self.settings, subject.to_string(), supplied).await {
                 Ok(registered) => return Ok(registered.id),
-                Err(error) if http_status(&error) == Some(409) => {
-                    let reason = message_of(&error);
-                    if reason.contains("already exists") && attempt < ATTEMPTS {
-                        tokio::time::sleep(backoff.next_wait()).await;
-                        continue;
-                    }
-                    return Err(RegistryError::Incompatible { subject: subject.into(), url: self.url.clone(), reason });
+                Err(error) if http_status(&error) == Some(409) && attempt < ATTEMPTS => {
+                    tokio::time::sleep(backoff.next_wait()).await;
                 }
-                Err(error) => return Err(self.classify(None, &error)),
+                Err(error) if http_status(&error) == Some(409) => {
+                    return Err(RegistryError::Incompatible {
+                        subject: subject.into(),
+                        url: self.url.clone(),
+                        reason: message_of(&error),
+                        source: Some(Box::new(error)),
+                    });
+                }
+                Err(error) => return Err(self.classify(None, error)),
             }
         }
         unreachable!("the last attempt returns")
@@ -248,19 +322,18 @@ impl SchemaRegistry {
                 subject: subject.into(),
                 url: self.url.clone(),
                 reason: "the registry's compatibility check answered false".into(),
+                source: None,
             }),
             Err(error) if http_status(&error) == Some(404) => Ok(()),
-            Err(error) => Err(self.classify(None, &error)),
+            Err(error) => Err(self.classify(None, error)),
         }
     }
 
     /// Registers a transformer's output schema under `<transformer>-value` and returns the
     /// codec its outputs are written with.
     pub async fn output_codec(&self, transformer: &str, schema: &str) -> Result<AvroOutput, RegistryError> {
-        let parsed = parse_schema(schema).map_err(|e| RegistryError::Refused {
-            url: self.url.clone(),
-            message: format!("the output schema of `{transformer}` does not parse: {e}"),
-        })?;
+        let parsed = parse_schema(schema)
+            .map_err(|e| RegistryError::BadOutputSchema { transformer: transformer.into(), source: Arc::new(e) })?;
         let schema_id = self.register(&subject_for(transformer), schema).await?;
         Ok(AvroOutput { schema_id, schema: Arc::new(parsed) })
     }
@@ -282,14 +355,58 @@ mod tests {
         let registry = SchemaRegistry::new("http://127.0.0.1:1/apis/ccompat/v7/").unwrap();
         assert_eq!(registry.url(), "http://127.0.0.1:1/apis/ccompat/v7");
         let down = SRCError::new("http call to schema registry failed", Some("connection refused".into()), true);
-        assert!(registry.classify(Some(1), &down).is_transient());
+        assert!(registry.classify(Some(1), down).is_transient());
         let busy =
             SRCError::new("HTTP request to schema registry failed with status 500 Internal Server Error", None, false);
-        assert!(registry.classify(Some(1), &busy).is_transient());
+        assert!(registry.classify(Some(1), busy).is_transient());
         let missing = SRCError::new("HTTP request to schema registry failed with status 404 Not Found", None, false);
-        assert!(matches!(registry.classify(Some(1), &missing), RegistryError::UnknownSchema { id: 1, .. }));
+        assert!(matches!(registry.classify(Some(1), missing), RegistryError::UnknownSchema { id: 1, .. }));
         let unparsable = SRCError::new("failed to parse Avro schema", None, false);
-        assert!(matches!(registry.classify(Some(2), &unparsable), RegistryError::BadSchema { id: 2, .. }));
+        assert!(matches!(registry.classify(Some(2), unparsable), RegistryError::BadSchema { id: 2, .. }));
+    }
+
+    /// An error answer as the client makes it: the registry's JSON is the source.
+    fn answer(status: &str, json: &str) -> SRCError {
+        let raw: RawError = serde_json::from_str(json).unwrap();
+        SRCError::non_retryable_with_cause(raw, &format!("HTTP request to schema registry failed with status {status}"))
+    }
+
+    #[test]
+    fn the_registrys_code_and_message_travel_with_the_error() {
+        let registry = SchemaRegistry::new("http://127.0.0.1:1").unwrap();
+        let missing = answer("404 Not Found", r#"{"error_code":40403,"message":"No content with id 7"}"#);
+        let error = registry.classify(Some(7), missing);
+        assert!(
+            matches!(&error, RegistryError::UnknownSchema { id: 7, message, .. } if message == "No content with id 7")
+        );
+        assert_eq!(error.error_code(), Some(40403));
+        let source = std::error::Error::source(&error).expect("the client's error is the source");
+        assert!(source.downcast_ref::<Box<SRCError>>().is_some());
+
+        let denied = answer("401 Unauthorized", r#"{"error_code":401,"message":"Unauthorized"}"#);
+        let error = registry.classify(None, denied);
+        assert!(matches!(error, RegistryError::Refused { status: Some(401), error_code: Some(401), .. }), "{error:?}");
+    }
+
+    #[test]
+    fn without_the_clients_status_the_registrys_code_gives_it() {
+        let raw: RawError = serde_json::from_str(r#"{"error_code":40401,"message":"Subject not found"}"#).unwrap();
+        assert_eq!(http_status(&SRCError::non_retryable_with_cause(raw, "request failed")), Some(404));
+        let raw: RawError = serde_json::from_str(r#"{"error_code":409,"message":"conflict"}"#).unwrap();
+        assert_eq!(http_status(&SRCError::non_retryable_with_cause(raw, "request failed")), Some(409));
+        let raw: RawError = serde_json::from_str(r#"{"error_code":0,"message":"unparsable"}"#).unwrap();
+        assert_eq!(http_status(&SRCError::non_retryable_with_cause(raw, "request failed")), None);
+    }
+
+    #[test]
+    fn an_output_schema_that_does_not_parse_names_the_transformer() {
+        let registry = SchemaRegistry::new("http://127.0.0.1:1").unwrap();
+        let error = futures::executor::block_on(registry.output_codec("echo", "{not json")).unwrap_err();
+        assert!(
+            matches!(&error, RegistryError::BadOutputSchema { transformer, .. } if transformer == "echo"),
+            "{error}"
+        );
+        assert!(!error.is_transient());
     }
 
     #[test]

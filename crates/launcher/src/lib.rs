@@ -56,7 +56,9 @@ use tracing_subscriber::EnvFilter;
 pub use config::{Config, ConfigError};
 pub use registry::Registry;
 
-use competing_transformers_kafka::LogError;
+use competing_transformers::replica::Divergence;
+use competing_transformers_kafka::schema_registry::RegistryError;
+use competing_transformers_kafka::{LogError, ReplicaError};
 
 /// Why a launcher command failed. Displayed as one sentence with the fix.
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +68,23 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The log failed or refused.
-    #[error("{}", log_sentence(.0))]
+    #[error(transparent)]
     Log(#[from] LogError),
+    /// The schema registry failed or refused.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The schema registry failed on, or refused, a transformer's output schema.
+    #[error("{}", output_schema_sentence(transformer, *version, *step, source))]
+    OutputSchema {
+        /// The transformer.
+        transformer: String,
+        /// Its version.
+        version: u32,
+        /// What was asked of the registry.
+        step: SchemaStep,
+        /// The registry's answer.
+        source: RegistryError,
+    },
     /// An argument or an input line is wrong.
     #[error("{0}")]
     Usage(String),
@@ -82,21 +99,108 @@ pub enum Error {
     /// Writing the command's output failed; a closed pipe (`| head`) ends a command quietly.
     #[error("cannot write the output ({0})")]
     Output(std::io::Error),
-    /// Replicas stopped for good (a divergence, or a configuration the log refuses).
-    #[error("{0}")]
-    ReplicasFailed(String),
-    /// A replica diverged: its transform is not deterministic. Exit code 3, so a parent
-    /// launcher does not restart it.
-    #[error("{0}")]
-    Diverged(String),
+    /// Replicas stopped for good, none of them because it diverged (a configuration or a
+    /// topic the log refuses).
+    #[error("{}", stopped_sentence(*replicas, stopped))]
+    ReplicasFailed {
+        /// How many replicas ran.
+        replicas: usize,
+        /// The ones that stopped for good, and why.
+        stopped: Vec<StoppedReplica>,
+    },
+    /// Replicas stopped for good, at least one because it diverged: its transform is not
+    /// deterministic. Exit code 3, so a parent launcher does not restart it.
+    #[error("{}", stopped_sentence(*replicas, stopped))]
+    Diverged {
+        /// How many replicas ran.
+        replicas: usize,
+        /// The ones that stopped for good, and why (see [`StopReason::Diverged`]).
+        stopped: Vec<StoppedReplica>,
+    },
+    /// Replica processes (`run --processes`) exited saying they diverged; each logged its
+    /// divergence. Exit code 3.
+    #[error("replica process(es) {} diverged and were not restarted", replica_ids.join(", "))]
+    ProcessesDiverged {
+        /// The replicas whose processes diverged.
+        replica_ids: Vec<String>,
+    },
 }
 
-/// An unreachable broker already reads as a full sentence with its fix; say it once.
-fn log_sentence(error: &LogError) -> String {
-    match error {
-        LogError::Unavailable(message) if message.starts_with("cannot reach Kafka") => message.clone(),
-        other => other.to_string(),
+impl Error {
+    /// The process's exit code for this failure: [`EXIT_DIVERGED`] for a divergence, which
+    /// a restart would only repeat, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Diverged { .. } | Error::ProcessesDiverged { .. } => EXIT_DIVERGED,
+            _ => 1,
+        }
     }
+
+    /// Each divergence this failure carries, with the replica that found it.
+    pub fn divergences(&self) -> impl Iterator<Item = (&str, &Divergence)> {
+        let stopped = match self {
+            Error::Diverged { stopped, .. } => stopped.as_slice(),
+            _ => &[],
+        };
+        stopped.iter().filter_map(|replica| match &replica.reason {
+            StopReason::Diverged(divergence) => Some((replica.replica_id.as_str(), divergence)),
+            _ => None,
+        })
+    }
+}
+
+/// What the launcher asked the schema registry about a transformer's output schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SchemaStep {
+    /// `schemas register`.
+    Register,
+    /// `schemas check`.
+    Check,
+    /// `run`: registering it before the transformer's replicas start.
+    Start,
+}
+
+fn output_schema_sentence(transformer: &str, version: u32, step: SchemaStep, source: &RegistryError) -> String {
+    let refused = matches!(source, RegistryError::Incompatible { .. });
+    match step {
+        SchemaStep::Start if refused => format!("refusing to start {transformer} v{version}: {source}"),
+        _ if refused => format!("refusing {transformer} v{version}: {source}"),
+        SchemaStep::Check => format!("cannot check the output schema of {transformer} v{version}: {source}"),
+        SchemaStep::Register | SchemaStep::Start => {
+            format!("cannot register the output schema of {transformer} v{version}: {source}")
+        }
+    }
+}
+
+/// A replica that stopped for good.
+#[derive(Debug)]
+pub struct StoppedReplica {
+    /// The replica.
+    pub replica_id: String,
+    /// Why.
+    pub reason: StopReason,
+}
+
+/// Why a replica stopped for good.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// Its outputs differ from the canonical ones.
+    #[error("diverged: {0}")]
+    Diverged(Divergence),
+    /// A failure a restart cannot fix.
+    #[error("failed: {0}")]
+    Failed(#[source] ReplicaError),
+    /// The task supervising it ended (a bug in the launcher).
+    #[error("its supervisor task failed: {0}")]
+    Supervisor(#[source] tokio::task::JoinError),
+}
+
+/// "2 of 3 replica(s) stopped for good: a diverged: …; b failed: …".
+fn stopped_sentence(replicas: usize, stopped: &[StoppedReplica]) -> String {
+    let each: Vec<String> = stopped.iter().map(|s| format!("{} {}", s.replica_id, s.reason)).collect();
+    format!("{} of {replicas} replica(s) stopped for good: {}", stopped.len(), each.join("; "))
 }
 
 /// Parses the command line, runs the command with `registry`'s transforms, prints a failure
@@ -125,11 +229,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Err(Error::Output(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
-            if matches!(error, Error::Diverged(_)) {
-                ExitCode::from(EXIT_DIVERGED)
-            } else {
-                ExitCode::FAILURE
-            }
+            ExitCode::from(error.exit_code())
         }
     }
 }
@@ -141,7 +241,7 @@ fn out(line: std::fmt::Arguments<'_>) -> Result<(), Error> {
 }
 
 /// Exit code of a `run` whose replica diverged: restarting it would diverge again.
-pub(crate) const EXIT_DIVERGED: u8 = 3;
+pub const EXIT_DIVERGED: u8 = 3;
 
 async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error> {
     use cli::{Command, DeadLettersCommand, TopicsCommand};
@@ -252,5 +352,77 @@ mod tests {
             assert!(error.ends_with("pass a valid replica id prefix with --replica-id"), "{error}");
             assert_eq!(error.lines().count(), 1);
         }
+    }
+
+    use competing_transformers::event::{Event, EventSourceKey};
+
+    fn divergence() -> Divergence {
+        let key = EventSourceKey::new("echo").unwrap();
+        let digest =
+            |payload: &[u8]| Event::new(key.clone(), Some(0), Some(3), 0, "text/plain", payload.to_vec()).digest;
+        Divergence {
+            key: key.clone(),
+            index: 0,
+            ours: digest(b"ours"),
+            canonical: digest(b"theirs"),
+            canonical_offset: 7,
+            canonical_writer: Some("host-echo-2".into()),
+        }
+    }
+
+    fn missing_topic() -> ReplicaError {
+        ReplicaError::Log(LogError::TopicMissing { topic: "log".into(), bootstrap_servers: "127.0.0.1:9092".into() })
+    }
+
+    #[test]
+    fn a_divergence_exits_with_its_own_code_and_keeps_its_facts() {
+        let error = Error::Diverged {
+            replicas: 3,
+            stopped: vec![
+                StoppedReplica { replica_id: "host-echo-1".into(), reason: StopReason::Diverged(divergence()) },
+                StoppedReplica { replica_id: "host-other-1".into(), reason: StopReason::Failed(missing_topic()) },
+            ],
+        };
+        assert_eq!(error.exit_code(), EXIT_DIVERGED);
+        let found: Vec<_> = error.divergences().collect();
+        assert_eq!(found, [("host-echo-1", &divergence())]);
+        let sentence = error.to_string();
+        assert!(sentence.starts_with("2 of 3 replica(s) stopped for good: host-echo-1 diverged: event 0 of `echo` at offset 7 (written by host-echo-2)"), "{sentence}");
+        assert!(sentence.contains("; host-other-1 failed: topic `log` does not exist"), "{sentence}");
+        let processes = Error::ProcessesDiverged { replica_ids: vec!["host-echo-1".into()] };
+        assert_eq!(processes.exit_code(), EXIT_DIVERGED);
+    }
+
+    #[test]
+    fn other_failures_exit_with_1() {
+        let failed = Error::ReplicasFailed {
+            replicas: 1,
+            stopped: vec![StoppedReplica {
+                replica_id: "host-echo-1".into(),
+                reason: StopReason::Failed(missing_topic()),
+            }],
+        };
+        assert_eq!(failed.exit_code(), 1);
+        assert_eq!(failed.divergences().count(), 0);
+        assert_eq!(Error::Usage("wrong".into()).exit_code(), 1);
+    }
+
+    #[test]
+    fn an_incompatible_output_schema_is_a_refusal_to_start() {
+        let incompatible = RegistryError::Incompatible {
+            subject: "echo-value".into(),
+            url: "http://registry".into(),
+            reason: "field removed".into(),
+            source: None,
+        };
+        let error = Error::OutputSchema {
+            transformer: "echo".into(),
+            version: 2,
+            step: SchemaStep::Start,
+            source: incompatible,
+        };
+        let sentence = error.to_string();
+        assert!(sentence.starts_with("refusing to start echo v2: the schema breaks"), "{sentence}");
+        assert!(std::error::Error::source(&error).is_some_and(|s| s.is::<RegistryError>()));
     }
 }

@@ -125,7 +125,7 @@ pub(super) async fn tail(args: TailArgs) -> Result<(), Error> {
     let end = log.end_offset().await?;
     let pipeline = Pipeline::new(log, "tail");
     let mut stream = pipeline.stream_events(std::slice::from_ref(&args.key), args.from).await?;
-    let registry = SchemaRegistry::from_env().transpose().map_err(|e| Error::Usage(e.to_string()))?;
+    let registry = SchemaRegistry::from_env().transpose()?;
     let mut schemas = SchemaCache::new();
     each_canonical(&mut stream, end, args.follow, |canonical| {
         let payload = readable(&canonical.event, registry.as_ref(), &mut schemas);

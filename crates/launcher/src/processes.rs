@@ -47,7 +47,7 @@ pub(super) async fn run(args: &RunArgs, plan: &[(String, u32)], prefix: &str) ->
     if diverged.is_empty() {
         Ok(())
     } else {
-        Err(Error::Diverged(format!("replica process(es) {} diverged and were not restarted", diverged.join(", "))))
+        Err(Error::ProcessesDiverged { replica_ids: diverged })
     }
 }
 

@@ -6,7 +6,7 @@
 
 use crate::cli::SchemasArgs;
 use crate::registry::Registry;
-use crate::Error;
+use crate::{Error, SchemaStep};
 use competing_transformers_kafka::schema_registry::{subject_for, SchemaRegistry};
 
 /// Registers (`register == true`) or checks the output schema of `args.transformer`.
@@ -19,17 +19,10 @@ pub(super) async fn run(registry: &Registry, args: &SchemasArgs, register: bool)
     let schema = transform.output_schema().ok_or_else(|| {
         Error::Usage(format!("transformer `{name}` v{version} declares no Avro output schema (`Transform::output_schema`); it writes JSON only"))
     })?;
-    let client = SchemaRegistry::new(&args.registry).map_err(|e| Error::Usage(e.to_string()))?;
+    let client = SchemaRegistry::new(&args.registry)?;
     let subject = subject_for(&name);
-    let refuse = |e: competing_transformers_kafka::schema_registry::RegistryError| match e {
-        e @ competing_transformers_kafka::schema_registry::RegistryError::Incompatible { .. } => {
-            Error::Usage(format!("refusing {name} v{version}: {e}"))
-        }
-        e => Error::Usage(format!(
-            "cannot {} the output schema of {name} v{version}: {e}",
-            if register { "register" } else { "check" }
-        )),
-    };
+    let step = if register { SchemaStep::Register } else { SchemaStep::Check };
+    let refuse = |source| Error::OutputSchema { transformer: name.clone(), version, step, source };
     if register {
         let id = client.register(&subject, schema).await.map_err(refuse)?;
         println!(

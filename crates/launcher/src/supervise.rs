@@ -8,7 +8,8 @@
 //!   exponential backoff, reset by a long enough healthy run;
 //! - a divergence: stopped for good, logged loudly, and `run` exits non-zero at the end,
 //!   since restarting a non-deterministic transform would only diverge again;
-//! - a topic layout or configuration the log refuses: stopped for good, like a divergence.
+//! - what only an operator can fix (a configuration, a missing topic, a layout the log
+//!   refuses, a denied ACL: `LogError::needs_operator`): stopped for good, like a divergence.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -24,12 +25,12 @@ use crate::config::Codec;
 use crate::config::Config;
 use crate::registry::Registry;
 use crate::restart::Restarts;
-use crate::{host_name, log_sentence, signals, Error};
+use crate::{host_name, signals, Error, SchemaStep, StopReason, StoppedReplica};
 use competing_transformers::codec::OutputCodec;
 use competing_transformers::panic::panic_message;
 use competing_transformers::record::WRITER_BYTES_MAX;
-use competing_transformers::replica::{ReplicaConfig, Stagger};
-use competing_transformers_kafka::schema_registry::{RegistryError, SchemaRegistry};
+use competing_transformers::replica::{Divergence, ReplicaConfig, Stagger};
+use competing_transformers_kafka::schema_registry::SchemaRegistry;
 use competing_transformers_kafka::{admin, EventLog, KafkaLog, KafkaLogConfig, LogError, Shutdown};
 use competing_transformers_kafka::{run_replica_with_registry, ReplicaError, ReplicaStatus};
 
@@ -80,23 +81,27 @@ type SharedSlot = Arc<Mutex<Slot>>;
 enum Ending {
     Stopped,
     /// For good: the transform is not deterministic.
-    Diverged(String),
-    /// For good, with the sentence saying why.
-    Failed(String),
+    Diverged(Divergence),
+    /// For good: a restart cannot fix it.
+    Failed(ReplicaError),
 }
 
 /// Why one run of a replica ended early.
 enum Failure {
-    Diverged(String),
-    Permanent(String),
-    Transient(String),
+    Diverged(Divergence),
+    Permanent(ReplicaError),
+    /// Restarted after a backoff; only logged.
+    Transient(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Failure {
+    /// A failure only an operator can fix stops the replica; a restart (a new client)
+    /// gets past any other.
     fn from_log(error: LogError) -> Self {
-        match error {
-            LogError::Config(_) | LogError::TopicLayout(_) => Failure::Permanent(log_sentence(&error)),
-            other => Failure::Transient(log_sentence(&other)),
+        if error.needs_operator() {
+            Failure::Permanent(ReplicaError::Log(error))
+        } else {
+            Failure::Transient(error.into())
         }
     }
 }
@@ -105,7 +110,7 @@ impl Failure {
 fn schema_registry(config: &Config) -> Result<Option<Arc<SchemaRegistry>>, Error> {
     let url =
         std::env::var("SCHEMA_REGISTRY_URL").ok().or_else(|| config.schema_registry.as_ref().map(|s| s.url.clone()));
-    url.map(|url| SchemaRegistry::new(&url).map(Arc::new).map_err(|e| Error::Usage(e.to_string()))).transpose()
+    Ok(url.map(|url| SchemaRegistry::new(&url)).transpose()?.map(Arc::new))
 }
 
 /// Registers `name`'s output schema and returns the codec its replicas write with; an
@@ -123,13 +128,13 @@ async fn avro_output(registry: &Registry, name: &str, schemas: Option<&SchemaReg
             "transformer `{name}` v{version} declares no Avro output schema; set codec = \"json\" for it"
         ))
     })?;
-    match schemas.output_codec(name, &schema).await {
-        Ok(output) => Ok(OutputCodec::Avro(output)),
-        Err(e @ RegistryError::Incompatible { .. }) => {
-            Err(Error::Usage(format!("refusing to start {name} v{version}: {e}")))
-        }
-        Err(e) => Err(Error::Usage(format!("cannot register the output schema of {name} v{version}: {e}"))),
-    }
+    let output = schemas.output_codec(name, &schema).await.map_err(|source| Error::OutputSchema {
+        transformer: name.into(),
+        version,
+        step: SchemaStep::Start,
+        source,
+    })?;
+    Ok(OutputCodec::Avro(output))
 }
 
 /// `run`: the replicas of the configured transformers until a signal, or until all have
@@ -238,26 +243,21 @@ fn start_supervisors(
 
 /// Waits for every supervisor; an error names the replicas that stopped for good.
 async fn await_endings(tasks: Vec<JoinHandle<Ending>>, slots: &[SharedSlot]) -> Result<(), Error> {
-    let mut failures = Vec::new();
-    let mut diverged = false;
+    let mut stopped = Vec::new();
     for (task, slot) in tasks.into_iter().zip(slots) {
-        let ending = task.await.unwrap_or_else(|error| Ending::Failed(format!("its supervisor task failed: {error}")));
-        let why = match ending {
-            Ending::Stopped => continue,
-            Ending::Diverged(why) => {
-                diverged = true;
-                why
-            }
-            Ending::Failed(why) => why,
+        let reason = match task.await {
+            Ok(Ending::Stopped) => continue,
+            Ok(Ending::Diverged(divergence)) => StopReason::Diverged(divergence),
+            Ok(Ending::Failed(error)) => StopReason::Failed(error),
+            Err(error) => StopReason::Supervisor(error),
         };
-        failures.push(format!("{} {why}", slot.lock().expect("slot lock").replica_id));
+        stopped.push(StoppedReplica { replica_id: slot.lock().expect("slot lock").replica_id.clone(), reason });
     }
-    if failures.is_empty() {
+    if stopped.is_empty() {
         return Ok(());
     }
-    let sentence =
-        format!("{} of {} replica(s) stopped for good: {}", failures.len(), slots.len(), failures.join("; "));
-    Err(if diverged { Error::Diverged(sentence) } else { Error::ReplicasFailed(sentence) })
+    let (replicas, diverged) = (slots.len(), stopped.iter().any(|s| matches!(s.reason, StopReason::Diverged(_))));
+    Err(if diverged { Error::Diverged { replicas, stopped } } else { Error::ReplicasFailed { replicas, stopped } })
 }
 
 /// Runs one replica again and again until shutdown or a failure that a restart cannot fix.
@@ -288,12 +288,12 @@ where
                      find what makes it non-deterministic (clock, randomness, hash-map order, floats) and deploy the fix"
                 );
                 set_state(State::Diverged);
-                return Ending::Diverged(format!("diverged: {divergence}"));
+                return Ending::Diverged(divergence);
             }
-            Err(Failure::Permanent(why)) => {
-                tracing::error!(replica = %replica_id, "stopped, not restarted: {why}");
+            Err(Failure::Permanent(error)) => {
+                tracing::error!(replica = %replica_id, "stopped, not restarted: {error}");
                 set_state(State::Failed);
-                return Ending::Failed(format!("failed: {why}"));
+                return Ending::Failed(error);
             }
             Err(Failure::Transient(why)) => why,
         };
@@ -356,13 +356,13 @@ where
         tokio::spawn(run_replica_with_registry(Arc::new(log), transform, config, schemas, shutdown.clone(), status));
     match replica.await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(ReplicaError::Diverged(divergence))) => Err(Failure::Diverged(divergence.to_string())),
+        Ok(Err(ReplicaError::Diverged(divergence))) => Err(Failure::Diverged(divergence)),
         Ok(Err(ReplicaError::Log(error))) => Err(Failure::from_log(error)),
-        Ok(Err(other)) => Err(Failure::Permanent(other.to_string())),
+        Ok(Err(other)) => Err(Failure::Permanent(other)),
         Err(error) if error.is_panic() => {
-            Err(Failure::Transient(format!("panicked: {}", panic_message(error.into_panic().as_ref()))))
+            Err(Failure::Transient(format!("panicked: {}", panic_message(error.into_panic().as_ref())).into()))
         }
-        Err(error) => Err(Failure::Transient(format!("its task ended: {error}"))),
+        Err(error) => Err(Failure::Transient(format!("its task ended: {error}").into())),
     }
 }
 
@@ -505,6 +505,7 @@ mod tests {
         let input = log.publish(&key("in"), vec![Event::new(key("in"), None, None, 0, "text/plain", b"go".to_vec())]);
         // Another writer already answered the input differently.
         let theirs = Event::new(key("echo"), Some(0), Some(input), 0, "text/plain", b"theirs".to_vec());
+        let theirs_digest = theirs.digest;
         log.append_now(&Record { source: key("echo"), writer: "other".into(), events: vec![theirs] }).unwrap();
         let registry = Registry::new().with("echo", || Fixed { name: "echo", reply: b"ours" });
         let shutdown = Shutdown::never();
@@ -513,8 +514,28 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert!(matches!(&ending, Ending::Diverged(why) if why.starts_with("diverged")));
+        let Ending::Diverged(divergence) = &ending else { panic!("expected a divergence") };
+        assert_eq!((divergence.key.as_str(), divergence.index), ("echo", 0));
+        assert_eq!(divergence.canonical, theirs_digest);
+        assert!(divergence.to_string().contains("not deterministic"), "{divergence}");
         let slot = slot.lock().unwrap();
         assert_eq!((slot.state, slot.restarts), (State::Diverged, 0));
+    }
+
+    #[test]
+    fn only_what_an_operator_must_fix_stops_a_replica_for_good() {
+        let missing = LogError::TopicMissing { topic: "log".into(), bootstrap_servers: "k:9092".into() };
+        assert!(matches!(
+            Failure::from_log(missing),
+            Failure::Permanent(ReplicaError::Log(LogError::TopicMissing { .. }))
+        ));
+        let timed_out = LogError::Unavailable {
+            topic: "log".into(),
+            partition: Some(0),
+            offset: None,
+            code: None,
+            source: Box::new(competing_transformers_kafka::error::KafkaError::Canceled),
+        };
+        assert!(matches!(Failure::from_log(timed_out), Failure::Transient(_)));
     }
 }

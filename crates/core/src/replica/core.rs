@@ -120,14 +120,21 @@ pub struct Divergence {
     pub canonical: Digest,
     /// Where the canonical event sits.
     pub canonical_offset: Offset,
+    /// The replica that wrote the canonical event, when the divergence was seen as its
+    /// record was read (not when this replica computed the event after reading it).
+    pub canonical_writer: Option<String>,
 }
 
 impl std::fmt::Display for Divergence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "event {} of `{}` at offset {}", self.index, self.key, self.canonical_offset)?;
+        if let Some(writer) = &self.canonical_writer {
+            write!(f, " (written by {writer})")?;
+        }
         write!(
             f,
-            "event {} of `{}` at offset {} has digest {} but this replica computed {}: the transform is not deterministic",
-            self.index, self.key, self.canonical_offset, self.canonical, self.ours
+            " has digest {} but this replica computed {}: the transform is not deterministic",
+            self.canonical, self.ours
         )
     }
 }
@@ -316,7 +323,6 @@ impl<T: Transform> ReplicaCore<T> {
             let decoded = RecordView::parse_fetched(fetched);
             let Ok(verdicts) = self.rule.apply_view(fetched.offset, decoded.as_ref()) else { continue };
             let record = decoded.expect("decoded");
-            let mine = record.writer == self.config.replica_id;
             for (event, verdict) in record.events.into_iter().zip(verdicts) {
                 let own = if event.key == self.output_key.as_str() {
                     Some(OUTPUT)
@@ -326,7 +332,7 @@ impl<T: Transform> ReplicaCore<T> {
                     None
                 };
                 if let Some(slot) = own {
-                    self.judge_own(slot, &event, verdict, fetched.offset, mine);
+                    self.judge_own(slot, &event, verdict, fetched.offset, record.writer);
                 } else if let Verdict::Canonical { index } = verdict {
                     if let Some(subscription) = self.subscriptions.iter().position(|k| k.as_str() == event.key) {
                         inputs.push((fetched.offset, index, subscription, event));
@@ -347,7 +353,8 @@ impl<T: Transform> ReplicaCore<T> {
         }
     }
 
-    fn judge_own(&mut self, slot: usize, event: &EventView<'_>, verdict: Verdict, offset: Offset, mine: bool) {
+    fn judge_own(&mut self, slot: usize, event: &EventView<'_>, verdict: Verdict, offset: Offset, writer: &str) {
+        let mine = writer == self.config.replica_id;
         match verdict {
             Verdict::Canonical { index } => {
                 if mine {
@@ -362,6 +369,7 @@ impl<T: Transform> ReplicaCore<T> {
                             ours,
                             canonical: event.digest,
                             canonical_offset: offset,
+                            canonical_writer: Some(writer.to_string()),
                         });
                     }
                 }
@@ -484,6 +492,7 @@ impl<T: Transform> ReplicaCore<T> {
                         ours: event.digest,
                         canonical,
                         canonical_offset: at,
+                        canonical_writer: None,
                     });
                 }
             }

@@ -26,12 +26,13 @@ use competing_transformers::event::Offset;
 use competing_transformers::record::{EncodedRecord, FetchedRecord, Record};
 
 use super::{Delivery, EventLog, LogCursor};
-use crate::client::{blocking, classify, config_error, KafkaLogConfig, WriteMode};
+use crate::client::{blocking, classify, creation_error, KafkaLogConfig, WriteMode};
 use crate::error::LogError;
 
 /// One partition of a Kafka topic as an [`EventLog`].
 pub struct KafkaLog {
-    config: KafkaLogConfig,
+    /// Shared with the pending deliveries, which name the topic when they fail.
+    config: Arc<KafkaLogConfig>,
     writer: Writer,
     watermarks: Arc<BaseConsumer>,
 }
@@ -54,12 +55,12 @@ impl KafkaLog {
     pub async fn connect_unchecked(config: KafkaLogConfig) -> Result<Self, LogError> {
         let writer = match &config.mode {
             WriteMode::RecordGroups => {
-                Writer::Groups(config.producer_config().create().map_err(|e| config_error(&config, e))?)
+                Writer::Groups(config.producer_config().create().map_err(|e| creation_error(&config, e))?)
             }
             WriteMode::Transactional { .. } => Writer::Transactional(spawn_transactional_writer(&config).await?),
         };
-        let watermarks = Arc::new(config.consumer_config().create().map_err(|e| config_error(&config, e))?);
-        Ok(Self { config, writer, watermarks })
+        let watermarks = Arc::new(config.consumer_config().create().map_err(|e| creation_error(&config, e))?);
+        Ok(Self { config: Arc::new(config), writer, watermarks })
     }
 
     /// The configuration it was made from.
@@ -96,15 +97,19 @@ impl EventLog for KafkaLog {
                     Err(e) => return Box::pin(async move { Err(e.into()) }),
                 };
                 match producer.send_result(self.to_kafka_record(&encoded)) {
-                    Ok(delivery) => Box::pin(async move {
-                        match delivery.await {
-                            Ok(Ok(done)) => Ok(done.offset as Offset),
-                            Ok(Err((error, _))) => Err(classify(error)),
-                            Err(_) => Err(LogError::Fatal("the producer was dropped".into())),
-                        }
-                    }),
+                    Ok(delivery) => {
+                        let config = self.config.clone();
+                        Box::pin(async move {
+                            match delivery.await {
+                                Ok(Ok(done)) => Ok(done.offset as Offset),
+                                Ok(Err((error, _))) => Err(config.classify(error)),
+                                // The producer went away before it reported.
+                                Err(_) => Err(config.classify(KafkaError::Canceled)),
+                            }
+                        })
+                    }
                     Err((error, _)) => {
-                        let error = classify(error);
+                        let error = self.config.classify(error);
                         Box::pin(async move { Err(error) })
                     }
                 }
@@ -124,15 +129,15 @@ impl EventLog for KafkaLog {
                     })
                     .collect();
                 let (reply, answer) = oneshot::channel();
+                // A closed channel means the writer thread, and its producer, are gone.
+                let config = self.config.clone();
                 let queued = match batch {
-                    Ok(batch) => queue
-                        .send((batch, reply))
-                        .map_err(|_| LogError::Fatal("the transactional writer stopped".into())),
+                    Ok(batch) => queue.send((batch, reply)).map_err(|_| config.classify(KafkaError::Canceled)),
                     Err(e) => Err(e.into()),
                 };
                 Box::pin(async move {
                     queued?;
-                    answer.await.unwrap_or_else(|_| Err(LogError::Fatal("the transactional writer stopped".into())))
+                    answer.await.unwrap_or_else(|_| Err(config.classify(KafkaError::Canceled)))
                 })
             }
         }
@@ -140,12 +145,12 @@ impl EventLog for KafkaLog {
 
     async fn cursor(&self, from: Offset) -> Result<Box<dyn LogCursor>, LogError> {
         let consumer: StreamConsumer =
-            self.config.consumer_config().create().map_err(|e| config_error(&self.config, e))?;
+            self.config.consumer_config().create().map_err(|e| creation_error(&self.config, e))?;
+        let (topic, partition) = (&self.config.topic, self.config.partition);
+        let failed = |error| classify(error, topic, Some(partition), Some(from));
         let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(&self.config.topic, self.config.partition, KafkaOffset::Offset(from as i64))
-            .map_err(classify)?;
-        consumer.assign(&assignment).map_err(classify)?;
+        assignment.add_partition_offset(topic, partition, KafkaOffset::Offset(from as i64)).map_err(failed)?;
+        consumer.assign(&assignment).map_err(failed)?;
         Ok(Box::new(KafkaCursor {
             consumer,
             topic: self.config.topic.clone(),
@@ -161,14 +166,14 @@ impl EventLog for KafkaLog {
         blocking(move || consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10)))
             .await?
             .map(|(_, high)| high.max(0) as Offset)
-            .map_err(classify)
+            .map_err(|e| self.config.classify(e))
     }
 
     async fn flush(&self, timeout: Duration) -> Result<(), LogError> {
         match &self.writer {
             Writer::Groups(producer) => {
                 let producer = producer.clone();
-                blocking(move || producer.flush(timeout)).await?.map_err(classify)
+                blocking(move || producer.flush(timeout)).await?.map_err(|e| self.config.classify(e))
             }
             Writer::Transactional(_) => Ok(()),
         }
@@ -199,7 +204,7 @@ impl LogCursor for KafkaCursor {
     async fn next_batch(&mut self, max_wait: Duration) -> Result<Vec<FetchedRecord>, LogError> {
         let mut batch = match tokio::time::timeout(max_wait, self.consumer.recv()).await {
             Err(_) => return Ok(Vec::new()),
-            Ok(Err(error)) => return consumer_error(error).map(|()| Vec::new()),
+            Ok(Err(error)) => return self.consumer_error(error).map(|()| Vec::new()),
             Ok(Ok(message)) => vec![to_fetched(&message)],
         };
         // Drain what is already here without waiting again.
@@ -207,7 +212,7 @@ impl LogCursor for KafkaCursor {
             match self.consumer.recv().now_or_never() {
                 Some(Ok(message)) => batch.push(to_fetched(&message)),
                 Some(Err(error)) => {
-                    consumer_error(error)?;
+                    self.consumer_error(error)?;
                     break;
                 }
                 None => break,
@@ -230,15 +235,17 @@ impl LogCursor for KafkaCursor {
     }
 }
 
-/// A consumer error: librdkafka reports lost connections and keeps reconnecting by itself,
-/// so transient ones are only logged; others end the read.
-fn consumer_error(error: KafkaError) -> Result<(), LogError> {
-    match classify(error) {
-        LogError::Unavailable(message) => {
-            tracing::debug!(%message, "transient consumer error; librdkafka retries");
-            Ok(())
+impl KafkaCursor {
+    /// A consumer error: librdkafka reports lost connections and keeps reconnecting by
+    /// itself, so transient ones are only logged; others end the read.
+    fn consumer_error(&self, error: KafkaError) -> Result<(), LogError> {
+        match classify(error, &self.topic, Some(self.partition), Some(self.next)) {
+            error if error.is_transient() => {
+                tracing::debug!(%error, "transient consumer error; librdkafka retries");
+                Ok(())
+            }
+            other => Err(other),
         }
-        other => Err(other),
     }
 }
 
@@ -248,7 +255,7 @@ fn consumer_error(error: KafkaError) -> Result<(), LogError> {
 async fn spawn_transactional_writer(
     config: &KafkaLogConfig,
 ) -> Result<mpsc::Sender<(EncodedBatch, oneshot::Sender<Result<Offset, LogError>>)>, LogError> {
-    let producer: FutureProducer = config.producer_config().create().map_err(|e| config_error(config, e))?;
+    let producer: FutureProducer = config.producer_config().create().map_err(|e| creation_error(config, e))?;
     let (ready_tx, ready_rx) = oneshot::channel();
     let (queue, incoming) = mpsc::channel::<(EncodedBatch, oneshot::Sender<Result<Offset, LogError>>)>();
     let (topic, partition) = (config.topic.clone(), config.partition);
@@ -258,17 +265,18 @@ async fn spawn_transactional_writer(
         .spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             if let Err(error) = producer.init_transactions(Duration::from_secs(30)) {
-                let _ = ready_tx.send(Err(classify(error)));
+                let _ = ready_tx.send(Err(classify(error, &topic, Some(partition), None)));
                 return;
             }
             let _ = ready_tx.send(Ok(()));
-            let mut fatal: Option<String> = None;
+            // Once the producer cannot go on, every later group gets the error that ended it.
+            let mut fatal: Option<LogError> = None;
             while let Ok(first) = incoming.recv() {
                 let mut groups = vec![first];
                 groups.extend(incoming.try_iter().take(999));
-                if let Some(message) = &fatal {
+                if let Some(error) = &fatal {
                     for (_, reply) in groups {
-                        let _ = reply.send(Err(LogError::Fatal(message.clone())));
+                        let _ = reply.send(Err(error.clone()));
                     }
                     continue;
                 }
@@ -280,23 +288,18 @@ async fn spawn_transactional_writer(
                         }
                     }
                     Err(error) => {
-                        if let LogError::Fatal(message) = &error {
-                            fatal = Some(message.clone());
+                        if !error.is_transient() {
+                            fatal = Some(error.clone());
                         }
-                        let text = error.to_string();
                         for (_, reply) in groups {
-                            let _ = reply.send(Err(if fatal.is_some() {
-                                LogError::Fatal(text.clone())
-                            } else {
-                                LogError::Unavailable(text.clone())
-                            }));
+                            let _ = reply.send(Err(error.clone()));
                         }
                     }
                 }
             }
         })
-        .map_err(|e| LogError::Fatal(format!("cannot start the transactional writer thread: {e}")))?;
-    ready_rx.await.map_err(|_| LogError::Fatal("the transactional writer stopped".into()))??;
+        .map_err(|e| LogError::Runtime { source: Arc::new(e) })?;
+    ready_rx.await.map_err(|_| config.classify(KafkaError::Canceled))??;
     Ok(queue)
 }
 
@@ -307,15 +310,8 @@ fn commit_groups(
     partition: i32,
     groups: &[(EncodedBatch, oneshot::Sender<Result<Offset, LogError>>)],
 ) -> Result<Vec<Offset>, LogError> {
-    let txn_error = |error: KafkaError| {
-        if let KafkaError::Transaction(ref inner) = error {
-            if inner.is_fatal() {
-                return LogError::Fatal(error.to_string());
-            }
-        }
-        LogError::Unavailable(error.to_string())
-    };
-    producer.begin_transaction().map_err(txn_error)?;
+    let failed = |error: KafkaError| classify(error, topic, Some(partition), None);
+    producer.begin_transaction().map_err(failed)?;
     // Every record's delivery, with the first of each group marked: its offset is the group's.
     let mut deliveries = Vec::new();
     for (batch, _) in groups {
@@ -329,7 +325,7 @@ fn commit_groups(
                 Ok(delivery) => deliveries.push((position == 0, delivery)),
                 Err((error, _)) => {
                     let _ = producer.abort_transaction(Duration::from_secs(30));
-                    return Err(classify(error));
+                    return Err(failed(error));
                 }
             }
         }
@@ -342,8 +338,8 @@ fn commit_groups(
             match delivery.await {
                 Ok(Ok(done)) if first => offsets.push(done.offset as Offset),
                 Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => return Err(classify(error)),
-                Err(_) => return Err(LogError::Fatal("the producer was dropped".into())),
+                Ok(Err((error, _))) => return Err(failed(error)),
+                Err(_) => return Err(failed(KafkaError::Canceled)),
             }
         }
         Ok(offsets)
@@ -356,8 +352,9 @@ fn commit_groups(
         }
     };
     if let Err(error) = producer.commit_transaction(Duration::from_secs(30)) {
-        let error = txn_error(error);
-        if !matches!(error, LogError::Fatal(_)) {
+        let error = failed(error);
+        // A producer that can go on must end the transaction before the next one.
+        if error.is_transient() {
             let _ = producer.abort_transaction(Duration::from_secs(30));
         }
         return Err(error);
