@@ -45,14 +45,27 @@ use crate::event::CONTENT_TYPE_JSON;
 
 #[cfg(feature = "avro")]
 use crate::record::{FetchedRecord, RecordView};
-use crate::transform::TransformError;
 /// apache-avro, re-exported so a DET author names the same [`Schema`] type the codec takes
-/// (for [`crate::transform::Input::decode_as`]) without pinning its version twice.
+/// (for `Input::decode_as`) without pinning its version twice.
 #[cfg(feature = "avro")]
 pub use apache_avro;
 /// An Avro schema: apache-avro's.
 #[cfg(feature = "avro")]
 pub use apache_avro::Schema;
+
+/// Why a payload could not be decoded or encoded. A transform's `?` turns it into the
+/// transform error of the same kind, so the input is dead-lettered with
+/// reason `decode` or `schema`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The bytes are not a payload of their content type.
+    #[error("cannot decode input: {0}")]
+    Decode(String),
+    /// The payload is well formed but does not fit its schema or the type asked for.
+    #[error("input failed validation: {0}")]
+    Schema(String),
+}
 
 /// An Avro schema. Without the `avro` feature, a stand-in no value of which exists: the
 /// signatures stay the same, a [`SchemaCache`] holds only refusals and [`decode`] only takes
@@ -161,10 +174,10 @@ pub fn frame(id: u32, datum: &[u8]) -> Vec<u8> {
 }
 
 /// The schema id of a Confluent wire-format payload, and the datum after the header.
-pub fn schema_id(payload: &[u8]) -> Result<(u32, &[u8]), TransformError> {
+pub fn schema_id(payload: &[u8]) -> Result<(u32, &[u8]), CodecError> {
     match payload {
         [WIRE_MAGIC, a, b, c, d, datum @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), datum)),
-        _ => Err(TransformError::Schema(format!(
+        _ => Err(CodecError::Schema(format!(
             "the payload is not Avro in the Confluent wire format (magic byte 0, then a 4-byte schema id): it is {} bytes starting {}",
             payload.len(),
             hex_prefix(payload)
@@ -193,30 +206,29 @@ fn media_type(content_type: &str) -> &str {
 /// Decodes a payload into `T`, by its content type. An Avro payload is read with its writer
 /// schema from `schemas` and, when `reader` is given, resolved to that reader schema (Avro
 /// schema evolution: fields added with a default are filled in, removed fields dropped);
-/// without the `avro` feature it is a [`TransformError::Schema`] saying [`AVRO_DISABLED`].
+/// without the `avro` feature it is a [`CodecError::Schema`] saying [`AVRO_DISABLED`].
 pub fn decode<T: DeserializeOwned>(
     content_type: &str,
     payload: &[u8],
     schemas: &SchemaCache,
     reader: Option<&Schema>,
-) -> Result<T, TransformError> {
+) -> Result<T, CodecError> {
     match media_type(content_type) {
-        CONTENT_TYPE_JSON => serde_json::from_slice(payload).map_err(|e| TransformError::Decode(e.to_string())),
+        CONTENT_TYPE_JSON => serde_json::from_slice(payload).map_err(|e| CodecError::Decode(e.to_string())),
         #[cfg(not(feature = "avro"))]
         CONTENT_TYPE_AVRO => {
             let _ = (schemas, reader);
-            Err(TransformError::Schema(AVRO_DISABLED.to_string()))
+            Err(CodecError::Schema(AVRO_DISABLED.to_string()))
         }
         #[cfg(feature = "avro")]
         CONTENT_TYPE_AVRO => {
             let value = decode_avro(payload, schemas, reader)?;
             let json = serde_json::Value::try_from(value)
-                .map_err(|e| TransformError::Schema(format!("the Avro value has no JSON shape: {e}")))?;
-            serde_json::from_value(json).map_err(|e| {
-                TransformError::Schema(format!("the Avro value does not fit the transform's input type: {e}"))
-            })
+                .map_err(|e| CodecError::Schema(format!("the Avro value has no JSON shape: {e}")))?;
+            serde_json::from_value(json)
+                .map_err(|e| CodecError::Schema(format!("the Avro value does not fit the transform's input type: {e}")))
         }
-        other => Err(TransformError::Decode(format!(
+        other => Err(CodecError::Decode(format!(
             "unsupported content type `{other}`; payloads must be {CONTENT_TYPE_JSON} or {CONTENT_TYPE_AVRO}"
         ))),
     }
@@ -225,28 +237,24 @@ pub fn decode<T: DeserializeOwned>(
 /// Reads an Avro wire-format payload into an Avro value, with its writer schema from
 /// `schemas`, resolved to `reader` when given. The whole payload must be one datum.
 #[cfg(feature = "avro")]
-pub fn decode_avro(
-    payload: &[u8],
-    schemas: &SchemaCache,
-    reader: Option<&Schema>,
-) -> Result<AvroValue, TransformError> {
+pub fn decode_avro(payload: &[u8], schemas: &SchemaCache, reader: Option<&Schema>) -> Result<AvroValue, CodecError> {
     let (id, datum) = schema_id(payload)?;
     let writer = match schemas.get(id) {
         Some(Ok(schema)) => schema,
-        Some(Err(why)) => return Err(TransformError::Schema(why.clone())),
+        Some(Err(why)) => return Err(CodecError::Schema(why.clone())),
         None => {
-            return Err(TransformError::Schema(format!(
+            return Err(CodecError::Schema(format!(
                 "schema id {id} was not resolved: no schema registry is configured for this replica (set SCHEMA_REGISTRY_URL)"
             )))
         }
     };
-    let avro_error = |e: apache_avro::Error| TransformError::Schema(format!("Avro payload with schema id {id}: {e}"));
+    let avro_error = |e: apache_avro::Error| CodecError::Schema(format!("Avro payload with schema id {id}: {e}"));
     let datum_reader = GenericDatumReader::builder(writer).maybe_reader_schema(reader).build().map_err(avro_error)?;
     let mut cursor = Cursor::new(datum);
     let value = datum_reader.read_value(&mut cursor).map_err(avro_error)?;
     let rest = datum.len() as u64 - cursor.position();
     if rest > 0 {
-        return Err(TransformError::Schema(format!(
+        return Err(CodecError::Schema(format!(
             "Avro payload with schema id {id}: {rest} bytes follow the datum; the payload is corrupt or was written with another schema"
         )));
     }
@@ -254,13 +262,13 @@ pub fn decode_avro(
 }
 
 /// Encodes `value` as an Avro wire-format payload under `output`'s schema. A value that does
-/// not fit the schema is a [`TransformError::Schema`] naming what does not fit.
+/// not fit the schema is a [`CodecError::Schema`] naming what does not fit.
 #[cfg(feature = "avro")]
-pub fn encode_avro<T: Serialize + ?Sized>(value: &T, output: &AvroOutput) -> Result<Vec<u8>, TransformError> {
-    let json = serde_json::to_value(value)
-        .map_err(|e| TransformError::Schema(format!("the output does not serialize: {e}")))?;
+pub fn encode_avro<T: Serialize + ?Sized>(value: &T, output: &AvroOutput) -> Result<Vec<u8>, CodecError> {
+    let json =
+        serde_json::to_value(value).map_err(|e| CodecError::Schema(format!("the output does not serialize: {e}")))?;
     let fit = |e: apache_avro::Error| {
-        TransformError::Schema(format!("the output does not fit its Avro schema (id {}): {e}", output.schema_id))
+        CodecError::Schema(format!("the output does not fit its Avro schema (id {}): {e}", output.schema_id))
     };
     let avro = AvroValue::try_from(json).map_err(fit)?.resolve(&output.schema).map_err(fit)?;
     let datum =
@@ -376,7 +384,7 @@ mod tests {
             decode("application/json; charset=utf-8", br#"{"id":"a","qty":1}"#, &NO_SCHEMAS, None).unwrap();
         assert_eq!(back.id, "a");
         let error = decode::<OrderV1>(CONTENT_TYPE_JSON, b"{", &NO_SCHEMAS, None).unwrap_err();
-        assert!(matches!(error, TransformError::Decode(_)), "{error:?}");
+        assert!(matches!(error, CodecError::Decode(_)), "{error:?}");
         let error = decode::<OrderV1>("text/csv", b"a,1", &NO_SCHEMAS, None).unwrap_err();
         assert!(error.to_string().contains("unsupported content type `text/csv`"), "{error}");
     }
@@ -386,7 +394,7 @@ mod tests {
     fn a_payload_without_the_wire_header_is_a_schema_error() {
         for payload in [&b""[..], &[0, 0, 1][..], &[1, 0, 0, 0, 1, 2][..]] {
             let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, payload, &cache(&[(1, V1)]), None).unwrap_err();
-            assert!(matches!(&error, TransformError::Schema(m) if m.contains("Confluent wire format")), "{error:?}");
+            assert!(matches!(&error, CodecError::Schema(m) if m.contains("Confluent wire format")), "{error:?}");
         }
     }
 
@@ -397,7 +405,7 @@ mod tests {
         let truncated = &payload[..payload.len() - 3];
         let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, truncated, &cache(&[(1, V1)]), None).unwrap_err();
         assert!(
-            matches!(&error, TransformError::Schema(m) if m.starts_with("Avro payload with schema id 1: ")),
+            matches!(&error, CodecError::Schema(m) if m.starts_with("Avro payload with schema id 1: ")),
             "{error:?}"
         );
         let mut padded = payload.clone();
@@ -413,7 +421,7 @@ mod tests {
         let mut known = SchemaCache::new();
         known.insert_unknown(9, "schema id 9 is not in the registry".into());
         let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, &payload, &known, None).unwrap_err();
-        assert_eq!(error, TransformError::Schema("schema id 9 is not in the registry".into()));
+        assert_eq!(error, CodecError::Schema("schema id 9 is not in the registry".into()));
         let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, &payload, &NO_SCHEMAS, None).unwrap_err();
         assert!(error.to_string().contains("SCHEMA_REGISTRY_URL"), "{error}");
     }
@@ -426,7 +434,7 @@ mod tests {
             id: u64,
         }
         let error = encode_avro(&Wrong { id: 1 }, &output(3, V1)).unwrap_err();
-        assert!(matches!(&error, TransformError::Schema(m) if m.contains("(id 3)")), "{error:?}");
+        assert!(matches!(&error, CodecError::Schema(m) if m.contains("(id 3)")), "{error:?}");
     }
 
     #[cfg(feature = "avro")]
@@ -459,7 +467,7 @@ mod tests {
         known.insert_unknown(1, "schema id 1 is not in the registry".into());
         for (payload, schemas) in [(frame(1, &[2, b'a', 6]), &known), (vec![9], &NO_SCHEMAS)] {
             let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, &payload, schemas, None).unwrap_err();
-            assert_eq!(error, TransformError::Schema(AVRO_DISABLED.into()));
+            assert_eq!(error, CodecError::Schema(AVRO_DISABLED.into()));
         }
     }
 }

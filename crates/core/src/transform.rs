@@ -34,7 +34,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::{self, OutputCodec, SchemaCache};
+use crate::codec::{self, CodecError, OutputCodec, SchemaCache};
 use crate::event::{Digest, EventSourceKey, Offset, CONTENT_TYPE_JSON};
 
 /// Most events one input may produce.
@@ -79,7 +79,7 @@ impl Input<'_> {
     /// without its `avro` feature) is a [`TransformError::Schema`] with apache-avro's error.
     /// Both send the input to the dead-letter stream.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, TransformError> {
-        codec::decode(self.content_type, self.payload, self.schemas, None)
+        Ok(codec::decode(self.content_type, self.payload, self.schemas, None)?)
     }
 
     /// Like [`Input::decode`], but an Avro payload is first resolved to `reader`, the schema
@@ -87,7 +87,7 @@ impl Input<'_> {
     /// reads as that default from events written before it existed).
     #[cfg(feature = "avro")]
     pub fn decode_as<T: DeserializeOwned>(&self, reader: &codec::Schema) -> Result<T, TransformError> {
-        codec::decode(self.content_type, self.payload, self.schemas, Some(reader))
+        Ok(codec::decode(self.content_type, self.payload, self.schemas, Some(reader))?)
     }
 
     /// A number derived from the input alone, the same on every replica: the only
@@ -175,6 +175,15 @@ pub enum TransformError {
     /// The transform failed on a valid input.
     #[error("{0}")]
     Failed(String),
+}
+
+impl From<CodecError> for TransformError {
+    fn from(error: CodecError) -> Self {
+        match error {
+            CodecError::Decode(detail) => TransformError::Decode(detail),
+            CodecError::Schema(detail) => TransformError::Schema(detail),
+        }
+    }
 }
 
 impl TransformError {
