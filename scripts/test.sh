@@ -26,6 +26,14 @@ trap cleanup EXIT
 # committed. Cheapest first, so a formatting slip fails in seconds.
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The layers: what a DET author depends on has no Kafka client, runtime, CLI or HTTP client,
+# with or without its Avro codec.
+for features in --no-default-features --all-features; do
+  if cargo tree -p competing-transformers -e normal --prefix none --locked $features | grep -E '^(rdkafka|tokio|clap|reqwest|hyper) '; then
+    echo "test: crates/core ($features) must not depend on the crates above; move that code to crates/kafka or crates/launcher" >&2
+    exit 1
+  fi
+done
 
 # Compile first, while the two cores are not shared with brokers.
 cargo test --workspace --locked --no-run
