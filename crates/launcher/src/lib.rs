@@ -30,6 +30,7 @@
 //! - [`reading`]: canonical events, readable payloads and dead letters, for operators.
 //! - [`redrive`]: `dead-letters redrive`, idempotent, with provenance.
 //! - [`summary`]: the whole log's verdicts and race winners (pure, plus one read).
+//! - [`ownership`]: a DET's streams are written by its replicas: refusals and reports.
 //!
 //! Signals and `run --processes` assume a Unix host; elsewhere Ctrl-C stops a command and
 //! `--processes` is refused.
@@ -37,6 +38,7 @@
 mod cli;
 pub mod config;
 mod ops;
+pub mod ownership;
 mod processes;
 pub mod reading;
 pub mod redrive;
@@ -199,7 +201,10 @@ pub enum StopReason {
 
 /// "2 of 3 replica(s) stopped for good: a diverged: …; b failed: …".
 fn stopped_sentence(replicas: usize, stopped: &[StoppedReplica]) -> String {
-    let each: Vec<String> = stopped.iter().map(|s| format!("{} {}", s.replica_id, s.reason)).collect();
+    let each: Vec<String> = stopped
+        .iter()
+        .map(|s| format!("{} {}{}", s.replica_id, s.reason, ownership::stop_clause(s, stopped)))
+        .collect();
     format!("{} of {replicas} replica(s) stopped for good: {}", stopped.len(), each.join("; "))
 }
 
@@ -253,13 +258,13 @@ async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error>
         }
         Command::Topics(TopicsCommand::Create(args)) => ops::topics(&args, true).await,
         Command::Topics(TopicsCommand::Check(args)) => ops::topics(&args, false).await,
-        Command::Publish(args) => ops::publish(args).await,
+        Command::Publish(args) => ops::publish(args, &registry).await,
         Command::Tail(args) => ops::tail(args).await,
-        Command::Status(args) => ops::status(&args.log).await,
+        Command::Status(args) => ops::status(&args.log, &registry).await,
         Command::DeadLetters(DeadLettersCommand::List { log, transformer }) => {
             ops::dead_letters(&log, &transformer).await
         }
-        Command::DeadLetters(DeadLettersCommand::Redrive(args)) => ops::redrive(args).await,
+        Command::DeadLetters(DeadLettersCommand::Redrive(args)) => ops::redrive(args, &registry).await,
         Command::Export(args) => ops::export(args).await,
         Command::Schemas(cli::SchemasCommand::Register(args)) => schemas::run(&registry, &args, true).await,
         Command::Schemas(cli::SchemasCommand::Check(args)) => schemas::run(&registry, &args, false).await,

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use crate::cli::{ExportArgs, LogArgs, PublishArgs, RedriveArgs, TailArgs};
 use crate::config::Config;
+use crate::ownership::{Owners, Tool};
 use crate::reading::{each_canonical, read_dead_letters, readable};
+use crate::registry::Registry;
 use crate::summary::LogSummary;
 use crate::{out, signals, wall_clock_ms, writer_id, Error};
 use competing_transformers::codec::SchemaCache;
@@ -17,13 +19,22 @@ use competing_transformers_kafka::export::{ExportConfig, ExportRunOptions, Expor
 use competing_transformers_kafka::schema_registry::SchemaRegistry;
 use competing_transformers_kafka::{admin, EventLog, KafkaLog, KafkaLogConfig, Pipeline, Shutdown, WriteOutcome};
 
+/// The optional config file.
+fn load_config(args: &LogArgs) -> Result<Config, Error> {
+    match &args.config {
+        Some(path) => Ok(Config::load(path)?),
+        None => Ok(Config::default()),
+    }
+}
+
 /// The log's client configuration from flags, environment and the optional config file.
 pub(super) fn log_config(args: &LogArgs) -> Result<KafkaLogConfig, Error> {
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    Ok(config.log_config(&args.kafka.overrides())?)
+    Ok(load_config(args)?.log_config(&args.kafka.overrides())?)
+}
+
+/// The DETs whose streams only their replicas write: `registry`'s and the config file's.
+fn owners(args: &LogArgs, registry: &Registry) -> Result<Owners, Error> {
+    Ok(Owners::known(registry, &load_config(args)?))
 }
 
 async fn connect(args: &LogArgs) -> Result<Arc<KafkaLog>, Error> {
@@ -48,7 +59,8 @@ pub(super) async fn topics(args: &LogArgs, create: bool) -> Result<(), Error> {
 }
 
 /// `publish`: one event per non-empty line.
-pub(super) async fn publish(args: PublishArgs) -> Result<(), Error> {
+pub(super) async fn publish(args: PublishArgs, registry: &Registry) -> Result<(), Error> {
+    owners(&args.log, registry)?.refuse(&args.key, Tool::Publish)?;
     let (source, reader): (String, Box<dyn BufRead>) = match &args.file {
         Some(path) => {
             let file =
@@ -136,7 +148,8 @@ pub(super) async fn tail(args: TailArgs) -> Result<(), Error> {
 }
 
 /// `status`.
-pub(super) async fn status(args: &LogArgs) -> Result<(), Error> {
+pub(super) async fn status(args: &LogArgs, registry: &Registry) -> Result<(), Error> {
+    let owners = owners(args, registry)?;
     let log = connect(args).await?;
     let summary = LogSummary::read(log.as_ref()).await?;
     let keys = summary.keys();
@@ -183,7 +196,7 @@ pub(super) async fn status(args: &LogArgs) -> Result<(), Error> {
             ))?;
         }
     }
-    Ok(())
+    summary.streams_report(&owners).iter().try_for_each(|line| out(format_args!("{line}")))
 }
 
 fn percent(part: u64, whole: u64) -> f64 {
@@ -212,14 +225,22 @@ pub(super) async fn dead_letters(args: &LogArgs, transformer: &EventSourceKey) -
 }
 
 /// `dead-letters redrive`.
-pub(super) async fn redrive(args: RedriveArgs) -> Result<(), Error> {
+pub(super) async fn redrive(args: RedriveArgs, registry: &Registry) -> Result<(), Error> {
     if args.index.is_none() && !args.all {
         return Err(Error::Usage(
             "say which dead letters to redrive: --index I (see `dead-letters list`) or --all".into(),
         ));
     }
+    let owners = owners(&args.log, registry)?;
+    if let Some(to) = &args.to {
+        owners.refuse(to, Tool::Redrive)?;
+    }
     let writer = writer_id(args.writer.clone(), "redrive")?;
     let log = connect(&args.log).await?;
+    if args.to.is_none() {
+        let letters = read_dead_letters(log.clone(), &args.transformer.dead_letters()).await?;
+        owners.refuse_redrive_home(&letters, args.index)?;
+    }
     crate::redrive::redrive(log, &args.transformer, args.index, args.to.as_ref(), &writer).await.map(|_| ())
 }
 
@@ -247,4 +268,63 @@ pub(super) async fn export(args: ExportArgs) -> Result<(), Error> {
         "exported {} event(s) of {keys} to topic `{}` in {} transaction(s), log offsets {started_at}..{}; the next export starts at {} (consumer group `export-{}`)",
         stats.events, args.to, stats.batches, stats.position, stats.position, args.to
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::KafkaArgs;
+    use competing_transformers::transform::{Input, Outputs, Transform, TransformError};
+
+    struct Echo;
+    impl Transform for Echo {
+        fn name(&self) -> &str {
+            "echo"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn subscriptions(&self) -> Vec<EventSourceKey> {
+            vec![EventSourceKey::new("in").unwrap()]
+        }
+        fn apply(&mut self, _: &Input<'_>, _: &mut Outputs) -> Result<(), TransformError> {
+            Ok(())
+        }
+    }
+
+    /// A log nobody listens on: a refusal must come before any connection.
+    fn nowhere() -> LogArgs {
+        LogArgs { kafka: KafkaArgs { bootstrap: Some("127.0.0.1:1".into()), topic: Some("log".into()) }, config: None }
+    }
+
+    fn key(name: &str) -> EventSourceKey {
+        EventSourceKey::new(name).unwrap()
+    }
+
+    #[tokio::test]
+    async fn publish_and_redrive_refuse_a_registered_dets_streams_before_connecting() {
+        let registry = Registry::new().with("echo", || Echo);
+        for stream in ["echo", "echo.dead-letters"] {
+            let args = PublishArgs {
+                log: nowhere(),
+                key: key(stream),
+                file: Some("/nonexistent".into()),
+                effective_time_ms: None,
+                start_index: None,
+                writer: None,
+            };
+            let error = publish(args, &registry).await.unwrap_err().to_string();
+            assert!(error.starts_with(&format!("refusing to publish under `{stream}`")), "{error}");
+            let args = RedriveArgs {
+                log: nowhere(),
+                transformer: key("echo"),
+                index: Some(0),
+                all: false,
+                to: Some(key(stream)),
+                writer: None,
+            };
+            let error = redrive(args, &registry).await.unwrap_err().to_string();
+            assert!(error.starts_with(&format!("refusing to redrive to `{stream}`")), "{error}");
+        }
+    }
 }

@@ -52,6 +52,23 @@ impl Registry {
     pub fn names(&self) -> Vec<&str> {
         self.factories.keys().map(String::as_str).collect()
     }
+
+    /// Each registered name with the output key and the subscriptions of a fresh transform:
+    /// the keys only its replicas write, and the keys an event source writes for it. A
+    /// transform whose name is not a valid key (its replicas cannot start) owns the registered
+    /// name.
+    pub fn streams(&self) -> Vec<(&str, EventSourceKey, Vec<EventSourceKey>)> {
+        self.factories
+            .iter()
+            .map(|(name, factory)| {
+                let transform = factory();
+                let output = EventSourceKey::new(transform.name())
+                    .or_else(|_| EventSourceKey::new(name.as_str()))
+                    .expect("registered names are valid keys");
+                (name.as_str(), output, transform.subscriptions())
+            })
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for Registry {

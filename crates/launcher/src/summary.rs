@@ -1,4 +1,5 @@
-//! What the whole log says: verdicts per key and who won the races, for `status` and the demo.
+//! What the whole log says: verdicts per key and who won the races, for `status` and the demo;
+//! and whether anyone but a DET's replicas wrote its streams.
 //!
 //! [`LogSummary::apply`] is pure (records in, tallies out); [`LogSummary::read`] feeds it the
 //! log once, up to the end seen when it starts.
@@ -7,12 +8,36 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use competing_transformers::canonical::{CanonicalRule, KeyStats, Verdict};
-use competing_transformers::event::EventSourceKey;
+use competing_transformers::event::{EventSourceKey, Offset};
 use competing_transformers::record::{FetchedRecord, Record};
 use competing_transformers_kafka::{EventLog, LogError};
 
+use crate::ownership::{Foreign, ForeignWrite, Owners};
+
 /// How long one fetch waits while reading the log to its end.
 const FETCH_WAIT: Duration = Duration::from_millis(200);
+/// Most divergent copies kept per key, to show where they are; all are counted.
+pub const DIVERGENT_COPIES_KEPT_MAX: usize = 10;
+
+/// Where an event sits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Place {
+    /// Its record's offset.
+    pub offset: Offset,
+    /// Its index on its key.
+    pub index: u64,
+}
+
+/// A copy of an event whose digest differs from the canonical one's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DivergentCopy {
+    /// Where the copy is.
+    pub at: Place,
+    /// Who wrote it.
+    pub writer: String,
+    /// Where the canonical event at its index is.
+    pub canonical_offset: Offset,
+}
 
 /// One writer's events on one key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,6 +50,12 @@ pub struct WriterTally {
     pub divergent: u64,
     /// Its copies whose index was ahead of the count.
     pub rejected: u64,
+    /// Its first canonical event.
+    pub first_won: Option<Place>,
+    /// Its canonical events that name no cause (event sources' events; never a replica's).
+    pub won_uncaused: u64,
+    /// The first of those.
+    pub first_won_uncaused: Option<Place>,
 }
 
 /// The canonical rule over the whole log, plus per writer tallies.
@@ -32,6 +63,7 @@ pub struct WriterTally {
 pub struct LogSummary {
     rule: CanonicalRule,
     writers: BTreeMap<(EventSourceKey, String), WriterTally>,
+    divergent_copies: BTreeMap<EventSourceKey, Vec<DivergentCopy>>,
     records: u64,
 }
 
@@ -44,10 +76,25 @@ impl LogSummary {
         let record = decoded.expect("the rule judged it, so it decoded");
         for (event, verdict) in record.events.iter().zip(verdicts) {
             let tally = self.writers.entry((event.key.clone(), record.writer.clone())).or_default();
+            let offset = fetched.offset;
             match verdict {
-                Verdict::Canonical { .. } => tally.won += 1,
+                Verdict::Canonical { index } => {
+                    tally.won += 1;
+                    tally.first_won.get_or_insert(Place { offset, index });
+                    if event.cause.is_none() {
+                        tally.won_uncaused += 1;
+                        tally.first_won_uncaused.get_or_insert(Place { offset, index });
+                    }
+                }
                 Verdict::Duplicate { .. } => tally.lost += 1,
-                Verdict::Divergent { .. } => tally.divergent += 1,
+                Verdict::Divergent { index, winner } => {
+                    tally.divergent += 1;
+                    let copies = self.divergent_copies.entry(event.key.clone()).or_default();
+                    if copies.len() < DIVERGENT_COPIES_KEPT_MAX {
+                        let at = Place { offset, index };
+                        copies.push(DivergentCopy { at, writer: record.writer.clone(), canonical_offset: winner });
+                    }
+                }
                 Verdict::Rejected { .. } => tally.rejected += 1,
             }
         }
@@ -88,6 +135,62 @@ impl LogSummary {
         writers
     }
 
+    /// The first [`DIVERGENT_COPIES_KEPT_MAX`] divergent copies of `key`, in log order.
+    pub fn divergent_copies(&self, key: &EventSourceKey) -> &[DivergentCopy] {
+        self.divergent_copies.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// Canonical events on the streams of `owners`' DETs from writers that are not their
+    /// replicas: not of a replica's id, or naming no cause. In log order.
+    pub fn foreign_writes(&self, owners: &Owners) -> Vec<ForeignWrite> {
+        let mut found = Vec::new();
+        for det in owners.dets() {
+            for key in [det.output.clone(), det.output.dead_letters()] {
+                for (writer, tally) in self.writers(&key) {
+                    let (foreign, events, first) = if !det.looks_like_its_replica(&writer) {
+                        (Foreign::NotAReplica, tally.won, tally.first_won)
+                    } else {
+                        (Foreign::NoCause, tally.won_uncaused, tally.first_won_uncaused)
+                    };
+                    let Some(Place { offset, index }) = first else { continue };
+                    let det = det.name.clone();
+                    found.push(ForeignWrite { det, key: key.clone(), writer, foreign, events, offset, index });
+                }
+            }
+        }
+        found.sort_by_key(|write| write.offset);
+        found
+    }
+
+    /// `status`'s lines on the streams of `owners`' DETs that are on the log: foreign writes,
+    /// then divergent copies with who wrote them and where; nothing if none is on the log.
+    pub fn streams_report(&self, owners: &Owners) -> Vec<String> {
+        let keys: Vec<(EventSourceKey, KeyStats)> =
+            self.keys().into_iter().filter(|(key, _)| owners.owner_of(key).is_some()).collect();
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let mut lines = vec![String::new(), "the DETs' streams: who wrote them".to_string()];
+        lines.extend(self.foreign_writes(owners).iter().map(ToString::to_string));
+        for (key, stats) in &keys {
+            for copy in self.divergent_copies(key) {
+                let (offset, index, writer) = (copy.at.offset, copy.at.index, &copy.writer);
+                lines.push(format!(
+                    "`{key}`: divergent copy of event {index} at offset {offset} by `{writer}`; the canonical copy is at offset {}",
+                    copy.canonical_offset
+                ));
+            }
+            let more = stats.divergent.saturating_sub(self.divergent_copies(key).len() as u64);
+            if more > 0 {
+                lines.push(format!("`{key}`: {more} more divergent copies"));
+            }
+        }
+        if lines.len() == 2 {
+            lines.push(format!("{} key(s), written by their DETs' replicas only, no divergent copies", keys.len()));
+        }
+        lines
+    }
+
     /// Records that did not decode.
     pub fn malformed(&self) -> u64 {
         self.rule.malformed()
@@ -104,6 +207,7 @@ mod tests {
     use super::*;
     use competing_transformers::event::Event;
     use competing_transformers::record::Record;
+    use competing_transformers::MemoryLog;
 
     fn fetched(offset: u64, writer: &str, index: Option<u64>, payload: &[u8]) -> FetchedRecord {
         let key = EventSourceKey::new("out").unwrap();
@@ -125,11 +229,102 @@ mod tests {
         assert_eq!(
             summary.writers(&key),
             [
-                ("a".to_string(), WriterTally { won: 1, lost: 0, divergent: 1, rejected: 1 }),
-                ("b".to_string(), WriterTally { won: 1, lost: 1, divergent: 0, rejected: 0 }),
+                ("a".to_string(), WriterTally { won: 1, lost: 0, divergent: 1, rejected: 1, ..tally(0, 0) }),
+                ("b".to_string(), WriterTally { won: 1, lost: 1, divergent: 0, rejected: 0, ..tally(2, 1) }),
             ]
         );
         assert_eq!(summary.key(&key).canonical, 2);
         assert_eq!((summary.malformed(), summary.records()), (1, 6));
+        let divergent = DivergentCopy { at: Place { offset: 3, index: 1 }, writer: "a".into(), canonical_offset: 2 };
+        assert_eq!(summary.divergent_copies(&key), [divergent]);
+    }
+
+    /// The tally fields of a writer whose one canonical event, with no cause, is at `offset`.
+    fn tally(offset: u64, index: u64) -> WriterTally {
+        let first = Some(Place { offset, index });
+        WriterTally { first_won: first, won_uncaused: 1, first_won_uncaused: first, ..Default::default() }
+    }
+
+    fn key(name: &str) -> EventSourceKey {
+        EventSourceKey::new(name).unwrap()
+    }
+
+    /// Appends `writer`'s event `index` of `echo`, computed from the input at `cause`.
+    fn append_echo(log: &MemoryLog, writer: &str, index: u64, cause: Option<u64>, payload: &[u8]) -> u64 {
+        let event = Event::new(key("echo"), Some(index), cause, 0, "text/plain", payload.to_vec());
+        log.append_now(&Record { source: key("echo"), writer: writer.into(), events: vec![event] }).unwrap()
+    }
+
+    /// The log of a forged record at the next index of the DET `echo`: its replicas' copies
+    /// of that index, computed from the input, differ from it and are divergent.
+    fn forged_log() -> MemoryLog {
+        let log = MemoryLog::new();
+        let input = |payload: &[u8]| Event::new(key("in"), None, None, 0, "text/plain", payload.to_vec());
+        let first = log.publish(&key("in"), vec![input(b"a")]);
+        append_echo(&log, "host-echo-1", 0, Some(first), b"a");
+        append_echo(&log, "host-echo-2", 0, Some(first), b"a");
+        let second = log.publish(&key("in"), vec![input(b"b")]);
+        assert_eq!(append_echo(&log, "host-publish", 1, None, b"forged"), 4);
+        append_echo(&log, "host-echo-2", 1, Some(second), b"b");
+        append_echo(&log, "host-echo-1", 1, Some(second), b"b");
+        // A replica's id, but no cause: what `publish --writer host-echo-3` would write.
+        append_echo(&log, "host-echo-3", 2, None, b"forged too");
+        log
+    }
+
+    fn owners() -> Owners {
+        Owners::new().with("echo", key("echo"), vec![key("in")])
+    }
+
+    #[tokio::test]
+    async fn a_forged_record_at_a_dets_next_index_is_a_foreign_write_and_the_replicas_copies_divergent() {
+        let summary = LogSummary::read(&forged_log()).await.unwrap();
+        let stats = summary.key(&key("echo"));
+        assert_eq!((stats.canonical, stats.duplicates, stats.divergent), (3, 1, 2));
+        let copies: Vec<_> = summary
+            .divergent_copies(&key("echo"))
+            .iter()
+            .map(|c| (c.at.offset, c.writer.as_str(), c.canonical_offset))
+            .collect();
+        assert_eq!(copies, [(5, "host-echo-2", 4), (6, "host-echo-1", 4)]);
+        let foreign: Vec<_> =
+            summary.foreign_writes(&owners()).into_iter().map(|f| (f.writer, f.foreign, f.offset, f.index)).collect();
+        assert_eq!(
+            foreign,
+            [
+                ("host-publish".to_string(), Foreign::NotAReplica, 4, 1),
+                ("host-echo-3".to_string(), Foreign::NoCause, 7, 2)
+            ]
+        );
+        let report = summary.streams_report(&owners());
+        assert_eq!(
+            report,
+            [
+                "",
+                "the DETs' streams: who wrote them",
+                "`echo`: FOREIGN WRITE: event 1 at offset 4 was written by `host-publish`, which is not a replica of echo (1 canonical event(s) of that writer): every replica of echo stops as diverged when it computes that index; see docs/DESIGN.md 'A way back'",
+                "`echo`: FOREIGN WRITE: event 2 at offset 7 was written by `host-echo-3` with no cause, which no replica of echo writes (1 canonical event(s) of that writer): every replica of echo stops as diverged when it computes that index; see docs/DESIGN.md 'A way back'",
+                "`echo`: divergent copy of event 1 at offset 5 by `host-echo-2`; the canonical copy is at offset 4",
+                "`echo`: divergent copy of event 1 at offset 6 by `host-echo-1`; the canonical copy is at offset 4",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn streams_written_by_their_replicas_only_say_so_and_other_keys_are_not_judged() {
+        let log = MemoryLog::new();
+        let cause = log.publish(&key("in"), vec![Event::new(key("in"), None, None, 0, "text/plain", b"a".to_vec())]);
+        append_echo(&log, "host-echo-1", 0, Some(cause), b"a");
+        let summary = LogSummary::read(&log).await.unwrap();
+        assert_eq!(
+            summary.streams_report(&owners()),
+            [
+                "",
+                "the DETs' streams: who wrote them",
+                "1 key(s), written by their DETs' replicas only, no divergent copies"
+            ]
+        );
+        assert!(summary.streams_report(&Owners::new()).is_empty(), "`in` is nobody's stream");
+        assert!(LogSummary::read(&forged_log()).await.unwrap().foreign_writes(&Owners::new()).is_empty());
     }
 }
