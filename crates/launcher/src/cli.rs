@@ -56,7 +56,9 @@ Each non-empty line must be one JSON value; it is appended as it is, one record 
 Without --start-index every line is an unconditional write and takes the key's next index. With \
 --start-index N the i-th event (from 0, blank lines skipped) is written only if index N+i is \
 still free (exists_or_write), so publishing the same file again with the same N and \
---effective-time-ms changes nothing: each line says written, exists or rejected.")]
+--effective-time-ms changes nothing: each line says written, exists or rejected.\n\n\
+The output and dead-letter keys of a DET this launcher registers, or that --config FILE names, \
+are refused: only the DET's replicas write them; publish to its input key.")]
     Publish(PublishArgs),
     /// Print the canonical events of one key.
     #[command(long_about = "Print the canonical events of one key as \
@@ -68,7 +70,10 @@ rejected and malformed records are not printed (see `status`). Stops at the log 
     #[command(long_about = "Read the whole log once and print, per event-source key, the \
 canonical events, duplicates (races lost), divergent copies (a non-deterministic transform) and \
 rejected writes; the malformed records; and, per key, each writer's share of the canonical \
-events (races won).")]
+events (races won).\n\n\
+For the streams of each DET this launcher registers or --config FILE names: every canonical \
+event from a writer that is not one of its replicas (FOREIGN WRITE: it stops the DET's \
+replicas as diverged), and its divergent copies with who wrote them and where.")]
     Status(StatusArgs),
     /// List the dead letters of a transformer.
     #[command(name = "dead-letters", subcommand)]
@@ -251,7 +256,9 @@ version failed on it, and why.")]
 log as a new event on its original input key (or --to): payload, content type and effective \
 time untouched, its cause set to the dead letter's offset. A provenance event on \
 <NAME>.redrives records which dead letter went where. Idempotent: a retried redrive finds the \
-event it wrote (by digest) and writes nothing twice.")]
+event it wrote (by digest) and writes nothing twice.\n\n\
+A DET's output and dead-letter keys are refused as the target, --to or a dead letter's input \
+key: only the DET's replicas write them.")]
     Redrive(RedriveArgs),
 }
 
