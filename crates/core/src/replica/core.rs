@@ -869,15 +869,14 @@ impl<T: Transform> ReplicaCore<T> {
                     }
                     self.send_from = self.send_from.min(start);
                 }
-                // Not at once: a write that keeps failing must not spin. Writes in flight
-                // with it fail with it; they add no wait.
+                // Nothing is written at once after a failure, so a write that keeps failing
+                // cannot spin. Writes in flight with it fail with it: they make the wait
+                // start again from their report, but do not make it longer.
                 if current {
                     self.retry.failures = self.retry.failures.saturating_add(1);
                     self.retry.round_from = self.next_write_id;
-                    self.retry.pause = Pause::Unstamped;
-                } else if resend && self.retry.pause == Pause::None {
-                    self.retry.pause = Pause::Unstamped;
                 }
+                self.retry.pause = Pause::Unstamped;
             }
         }
     }
