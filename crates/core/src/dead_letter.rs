@@ -289,7 +289,8 @@ mod tests {
         let letter =
             DeadLetter::new(&name, u32::MAX, Reason::OutputTooLarge, message, &input(&key, &content_type, &payload));
         assert!(letter.message.len() <= MESSAGE_BYTES_MAX && letter.message.ends_with(MESSAGE_CUT_MARK));
-        let event = Event::new(dead_letters, Some(u64::MAX), Some(u64::MAX), 0, CONTENT_TYPE_DEAD_LETTER, letter.to_json());
+        let event =
+            Event::new(dead_letters, Some(u64::MAX), Some(u64::MAX), 0, CONTENT_TYPE_DEAD_LETTER, letter.to_json());
         assert!(encoded_event_len(&event) <= GROUP_BYTES_MAX, "{} bytes", encoded_event_len(&event));
     }
 

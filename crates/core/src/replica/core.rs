@@ -20,7 +20,8 @@
 //!
 //! Every group fits in one record: outputs too large for one ([`GROUP_BYTES_MAX`]) or that
 //! cannot be encoded (a content type over 255 bytes) become a dead letter, and a dead letter
-//! always fits. The core never hands out a record that could never be written.
+//! always fits. Given a valid replica id, the core never hands out a record that could never
+//! be written.
 //!
 //! # Driving it
 //!
@@ -325,18 +326,24 @@ fn unwritable(key: &EventSourceKey, outputs: &[Output]) -> Option<(Reason, Strin
             outputs.len()
         )));
     }
-    if let Some((at, output)) = outputs.iter().enumerate().find(|(_, o)| o.content_type.len() > CONTENT_TYPE_BYTES_MAX) {
-        return Some((Reason::InvalidOutput, format!(
-            "output {at} has a content type of {} bytes; a content type may have at most {CONTENT_TYPE_BYTES_MAX}",
-            output.content_type.len()
-        )));
+    if let Some(at) = outputs.iter().position(|o| o.content_type.len() > CONTENT_TYPE_BYTES_MAX) {
+        return Some((
+            Reason::InvalidOutput,
+            format!(
+                "output {at} has a content type of {} bytes; a content type may have at most {CONTENT_TYPE_BYTES_MAX}",
+                outputs[at].content_type.len()
+            ),
+        ));
     }
     let in_record = group_bytes(key, outputs.iter().map(|o| (o.content_type.as_str(), o.payload.len())));
     if in_record > GROUP_BYTES_MAX {
-        return Some((Reason::OutputTooLarge, format!(
-            "{} events take {in_record} bytes in a record; one input's group may take at most {GROUP_BYTES_MAX}",
-            outputs.len()
-        )));
+        return Some((
+            Reason::OutputTooLarge,
+            format!(
+                "{} events take {in_record} bytes in a record; one input's group may take at most {GROUP_BYTES_MAX}",
+                outputs.len()
+            ),
+        ));
     }
     None
 }
@@ -661,7 +668,8 @@ impl<T: Transform> ReplicaCore<T> {
     /// When the driver must call [`ReplicaCore::on_timeout`] next, then
     /// [`ReplicaCore::poll_write`]: ms on the clock it passes as `now_ms`, at or before the
     /// latest `now_ms` meaning at once. `None` while nothing is timed (nothing held for its
-    /// turn, nothing sent and unaccounted for) and once diverged: only a fetch or a delivery
+    /// turn, nothing sent and unaccounted for, no backoff after a failed delivery running)
+    /// and once diverged: only a fetch or a delivery
     /// can give the core work then. Ask again after every `on_*` call and after `poll_write`
     /// returned `None`: the answer changes with them.
     #[must_use]
@@ -833,7 +841,10 @@ impl<T: Transform> ReplicaCore<T> {
         events
     }
 
-    /// Reports where a write landed, or that it failed.
+    /// Reports where a write landed, or that it failed. After a failure nothing is written
+    /// until a backoff has passed ([`ReplicaConfig::write_retry_min_ms`]): the next
+    /// `poll_write` at the same time returns `None`, and [`ReplicaCore::poll_timeout_ms`] says
+    /// when to come back. A delivery that succeeds ends the backoff and starts it over.
     pub fn on_delivery(&mut self, write_id: u64, outcome: Result<Offset, ()>) {
         self.in_flight.retain(|id| *id != write_id);
         // Sent groups come first, their write ids in order (every re-send starts from the
