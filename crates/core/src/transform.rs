@@ -35,13 +35,27 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{self, CodecError, OutputCodec, SchemaCache};
-use crate::event::{Digest, EventSourceKey, Offset, CONTENT_TYPE_JSON};
+use crate::event::{Digest, EventSourceKey, Offset, CONTENT_TYPE_JSON, EVENT_SOURCE_KEY_BYTES_MAX};
+use crate::record::WRITER_BYTES_MAX;
 
 /// Most events one input may produce.
 pub const OUTPUT_EVENTS_MAX: usize = 1_000;
 /// Most payload bytes one input may produce, all outputs together: the group must fit in one
 /// Kafka record (1 MiB by default) with room for the envelope.
 pub const OUTPUT_BYTES_MAX: usize = 512 * 1024;
+/// The largest record value a replica writes by default: under librdkafka's default
+/// `message.max.bytes` (1,000,000) with room for the Kafka key, the summary headers and the
+/// batch framing.
+pub const RECORD_BYTES_MAX: usize = 900 * 1024;
+/// Bytes of the largest record header ([`crate::record::encoded_header_len`] with a source
+/// key and a writer id of 255 bytes each).
+pub const RECORD_HEADER_BYTES_MAX: usize = 2 + 1 + (1 + EVENT_SOURCE_KEY_BYTES_MAX) + (1 + WRITER_BYTES_MAX) + 4;
+/// Most bytes the events of one input's group (its outputs, or its dead letter) may take in
+/// a record value, framing included ([`crate::record::encoded_event_len`]): alone in a
+/// record, with any header, the group fits in [`RECORD_BYTES_MAX`]. Outputs over it become an
+/// `output_too_large` dead letter, which always fits. The limit is a constant, so every
+/// replica decides alike whatever its configuration.
+pub const GROUP_BYTES_MAX: usize = RECORD_BYTES_MAX - RECORD_HEADER_BYTES_MAX;
 
 /// One canonical input event, as a transform sees it.
 #[derive(Clone, Copy, Debug)]
@@ -145,7 +159,9 @@ impl Outputs {
         self.emit(CONTENT_TYPE_JSON, payload);
     }
 
-    /// Emits an event with any payload.
+    /// Emits an event with any payload. A content type longer than
+    /// [`crate::event::CONTENT_TYPE_BYTES_MAX`] bytes cannot be written: the input becomes an
+    /// `invalid_output` dead letter instead of its outputs.
     pub fn emit(&mut self, content_type: &str, payload: Vec<u8>) {
         self.events.push(Output { content_type: content_type.to_string(), payload });
     }

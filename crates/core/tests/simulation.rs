@@ -1,7 +1,7 @@
 //! Deterministic simulation: racing replicas on the in-memory log under a seeded scheduler
-//! with crashes, restarts, stalls, lost and reordered deliveries and poison inputs. Every
-//! seed must give the canonical output and dead-letter streams of one replica running
-//! alone with no faults.
+//! with crashes, restarts, stalls, lost and reordered deliveries, spells in which every write
+//! of one replica fails, and poison inputs. Every seed must give the canonical output and
+//! dead-letter streams of one replica running alone with no faults.
 //!
 //! `SIM_SEEDS=N` runs N seeds (default 400); `SIM_SEED=S` replays one seed.
 
@@ -102,6 +102,7 @@ struct Faults {
     failed_deliveries: u64,
     silent_losses: u64,
     reorders: u64,
+    failing_spells: u64,
     poison: u64,
     records: u64,
 }
@@ -115,6 +116,9 @@ struct SimReplica {
     /// librdkafka does when `message.timeout.ms` passes.
     lost: Vec<u64>,
     stalled_until: u64,
+    /// Until this time every delivery of this replica fails (a broker refusing its writes):
+    /// the others must carry the pipeline meanwhile.
+    failing_until_ms: u64,
 }
 
 impl SimReplica {
@@ -123,6 +127,9 @@ impl SimReplica {
         config.resend_after_ms = 300;
         config.pending_events_max = 40;
         config.stagger = self.stagger;
+        // Backoffs short next to the scenario, so a replica writes again within it.
+        config.write_retry_min_ms = 5;
+        config.write_retry_max_ms = 80;
         self.core = Some(ReplicaCore::new(RunningSum { sum: 0 }, config, log.records().len() as u64));
         self.in_flight.clear();
         self.lost.clear();
@@ -151,9 +158,12 @@ impl SimReplica {
                     self.in_flight.swap(0, 1);
                 }
                 if let Some((write_id, record)) = self.in_flight.pop_front() {
-                    if allow_faults && rng.chance(8) {
+                    if now_ms < self.failing_until_ms || allow_faults && rng.chance(8) {
                         faults.failed_deliveries += 1;
                         core.on_delivery(write_id, Err(()));
+                        // A driver polls right after a delivery: a failure never makes the
+                        // replica write again at once, so a write that keeps failing cannot spin.
+                        assert!(core.poll_write(now_ms).is_none(), "a write at once after a failed delivery");
                     } else if allow_faults && rng.chance(3) {
                         faults.silent_losses += 1;
                         self.lost.push(write_id);
@@ -203,6 +213,7 @@ fn run_seed(seed: u64) -> Faults {
             in_flight: VecDeque::new(),
             lost: Vec::new(),
             stalled_until: 0,
+            failing_until_ms: 0,
         })
         .collect();
     for replica in &mut replicas {
@@ -236,6 +247,10 @@ fn run_seed(seed: u64) -> Faults {
                 replica.stalled_until = step + 20 + rng.below(100);
             }
             4..=6 if replica.core.is_none() => replica.start(&log),
+            7 => {
+                faults.failing_spells += 1;
+                replica.failing_until_ms = now_ms + 100 + rng.below(900);
+            }
             _ => replica.work(&log, &mut rng, now_ms, &mut faults, true),
         }
     }
@@ -248,6 +263,7 @@ fn run_seed(seed: u64) -> Faults {
     // Quiesce: no more faults; every replica (restarted if dead) works until all settle.
     for replica in &mut replicas {
         replica.stalled_until = 0;
+        replica.failing_until_ms = 0;
         if replica.core.is_none() {
             replica.start(&log);
         }
@@ -344,12 +360,16 @@ fn racing_replicas_under_faults_match_a_lone_replica() {
         total.failed_deliveries += f.failed_deliveries;
         total.silent_losses += f.silent_losses;
         total.reorders += f.reorders;
+        total.failing_spells += f.failing_spells;
         total.poison += f.poison;
         total.records += f.records;
     }
     println!(
-        "simulation: {} seeds, {} records; faults: {} crashes, {} stalls, {} failed deliveries, {} silent losses, {} reordered deliveries, {} poison inputs; all matched a lone replica",
-        seeds.len(), total.records, total.crashes, total.stalls, total.failed_deliveries, total.silent_losses, total.reorders, total.poison
+        "simulation: {} seeds, {} records; faults: {} crashes, {} stalls, {} failed deliveries, {} silent losses, {} reordered deliveries, {} spells of failing writes, {} poison inputs; all matched a lone replica",
+        seeds.len(), total.records, total.crashes, total.stalls, total.failed_deliveries, total.silent_losses, total.reorders, total.failing_spells, total.poison
     );
-    assert!(total.crashes > 0 && total.failed_deliveries > 0 && total.poison > 0 || seeds.len() < 10);
+    assert!(
+        total.crashes > 0 && total.failed_deliveries > 0 && total.failing_spells > 0 && total.poison > 0
+            || seeds.len() < 10
+    );
 }

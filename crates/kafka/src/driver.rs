@@ -6,6 +6,12 @@
 //! batch), hands it to the core in one `drive_*` step, lets the core write
 //! (`Driver::drive_writes`) and sleeps to the core's one deadline
 //! ([`ReplicaCore::poll_timeout_ms`]). The call order is the core's (`replica::core`).
+//!
+//! A failed write is sorted by its error ([`LogError`]): a transient one goes back to the
+//! core, which writes again once its backoff has passed; any other ends this replica's run,
+//! since sending the same record again could never succeed: a record the log refuses as such
+//! ([`ReplicaError::Unwritable`], for good), a denied ACL (for good, `needs_operator`), a
+//! fatal or fenced producer (the supervisor restarts the replica with a new client).
 
 use std::future::Future;
 use std::ops::ControlFlow;
@@ -76,6 +82,19 @@ pub enum ReplicaError {
     /// The log failed in a way retrying cannot fix.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The log refused a record as such (too large, or not encodable): sending it again, or
+    /// from a new client, would fail the same way. The core sizes and checks every record, so
+    /// this is a bug, or a broker whose `message.max.bytes` is below the replica's
+    /// `record_bytes_max`.
+    #[error(
+        "replica `{replica_id}` cannot write a record ({source}); it stops rather than send it again: check the broker's and producer's message.max.bytes against record_bytes_max"
+    )]
+    Unwritable {
+        /// The replica.
+        replica_id: String,
+        /// Why the log refused it.
+        source: LogError,
+    },
 }
 
 /// Runs one replica until `shutdown` is requested (then flushes what is in flight) or an
@@ -117,7 +136,7 @@ pub async fn run_replica_with_registry<T: Transform, L: EventLog>(
             biased;
             () = shutdown.requested() => break,
             Some((write_id, outcome)) = driver.deliveries.next(), if !driver.deliveries.is_empty() => {
-                driver.drive_delivery(write_id, outcome);
+                driver.drive_delivery(write_id, outcome)?;
             }
             _ = sleep_until_ms(driver.start, deadline) => driver.drive_timers(),
             _ = status_every.tick() => driver.drive_status(),
@@ -228,12 +247,29 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
         Ok(ControlFlow::Continue(()))
     }
 
-    /// A write's outcome into the core.
-    fn drive_delivery(&mut self, write_id: u64, outcome: Result<Offset, LogError>) {
-        if let Err(error) = &outcome {
-            tracing::warn!(replica = %self.replica_id, %error, "a write failed; it will be re-sent");
-        }
-        self.core.on_delivery(write_id, outcome.map_err(|_| ()));
+    /// A write's outcome into the core. A transient failure is the core's to retry after its
+    /// backoff; any other ends the replica's run (see the module's documentation).
+    fn drive_delivery(&mut self, write_id: u64, outcome: Result<Offset, LogError>) -> Result<(), ReplicaError> {
+        let error = match outcome {
+            Ok(offset) => {
+                self.core.on_delivery(write_id, Ok(offset));
+                return Ok(());
+            }
+            Err(error) if error.is_transient() => {
+                tracing::warn!(replica = %self.replica_id, %error, "a write failed; it will be sent again after a backoff");
+                self.core.on_delivery(write_id, Err(()));
+                return Ok(());
+            }
+            Err(error) => error,
+        };
+        self.core.on_delivery(write_id, Err(()));
+        self.status.send_replace(snapshot(&self.core, self.log_end));
+        tracing::error!(replica = %self.replica_id, %error, "a write failed in a way sending it again cannot fix; the replica stops");
+        Err(if is_refused_record(&error) {
+            ReplicaError::Unwritable { replica_id: self.replica_id.clone(), source: error }
+        } else {
+            ReplicaError::Log(error)
+        })
     }
 
     /// The core's deadline has come: let it see the time.
@@ -330,6 +366,22 @@ fn watch_log_end<L: EventLog>(log: Arc<L>, start: Offset) -> watch::Receiver<Off
     receiver
 }
 
+/// Whether the log refused the record itself: it cannot be encoded, or the broker or the
+/// producer finds it too large or invalid. No client, old or new, would ever write it.
+fn is_refused_record(error: &LogError) -> bool {
+    use crate::error::RDKafkaErrorCode;
+    matches!(error, LogError::Encode(_))
+        || matches!(
+            error.code(),
+            Some(
+                RDKafkaErrorCode::MessageSizeTooLarge
+                    | RDKafkaErrorCode::InvalidMessageSize
+                    | RDKafkaErrorCode::MessageBatchTooLarge
+                    | RDKafkaErrorCode::InvalidRecord
+            )
+        )
+}
+
 /// Sleeps until `at_ms` after `start`, or forever when there is nothing to wake for.
 async fn sleep_until_ms(start: Instant, at_ms: Option<u64>) {
     match at_ms {
@@ -405,5 +457,163 @@ where
             }
             Err(error) => return Err(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::error::{KafkaError, RDKafkaErrorCode};
+    use crate::shutdown::ShutdownTrigger;
+    use competing_transformers::record::Record;
+    use competing_transformers::{Event, Input, MemoryLog, Outputs, TransformError};
+
+    fn key(name: &str) -> EventSourceKey {
+        EventSourceKey::new(name).unwrap()
+    }
+
+    /// Echoes each input.
+    struct Echo;
+
+    impl Transform for Echo {
+        fn name(&self) -> &str {
+            "echo"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn subscriptions(&self) -> Vec<EventSourceKey> {
+            vec![key("in")]
+        }
+        fn apply(&mut self, input: &Input<'_>, out: &mut Outputs) -> Result<(), TransformError> {
+            out.emit("text/plain", input.payload.to_vec());
+            Ok(())
+        }
+    }
+
+    /// A memory log whose `n`-th append fails with `refuse(n)` when it says so.
+    struct Refusing {
+        log: MemoryLog,
+        appends: AtomicUsize,
+        refuse: fn(usize) -> Option<LogError>,
+    }
+
+    #[async_trait::async_trait]
+    impl EventLog for Refusing {
+        fn append(&self, record: &Record) -> Delivery {
+            match (self.refuse)(self.appends.fetch_add(1, Ordering::SeqCst)) {
+                Some(error) => Box::pin(async move { Err(error) }),
+                None => self.log.append(record),
+            }
+        }
+        async fn cursor(&self, from: Offset) -> Result<Box<dyn LogCursor>, LogError> {
+            self.log.cursor(from).await
+        }
+        async fn end_offset(&self) -> Result<Offset, LogError> {
+            self.log.end_offset().await
+        }
+        async fn flush(&self, timeout: Duration) -> Result<(), LogError> {
+            self.log.flush(timeout).await
+        }
+    }
+
+    fn unavailable() -> LogError {
+        let code = RDKafkaErrorCode::RequestTimedOut;
+        LogError::Unavailable {
+            topic: "log".into(),
+            partition: Some(0),
+            offset: None,
+            code: Some(code),
+            source: Box::new(KafkaError::MessageProduction(code)),
+        }
+    }
+
+    fn fatal(code: RDKafkaErrorCode) -> LogError {
+        LogError::Fatal {
+            topic: "log".into(),
+            partition: Some(0),
+            offset: None,
+            code: Some(code),
+            source: Box::new(KafkaError::MessageProduction(code)),
+        }
+    }
+
+    fn unauthorized() -> LogError {
+        let code = RDKafkaErrorCode::TopicAuthorizationFailed;
+        LogError::Unauthorized { topic: "log".into(), code, source: Box::new(KafkaError::MessageProduction(code)) }
+    }
+
+    /// Runs a replica of `Echo` over a log holding one input, whose appends fail by
+    /// `refuse`, for at most `run_for`; then shuts it down. Its result and the log.
+    async fn run(
+        refuse: fn(usize) -> Option<LogError>,
+        run_for: Duration,
+    ) -> (Result<ReplicaStatus, ReplicaError>, Arc<Refusing>) {
+        let log = Arc::new(Refusing { log: MemoryLog::new(), appends: AtomicUsize::new(0), refuse });
+        log.log.publish(&key("in"), vec![Event::new(key("in"), None, None, 7, "text/plain", b"a".to_vec())]);
+        let trigger = ShutdownTrigger::new();
+        let (status, _) = watch::channel(ReplicaStatus::default());
+        let mut task =
+            tokio::spawn(run_replica(log.clone(), Echo, ReplicaConfig::new("r"), trigger.subscribe(), status));
+        let ended = tokio::time::timeout(run_for, &mut task).await;
+        let result = match ended {
+            Ok(result) => result,
+            Err(_) => {
+                trigger.request();
+                tokio::time::timeout(Duration::from_secs(15), task).await.expect("the replica stops on shutdown")
+            }
+        };
+        (result.expect("the replica's task ends without panicking"), log)
+    }
+
+    #[tokio::test]
+    async fn a_write_that_keeps_failing_transiently_is_sent_again_only_after_a_backoff() {
+        let (result, log) = run(|_| Some(unavailable()), Duration::from_secs(1)).await;
+        let status = result.expect("transient failures do not stop the replica");
+        let appends = log.appends.load(Ordering::SeqCst);
+        // Waits of 100, 200, 400 ms nominal (up to twice that each): a handful in a second,
+        // not one per turn of the loop.
+        assert!((2..=5).contains(&appends), "{appends} appends in a second");
+        assert_eq!(status.stats.delivery_failures, appends as u64);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_transiently_lands_once_the_log_takes_it() {
+        let (result, log) = run(|n| (n < 2).then(unavailable), Duration::from_secs(3)).await;
+        result.expect("transient failures do not stop the replica");
+        assert_eq!(log.log.canonical(&key("echo")).len(), 1);
+        assert_eq!(log.appends.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_record_the_log_refuses_stops_the_replica_instead_of_being_sent_again() {
+        let (result, log) = run(|_| Some(fatal(RDKafkaErrorCode::MessageSizeTooLarge)), Duration::from_secs(5)).await;
+        assert!(matches!(result, Err(ReplicaError::Unwritable { .. })), "{result:?}");
+        assert_eq!(log.appends.load(Ordering::SeqCst), 1, "never sent again");
+        let (result, _) = run(
+            |_| Some(LogError::Encode(competing_transformers::record::EncodeError::NoEvents)),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(matches!(result, Err(ReplicaError::Unwritable { source: LogError::Encode(_), .. })), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_denied_acl_stops_the_replica_for_an_operator() {
+        let (result, log) = run(|_| Some(unauthorized()), Duration::from_secs(5)).await;
+        assert!(matches!(&result, Err(ReplicaError::Log(error)) if error.needs_operator()), "{result:?}");
+        assert_eq!(log.appends.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_fatal_producer_ends_the_replica_s_run_for_a_new_client() {
+        let (result, log) = run(|_| Some(fatal(RDKafkaErrorCode::Fatal)), Duration::from_secs(5)).await;
+        assert!(
+            matches!(&result, Err(ReplicaError::Log(error @ LogError::Fatal { .. })) if !error.needs_operator()),
+            "{result:?}"
+        );
+        assert_eq!(log.appends.load(Ordering::SeqCst), 1);
     }
 }

@@ -15,6 +15,13 @@
 //!    compared with what it computed; a different digest is a divergence and stops writing.
 //! 4. **Re-sending**: a failed delivery, a rejected copy of its own, or a group that stays
 //!    missing for `resend_after_ms` makes it re-send every group not yet canonical, in order.
+//!    After a failed delivery nothing is written until a backoff has passed
+//!    (`write_retry_min_ms` doubling to `write_retry_max_ms`), never at once.
+//!
+//! Every group fits in one record: outputs too large for one ([`GROUP_BYTES_MAX`]) or that
+//! cannot be encoded (a content type over 255 bytes) become a dead letter, and a dead letter
+//! always fits. Given a valid replica id, the core never hands out a record that could never
+//! be written.
 //!
 //! # Driving it
 //!
@@ -42,11 +49,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::canonical::{CanonicalRule, Verdict, DIGEST_WINDOW_DEFAULT};
 use crate::codec::{OutputCodec, SchemaCache, NO_SCHEMAS};
 use crate::dead_letter::{DeadLetter, Reason, CONTENT_TYPE_DEAD_LETTER};
-use crate::event::{Digest, Event, EventSourceKey, Offset};
+use crate::event::{Digest, Event, EventSourceKey, Offset, CONTENT_TYPE_BYTES_MAX};
 use crate::record::{
     encoded_event_len, encoded_header_len, EventView, FetchedRecord, Record, RecordView, EVENTS_PER_RECORD_MAX,
 };
-use crate::transform::{Input, Outputs, Transform, OUTPUT_BYTES_MAX, OUTPUT_EVENTS_MAX};
+use crate::transform::{
+    Input, Output, Outputs, Transform, GROUP_BYTES_MAX, OUTPUT_BYTES_MAX, OUTPUT_EVENTS_MAX, RECORD_BYTES_MAX,
+};
 
 /// Limits and identity of one replica.
 #[derive(Clone, Debug)]
@@ -59,10 +68,18 @@ pub struct ReplicaConfig {
     pub pending_events_max: usize,
     /// Most records in flight at once.
     pub in_flight_records_max: usize,
-    /// Payload bytes one record may carry before the next group goes in another record.
+    /// Bytes one record value may take before the next group goes in another record. A
+    /// group alone may take up to [`GROUP_BYTES_MAX`] whatever this says: keep it at or under
+    /// what the broker and the producer accept (`message.max.bytes`) less the key and headers.
     pub record_bytes_max: usize,
     /// How long a sent group may stay missing from the log before it is sent again.
     pub resend_after_ms: u64,
+    /// How long writing waits after a failed delivery, at first; each failed round in a row
+    /// doubles it up to `write_retry_max_ms`, a spread derived from the replica id adds up to
+    /// as much again, and a delivery that succeeds starts it over.
+    pub write_retry_min_ms: u64,
+    /// The longest nominal wait after failed deliveries (see `write_retry_min_ms`).
+    pub write_retry_max_ms: u64,
     /// Staggered racing: when set, this replica holds each new group back for
     /// `rank × delay_ms` and writes it only if no other replica's copy is canonical by then.
     /// `None`: every replica writes at once (the lowest latency, the most duplicates).
@@ -90,8 +107,10 @@ impl ReplicaConfig {
             digest_window: DIGEST_WINDOW_DEFAULT,
             pending_events_max: 100_000,
             in_flight_records_max: 1_000,
-            record_bytes_max: 900 * 1024,
+            record_bytes_max: RECORD_BYTES_MAX,
             resend_after_ms: 5_000,
+            write_retry_min_ms: 100,
+            write_retry_max_ms: 5_000,
             stagger: None,
             output_codec: OutputCodec::Json,
         }
@@ -196,6 +215,29 @@ impl Group {
     }
 }
 
+/// Writes held back after failed deliveries: a failure never makes the next write go out
+/// at once, so a write that keeps failing cannot spin.
+#[derive(Clone, Copy, Debug, Default)]
+struct WriteRetry {
+    /// Failed rounds in a row: a round is the failure of a write sent since the last pause
+    /// began (writes in flight together fail together and count once).
+    failures: u32,
+    /// Writes with ids from here were sent since the last pause began.
+    round_from: u64,
+    pause: Pause,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Pause {
+    /// Writing freely.
+    #[default]
+    None,
+    /// A delivery failed; the wait starts when the core next learns the time.
+    Unstamped,
+    /// Nothing is written before this time.
+    Until(u64),
+}
+
 /// Where the replica is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -233,6 +275,7 @@ pub struct ReplicaCore<T: Transform> {
     in_flight: VecDeque<u64>,
     next_write_id: u64,
     resend_wanted: bool,
+    retry: WriteRetry,
     stats: ReplicaStats,
     divergence: Option<Divergence>,
     now_ms: u64,
@@ -272,6 +315,66 @@ impl ComputedDigests {
 const OUTPUT: usize = 0;
 const DEAD_LETTER: usize = 1;
 
+/// Why `outputs` cannot be written as one group under `key`, if they cannot: too many, too
+/// large for one record, or a content type the record format cannot carry. Decided from the
+/// outputs alone, so every replica decides alike.
+fn unwritable(key: &EventSourceKey, outputs: &[Output]) -> Option<(Reason, String)> {
+    let bytes: usize = outputs.iter().map(|o| o.payload.len()).sum();
+    if outputs.len() > OUTPUT_EVENTS_MAX || bytes > OUTPUT_BYTES_MAX {
+        return Some((Reason::OutputTooLarge, format!(
+            "{} events of {bytes} bytes; one input may emit at most {OUTPUT_EVENTS_MAX} events of {OUTPUT_BYTES_MAX} bytes",
+            outputs.len()
+        )));
+    }
+    if let Some(at) = outputs.iter().position(|o| o.content_type.len() > CONTENT_TYPE_BYTES_MAX) {
+        return Some((
+            Reason::InvalidOutput,
+            format!(
+                "output {at} has a content type of {} bytes; a content type may have at most {CONTENT_TYPE_BYTES_MAX}",
+                outputs[at].content_type.len()
+            ),
+        ));
+    }
+    let in_record = group_bytes(key, outputs.iter().map(|o| (o.content_type.as_str(), o.payload.len())));
+    if in_record > GROUP_BYTES_MAX {
+        return Some((
+            Reason::OutputTooLarge,
+            format!(
+                "{} events take {in_record} bytes in a record; one input's group may take at most {GROUP_BYTES_MAX}",
+                outputs.len()
+            ),
+        ));
+    }
+    None
+}
+
+/// Bytes a group of events under `key` with these content types and payload sizes takes in
+/// a record value, exactly: each event numbered and caused, as a replica writes them.
+fn group_bytes<'a>(key: &EventSourceKey, events: impl IntoIterator<Item = (&'a str, usize)>) -> usize {
+    let framing = encoded_event_len(&Event {
+        key: key.clone(),
+        index: Some(0),
+        cause: Some(0),
+        effective_time_ms: 0,
+        content_type: String::new(),
+        payload: Vec::new(),
+        digest: Digest([0; 32]),
+    });
+    events.into_iter().map(|(content_type, payload_len)| framing + content_type.len() + payload_len).sum()
+}
+
+/// A number from `replica_id` and `count` alone (FNV-1a, then SplitMix64's finalizer): the
+/// spread of a replica's retry waits.
+fn mix(replica_id: &str, count: u32) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    for byte in replica_id.bytes().chain(count.to_be_bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
+}
+
 impl<T: Transform> ReplicaCore<T> {
     /// A replica that will read from offset 0 and write nothing until it reaches `catch_up_until`
     /// (the log end seen at start).
@@ -300,6 +403,7 @@ impl<T: Transform> ReplicaCore<T> {
             in_flight: VecDeque::new(),
             next_write_id: 0,
             resend_wanted: false,
+            retry: WriteRetry::default(),
             stats: ReplicaStats::default(),
             divergence: None,
             now_ms: 0,
@@ -447,29 +551,24 @@ impl<T: Transform> ReplicaCore<T> {
                 self.stats.dead_letters += 1;
                 let letter = DeadLetter::new(self.transform.name(), self.transform.version(), reason, message, &input);
                 tracing::warn!(replica = %self.config.replica_id, "{}", letter.describe());
-                (DEAD_LETTER, vec![(CONTENT_TYPE_DEAD_LETTER.to_string(), letter.to_json())])
+                let payload = letter.to_json();
+                debug_assert!(
+                    group_bytes(&self.dead_letter_key, [(CONTENT_TYPE_DEAD_LETTER, payload.len())]) <= GROUP_BYTES_MAX,
+                    "a dead letter always fits in a record"
+                );
+                (DEAD_LETTER, vec![(CONTENT_TYPE_DEAD_LETTER.to_string(), payload)])
             }
         }
     }
 
     /// The transform's outputs for `input`, and why they must become a dead letter instead,
-    /// if they must: it failed, panicked, or emitted more than one input may.
+    /// if they must: it failed, panicked, or emitted what one group cannot carry.
     fn run_transform(&mut self, input: Input<'_>) -> (Outputs, Option<(Reason, String)>) {
         let mut outputs = Outputs::with_codec(self.config.output_codec.clone());
         let transform = &mut self.transform;
         let result = catch_unwind(AssertUnwindSafe(|| transform.apply(&input, &mut outputs)));
         let failure = match result {
-            Ok(Ok(())) => {
-                let bytes: usize = outputs.events().iter().map(|o| o.payload.len()).sum();
-                if outputs.events().len() > OUTPUT_EVENTS_MAX || bytes > OUTPUT_BYTES_MAX {
-                    Some((Reason::OutputTooLarge, format!(
-                        "{} events of {bytes} bytes; one input may emit at most {OUTPUT_EVENTS_MAX} events of {OUTPUT_BYTES_MAX} bytes",
-                        outputs.events().len()
-                    )))
-                } else {
-                    None
-                }
-            }
+            Ok(Ok(())) => unwritable(&self.output_key, outputs.events()),
             Ok(Err(error)) => Some((DeadLetter::reason_of(&error), error.detail().to_string())),
             Err(panic) => Some((Reason::Panic, crate::panic::panic_message(panic.as_ref()))),
         };
@@ -569,7 +668,8 @@ impl<T: Transform> ReplicaCore<T> {
     /// When the driver must call [`ReplicaCore::on_timeout`] next, then
     /// [`ReplicaCore::poll_write`]: ms on the clock it passes as `now_ms`, at or before the
     /// latest `now_ms` meaning at once. `None` while nothing is timed (nothing held for its
-    /// turn, nothing sent and unaccounted for) and once diverged: only a fetch or a delivery
+    /// turn, nothing sent and unaccounted for, no backoff after a failed delivery running)
+    /// and once diverged: only a fetch or a delivery
     /// can give the core work then. Ask again after every `on_*` call and after `poll_write`
     /// returned `None`: the answer changes with them.
     #[must_use]
@@ -577,7 +677,40 @@ impl<T: Transform> ReplicaCore<T> {
         if self.phase == Phase::Diverged {
             return None;
         }
-        [self.next_release_ms(), self.resend_due_ms()].into_iter().flatten().min()
+        [self.next_release_ms(), self.resend_due_ms(), self.retry_due_ms()].into_iter().flatten().min()
+    }
+
+    /// When writing may start again after failed deliveries. A pause not stamped yet is due
+    /// at once: the next `on_timeout` or `poll_write` stamps it.
+    fn retry_due_ms(&self) -> Option<u64> {
+        match self.retry.pause {
+            Pause::None => None,
+            Pause::Unstamped => Some(self.now_ms),
+            Pause::Until(at) => Some(at),
+        }
+    }
+
+    /// Takes the time in: never back. Stamps a pause that waits for it, ends one that is over.
+    fn tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        match self.retry.pause {
+            Pause::Unstamped => self.retry.pause = Pause::Until(self.now_ms.saturating_add(self.retry_wait_ms())),
+            Pause::Until(at) if at <= self.now_ms => self.retry.pause = Pause::None,
+            Pause::Until(_) | Pause::None => {}
+        }
+    }
+
+    /// The wait after `retry.failures` failed rounds in a row: the nominal wait doubles from
+    /// `write_retry_min_ms` up to `write_retry_max_ms`; a spread of up to as much again,
+    /// derived from the replica id and the count, keeps replicas that failed together from
+    /// writing again in step while the core stays deterministic.
+    fn retry_wait_ms(&self) -> u64 {
+        let min = self.config.write_retry_min_ms.max(1);
+        let max = self.config.write_retry_max_ms.max(min);
+        let doublings = self.retry.failures.saturating_sub(1).min(32);
+        let nominal = min.saturating_mul(1 << doublings).min(max);
+        let spread = mix(&self.config.replica_id, self.retry.failures) % nominal.saturating_add(1);
+        nominal.saturating_add(spread)
     }
 
     /// When the first held group's turn comes. A group not stamped yet is due at once: the
@@ -604,14 +737,14 @@ impl<T: Transform> ReplicaCore<T> {
 
     /// The next record to append, if any. Call until `None` after every input to the core.
     pub fn poll_write(&mut self, now_ms: u64) -> Option<WriteRequest> {
-        self.now_ms = self.now_ms.max(now_ms);
+        self.tick(now_ms);
         if !self.may_write() {
             return None;
         }
-        // Before the in-flight limit: a held group's turn is stamped when first polled, so
-        // the deadline is known even while writes wait.
+        // Before the in-flight limit and the pause: a held group's turn is stamped when first
+        // polled, so the deadline is known even while writes wait.
         self.release_held();
-        if self.in_flight.len() >= self.config.in_flight_records_max {
+        if self.retry.pause != Pause::None || self.in_flight.len() >= self.config.in_flight_records_max {
             return None;
         }
         if self.resend_wanted && self.in_flight.is_empty() {
@@ -708,7 +841,10 @@ impl<T: Transform> ReplicaCore<T> {
         events
     }
 
-    /// Reports where a write landed, or that it failed.
+    /// Reports where a write landed, or that it failed. After a failure nothing is written
+    /// until a backoff has passed ([`ReplicaConfig::write_retry_min_ms`]): the next
+    /// `poll_write` at the same time returns `None`, and [`ReplicaCore::poll_timeout_ms`] says
+    /// when to come back. A delivery that succeeds ends the backoff and starts it over.
     pub fn on_delivery(&mut self, write_id: u64, outcome: Result<Offset, ()>) {
         self.in_flight.retain(|id| *id != write_id);
         // Sent groups come first, their write ids in order (every re-send starts from the
@@ -718,6 +854,8 @@ impl<T: Transform> ReplicaCore<T> {
             _ => u64::MAX,
         };
         let start = self.pending.partition_point(|g| sent_by(g) < write_id);
+        // Writes sent since the last pause began are the current round.
+        let current = write_id >= self.retry.round_from;
         match outcome {
             Ok(at) => {
                 for group in self.pending.range_mut(start..).take_while(|g| sent_by(g) == write_id) {
@@ -725,11 +863,16 @@ impl<T: Transform> ReplicaCore<T> {
                         *offset = Some(at);
                     }
                 }
+                if current {
+                    self.retry.failures = 0;
+                    self.retry.pause = Pause::None;
+                }
             }
             Err(()) => {
                 self.stats.delivery_failures += 1;
                 // The failed groups, and every later one, go out again in order.
-                if self.pending.get(start).is_some_and(|g| sent_by(g) == write_id) {
+                let resend = self.pending.get(start).is_some_and(|g| sent_by(g) == write_id);
+                if resend {
                     for group in self.pending.range_mut(start..) {
                         if matches!(group.send, SendState::Sent { .. }) {
                             group.send = SendState::Unsent;
@@ -737,6 +880,14 @@ impl<T: Transform> ReplicaCore<T> {
                     }
                     self.send_from = self.send_from.min(start);
                 }
+                // Nothing is written at once after a failure, so a write that keeps failing
+                // cannot spin. Writes in flight with it fail with it: they make the wait
+                // start again from their report, but do not make it longer.
+                if current {
+                    self.retry.failures = self.retry.failures.saturating_add(1);
+                    self.retry.round_from = self.next_write_id;
+                }
+                self.retry.pause = Pause::Unstamped;
             }
         }
     }
@@ -746,7 +897,7 @@ impl<T: Transform> ReplicaCore<T> {
     /// the reader has passed without it becoming canonical, is sent again with everything
     /// after it. A delivered group the reader has not reached yet is only slow, not lost.
     pub fn on_timeout(&mut self, now_ms: u64) {
-        self.now_ms = self.now_ms.max(now_ms);
+        self.tick(now_ms);
         if self.resend_due_ms().is_some_and(|due| due <= self.now_ms) {
             for group in &mut self.pending {
                 if matches!(group.send, SendState::Sent { .. }) {

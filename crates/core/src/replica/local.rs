@@ -16,20 +16,36 @@ pub fn run_to_end<T: Transform>(log: &MemoryLog, transform: T) -> ReplicaCore<T>
 }
 
 /// Feeds `core` everything in `log` it has not read, appending each record it writes at
-/// once, until there is nothing left to read or write.
+/// once, until there is nothing left to read or write. Time is the core's own: when there is
+/// nothing to do now, it jumps to the core's next deadline (a held group's turn, the end of
+/// a pause after a failed delivery) instead of waiting for it.
+///
+/// # Panics
+///
+/// If the core hands out a record that cannot be encoded (an invalid replica id): no retry
+/// could ever write it.
 pub fn drive<T: Transform>(core: &mut ReplicaCore<T>, log: &MemoryLog) {
+    let mut now_ms = 0;
     loop {
         let records = log.records_from(core.position());
         let position = core.position() + records.len() as u64;
         core.on_fetched(&records, position);
         let mut wrote = false;
-        while let Some(write) = core.poll_write(0) {
-            let outcome = log.append_now(&write.record).map_err(|_| ());
-            core.on_delivery(write.write_id, outcome);
+        while let Some(write) = core.poll_write(now_ms) {
+            let offset = log.append_now(&write.record).unwrap_or_else(|error| {
+                panic!("replica `{}` wrote a record that can never be written: {error}", core.replica_id())
+            });
+            core.on_delivery(write.write_id, Ok(offset));
             wrote = true;
         }
         if !wrote && records.is_empty() {
-            return;
+            match core.poll_timeout_ms() {
+                Some(at) if at > now_ms => {
+                    now_ms = at;
+                    core.on_timeout(now_ms);
+                }
+                _ => return,
+            }
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The core's bookkeeping, seen from inside: pending groups and their counts, what goes out
 //! again after a failure, what is skipped, the deadline, divergence.
 
+use sha2::Digest as _;
+
 use super::*;
 use crate::memory::MemoryLog;
 use crate::transform::TransformError;
@@ -120,7 +122,9 @@ fn a_failed_delivery_sends_its_groups_and_every_later_one_again_in_order() {
     assert_eq!(core.stats().delivery_failures, 1);
     assert!(matches!(send_states(&core)[..], [SendState::Sent { .. }, SendState::Unsent, SendState::Unsent]));
     assert_eq!(core.send_from, 1, "the next write starts at the failed group");
-    let again = poll_writes(&mut core, 0);
+    assert_eq!(poll_writes(&mut core, 0), [], "not at once: after a backoff");
+    let retry_at = core.poll_timeout_ms().expect("the end of the backoff");
+    let again = assert_deadline_moves_on(&mut core, retry_at);
     assert_eq!(again.iter().map(first_indexes).collect::<Vec<_>>(), [[1], [2]], "in order, from the failed one");
 
     // The third write's groups already went out again: its late failure changes nothing.
@@ -310,4 +314,210 @@ fn without_the_avro_feature_an_avro_input_is_a_schema_dead_letter_with_one_reaso
     let letter: DeadLetter = serde_json::from_slice(&letters[0].payload).unwrap();
     assert_eq!((letter.reason, letter.message.as_str()), (Reason::Schema, AVRO_DISABLED));
     assert!(log.canonical(&key("decoder")).is_empty());
+}
+
+/// Fails every delivery of `core`'s writes from `now_ms` for `rounds` rounds, each polled
+/// when its backoff ends; returns the times the rounds went out, and last the time the next
+/// one may.
+fn fail_rounds(core: &mut ReplicaCore<Echo>, mut now_ms: u64, rounds: usize) -> Vec<u64> {
+    let mut sent_at = Vec::new();
+    for _ in 0..rounds {
+        let writes = poll_writes(core, now_ms);
+        assert!(!writes.is_empty(), "a round goes out at {now_ms}");
+        sent_at.push(now_ms);
+        for write in &writes {
+            core.on_delivery(write.write_id, Err(()));
+        }
+        // A driver calls `poll_write` after every delivery: at the same time, nothing.
+        for _ in 0..1_000 {
+            assert_eq!(core.poll_write(now_ms), None, "a failed write is never sent again at once");
+        }
+        let deadline = core.poll_timeout_ms().expect("a deadline: the end of the backoff");
+        assert!(deadline > now_ms);
+        assert_eq!(assert_deadline_moves_on(core, deadline - 1), [], "not before the deadline");
+        now_ms = deadline;
+    }
+    sent_at.push(now_ms);
+    sent_at
+}
+
+#[test]
+fn failed_deliveries_in_a_row_are_sent_again_only_after_a_growing_backoff() {
+    let log = MemoryLog::new();
+    publish(&log, b"a");
+    let mut core = replica(|c| {
+        c.write_retry_min_ms = 100;
+        c.write_retry_max_ms = 1_000;
+    });
+    fetch(&mut core, &log);
+    let sent_at = fail_rounds(&mut core, 0, 8);
+    let waits: Vec<u64> = sent_at.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    // Nominal 100, 200, 400, 800, then 1 000 on; each plus a spread of less than as much again.
+    for (n, wait) in waits.iter().enumerate() {
+        let nominal = (100 << n).min(1_000);
+        assert!((nominal..=2 * nominal).contains(wait), "wait {n} is {wait} ms, nominal {nominal}: {waits:?}");
+    }
+    assert_eq!(core.stats().delivery_failures, 8);
+    assert_eq!(core.stats().records_written, 8, "one record a round, not one a poll");
+}
+
+#[test]
+fn a_delivery_that_succeeds_starts_the_backoff_over() {
+    let log = MemoryLog::new();
+    publish(&log, b"a");
+    let mut core = replica(|c| c.write_retry_min_ms = 100);
+    fetch(&mut core, &log);
+    let times = fail_rounds(&mut core, 0, 5);
+    let next = times[5];
+    assert!(next - times[4] >= 1_600, "the fifth wait is at least 16 × 100 ms: {times:?}");
+    let write = poll_writes(&mut core, next).pop().expect("the sixth round");
+    core.on_delivery(write.write_id, Ok(log.append_now(&write.record).unwrap()));
+    // The next failure waits the first wait again.
+    publish(&log, b"b");
+    fetch(&mut core, &log);
+    let sent_at = fail_rounds(&mut core, next, 2);
+    assert!((100..=200).contains(&(sent_at[1] - sent_at[0])), "{sent_at:?}");
+}
+
+#[test]
+fn writes_in_flight_together_fail_together_and_count_once() {
+    let log = MemoryLog::new();
+    for payload in [b"a", b"b", b"c"] {
+        publish(&log, payload);
+    }
+    let mut core = replica(|c| {
+        c.record_bytes_max = 1;
+        c.write_retry_min_ms = 100;
+    });
+    fetch(&mut core, &log);
+    let writes = poll_writes(&mut core, 0);
+    assert_eq!(writes.len(), 3);
+    for write in &writes {
+        core.on_delivery(write.write_id, Err(()));
+    }
+    assert_eq!(poll_writes(&mut core, 0), []);
+    let deadline = core.poll_timeout_ms().unwrap();
+    assert!((100..=200).contains(&deadline), "one failed round, not three: {deadline}");
+    assert_eq!(assert_deadline_moves_on(&mut core, deadline).len(), 3, "all three go out again, in order");
+}
+
+/// Decodes each input as JSON and answers it; floods on `{"flood":…}`, and names an
+/// over-long content type on `{"content_type":…}`.
+struct Strict {
+    name: String,
+}
+
+impl Transform for Strict {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn subscriptions(&self) -> Vec<EventSourceKey> {
+        vec![key("in")]
+    }
+    fn apply(&mut self, input: &Input<'_>, out: &mut Outputs) -> Result<(), TransformError> {
+        let value: serde_json::Value = input.json()?;
+        if let Some(length) = value.get("content_type").and_then(serde_json::Value::as_u64) {
+            out.emit(&"t".repeat(length as usize), b"{}".to_vec());
+        } else if value.get("flood").is_some() {
+            // Within the per-input limits (1 000 events, 512 KiB of payload), yet with their
+            // framing and long content types more than a record may carry.
+            (0..OUTPUT_EVENTS_MAX).for_each(|_| out.emit(&"t".repeat(CONTENT_TYPE_BYTES_MAX), vec![b'x'; 520]));
+        } else {
+            out.emit_json(&value);
+        }
+        Ok(())
+    }
+}
+
+/// A ~750 KB payload that is not JSON.
+fn undecodable() -> Vec<u8> {
+    (0..750_000u32).map(|i| b"not json "[i as usize % 9]).collect()
+}
+
+/// What each of two replicas of `Strict` named `name` writes for `log`'s inputs, checked
+/// against the record limit: the same events on both.
+fn writes_of_two_replicas(log: &MemoryLog, name: &str) -> Vec<Event> {
+    let mut written = Vec::new();
+    for id in ["host-a-strict-1", "host-b-strict-2"] {
+        let mut core = ReplicaCore::new(Strict { name: name.into() }, ReplicaConfig::new(id), 0);
+        let records = log.records();
+        core.on_fetched(&records, records.len() as u64);
+        let mut events = Vec::new();
+        for write in poll_writes_of(&mut core) {
+            let encoded = write.record.encode().expect("every record the core hands out encodes");
+            assert!(encoded.value.len() <= RECORD_BYTES_MAX, "a record of {} bytes", encoded.value.len());
+            events.extend(write.record.events);
+        }
+        written.push(events);
+    }
+    assert_eq!(written[0], written[1], "both replicas write the same events, byte for byte");
+    written.remove(0)
+}
+
+fn poll_writes_of(core: &mut ReplicaCore<Strict>) -> Vec<WriteRequest> {
+    std::iter::from_fn(|| core.poll_write(0)).collect()
+}
+
+fn letter_of(event: &Event) -> DeadLetter {
+    assert_eq!(event.content_type, CONTENT_TYPE_DEAD_LETTER);
+    serde_json::from_slice(&event.payload).unwrap()
+}
+
+#[test]
+fn a_750_kb_undecodable_input_is_one_dead_letter_that_fits_the_same_on_every_replica() {
+    let log = MemoryLog::new();
+    let payload = undecodable();
+    log.publish(&key("in"), vec![Event::new(key("in"), None, None, 7, "application/json", payload.clone())]);
+    log.publish(&key("in"), vec![Event::new(key("in"), None, None, 8, "application/json", b"{\"a\":1}".to_vec())]);
+    let events = writes_of_two_replicas(&log, "strict");
+    assert_eq!(events.len(), 2, "the dead letter, then the next input's output");
+    let letter = letter_of(&events[0]);
+    assert_eq!(letter.reason, Reason::Decode);
+    assert!(letter.input.payload_truncated);
+    assert_eq!(letter.input.payload_bytes, Some(750_000));
+    let sha256 = Digest(sha2::Sha256::digest(&payload).into()).to_string();
+    assert_eq!(letter.input.payload_sha256, Some(sha256));
+    assert_eq!(letter.kept_payload().unwrap(), &payload[..crate::dead_letter::PAYLOAD_KEPT_BYTES_MAX]);
+    assert_eq!(events[1].payload, b"{\"a\":1}");
+}
+
+#[test]
+fn outputs_over_the_group_limit_are_a_dead_letter_that_fits_even_for_a_large_input() {
+    let log = MemoryLog::new();
+    // A long name: the key is framing on every output event.
+    let name = "s".repeat(240);
+    let mut flood = br#"{"flood":""#.to_vec();
+    flood.extend(std::iter::repeat_n(b'f', 700_000));
+    flood.extend(br#""}"#);
+    log.publish(&key("in"), vec![Event::new(key("in"), None, None, 7, "application/json", flood.clone())]);
+    let events = writes_of_two_replicas(&log, &name);
+    assert_eq!(events.len(), 1);
+    let letter = letter_of(&events[0]);
+    assert_eq!(letter.reason, Reason::OutputTooLarge);
+    assert!(letter.message.contains(&format!("at most {GROUP_BYTES_MAX}")), "{}", letter.message);
+    assert!(letter.input.payload_truncated);
+    assert_eq!(letter.input.payload_bytes, Some(flood.len() as u64));
+}
+
+#[test]
+fn an_over_long_content_type_is_an_invalid_output_dead_letter() {
+    let log = MemoryLog::new();
+    for json in [&br#"{"content_type":256}"#[..], br#"{"content_type":255}"#] {
+        log.publish(&key("in"), vec![Event::new(key("in"), None, None, 7, "application/json", json.to_vec())]);
+    }
+    let events = writes_of_two_replicas(&log, "strict");
+    assert_eq!(events.len(), 2);
+    let letter = letter_of(&events[0]);
+    assert_eq!(letter.reason, Reason::InvalidOutput);
+    assert_eq!(letter.message, "output 0 has a content type of 256 bytes; a content type may have at most 255");
+    assert_eq!(events[1].content_type.len(), 255, "255 bytes are a content type");
+}
+
+#[test]
+fn the_largest_record_header_is_what_the_codec_writes() {
+    let source = key(&"s".repeat(255));
+    assert_eq!(encoded_header_len(&source, &"w".repeat(255)), crate::transform::RECORD_HEADER_BYTES_MAX);
 }
