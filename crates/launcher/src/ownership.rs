@@ -393,6 +393,9 @@ mod tests {
             effective_time_ms: 0,
             content_type: "text/plain".into(),
             payload_base64: String::new(),
+            payload_truncated: false,
+            payload_bytes: None,
+            payload_sha256: None,
         };
         Ok(DeadLetter {
             transformer: "ledger".into(),
