@@ -159,7 +159,7 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
         return crate::processes::run(&args, &plan, &prefix).await;
     }
     let schemas = schema_registry(&config)?;
-    let codecs = output_codecs(&registry, &config, schemas.as_deref()).await?;
+    let codecs = output_codecs(&registry, &config, &plan, schemas.as_deref()).await?;
     let slots = plan_slots(&config, &args, &plan, &prefix, &codecs, schemas.as_ref())?;
     // A missing topic, a wrong layout or an unreachable broker stops the launcher at once.
     let facts = admin::check_topic(&log_config).await?;
@@ -177,15 +177,19 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
     endings
 }
 
-/// The output codec of each transformer configured with `codec = "avro"`, its schema
-/// registered.
+/// The output codec of each planned transformer configured with `codec = "avro"`, its
+/// schema registered. One not in the plan (a `--processes` child runs one) is left alone.
 async fn output_codecs(
     registry: &Registry,
     config: &Config,
+    plan: &[(String, u32)],
     schemas: Option<&SchemaRegistry>,
 ) -> Result<BTreeMap<String, OutputCodec>, Error> {
+    let planned = |name: &str| plan.iter().any(|(planned, _)| planned == name);
     let mut codecs = BTreeMap::new();
-    for (position, entry) in config.transformers.iter().enumerate().filter(|(_, entry)| entry.codec == Codec::Avro) {
+    for (position, entry) in
+        config.transformers.iter().enumerate().filter(|(_, entry)| entry.codec == Codec::Avro && planned(&entry.name))
+    {
         let setting = (config.origin.as_str(), format!("transformer[{}].codec", position + 1));
         codecs.insert(entry.name.clone(), avro_output(registry, &entry.name, schemas, setting).await?);
     }
