@@ -253,7 +253,8 @@ version failed on it, and why.")]
 log as a new event on its original input key (or --to): payload, content type and effective \
 time untouched, its cause set to the dead letter's offset. A provenance event on \
 <NAME>.redrives records which dead letter went where. Idempotent: a retried redrive finds the \
-event it wrote (by digest) and writes nothing twice.")]
+event it wrote (by digest) and writes nothing twice, and of two redrives of one dead letter at \
+once only one writes it.")]
     Redrive(RedriveArgs),
 }
 
