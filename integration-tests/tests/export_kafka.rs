@@ -148,3 +148,54 @@ async fn a_killed_exporter_restarts_and_the_target_holds_every_event_exactly_onc
     assert_eq!(more.events as usize, want.len() - exported.len());
     assert_exactly_once(&read_committed(&target).await, &want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_under_load_commits_no_position_past_an_unexported_event() {
+    let log_config = fresh_log_config("export-stop").await;
+    publish(&log_config, 0, 400).await;
+    let keys = vec![key("orders"), key("payments")];
+    let target = unique_topic("export-stop-target");
+    let mut config = ExportConfig::new(log_config.clone(), keys.clone(), &target);
+    config.batch_events_max = 10;
+    let log = Arc::new(KafkaLog::connect(log_config.clone()).await.unwrap());
+
+    // A source keeps writing while the exporter follows the log; the stop is requested as
+    // the third batch commits, when the stream has read far more than the batch holds.
+    let writer = tokio::spawn({
+        let log_config = log_config.clone();
+        async move { publish(&log_config, 400, 200).await }
+    });
+    let stop = Arc::new(competing_transformers_kafka::ShutdownTrigger::new());
+    let hook: BeforeCommit = {
+        let stop = stop.clone();
+        Arc::new(move |batch| {
+            if batch == 3 {
+                stop.request();
+            }
+        })
+    };
+    let options = ExportRunOptions { follow: true, shutdown: stop.subscribe(), before_commit: Some(hook) };
+    let mut exporter = Exporter::start(config.clone()).await.unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(60), exporter.run(log.clone(), options))
+        .await
+        .expect("the export stops once asked")
+        .unwrap();
+    println!("stopped after {stopped:?}");
+    drop(exporter);
+
+    // Everything before the committed position is in the target, and nothing after it.
+    let exported = read_committed(&target).await;
+    let before: Vec<_> =
+        canonical(&log_config, &keys).await.into_iter().filter(|(.., offset)| *offset < stopped.position).collect();
+    assert_eq!(stopped.events as usize, exported.len());
+    assert_exactly_once(&exported, &before);
+
+    // A second run finishes: the target holds every canonical event once, with no gap.
+    writer.await.unwrap();
+    let mut exporter = Exporter::start(config).await.unwrap();
+    assert_eq!(exporter.position(), stopped.position, "the second run resumes at the committed position");
+    exporter.run(log, ExportRunOptions::default()).await.unwrap();
+    let want = canonical(&log_config, &keys).await;
+    assert!(want.len() > 300);
+    assert_exactly_once(&read_committed(&target).await, &want);
+}

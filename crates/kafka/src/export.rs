@@ -95,7 +95,7 @@ pub type BeforeCommit = Arc<dyn Fn(u64) + Send + Sync>;
 pub struct ExportRunOptions {
     /// Keep going at the log end until `shutdown`; otherwise stop there.
     pub follow: bool,
-    /// Once requested, the run stops after the current batch; never by default.
+    /// Once requested, the run exports what it has read and stops; never by default.
     pub shutdown: Shutdown,
     /// A fault hook (see [`BeforeCommit`]).
     pub before_commit: Option<BeforeCommit>,
@@ -190,8 +190,10 @@ impl Exporter {
         let mut batch: Vec<CanonicalEvent> = Vec::new();
         loop {
             let stopping = options.shutdown.is_requested();
-            let next = if stopping { None } else { stream.next_within(IDLE_WAIT).await? };
-            match next {
+            // Stopping: no new fetch, but the events the stream has already read still go out,
+            // since the position committed below steps past every record the stream has read.
+            let wait = if stopping { Duration::ZERO } else { IDLE_WAIT };
+            match stream.next_within(wait).await? {
                 Some(event) => {
                     // Full, and this event starts a new record: the batch ends on a record boundary.
                     if batch.len() >= self.config.batch_events_max

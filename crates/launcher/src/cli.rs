@@ -23,7 +23,8 @@ Try it with `scripts/demo.sh` against a local broker. In production run `run --c
 with `--replica-id HOST --replicas 1`.\n\n\
 Every command taking --bootstrap and --topic also reads KAFKA_BOOTSTRAP and KAFKA_TOPIC, and \
 the [kafka] table of --config FILE (TRANSFORMER_LAUNCHER_CONFIG); flags win over the \
-environment, which wins over the file."
+environment, which wins over the file.",
+    after_help = crate::Exit::help_table()
 )]
 pub struct Cli {
     /// What to do.
@@ -166,7 +167,8 @@ pub struct RunArgs {
     #[arg(long, env = "STAGGER_RANK", value_name = "K", default_value_t = 0)]
     pub stagger_rank: u64,
     /// Run each replica as its own child process (killing one is a real crash), restarted
-    /// when it crashes; SIGINT/SIGTERM stop them all
+    /// when it crashes or fails at run time; a child exiting with a permanent code (2 to 5)
+    /// stops them all and the launcher exits with it; SIGINT/SIGTERM stop them all
     #[arg(long)]
     pub processes: bool,
     /// Run only this transformer of the config (used for --processes children)
@@ -256,7 +258,8 @@ version failed on it, and why.")]
 log as a new event on its original input key (or --to): payload, content type and effective \
 time untouched, its cause set to the dead letter's offset. A provenance event on \
 <NAME>.redrives records which dead letter went where. Idempotent: a retried redrive finds the \
-event it wrote (by digest) and writes nothing twice.\n\n\
+event it wrote (by digest) and writes nothing twice, and of two redrives of one dead letter at \
+once only one writes it.\n\n\
 A DET's output and dead-letter keys are refused as the target, --to or a dead letter's input \
 key: only the DET's replicas write them.")]
     Redrive(RedriveArgs),
@@ -314,5 +317,16 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_help_shows_every_exit_code() {
+        let help = Cli::command().render_long_help().to_string();
+        let table = &help[help.find("Exit codes:").expect("the help has the exit codes")..];
+        for exit in crate::Exit::ALL {
+            let line = format!("\n  {:<4} ", exit.exit_code());
+            assert!(table.contains(&line), "exit code {} is missing from the help:\n{table}", exit.exit_code());
+        }
+        assert!(table.contains("permanent"), "{table}");
     }
 }

@@ -59,6 +59,7 @@ pub use config::{Config, ConfigError};
 pub use registry::Registry;
 
 use competing_transformers::replica::Divergence;
+use competing_transformers_kafka::error::{is_authorization_code, RDKafkaErrorCode};
 use competing_transformers_kafka::schema_registry::RegistryError;
 use competing_transformers_kafka::{LogError, ReplicaError};
 
@@ -119,23 +120,53 @@ pub enum Error {
         /// The ones that stopped for good, and why (see [`StopReason::Diverged`]).
         stopped: Vec<StoppedReplica>,
     },
-    /// Replica processes (`run --processes`) exited saying they diverged; each logged its
-    /// divergence. Exit code 3.
-    #[error("replica process(es) {} diverged and were not restarted", replica_ids.join(", "))]
-    ProcessesDiverged {
-        /// The replicas whose processes diverged.
-        replica_ids: Vec<String>,
+    /// Replica processes (`run --processes`) exited with a permanent code (see
+    /// [`Exit::is_permanent`]); each logged why. They were not restarted, and the other
+    /// replica processes were stopped.
+    #[error("{}", processes_sentence(stopped))]
+    ProcessesStopped {
+        /// Each replica whose process exited with a permanent code, and that code.
+        stopped: Vec<(String, Exit)>,
+    },
+    /// A redrive could not place an event: other sources kept taking the index it tried.
+    #[error("could not place the event on `{key}` in {attempts} attempts: other sources keep writing; retry (it is idempotent)")]
+    Contended {
+        /// The key written to.
+        key: String,
+        /// How many indexes were tried.
+        attempts: u32,
     },
 }
 
+/// "replica process(es) host-echo-1 (4: configuration) exited for good; …".
+fn processes_sentence(stopped: &[(String, Exit)]) -> String {
+    let each: Vec<String> =
+        stopped.iter().map(|(id, exit)| format!("{id} ({}: {})", exit.exit_code(), exit.label())).collect();
+    format!(
+        "replica process(es) {} exited with a permanent code and were not restarted; the others were stopped (each logged why)",
+        each.join(", ")
+    )
+}
+
 impl Error {
-    /// The process's exit code for this failure: [`EXIT_DIVERGED`] for a divergence, which
-    /// a restart would only repeat, else 1.
-    pub fn exit_code(&self) -> u8 {
+    /// Which class of failure this is: the process's [`Exit`].
+    pub fn exit(&self) -> Exit {
         match self {
-            Error::Diverged { .. } | Error::ProcessesDiverged { .. } => EXIT_DIVERGED,
-            _ => 1,
+            Error::Config(_) => Exit::Configuration,
+            Error::Log(error) => Exit::of_log(error),
+            Error::Registry(error) | Error::OutputSchema { source: error, .. } => Exit::of_registry(error),
+            Error::Usage(_) | Error::Read { .. } => Exit::Usage,
+            Error::Output(_) | Error::Contended { .. } => Exit::Runtime,
+            Error::ReplicasFailed { stopped, .. } | Error::Diverged { stopped, .. } => {
+                Exit::worst(stopped.iter().map(|replica| replica.reason.exit()))
+            }
+            Error::ProcessesStopped { stopped } => Exit::worst(stopped.iter().map(|(_, exit)| *exit)),
         }
+    }
+
+    /// The process's exit code for this failure: [`Error::exit`]'s.
+    pub fn exit_code(&self) -> u8 {
+        self.exit().exit_code()
     }
 
     /// Each divergence this failure carries, with the replica that found it.
@@ -199,6 +230,164 @@ pub enum StopReason {
     Supervisor(#[source] tokio::task::JoinError),
 }
 
+impl StopReason {
+    /// The class of this stop, as an exit code tells it.
+    pub fn exit(&self) -> Exit {
+        match self {
+            StopReason::Diverged(_) | StopReason::Failed(ReplicaError::Diverged(_)) => Exit::Diverged,
+            StopReason::Failed(ReplicaError::Log(error)) => Exit::of_log(error),
+            StopReason::Failed(_) | StopReason::Supervisor(_) => Exit::Runtime,
+        }
+    }
+}
+
+/// How a launcher process ended: the one table of its exit codes. `--help`, the README and
+/// docs/DESIGN.md show it; a `run --processes` parent reads its children's with it.
+///
+/// Codes 2 to 5 are permanent: running the same command again fails the same way until
+/// someone changes the code, the configuration, the topic or the ACLs, so a `--processes`
+/// parent does not restart a child that exits with one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Exit {
+    /// 0: the command succeeded; `run` or `export --follow` stopped by SIGINT or SIGTERM
+    /// after flushing; output cut by a closed pipe.
+    Success,
+    /// 1: a failure at run time that may pass: the broker or the registry unreachable, a
+    /// client failure, a panic. A `--processes` parent restarts a child that exits so.
+    Runtime,
+    /// 2: the command line, a flag's value, a file it names or an input line is wrong
+    /// (clap's own parse errors use 2 too).
+    Usage,
+    /// 3: a replica diverged: its transform is not deterministic.
+    Diverged,
+    /// 4: the configuration is wrong: the config file, the client properties, a missing or
+    /// misshapen topic, a schema the registry refuses.
+    Configuration,
+    /// 5: Kafka or the schema registry refused this client's credentials or denied it an
+    /// ACL (authentication or authorization).
+    Access,
+    /// 130: a second SIGINT or SIGTERM: exited at once, without flushing.
+    Interrupted,
+}
+
+impl Exit {
+    /// Every exit, in the order of their codes.
+    pub const ALL: [Exit; 7] = [
+        Exit::Success,
+        Exit::Runtime,
+        Exit::Usage,
+        Exit::Diverged,
+        Exit::Configuration,
+        Exit::Access,
+        Exit::Interrupted,
+    ];
+
+    /// The process's exit code.
+    pub const fn exit_code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Runtime => 1,
+            Exit::Usage => 2,
+            Exit::Diverged => 3,
+            Exit::Configuration => 4,
+            Exit::Access => 5,
+            Exit::Interrupted => 130,
+        }
+    }
+
+    /// The exit a process's code says, if it is one of the table's.
+    pub fn from_code(code: i32) -> Option<Exit> {
+        Exit::ALL.into_iter().find(|exit| i32::from(exit.exit_code()) == code)
+    }
+
+    /// Whether running the same command again would end the same way: a `--processes`
+    /// parent does not restart a child that exits so.
+    pub fn is_permanent(self) -> bool {
+        matches!(self, Exit::Usage | Exit::Diverged | Exit::Configuration | Exit::Access)
+    }
+
+    /// One or two words naming the class.
+    pub fn label(self) -> &'static str {
+        match self {
+            Exit::Success => "success",
+            Exit::Runtime => "runtime failure",
+            Exit::Usage => "usage",
+            Exit::Diverged => "divergence",
+            Exit::Configuration => "configuration",
+            Exit::Access => "access denied",
+            Exit::Interrupted => "interrupted",
+        }
+    }
+
+    /// When a process exits so, for the help's table.
+    fn meaning(self) -> &'static str {
+        match self {
+            Exit::Success => "success; `run` or `export --follow` stopped by SIGINT or SIGTERM after flushing",
+            Exit::Runtime => "runtime failure that may pass (broker or registry unreachable, a client failure)",
+            Exit::Usage => "usage: the command line, a flag's value, a file it names or an input line is wrong",
+            Exit::Diverged => "divergence: a replica's transform is not deterministic",
+            Exit::Configuration => {
+                "configuration: the config file, client properties, a missing or misshapen topic, a refused schema"
+            }
+            Exit::Access => "access denied: Kafka or the registry refused the credentials or an ACL",
+            Exit::Interrupted => "a second SIGINT or SIGTERM: exited without flushing",
+        }
+    }
+
+    /// The exit codes as the help shows them.
+    pub fn help_table() -> String {
+        let mut table = String::from("Exit codes:\n");
+        for exit in Exit::ALL {
+            table.push_str(&format!("  {:<4} {}\n", exit.exit_code(), exit.meaning()));
+        }
+        table.push_str(
+            "Codes 2 to 5 are permanent: run --processes does not restart a child that exits with one; it stops the other children and exits with that code.",
+        );
+        table
+    }
+
+    /// The class of a log failure: only what an operator must fix is permanent.
+    pub fn of_log(error: &LogError) -> Exit {
+        let denied = |code| {
+            is_authorization_code(code)
+                || matches!(code, RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
+        };
+        if error.is_authorization() || error.code().is_some_and(denied) {
+            Exit::Access
+        } else if error.needs_operator() {
+            Exit::Configuration
+        } else {
+            Exit::Runtime
+        }
+    }
+
+    /// The class of a schema registry failure.
+    pub fn of_registry(error: &RegistryError) -> Exit {
+        match error {
+            RegistryError::Unavailable { .. }
+            | RegistryError::UnknownSchema { .. }
+            | RegistryError::BadSchema { .. } => Exit::Runtime,
+            RegistryError::Refused { status: Some(401 | 403), .. } => Exit::Access,
+            _ => Exit::Configuration,
+        }
+    }
+
+    /// The most telling of several exits: a divergence, then denied access, then
+    /// configuration, then usage, then a runtime failure.
+    pub fn worst(exits: impl IntoIterator<Item = Exit>) -> Exit {
+        let rank = |exit: &Exit| match exit {
+            Exit::Diverged => 5,
+            Exit::Access => 4,
+            Exit::Configuration => 3,
+            Exit::Usage => 2,
+            Exit::Runtime | Exit::Interrupted => 1,
+            Exit::Success => 0,
+        };
+        exits.into_iter().max_by_key(rank).unwrap_or(Exit::Runtime)
+    }
+}
+
 /// "2 of 3 replica(s) stopped for good: a diverged: …; b failed: …".
 fn stopped_sentence(replicas: usize, stopped: &[StoppedReplica]) -> String {
     let each: Vec<String> = stopped
@@ -245,8 +434,9 @@ fn out(line: std::fmt::Arguments<'_>) -> Result<(), Error> {
     writeln!(std::io::stdout().lock(), "{line}").map_err(Error::Output)
 }
 
-/// Exit code of a `run` whose replica diverged: restarting it would diverge again.
-pub const EXIT_DIVERGED: u8 = 3;
+/// Exit code of a `run` whose replica diverged: restarting it would diverge again
+/// ([`Exit::Diverged`]).
+pub const EXIT_DIVERGED: u8 = Exit::Diverged.exit_code();
 
 async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error> {
     use cli::{Command, DeadLettersCommand, TopicsCommand};
@@ -394,22 +584,136 @@ mod tests {
         let sentence = error.to_string();
         assert!(sentence.starts_with("2 of 3 replica(s) stopped for good: host-echo-1 diverged: event 0 of `echo` at offset 7 (written by host-echo-2)"), "{sentence}");
         assert!(sentence.contains("; host-other-1 failed: topic `log` does not exist"), "{sentence}");
-        let processes = Error::ProcessesDiverged { replica_ids: vec!["host-echo-1".into()] };
+        let processes = Error::ProcessesStopped {
+            stopped: vec![("host-echo-1".into(), Exit::Diverged), ("host-echo-2".into(), Exit::Configuration)],
+        };
         assert_eq!(processes.exit_code(), EXIT_DIVERGED);
+        assert!(
+            processes
+                .to_string()
+                .starts_with("replica process(es) host-echo-1 (3: divergence), host-echo-2 (4: configuration) exited"),
+            "{processes}"
+        );
+    }
+
+    fn kafka_error(code: RDKafkaErrorCode) -> Box<competing_transformers_kafka::error::KafkaError> {
+        Box::new(competing_transformers_kafka::error::KafkaError::MetadataFetch(code))
+    }
+
+    fn failed(reasons: Vec<StopReason>) -> Error {
+        let stopped = reasons
+            .into_iter()
+            .enumerate()
+            .map(|(n, reason)| StoppedReplica { replica_id: format!("host-echo-{n}"), reason })
+            .collect();
+        Error::ReplicasFailed { replicas: 3, stopped }
     }
 
     #[test]
-    fn other_failures_exit_with_1() {
-        let failed = Error::ReplicasFailed {
-            replicas: 1,
-            stopped: vec![StoppedReplica {
-                replica_id: "host-echo-1".into(),
-                reason: StopReason::Failed(missing_topic()),
-            }],
+    fn each_failure_exits_with_its_class_code() {
+        let unavailable = LogError::Unavailable {
+            topic: "log".into(),
+            partition: Some(0),
+            offset: None,
+            code: Some(RDKafkaErrorCode::RequestTimedOut),
+            source: kafka_error(RDKafkaErrorCode::RequestTimedOut),
         };
-        assert_eq!(failed.exit_code(), 1);
-        assert_eq!(failed.divergences().count(), 0);
-        assert_eq!(Error::Usage("wrong".into()).exit_code(), 1);
+        let denied = LogError::Unauthorized {
+            topic: "log".into(),
+            code: RDKafkaErrorCode::TopicAuthorizationFailed,
+            source: kafka_error(RDKafkaErrorCode::TopicAuthorizationFailed),
+        };
+        let bad_password = LogError::Fatal {
+            topic: "log".into(),
+            partition: None,
+            offset: None,
+            code: Some(RDKafkaErrorCode::SaslAuthenticationFailed),
+            source: kafka_error(RDKafkaErrorCode::SaslAuthenticationFailed),
+        };
+        let layout = LogError::TopicLayout {
+            topic: "log".into(),
+            problem: competing_transformers_kafka::error::LayoutProblem::Partitions { partitions: 3 },
+        };
+        let cases = [
+            (Error::Log(unavailable.clone()), Exit::Runtime, 1),
+            (Error::Output(std::io::Error::other("disk full")), Exit::Runtime, 1),
+            (Error::Usage("wrong".into()), Exit::Usage, 2),
+            (Error::Config(ConfigError::MissingTopic), Exit::Configuration, 4),
+            (
+                Error::Log(LogError::TopicMissing { topic: "log".into(), bootstrap_servers: "k:9092".into() }),
+                Exit::Configuration,
+                4,
+            ),
+            (Error::Log(layout), Exit::Configuration, 4),
+            (Error::Log(denied.clone()), Exit::Access, 5),
+            (Error::Log(bad_password), Exit::Access, 5),
+            // Replicas that stopped for good: the most telling reason decides.
+            (failed(vec![StopReason::Failed(missing_topic())]), Exit::Configuration, 4),
+            (
+                failed(vec![StopReason::Failed(missing_topic()), StopReason::Failed(ReplicaError::Log(denied))]),
+                Exit::Access,
+                5,
+            ),
+            (failed(vec![StopReason::Failed(ReplicaError::Log(unavailable))]), Exit::Runtime, 1),
+            (
+                Error::ProcessesStopped { stopped: vec![("host-echo-1".into(), Exit::Configuration)] },
+                Exit::Configuration,
+                4,
+            ),
+        ];
+        for (error, exit, code) in cases {
+            assert_eq!((error.exit(), error.exit_code()), (exit, code), "{error}");
+        }
+        assert_eq!(failed(vec![StopReason::Failed(missing_topic())]).divergences().count(), 0);
+    }
+
+    #[test]
+    fn registry_failures_exit_by_class() {
+        let refused = |status| RegistryError::Refused {
+            url: "http://registry".into(),
+            status,
+            error_code: None,
+            message: "no".into(),
+            source: None,
+        };
+        assert_eq!(Error::Registry(refused(Some(401))).exit(), Exit::Access);
+        assert_eq!(Error::Registry(refused(Some(403))).exit(), Exit::Access);
+        assert_eq!(Error::Registry(refused(None)).exit(), Exit::Configuration, "a bad URL");
+        let incompatible =
+            RegistryError::Incompatible { subject: "s".into(), url: "u".into(), reason: "r".into(), source: None };
+        let error = Error::OutputSchema {
+            transformer: "echo".into(),
+            version: 2,
+            step: SchemaStep::Start,
+            source: incompatible,
+        };
+        assert_eq!(error.exit_code(), 4);
+    }
+
+    #[test]
+    fn the_exit_table_is_one_table() {
+        let codes: Vec<u8> = Exit::ALL.iter().map(|exit| exit.exit_code()).collect();
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 130]);
+        for exit in Exit::ALL {
+            assert_eq!(Exit::from_code(i32::from(exit.exit_code())), Some(exit));
+        }
+        assert_eq!(Exit::from_code(101), None);
+        let permanent: Vec<u8> = Exit::ALL.iter().filter(|e| e.is_permanent()).map(|e| e.exit_code()).collect();
+        assert_eq!(permanent, [2, 3, 4, 5]);
+        assert_eq!(EXIT_DIVERGED, 3);
+        assert_eq!(signals::EXIT_INTERRUPTED, 130);
+    }
+
+    #[test]
+    fn the_readme_and_the_design_show_the_exit_table() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for doc in ["README.md", "docs/DESIGN.md"] {
+            let text = std::fs::read_to_string(root.join(doc)).unwrap();
+            for exit in Exit::ALL {
+                let row = format!("| {} | ", exit.exit_code());
+                assert!(text.contains(&row), "{doc} has no exit-code row `{row}`");
+            }
+        }
     }
 
     #[test]

@@ -2,21 +2,26 @@
 //! crash (its producer session, memory and threads die with it).
 //!
 //! A child is this same executable running `run` for exactly one replica. A child that
-//! crashes or fails is started again with backoff; one that exits with the divergence code
-//! is not (its transform is not deterministic). SIGINT or SIGTERM is passed on to every
-//! child, which flushes and exits; on Linux a child also dies with this process.
+//! crashes or fails at run time (exit code 1, a signal) is started again with backoff; one
+//! that exits with a permanent code ([`Exit::is_permanent`]: usage, divergence,
+//! configuration, denied access) is not, since it would fail the same way: the other
+//! children are stopped and this process exits with that code. SIGINT or SIGTERM is passed
+//! on to every child, which flushes and exits; on Linux a child also dies with this process.
 //!
 //! Unix only: a child is stopped with SIGTERM, which other systems do not have.
+
+use std::sync::Arc;
 
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::cli::RunArgs;
 use crate::restart::Restarts;
-use crate::{signals, Error, EXIT_DIVERGED};
-use competing_transformers_kafka::Shutdown;
+use crate::{signals, Error, Exit};
+use competing_transformers_kafka::{Shutdown, ShutdownTrigger};
 
-/// Starts and watches one child per planned replica until a signal.
+/// Starts and watches one child per planned replica until a signal, or until one exits with
+/// a permanent code.
 pub(super) async fn run(args: &RunArgs, plan: &[(String, u32)], prefix: &str) -> Result<(), Error> {
     if cfg!(not(unix)) {
         return Err(Error::Usage(
@@ -24,7 +29,16 @@ pub(super) async fn run(args: &RunArgs, plan: &[(String, u32)], prefix: &str) ->
                 .into(),
         ));
     }
-    let shutdown = signals::listen()?;
+    let mut signalled = signals::listen()?;
+    // Every child stops on a signal, or when one of them exits for good.
+    let stop = Arc::new(ShutdownTrigger::new());
+    let forward = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            signalled.requested().await;
+            stop.request();
+        })
+    };
     let mut children = Vec::new();
     for (transformer, replicas) in plan {
         for n in args.first_number..args.first_number + replicas {
@@ -34,21 +48,27 @@ pub(super) async fn run(args: &RunArgs, plan: &[(String, u32)], prefix: &str) ->
                 number: n,
                 prefix: prefix.to_string(),
             };
-            children.push(tokio::spawn(child.supervise(shutdown.clone())));
+            children.push(tokio::spawn(child.supervise(stop.clone())));
         }
     }
     tracing::info!("started {} replica process(es)", children.len());
-    let mut diverged = Vec::new();
+    let mut stopped = Vec::new();
     for child in children {
-        if let Ok(Some(replica)) = child.await {
-            diverged.push(replica);
+        if let Ok(Some(ended)) = child.await {
+            stopped.push(ended);
         }
     }
-    if diverged.is_empty() {
+    forward.abort();
+    if stopped.is_empty() {
         Ok(())
     } else {
-        Err(Error::ProcessesDiverged { replica_ids: diverged })
+        Err(Error::ProcessesStopped { stopped })
     }
+}
+
+/// The exit a child's code says, when it is permanent: the child is not started again.
+fn permanent_exit(code: Option<i32>) -> Option<Exit> {
+    code.and_then(Exit::from_code).filter(|exit| exit.is_permanent())
 }
 
 struct ChildReplica {
@@ -83,49 +103,57 @@ impl ChildReplica {
         command.spawn()
     }
 
-    /// Runs the child again and again until shutdown; returns its id if it diverged.
-    async fn supervise(self, mut shutdown: Shutdown) -> Option<String> {
+    /// Runs the child again and again until `stop` is requested; if it exits with a
+    /// permanent code, requests `stop` (the other children end) and returns its id and exit.
+    async fn supervise(self, stop: Arc<ShutdownTrigger>) -> Option<(String, Exit)> {
         let id = self.replica_id();
+        let mut shutdown = stop.subscribe();
         let mut restarts = Restarts::new();
         loop {
             let started = Instant::now();
-            let mut child = match self.spawn() {
-                Ok(child) => child,
-                Err(error) => {
-                    let wait = restarts.wait_after(started.elapsed());
-                    tracing::error!(replica = %id, "cannot start the replica process ({error}); trying again in {wait:?}");
-                    if shutdown.requested_within(wait).await {
-                        return None;
-                    }
-                    continue;
+            let ended = match self.spawn() {
+                Ok(child) => self.watch(child, &mut shutdown).await,
+                Err(error) => Err(format!("cannot start the replica process ({error})")),
+            };
+            let why = match ended {
+                Ok(None) => return None,
+                Ok(Some(exit)) => {
+                    tracing::error!(
+                        replica = %id,
+                        "replica process exited with {} ({}), which a restart would repeat: not restarted; stopping the other replica processes",
+                        exit.exit_code(),
+                        exit.label()
+                    );
+                    stop.request();
+                    return Some((id, exit));
                 }
-            };
-            let pid = child.id();
-            tracing::info!(replica = %id, pid, "replica process started");
-            let ended = tokio::select! {
-                status = child.wait() => Some(status),
-                () = shutdown.requested() => None,
-            };
-            let Some(status) = ended else {
-                stop_child(&mut child).await;
-                return None;
+                Err(why) => why,
             };
             let wait = restarts.wait_after(started.elapsed());
-            match status {
-                Ok(status) if status.code() == Some(i32::from(EXIT_DIVERGED)) => {
-                    tracing::error!(replica = %id, "replica process diverged; not restarted");
-                    return Some(id);
-                }
-                Ok(status) => {
-                    tracing::warn!(replica = %id, %status, "replica process ended; restarting in {wait:?}")
-                }
-                Err(error) => {
-                    tracing::warn!(replica = %id, %error, "lost the replica process; restarting in {wait:?}")
-                }
-            }
+            tracing::warn!(replica = %id, "{why}; restarting in {wait:?}");
             if shutdown.requested_within(wait).await {
                 return None;
             }
+        }
+    }
+
+    /// One life of the child: `Ok(None)` when stopped by `shutdown`, `Ok(Some(exit))` when it
+    /// exited with a permanent code, else why it ended (it is restarted).
+    async fn watch(&self, mut child: Child, shutdown: &mut Shutdown) -> Result<Option<Exit>, String> {
+        tracing::info!(replica = %self.replica_id(), pid = child.id(), "replica process started");
+        let status = tokio::select! {
+            status = child.wait() => status,
+            () = shutdown.requested() => {
+                stop_child(&mut child).await;
+                return Ok(None);
+            }
+        };
+        match status {
+            Ok(status) => match permanent_exit(status.code()) {
+                Some(exit) => Ok(Some(exit)),
+                None => Err(format!("replica process ended ({status})")),
+            },
+            Err(error) => Err(format!("lost the replica process ({error})")),
         }
     }
 }
@@ -162,4 +190,21 @@ async fn stop_child(child: &mut Child) {
         let _ = child.start_kill();
     }
     let _ = child.wait().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_exiting_with_a_permanent_code_is_not_restarted() {
+        for exit in [Exit::Usage, Exit::Diverged, Exit::Configuration, Exit::Access] {
+            assert_eq!(permanent_exit(Some(i32::from(exit.exit_code()))), Some(exit));
+        }
+        // A runtime failure, a crash (killed by a signal: no code), a panic (101), a second
+        // signal or a clean exit the parent did not ask for: restarted.
+        for code in [Some(0), Some(1), None, Some(101), Some(130)] {
+            assert_eq!(permanent_exit(code), None, "{code:?}");
+        }
+    }
 }

@@ -12,33 +12,38 @@
 //! Wrapping the payload was rejected: the transform would have to know about redrives, and
 //! its dead letter of a redriven event would wrap a wrapper.
 //!
-//! **Idempotent on retry.** The redriven event's digest is a function of the dead letter alone
-//! (cause, time, content type, payload), so "already redriven" is "a canonical event of the
-//! target with that digest exists". A redrive first looks for one, then writes with
-//! `exists_or_write` at the target's count: two redrivers racing for the same index produce
-//! the same event and one wins; if another source took the index, it looks again and retries
-//! at the next one. The `<NAME>.redrives` event is written the same way, once per dead letter.
-//! A redrive that died between the two writes finds its event on retry and writes only the
-//! missing provenance. (Two dead letters in one record holding byte-identical events with the
-//! same effective time share a digest: the second counts as redriven with the first.)
+//! **Once, even when two redrives run at once.** The redriven event's digest is a function of
+//! the dead letter alone (cause, time, content type, payload), so "already redriven" is "a
+//! canonical event of the target with that digest exists". A redrive reads the target's
+//! canonical events up to some offset and writes with `exists_or_write` at the count it read
+//! there, and only if none of them has the digest. Of two redrives racing, one takes that
+//! index; the other's write has no effect, and reading on it finds the event (or another
+//! source's event there, and it tries again at the next index). A copy at a later index could
+//! only come from a redrive that had read the first copy, so there is never a second one. The
+//! `<NAME>.redrives` event is written the same way, once per dead letter. A redrive that died
+//! between the two writes finds its event on retry and writes only the missing provenance.
+//! (Two dead letters in one record holding byte-identical events with the same effective time
+//! share a digest: the second counts as redriven with the first.)
 
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::out;
-use crate::reading::{each_canonical, read_dead_letters, ReadDeadLetter};
+use crate::reading::{read_dead_letters, ReadDeadLetter};
 use crate::Error;
 use competing_transformers::dead_letter::DeadLetter;
 use competing_transformers::event::{Digest, Event, EventSourceKey, Offset};
-use competing_transformers_kafka::{EventLog, Pipeline, WriteOutcome};
+use competing_transformers_kafka::{EventLog, EventStream, Pipeline, WriteOutcome};
 
 /// Content type of `<NAME>.redrives` events.
 pub const CONTENT_TYPE_REDRIVE: &str = "application/vnd.competing-transformers.redrive+json";
 /// Most attempts to place one event when other sources keep taking the index.
 const WRITE_ATTEMPTS_MAX: u32 = 20;
+/// Longest wait for one fetch while reading on to the log end.
+const FETCH_WAIT: Duration = Duration::from_millis(100);
 
 /// The provenance event on `<NAME>.redrives`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,58 +85,111 @@ pub fn redriven_event(letter: &DeadLetter, offset: Offset, to: &EventSourceKey) 
     ))
 }
 
-/// What the log says about earlier redrives of one transform.
-#[derive(Default)]
+/// What the log says about the keys a redrive writes, as far as it has read them: each
+/// target's canonical events and the provenance events.
 struct Seen {
-    /// Canonical events per target key: digest → index.
-    targets: HashMap<EventSourceKey, HashMap<Digest, u64>>,
-    /// Dead-letter indexes with a provenance event.
-    provenance: BTreeMap<u64, Redrive>,
+    /// The canonical events of the targets and of `redrives`, read on as needed.
+    stream: EventStream,
+    redrives: EventSourceKey,
+    /// Canonical events per key: digest → index (the first, if two share a digest).
+    digests: HashMap<EventSourceKey, HashMap<Digest, u64>>,
+    /// How many canonical events each key has in what was read: every index below it was.
+    counts: HashMap<EventSourceKey, u64>,
+    /// Dead-letter index → index of its provenance event on `redrives`.
+    provenance: BTreeMap<u64, u64>,
 }
 
-async fn scan<L: EventLog>(log: Arc<L>, targets: &[EventSourceKey], redrives: &EventSourceKey) -> Result<Seen, Error> {
-    let end = log.end_offset().await?;
-    let pipeline = Pipeline::new(log, "redrive");
-    let mut keys = targets.to_vec();
-    keys.push(redrives.clone());
-    let mut stream = pipeline.stream_events(&keys, 0).await?;
-    let mut seen = Seen::default();
-    each_canonical(&mut stream, end, false, |canonical| {
-        let index = canonical.event.index.expect("canonical events carry their index");
-        if &canonical.event.key == redrives {
-            if let Ok(redrive) = serde_json::from_slice::<Redrive>(&canonical.event.payload) {
-                seen.provenance.insert(redrive.dead_letter_index, redrive);
+impl Seen {
+    /// Reads the canonical events of `targets` and `redrives` up to the log end.
+    async fn read<L: EventLog>(
+        log: Arc<L>,
+        targets: &[EventSourceKey],
+        redrives: &EventSourceKey,
+    ) -> Result<Self, Error> {
+        let mut keys = targets.to_vec();
+        keys.push(redrives.clone());
+        let stream = Pipeline::new(log.clone(), "redrive").stream_events(&keys, 0).await?;
+        let mut seen = Seen {
+            stream,
+            redrives: redrives.clone(),
+            digests: HashMap::new(),
+            counts: HashMap::new(),
+            provenance: BTreeMap::new(),
+        };
+        seen.read_on(log.as_ref()).await?;
+        Ok(seen)
+    }
+
+    /// Reads on to the log's current end.
+    async fn read_on<L: EventLog>(&mut self, log: &L) -> Result<(), Error> {
+        let end = log.end_offset().await?;
+        loop {
+            // Past the end: only hand over what was fetched, without waiting for more.
+            let wait = if self.stream.position() >= end { Duration::ZERO } else { FETCH_WAIT };
+            match self.stream.next_within(wait).await? {
+                Some(canonical) => self.note(&canonical.event),
+                // The stream's position steps over transaction markers, which no record holds.
+                None if self.stream.position() >= end => return Ok(()),
+                None => {}
             }
         }
-        if targets.contains(&canonical.event.key) {
-            seen.targets.entry(canonical.event.key.clone()).or_default().insert(canonical.event.digest, index);
+    }
+
+    /// Takes in one canonical event (read back, or just written by this redrive).
+    fn note(&mut self, event: &Event) {
+        let index = event.index.expect("canonical events carry their index");
+        if event.key == self.redrives {
+            if let Ok(redrive) = serde_json::from_slice::<Redrive>(&event.payload) {
+                self.provenance.entry(redrive.dead_letter_index).or_insert(index);
+            }
         }
-        Ok(())
-    })
-    .await?;
-    Ok(seen)
+        self.digests.entry(event.key.clone()).or_default().entry(event.digest).or_insert(index);
+        let count = self.counts.entry(event.key.clone()).or_default();
+        *count = (*count).max(index + 1);
+    }
+
+    /// The index of `key`'s canonical event with `digest`, if one was read.
+    fn index_of(&self, key: &EventSourceKey, digest: &Digest) -> Option<u64> {
+        self.digests.get(key).and_then(|digests| digests.get(digest)).copied()
+    }
+
+    fn count(&self, key: &EventSourceKey) -> u64 {
+        self.counts.get(key).copied().unwrap_or(0)
+    }
 }
 
-/// Appends `event` on its key unless a canonical event with its digest exists; returns the
-/// index it has and whether this call wrote it.
-async fn place<L: EventLog>(pipeline: &Pipeline<L>, event: Event, known: Option<u64>) -> Result<(u64, bool), Error> {
-    if let Some(index) = known {
-        return Ok((index, false));
-    }
+/// Appends `event` on its key unless `found` finds it in what `seen` read; returns the index
+/// it has and whether this call wrote it. The write goes at the count of what was read, so
+/// it lands only if nothing was written on the key since: a concurrent redrive's copy makes
+/// it have no effect, and reading on finds that copy.
+async fn place<L: EventLog>(
+    pipeline: &Pipeline<L>,
+    seen: &mut Seen,
+    event: Event,
+    found: impl Fn(&Seen) -> Option<u64>,
+) -> Result<(u64, bool), Error> {
     let key = event.key.clone();
     for _ in 0..WRITE_ATTEMPTS_MAX {
-        let count = pipeline.count(&key).await?;
-        match pipeline.exists_or_write(&key, count, vec![event.clone()]).await? {
-            WriteOutcome::Written { index, .. } => return Ok((index, true)),
-            // Another redriver wrote this very event at that index.
-            WriteOutcome::Exists { index, same_digest: Some(true), .. } => return Ok((index, false)),
-            // Another source took the index: try the next one.
-            WriteOutcome::Exists { .. } | WriteOutcome::Rejected { .. } => {}
+        if let Some(index) = found(seen) {
+            return Ok((index, false));
+        }
+        match pipeline.exists_or_write(&key, seen.count(&key), vec![event.clone()]).await? {
+            WriteOutcome::Written { index, .. } => {
+                seen.note(&event.clone().with_index(index));
+                return Ok((index, true));
+            }
+            // Another redrive wrote this very event at that index.
+            WriteOutcome::Exists { index, same_digest: Some(true), .. } => {
+                seen.note(&event.clone().with_index(index));
+                return Ok((index, false));
+            }
+            // Someone wrote on the key since it was read: read on, look again.
+            WriteOutcome::Exists { .. } | WriteOutcome::Rejected { .. } => {
+                seen.read_on(pipeline.log().as_ref()).await?
+            }
         }
     }
-    Err(Error::Usage(format!(
-        "could not place the event on `{key}` in {WRITE_ATTEMPTS_MAX} attempts: other sources keep writing; retry (it is idempotent)"
-    )))
+    Err(Error::Contended { key: key.to_string(), attempts: WRITE_ATTEMPTS_MAX })
 }
 
 /// What a redrive did.
@@ -157,7 +215,7 @@ pub async fn redrive<L: EventLog>(
     let plans = plan(choose(&letters, index, transformer)?, to)?;
     let redrives = redrives_key(transformer);
     let targets: Vec<EventSourceKey> = plans.iter().map(|plan| plan.event.key.clone()).collect();
-    let mut seen = scan(log.clone(), &targets, &redrives).await?;
+    let mut seen = Seen::read(log.clone(), &targets, &redrives).await?;
     let pipeline = Pipeline::new(log, writer);
     let mut report = RedriveReport::default();
     for plan in plans {
@@ -233,8 +291,8 @@ fn plan(chosen: Vec<&ReadDeadLetter>, to: Option<&EventSourceKey>) -> Result<Vec
     Ok(plans)
 }
 
-/// Writes one planned event unless `seen` knows it, then its provenance unless `seen` has
-/// it; returns the event's index and whether this call wrote it.
+/// Writes one planned event unless the log has it, then its provenance unless the log has
+/// one for this dead letter; returns the event's index and whether this call wrote it.
 async fn redrive_one<L: EventLog>(
     pipeline: &Pipeline<L>,
     seen: &mut Seen,
@@ -244,23 +302,18 @@ async fn redrive_one<L: EventLog>(
 ) -> Result<(u64, bool), Error> {
     let Plan { offset, letter_index, event } = plan;
     let (target, digest) = (event.key.clone(), event.digest);
-    let known = seen.targets.get(&target).and_then(|digests| digests.get(&digest)).copied();
-    let (to_index, wrote) = place(pipeline, event, known).await?;
-    seen.targets.entry(target.clone()).or_default().insert(digest, to_index);
-    if let Entry::Vacant(slot) = seen.provenance.entry(letter_index) {
-        let redrive = Redrive {
-            dead_letter_key: dead_letters_key.to_string(),
-            dead_letter_index: letter_index,
-            dead_letter_offset: offset,
-            to_key: target.to_string(),
-            to_index,
-            digest: digest.to_string(),
-        };
-        let payload = serde_json::to_vec(&redrive).expect("a redrive always serializes");
-        // Time 0 rather than the wall clock: a retry builds the same bytes.
-        let provenance = Event::new(redrives.clone(), None, Some(offset), 0, CONTENT_TYPE_REDRIVE, payload);
-        place(pipeline, provenance, None).await?;
-        slot.insert(redrive);
-    }
+    let (to_index, wrote) = place(pipeline, seen, event, |seen| seen.index_of(&target, &digest)).await?;
+    let redrive = Redrive {
+        dead_letter_key: dead_letters_key.to_string(),
+        dead_letter_index: letter_index,
+        dead_letter_offset: offset,
+        to_key: target.to_string(),
+        to_index,
+        digest: digest.to_string(),
+    };
+    let payload = serde_json::to_vec(&redrive).expect("a redrive always serializes");
+    // Time 0 rather than the wall clock: a retry, or a concurrent redrive, builds the same bytes.
+    let provenance = Event::new(redrives.clone(), None, Some(offset), 0, CONTENT_TYPE_REDRIVE, payload);
+    place(pipeline, seen, provenance, |seen| seen.provenance.get(&letter_index).copied()).await?;
     Ok((to_index, wrote))
 }

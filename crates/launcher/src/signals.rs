@@ -4,7 +4,7 @@
 use competing_transformers_kafka::{Shutdown, ShutdownTrigger};
 
 /// Exit code after a second signal: 128 + SIGINT, what a shell reports for an interrupt.
-pub const EXIT_INTERRUPTED: i32 = 130;
+pub const EXIT_INTERRUPTED: i32 = crate::Exit::Interrupted.exit_code() as i32;
 
 /// A [`Shutdown`] requested by the first SIGINT or SIGTERM (Ctrl-C where there are no Unix
 /// signals); a second one exits the process with [`EXIT_INTERRUPTED`] without waiting for

@@ -9,7 +9,8 @@
 //! - a divergence: stopped for good, logged loudly, and `run` exits non-zero at the end,
 //!   since restarting a non-deterministic transform would only diverge again;
 //! - what only an operator can fix (a configuration, a missing topic, a layout the log
-//!   refuses, a denied ACL: `LogError::needs_operator`): stopped for good, like a divergence.
+//!   refuses, denied credentials or ACLs: a permanent [`Exit::of_log`]): stopped for good,
+//!   like a divergence; `run` exits with that class's code when it ends.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -22,10 +23,10 @@ use tokio::time::Instant;
 
 use crate::cli::RunArgs;
 use crate::config::Codec;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::registry::Registry;
 use crate::restart::Restarts;
-use crate::{host_name, signals, Error, SchemaStep, StopReason, StoppedReplica};
+use crate::{host_name, signals, Error, Exit, SchemaStep, StopReason, StoppedReplica};
 use competing_transformers::codec::OutputCodec;
 use competing_transformers::panic::panic_message;
 use competing_transformers::record::WRITER_BYTES_MAX;
@@ -95,10 +96,10 @@ enum Failure {
 }
 
 impl Failure {
-    /// A failure only an operator can fix stops the replica; a restart (a new client)
-    /// gets past any other.
+    /// A failure only an operator can fix (its exit is permanent) stops the replica; a
+    /// restart (a new client) gets past any other.
     fn from_log(error: LogError) -> Self {
-        if error.needs_operator() {
+        if Exit::of_log(&error).is_permanent() {
             Failure::Permanent(ReplicaError::Log(error))
         } else {
             Failure::Transient(error.into())
@@ -114,18 +115,25 @@ fn schema_registry(config: &Config) -> Result<Option<Arc<SchemaRegistry>>, Error
 }
 
 /// Registers `name`'s output schema and returns the codec its replicas write with; an
-/// incompatible schema refuses to start.
-async fn avro_output(registry: &Registry, name: &str, schemas: Option<&SchemaRegistry>) -> Result<OutputCodec, Error> {
+/// incompatible schema refuses to start. `origin` and `key` name the config's setting.
+async fn avro_output(
+    registry: &Registry,
+    name: &str,
+    schemas: Option<&SchemaRegistry>,
+    (origin, key): (&str, String),
+) -> Result<OutputCodec, Error> {
+    let invalid =
+        |problem: String| Error::Config(ConfigError::Invalid { origin: origin.into(), key: key.clone(), problem });
     let Some(schemas) = schemas else {
-        return Err(Error::Usage(format!(
-            "transformer `{name}` has codec = \"avro\" but no schema registry is configured; set [schema_registry] url or SCHEMA_REGISTRY_URL"
-        )));
+        return Err(invalid(
+            "is \"avro\" but no schema registry is configured; set [schema_registry] url or SCHEMA_REGISTRY_URL".into(),
+        ));
     };
     let transform = registry.create(name).ok_or_else(|| Error::Usage(format!("unknown transformer `{name}`")))?;
     let (version, schema) = (transform.version(), transform.output_schema().map(str::to_string));
     let schema = schema.ok_or_else(|| {
-        Error::Usage(format!(
-            "transformer `{name}` v{version} declares no Avro output schema; set codec = \"json\" for it"
+        invalid(format!(
+            "is \"avro\" but `{name}` v{version} declares no Avro output schema; set codec = \"json\" for it"
         ))
     })?;
     let output = schemas.output_codec(name, &schema).await.map_err(|source| Error::OutputSchema {
@@ -151,7 +159,7 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
         return crate::processes::run(&args, &plan, &prefix).await;
     }
     let schemas = schema_registry(&config)?;
-    let codecs = output_codecs(&registry, &config, schemas.as_deref()).await?;
+    let codecs = output_codecs(&registry, &config, &plan, schemas.as_deref()).await?;
     let slots = plan_slots(&config, &args, &plan, &prefix, &codecs, schemas.as_ref())?;
     // A missing topic, a wrong layout or an unreachable broker stops the launcher at once.
     let facts = admin::check_topic(&log_config).await?;
@@ -169,16 +177,21 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
     endings
 }
 
-/// The output codec of each transformer configured with `codec = "avro"`, its schema
-/// registered.
+/// The output codec of each planned transformer configured with `codec = "avro"`, its
+/// schema registered. One not in the plan (a `--processes` child runs one) is left alone.
 async fn output_codecs(
     registry: &Registry,
     config: &Config,
+    plan: &[(String, u32)],
     schemas: Option<&SchemaRegistry>,
 ) -> Result<BTreeMap<String, OutputCodec>, Error> {
+    let planned = |name: &str| plan.iter().any(|(planned, _)| planned == name);
     let mut codecs = BTreeMap::new();
-    for entry in config.transformers.iter().filter(|entry| entry.codec == Codec::Avro) {
-        codecs.insert(entry.name.clone(), avro_output(registry, &entry.name, schemas).await?);
+    for (position, entry) in
+        config.transformers.iter().enumerate().filter(|(_, entry)| entry.codec == Codec::Avro && planned(&entry.name))
+    {
+        let setting = (config.origin.as_str(), format!("transformer[{}].codec", position + 1));
+        codecs.insert(entry.name.clone(), avro_output(registry, &entry.name, schemas, setting).await?);
     }
     Ok(codecs)
 }
@@ -537,5 +550,14 @@ mod tests {
             source: Box::new(competing_transformers_kafka::error::KafkaError::Canceled),
         };
         assert!(matches!(Failure::from_log(timed_out), Failure::Transient(_)));
+        // Credentials the cluster refuses: a new client would be refused too.
+        let refused = LogError::Fatal {
+            topic: "log".into(),
+            partition: None,
+            offset: None,
+            code: Some(competing_transformers_kafka::error::RDKafkaErrorCode::SaslAuthenticationFailed),
+            source: Box::new(competing_transformers_kafka::error::KafkaError::Canceled),
+        };
+        assert!(matches!(Failure::from_log(refused), Failure::Permanent(_)));
     }
 }
