@@ -927,7 +927,7 @@ fn markdown(results: &[ScenarioResult], report: &serde_json::Value) -> String {
             s.gap_max_ms
         ));
     }
-    out.push_str("\nTargets (issue 6):\n\n");
+    out.push_str("\nTargets (BENCHMARKS.md):\n\n");
     if let Some(targets) = report["targets"].as_object() {
         for (name, t) in targets {
             out.push_str(&format!(
