@@ -24,6 +24,8 @@ pub mod memory;
 pub mod panic;
 pub mod record;
 pub mod replica;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod transform;
 
 /// The README's examples compile and run as doc tests.

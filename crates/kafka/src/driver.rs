@@ -468,29 +468,11 @@ mod tests {
     use crate::error::{KafkaError, RDKafkaErrorCode};
     use crate::shutdown::ShutdownTrigger;
     use competing_transformers::record::Record;
-    use competing_transformers::{Event, Input, MemoryLog, Outputs, TransformError};
+    use competing_transformers::testing::Echo;
+    use competing_transformers::{Event, MemoryLog};
 
     fn key(name: &str) -> EventSourceKey {
         EventSourceKey::new(name).unwrap()
-    }
-
-    /// Echoes each input.
-    struct Echo;
-
-    impl Transform for Echo {
-        fn name(&self) -> &str {
-            "echo"
-        }
-        fn version(&self) -> u32 {
-            1
-        }
-        fn subscriptions(&self) -> Vec<EventSourceKey> {
-            vec![key("in")]
-        }
-        fn apply(&mut self, input: &Input<'_>, out: &mut Outputs) -> Result<(), TransformError> {
-            out.emit("text/plain", input.payload.to_vec());
-            Ok(())
-        }
     }
 
     /// A memory log whose `n`-th append fails with `refuse(n)` when it says so.
@@ -555,8 +537,13 @@ mod tests {
         log.log.publish(&key("in"), vec![Event::new(key("in"), None, None, 7, "text/plain", b"a".to_vec())]);
         let trigger = ShutdownTrigger::new();
         let (status, _) = watch::channel(ReplicaStatus::default());
-        let mut task =
-            tokio::spawn(run_replica(log.clone(), Echo, ReplicaConfig::new("r"), trigger.subscribe(), status));
+        let mut task = tokio::spawn(run_replica(
+            log.clone(),
+            Echo::default(),
+            ReplicaConfig::new("r"),
+            trigger.subscribe(),
+            status,
+        ));
         let ended = tokio::time::timeout(run_for, &mut task).await;
         let result = match ended {
             Ok(result) => result,

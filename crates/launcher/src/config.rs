@@ -327,27 +327,10 @@ fn syntax_error(text: &str, origin: &str, error: &toml::de::Error) -> ConfigErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use competing_transformers::transform::{Input, Outputs, Transform, TransformError};
-    use competing_transformers::EventSourceKey;
-
-    struct Echo;
-    impl Transform for Echo {
-        fn name(&self) -> &str {
-            "echo"
-        }
-        fn version(&self) -> u32 {
-            1
-        }
-        fn subscriptions(&self) -> Vec<EventSourceKey> {
-            vec!["in".parse().unwrap()]
-        }
-        fn apply(&mut self, _: &Input<'_>, _: &mut Outputs) -> Result<(), TransformError> {
-            Ok(())
-        }
-    }
+    use competing_transformers::testing::Echo;
 
     fn registry() -> Registry {
-        Registry::new().with("echo", || Echo)
+        Registry::new().with("echo", Echo::default)
     }
 
     const EXAMPLE: &str = r#"

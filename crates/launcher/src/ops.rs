@@ -274,23 +274,7 @@ pub(super) async fn export(args: ExportArgs) -> Result<(), Error> {
 mod tests {
     use super::*;
     use crate::cli::KafkaArgs;
-    use competing_transformers::transform::{Input, Outputs, Transform, TransformError};
-
-    struct Echo;
-    impl Transform for Echo {
-        fn name(&self) -> &str {
-            "echo"
-        }
-        fn version(&self) -> u32 {
-            1
-        }
-        fn subscriptions(&self) -> Vec<EventSourceKey> {
-            vec![EventSourceKey::new("in").unwrap()]
-        }
-        fn apply(&mut self, _: &Input<'_>, _: &mut Outputs) -> Result<(), TransformError> {
-            Ok(())
-        }
-    }
+    use competing_transformers::testing::Echo;
 
     /// A log nobody listens on: a refusal must come before any connection.
     fn nowhere() -> LogArgs {
@@ -303,7 +287,7 @@ mod tests {
 
     #[tokio::test]
     async fn publish_and_redrive_refuse_a_registered_dets_streams_before_connecting() {
-        let registry = Registry::new().with("echo", || Echo);
+        let registry = Registry::new().with("echo", Echo::default);
         for stream in ["echo", "echo.dead-letters"] {
             let args = PublishArgs {
                 log: nowhere(),

@@ -243,30 +243,12 @@ mod tests {
     use super::*;
     use competing_transformers::dead_letter::{DeadLetter, FailedInput, Reason};
     use competing_transformers::replica::{drive, run_to_end, Divergence, ReplicaConfig, ReplicaCore};
-    use competing_transformers::transform::{Input, Outputs, Transform, TransformError};
+    use competing_transformers::testing::Echo;
+    use competing_transformers::transform::Transform;
     use competing_transformers::{Event, MemoryLog, Record};
 
     fn key(name: &str) -> EventSourceKey {
         EventSourceKey::new(name).unwrap()
-    }
-
-    /// Echoes every input of `in` under its own name.
-    struct Echo(&'static str);
-
-    impl Transform for Echo {
-        fn name(&self) -> &str {
-            self.0
-        }
-        fn version(&self) -> u32 {
-            1
-        }
-        fn subscriptions(&self) -> Vec<EventSourceKey> {
-            vec![key("in")]
-        }
-        fn apply(&mut self, input: &Input<'_>, out: &mut Outputs) -> Result<(), TransformError> {
-            out.emit("text/plain", input.payload.to_vec());
-            Ok(())
-        }
     }
 
     fn owners() -> Owners {

@@ -5,32 +5,11 @@ use sha2::Digest as _;
 
 use super::*;
 use crate::memory::MemoryLog;
+use crate::testing::Echo;
 use crate::transform::TransformError;
 
 fn key(name: &str) -> EventSourceKey {
     EventSourceKey::new(name).unwrap()
-}
-
-/// Echoes each input once; fails on `bad` (a dead letter).
-struct Echo;
-
-impl Transform for Echo {
-    fn name(&self) -> &str {
-        "echo"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn subscriptions(&self) -> Vec<EventSourceKey> {
-        vec![key("in")]
-    }
-    fn apply(&mut self, input: &Input<'_>, out: &mut Outputs) -> Result<(), TransformError> {
-        if input.payload == b"bad" {
-            return Err(TransformError::Failed("bad input".into()));
-        }
-        out.emit("text/plain", input.payload.to_vec());
-        Ok(())
-    }
 }
 
 fn publish(log: &MemoryLog, payload: &[u8]) {
@@ -41,7 +20,7 @@ fn publish(log: &MemoryLog, payload: &[u8]) {
 fn replica(configure: impl FnOnce(&mut ReplicaConfig)) -> ReplicaCore<Echo> {
     let mut config = ReplicaConfig::new("r");
     configure(&mut config);
-    ReplicaCore::new(Echo, config, 0)
+    ReplicaCore::new(Echo::default(), config, 0)
 }
 
 /// Feeds `core` every record of `log` it has not read.
@@ -137,7 +116,7 @@ fn a_failed_delivery_sends_its_groups_and_every_later_one_again_in_order() {
 fn groups_already_canonical_in_the_fetched_records_are_not_queued() {
     let log = MemoryLog::new();
     publish(&log, b"a");
-    crate::replica::run_to_end(&log, Echo);
+    crate::replica::run_to_end(&log, Echo::default());
     // The input and the winner's output arrive in one batch.
     let mut late = replica(|_| {});
     fetch(&mut late, &log);
@@ -174,7 +153,7 @@ fn an_idle_replica_has_no_deadline() {
     assert_eq!(core.poll_timeout_ms(), None);
     let log = MemoryLog::new();
     publish(&log, b"a");
-    crate::replica::run_to_end(&log, Echo);
+    crate::replica::run_to_end(&log, Echo::default());
     fetch(&mut core, &log);
     assert_eq!(poll_writes(&mut core, 100), []);
     assert_eq!(core.poll_timeout_ms(), None, "nothing held, nothing sent");
