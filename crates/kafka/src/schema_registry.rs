@@ -121,6 +121,19 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// What a dead letter says of this failure: a function of the schema id alone, never of
+    /// the registry's address (which may carry credentials) or its reply, so replicas that
+    /// reach the registry by different URLs write the same bytes.
+    pub fn on_the_log(&self) -> String {
+        match self {
+            RegistryError::UnknownSchema { id, .. } => {
+                format!("schema id {id} is not in the schema registry; register the schema before producing with it")
+            }
+            RegistryError::BadSchema { id, .. } => format!("schema id {id} is not a usable Avro schema"),
+            _ => "the schema registry refused the lookup".to_string(),
+        }
+    }
+
     /// Whether asking again later may succeed: the driver retries these and never
     /// dead-letters because of them.
     pub fn is_transient(&self) -> bool {
@@ -274,7 +287,12 @@ impl SchemaRegistry {
             match self.writer_schema(id).await {
                 Ok(schema) => cache.insert(id, schema),
                 Err(error) if error.is_transient() => return Err(error),
-                Err(error) => cache.insert_unknown(id, error.to_string()),
+                Err(error) => {
+                    // The events that met it are dead-lettered with `on_the_log()`: the same on
+                    // every replica. The registry's address and reply stay in this log line.
+                    tracing::warn!(%error, "schema id {id} cannot be resolved; its events become dead letters");
+                    cache.insert_unknown(id, error.on_the_log());
+                }
             }
         }
         Ok(())
@@ -363,6 +381,19 @@ mod tests {
         assert!(matches!(registry.classify(Some(1), missing), RegistryError::UnknownSchema { id: 1, .. }));
         let unparsable = SRCError::new("failed to parse Avro schema", None, false);
         assert!(matches!(registry.classify(Some(2), unparsable), RegistryError::BadSchema { id: 2, .. }));
+    }
+
+    #[test]
+    fn what_reaches_the_log_depends_on_the_schema_id_alone() {
+        let answers = |url: &str| {
+            let registry = SchemaRegistry::new(url).unwrap();
+            let missing = answer("404 Not Found", r#"{"error_code":40403,"message":"No content with id 7"}"#);
+            let unusable = SRCError::new("failed to parse Avro schema", None, false);
+            [registry.classify(Some(7), missing).on_the_log(), registry.classify(Some(7), unusable).on_the_log()]
+        };
+        let here = answers("http://registry-a:8081/apis/ccompat/v7");
+        assert_eq!(here, answers("https://user:secret@registry-b.example:443/apis/ccompat/v7"));
+        assert!(here.iter().all(|text| text.contains("schema id 7") && !text.contains("registry-a")), "{here:?}");
     }
 
     /// An error answer as the client makes it: the registry's JSON is the source.
