@@ -201,20 +201,31 @@ impl std::fmt::Debug for SchemaRegistry {
     }
 }
 
+/// `url` with any `user:password@` replaced by `***@`: what errors and logs may show.
+fn without_credentials(url: &str) -> String {
+    let authority_start = url.find("://").map_or(0, |at| at + 3);
+    let authority_end = url[authority_start..].find('/').map_or(url.len(), |at| authority_start + at);
+    match url[authority_start..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..authority_start], &url[authority_start + at..]),
+        None => url.to_string(),
+    }
+}
+
 impl SchemaRegistry {
     /// A client of the registry at `url` (no request is made yet).
     pub fn new(url: &str) -> Result<Self, RegistryError> {
         let url = url.trim().trim_end_matches('/').to_string();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
+            let shown = without_credentials(&url);
             let message = format!(
-                "`{url}` is not an http(s) URL; give the registry's base URL, e.g. http://127.0.0.1:8081/apis/ccompat/v7"
+                "`{shown}` is not an http(s) URL; give the registry's base URL, e.g. http://127.0.0.1:8081/apis/ccompat/v7"
             );
-            return Err(RegistryError::Refused { url, status: None, error_code: None, message, source: None });
+            return Err(RegistryError::Refused { url: shown, status: None, error_code: None, message, source: None });
         }
         let settings =
             SrSettings::new_builder(url.clone()).set_timeout(REQUEST_TIMEOUT).no_proxy().build().map_err(|e| {
                 RegistryError::Refused {
-                    url: url.clone(),
+                    url: without_credentials(&url),
                     status: None,
                     error_code: None,
                     message: message_of(&e),
@@ -222,7 +233,9 @@ impl SchemaRegistry {
                 }
             })?;
         let decoder = AvroDecoder::new(settings.clone());
-        Ok(Self { url, settings, decoder })
+        // The client keeps the URL as given; errors and log lines only ever see it without
+        // its user and password.
+        Ok(Self { url: without_credentials(&url), settings, decoder })
     }
 
     /// The client of the registry named by `SCHEMA_REGISTRY_URL`, if it is set.
@@ -381,6 +394,16 @@ mod tests {
         assert!(matches!(registry.classify(Some(1), missing), RegistryError::UnknownSchema { id: 1, .. }));
         let unparsable = SRCError::new("failed to parse Avro schema", None, false);
         assert!(matches!(registry.classify(Some(2), unparsable), RegistryError::BadSchema { id: 2, .. }));
+    }
+
+    #[test]
+    fn credentials_in_the_url_never_reach_errors_or_logs() {
+        let registry = SchemaRegistry::new("https://user:secret@registry.example:443/apis/ccompat/v7").unwrap();
+        assert_eq!(registry.url(), "https://***@registry.example:443/apis/ccompat/v7");
+        assert_eq!(format!("{registry:?}").matches("secret").count(), 0);
+        let refused = SchemaRegistry::new("user:secret@registry.example:8081").unwrap_err().to_string();
+        assert!(!refused.contains("secret") && refused.contains("***@registry.example"), "{refused}");
+        assert_eq!(without_credentials("http://127.0.0.1:8081/a@b"), "http://127.0.0.1:8081/a@b");
     }
 
     #[test]

@@ -116,7 +116,7 @@ pub struct SchemasArgs {
     #[arg(long, value_name = "NAME")]
     pub transformer: String,
     /// The schema registry's base URL (for Apicurio: http://HOST:PORT/apis/ccompat/v7)
-    #[arg(long, env = "SCHEMA_REGISTRY_URL", value_name = "URL")]
+    #[arg(long, env = "SCHEMA_REGISTRY_URL", hide_env_values = true, value_name = "URL")]
     pub registry: String,
 }
 

@@ -78,6 +78,7 @@ pub struct DemoArgs {
     #[arg(
         long,
         env = "SCHEMA_REGISTRY_URL",
+        hide_env_values = true,
         value_name = "URL",
         default_value = "http://127.0.0.1:8081/apis/ccompat/v7"
     )]

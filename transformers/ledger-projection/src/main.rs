@@ -17,7 +17,7 @@ use ledger_projection::{Projection, RunOptions, BATCH_EVENTS_MAX_DEFAULT};
 #[command(name = "ledger-projection", version)]
 struct Args {
     /// postgres://user@host:port/database
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
     /// Kafka bootstrap servers
     #[arg(long, env = "KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
