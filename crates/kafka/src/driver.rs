@@ -265,7 +265,7 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
         self.core.on_delivery(write_id, Err(()));
         self.status.send_replace(snapshot(&self.core, self.log_end));
         tracing::error!(replica = %self.replica_id, %error, "a write failed in a way sending it again cannot fix; the replica stops");
-        Err(if is_refused_record(&error) {
+        Err(if error.is_refused_record() {
             ReplicaError::Unwritable { replica_id: self.replica_id.clone(), source: error }
         } else {
             ReplicaError::Log(error)
@@ -364,22 +364,6 @@ fn watch_log_end<L: EventLog>(log: Arc<L>, start: Offset) -> watch::Receiver<Off
         }
     });
     receiver
-}
-
-/// Whether the log refused the record itself: it cannot be encoded, or the broker or the
-/// producer finds it too large or invalid. No client, old or new, would ever write it.
-fn is_refused_record(error: &LogError) -> bool {
-    use crate::error::RDKafkaErrorCode;
-    matches!(error, LogError::Encode(_))
-        || matches!(
-            error.code(),
-            Some(
-                RDKafkaErrorCode::MessageSizeTooLarge
-                    | RDKafkaErrorCode::InvalidMessageSize
-                    | RDKafkaErrorCode::MessageBatchTooLarge
-                    | RDKafkaErrorCode::InvalidRecord
-            )
-        )
 }
 
 /// Sleeps until `at_ms` after `start`, or forever when there is nothing to wake for.

@@ -139,6 +139,21 @@ impl LogError {
         matches!(self, LogError::Unreachable { .. } | LogError::Unavailable { .. })
     }
 
+    /// Whether the log refused the record itself: it cannot be encoded, or the broker or the
+    /// producer finds it too large or invalid. No client, old or new, would ever write it.
+    pub fn is_refused_record(&self) -> bool {
+        matches!(self, LogError::Encode(_))
+            || matches!(
+                self.code(),
+                Some(
+                    RDKafkaErrorCode::MessageSizeTooLarge
+                        | RDKafkaErrorCode::InvalidMessageSize
+                        | RDKafkaErrorCode::MessageBatchTooLarge
+                        | RDKafkaErrorCode::InvalidRecord
+                )
+            )
+    }
+
     /// Whether the cluster denied an ACL ([`LogError::Unauthorized`]).
     pub fn is_authorization(&self) -> bool {
         matches!(self, LogError::Unauthorized { .. })
