@@ -526,7 +526,7 @@ fn writer_id(given: Option<String>, tool: &str) -> Result<String, Error> {
 }
 
 /// Milliseconds since the Unix epoch: event sources may read the clock, transforms may not.
-fn wall_clock_ms() -> i64 {
+pub fn wall_clock_ms() -> i64 {
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }

@@ -25,6 +25,7 @@ use competing_transformers_kafka::{admin, KafkaLog, KafkaLogConfig, Pipeline, Sh
 use competing_transformers_launcher::config::BOOTSTRAP_DEFAULT;
 use competing_transformers_launcher::reading::{read_dead_letters, readable, ReadDeadLetter};
 use competing_transformers_launcher::summary::LogSummary;
+use competing_transformers_launcher::wall_clock_ms;
 
 type Error = anyhow::Error;
 
@@ -372,12 +373,6 @@ fn launcher_executable() -> Result<PathBuf, Error> {
         bail!("{} is missing; build it first: cargo build -p bundled-transformers --bins", exe.display());
     }
     Ok(exe)
-}
-
-/// Milliseconds since the Unix epoch: the demo is an event source, which may read the clock.
-fn wall_clock_ms() -> i64 {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Waits until the replica's log says it reads the log, or fails with its last lines.
