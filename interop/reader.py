@@ -127,6 +127,8 @@ class Rule:
         self.window = window
         self.counts, self.digests, self.stats = {}, {}, {}
         self.canonical, self.malformed = [], 0
+        # Rejected events of keys with no canonical event yet: such keys get no entry.
+        self.rejected_unseen = 0
 
     def apply(self, offset, kafka_key, value):
         try:
@@ -136,6 +138,9 @@ class Rule:
             return
         for key, index, event_digest in events:
             count = self.counts.get(key, 0)
+            if key not in self.stats and index is not None and index > 0:
+                self.rejected_unseen += 1
+                continue
             s = self.stats.setdefault(key, {"canonical": 0, "duplicates": 0, "divergent": 0, "rejected": 0})
             window = self.digests.setdefault(key, collections.deque(maxlen=self.window))
             i = count if index is None else index
@@ -213,7 +218,8 @@ def read(bootstrap, topic, window):
         position = message.offset() + 1
         rule.apply(message.offset(), message.key(), message.value())
     consumer.close()
-    json.dump({"malformed": rule.malformed, "keys": rule.stats, "canonical": rule.canonical}, sys.stdout)
+    json.dump({"malformed": rule.malformed, "rejected_on_unseen_keys": rule.rejected_unseen,
+               "keys": rule.stats, "canonical": rule.canonical}, sys.stdout)
 
 
 def main():

@@ -144,7 +144,12 @@ fn rust_verdicts(records: &[FetchedRecord], rule: &mut CanonicalRule) -> Value {
             (k.to_string(), stats)
         })
         .collect();
-    json!({"malformed": rule.malformed(), "keys": keys, "canonical": canonical})
+    json!({
+        "malformed": rule.malformed(),
+        "rejected_on_unseen_keys": rule.rejected_on_unseen_keys(),
+        "keys": keys,
+        "canonical": canonical
+    })
 }
 
 /// Runs interop/reader.py with `args`; returns its standard output.

@@ -114,6 +114,10 @@ struct RunArgs {
     /// Profile the replica of `identity-1-flat` with `perf record` into <out>/profile.txt.
     #[arg(long)]
     profile: bool,
+    /// Events in the backlog scenarios (default 1,000,000; 2,000 with --quick): the
+    /// bounded-memory figure drains 10,000,000.
+    #[arg(long)]
+    backlog_events: Option<u64>,
 }
 
 /// What runs the transform.
@@ -170,17 +174,19 @@ struct ScenarioResult {
     #[serde(flatten)]
     summary: Summary,
     amplification: Option<raw::Amplification>,
+    /// The largest peak resident memory of the scenario's transforming processes.
+    peak_rss_mb: Option<f64>,
     notes: Vec<String>,
     error: Option<String>,
 }
 
-fn scenarios(quick: bool, streams: bool) -> Vec<Scenario> {
+fn scenarios(quick: bool, streams: bool, backlog_events: Option<u64>) -> Vec<Scenario> {
     let (secs, rate, flat_secs) = if quick { (3.0, 200, 2.0) } else { (15.0, 1_000, 10.0) };
     let at_rate = Load::Rate { per_s: rate, secs };
     // 2,000 unanswered events: enough to keep the pipe full, small enough that a replica's
     // backlog never batches past the broker's 1 MiB record limit (see BENCHMARKS.md).
     let flat = Load::Flat { secs: flat_secs, unanswered_max: 2_000 };
-    let backlog = Load::Backlog { events: if quick { 2_000 } else { 1_000_000 } };
+    let backlog = Load::Backlog { events: backlog_events.unwrap_or(if quick { 2_000 } else { 1_000_000 }) };
     let stall = Fault::Stall { stall_ms: 300, every_ms: 2_000 };
     let kill = Fault::Kill { at_fraction: 0.4, restart_after_ms: Some(1_000) };
     let fw = |det, replicas, transactional| System::Framework { det, replicas, transactional, stagger_ms: None };
@@ -334,7 +340,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let micro = micro::run(if args.quick { 20_000 } else { 200_000 });
     let mut results = Vec::new();
-    for scenario in scenarios(args.quick, streams) {
+    for scenario in scenarios(args.quick, streams, args.backlog_events) {
         if args.only.as_deref().is_some_and(|only| !scenario.name.contains(only)) {
             continue;
         }
@@ -392,6 +398,7 @@ async fn run_or_fail(cx: &Context_, scenario: &Scenario) -> ScenarioResult {
                 fault: scenario.fault.label(),
                 summary: Summary::default(),
                 amplification: None,
+                peak_rss_mb: None,
                 notes: vec![],
                 error: Some(format!("{error:#}")),
             }
@@ -403,7 +410,7 @@ async fn run_or_fail(cx: &Context_, scenario: &Scenario) -> ScenarioResult {
 fn print_result(result: &ScenarioResult) {
     let l = &result.summary.latency;
     eprintln!(
-        "  {} of {} answered; {:.0} ev/s; p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.1} ms; largest gap {:.1} ms{}",
+        "  {} of {} answered; {:.0} ev/s; p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.1} ms; largest gap {:.1} ms{}{}",
         result.summary.answered,
         result.summary.sent,
         result.summary.throughput_eps,
@@ -416,7 +423,8 @@ fn print_result(result: &ScenarioResult) {
             .amplification
             .as_ref()
             .map(|a| format!("; amplification {:.2} by bytes, {:.2} by count", a.by_bytes, a.by_count))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        result.peak_rss_mb.map(|mb| format!("; peak RSS {mb:.0} MB")).unwrap_or_default()
     );
 }
 
@@ -503,6 +511,7 @@ async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<Scen
     observer.await?.context("the observer")?;
     let amplification = run.amplification().await?;
     let mut error = run.check_streams_matching(&mut notes).await?;
+    let peak_rss_mb = procs.iter().filter_map(|proc| peak_rss_mb(proc.pid)).reduce(f64::max);
     for proc in procs {
         proc.stop(Duration::from_secs(15)).await;
     }
@@ -518,9 +527,24 @@ async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<Scen
         fault: scenario.fault.label(),
         summary,
         amplification,
+        peak_rss_mb,
         notes,
         error,
     })
+}
+
+/// The most resident memory process `pid` had (`VmHWM`), in MB, while it still runs.
+fn peak_rss_mb(pid: i32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024.0 / 1e6)
 }
 
 fn signal_all(procs: &mut [Proc], signal: i32) {

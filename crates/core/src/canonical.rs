@@ -103,6 +103,8 @@ struct DigestWindow {
 pub struct CanonicalRule {
     keys: HashMap<EventSourceKey, (KeyStats, DigestWindow)>,
     malformed: u64,
+    /// Events rejected on keys with no canonical event: counted, never given an entry.
+    rejected_unseen: u64,
     digest_window: usize,
     next_offset: Offset,
 }
@@ -117,7 +119,7 @@ impl CanonicalRule {
     /// A rule that has read nothing, keeping `digest_window` digests per key.
     pub fn new(digest_window: usize) -> Self {
         assert!(digest_window > 0, "the digest window must hold at least one digest");
-        Self { keys: HashMap::new(), malformed: 0, digest_window, next_offset: 0 }
+        Self { keys: HashMap::new(), malformed: 0, rejected_unseen: 0, digest_window, next_offset: 0 }
     }
 
     /// Applies the rule to the record at `offset`, returning one verdict per event, or the
@@ -139,6 +141,18 @@ impl CanonicalRule {
     ) -> Result<Vec<Verdict>, DecodeError> {
         let record = self.enter(offset, record)?;
         Ok(record.events.iter().map(|e| self.judge(offset, e.key, e.index, e.digest)).collect())
+    }
+
+    /// [`CanonicalRule::apply_view`] for a reader that follows only the keys `follows`
+    /// accepts: the others' events get no verdict and no entry.
+    pub fn apply_view_where(
+        &mut self,
+        offset: Offset,
+        record: Result<&RecordView<'_>, &DecodeError>,
+        follows: impl Fn(&str) -> bool,
+    ) -> Result<Vec<Option<Verdict>>, DecodeError> {
+        let record = self.enter(offset, record)?;
+        Ok(record.events.iter().map(|e| follows(e.key).then(|| self.judge(offset, e.key, e.index, e.digest))).collect())
     }
 
     /// Steps over the record at `offset` without applying it: for a reader that follows
@@ -165,6 +179,12 @@ impl CanonicalRule {
         let window_max = self.digest_window;
         let (stats, window) = match self.keys.get_mut(key) {
             Some(entry) => entry,
+            // A key that never had a canonical event keeps no entry, so forged keys whose
+            // events are all rejected cost nothing lasting.
+            None if index.is_some_and(|i| i > 0) => {
+                self.rejected_unseen += 1;
+                return Verdict::Rejected { index: index.unwrap_or_default(), count: 0 };
+            }
             None => self.keys.entry(EventSourceKey::checked(key)).or_default(),
         };
         let count = stats.canonical;
@@ -220,6 +240,12 @@ impl CanonicalRule {
     /// Records that did not decode.
     pub fn malformed(&self) -> u64 {
         self.malformed
+    }
+
+    /// Events rejected on keys that had no canonical event then: counted here alone, since
+    /// such keys get no entry (they are not in [`CanonicalRule::all_stats`]).
+    pub fn rejected_on_unseen_keys(&self) -> u64 {
+        self.rejected_unseen
     }
 
     /// The offset after the last record applied: where reading goes on.
@@ -302,8 +328,20 @@ mod tests {
         let mut rule = CanonicalRule::default();
         assert_eq!(apply(&mut rule, 0, vec![event("a", Some(1), b"x")]), [Verdict::Rejected { index: 1, count: 0 }]);
         assert_eq!(rule.count(&key("a")), 0);
-        assert_eq!(rule.stats(&key("a")).rejected, 1);
+        assert_eq!(rule.rejected_on_unseen_keys(), 1);
         assert_eq!(apply(&mut rule, 1, vec![event("a", Some(0), b"x")]), [Verdict::Canonical { index: 0 }]);
+        assert_eq!(apply(&mut rule, 2, vec![event("a", Some(3), b"x")]), [Verdict::Rejected { index: 3, count: 1 }]);
+        assert_eq!(rule.stats(&key("a")).rejected, 1);
+    }
+
+    #[test]
+    fn keys_whose_events_are_all_rejected_keep_no_entry() {
+        let mut rule = CanonicalRule::default();
+        let forged: Vec<Event> = (0..10_000).map(|i| event(&format!("forged-{i}"), Some(1 + i), b"x")).collect();
+        let verdicts = apply(&mut rule, 0, forged);
+        assert!(verdicts.iter().all(|v| matches!(v, Verdict::Rejected { count: 0, .. })));
+        assert!(rule.all_stats().is_empty(), "no entry for a key with no canonical event");
+        assert_eq!(rule.rejected_on_unseen_keys(), 10_000);
     }
 
     #[test]

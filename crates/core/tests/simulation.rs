@@ -140,12 +140,10 @@ impl SimReplica {
         let Some(core) = self.core.as_mut() else { return };
         match rng.below(4) {
             0 | 1 => {
-                if core.wants_input() {
-                    let mut records = log.records_from(core.position());
-                    records.truncate(1 + rng.below(8) as usize);
-                    let position = core.position() + records.len() as u64;
-                    core.on_fetched(&records, position);
-                }
+                let mut records = log.records_from(core.position());
+                records.truncate(1 + rng.below(8) as usize);
+                let position = core.position() + records.len() as u64;
+                core.on_fetched(&records, position);
             }
             2 => {
                 while let Some(write) = core.poll_write(now_ms) {
@@ -287,14 +285,14 @@ fn run_seed(seed: u64) -> Faults {
         for r in &replicas {
             let c = r.core.as_ref().unwrap();
             eprintln!(
-                "{}: phase {:?} position {} of {} settled {} in_flight {} wants {} stats {:?}",
+                "{}: phase {:?} position {} of {} settled {} in_flight {} deferring {} stats {:?}",
                 r.id,
                 c.phase(),
                 c.position(),
                 log.records().len(),
                 c.is_settled(),
                 r.in_flight.len(),
-                c.wants_input(),
+                c.is_deferring(),
                 c.stats()
             );
         }

@@ -101,6 +101,11 @@ impl KafkaLogConfig {
         // A reader waits at most this long on the broker for new records: latency, not batching.
         config.set("fetch.wait.max.ms", "5");
         config.set("enable.partition.eof", "false");
+        // librdkafka prefetches up to 64 MiB by default; a replica's memory bound
+        // (`pending_bytes_max`) would be dwarfed by it. A `[kafka.properties]` value wins.
+        if config.get("queued.max.messages.kbytes").is_none() {
+            config.set("queued.max.messages.kbytes", "16384");
+        }
         // An offset outside the log is an error, never a silent jump to its end.
         config.set("auto.offset.reset", "error");
         // librdkafka wants a group id for some calls even with manual assignment; no group

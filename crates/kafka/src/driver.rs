@@ -140,7 +140,7 @@ pub async fn run_replica_with_registry<T: Transform, L: EventLog>(
             }
             _ = sleep_until_ms(driver.start, deadline) => driver.drive_timers(),
             _ = status_every.tick() => driver.drive_status(),
-            batch = next_batch(driver.cursor.as_mut()), if driver.core.wants_input() => {
+            batch = next_batch(driver.cursor.as_mut()) => {
                 if driver.drive_fetch(batch, &mut shutdown).await?.is_break() {
                     break;
                 }
@@ -236,6 +236,9 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
                     }
                 }
                 self.core.on_fetched_with(&records, self.cursor.position(), &self.schemas);
+                if self.core.position() != self.cursor.position() {
+                    return self.reopen_cursor(shutdown).await;
+                }
             }
             Err(error) if error.is_transient() => {
                 let wait = self.backoff.next_wait();
@@ -245,6 +248,20 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
             Err(error) => return Err(error.into()),
         }
         Ok(ControlFlow::Continue(()))
+    }
+
+    /// Reads from where the core wants to read next: back to deferred inputs, or ahead past
+    /// them (`replica::core`, "Deferring"). Break if shutdown came first.
+    async fn reopen_cursor(&mut self, shutdown: &mut Shutdown) -> Result<ControlFlow<()>, ReplicaError> {
+        let from = self.core.position();
+        tracing::debug!(replica = %self.replica_id, from, deferring = self.core.is_deferring(), "reading from another offset");
+        match retry(shutdown, || self.log.cursor(from)).await? {
+            Some(cursor) => {
+                self.cursor = cursor;
+                Ok(ControlFlow::Continue(()))
+            }
+            None => Ok(ControlFlow::Break(())),
+        }
     }
 
     /// A write's outcome into the core. A transient failure is the core's to retry after its
@@ -284,13 +301,13 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
         if catching_up && self.last_progress.elapsed() >= PROGRESS_EVERY {
             self.last_progress = Instant::now();
             if let Phase::CatchingUp { until } = self.core.phase() {
-                let position = self.core.position();
+                let position = self.core.input_position();
                 tracing::info!(replica = %self.replica_id, position, until,
                     "catching up: {:.0}%", 100.0 * position as f64 / until.max(1) as f64);
             }
         }
         if self.was_catching_up && !catching_up {
-            tracing::info!(replica = %self.replica_id, position = self.core.position(), "caught up; live");
+            tracing::info!(replica = %self.replica_id, position = self.core.input_position(), "caught up; live");
         }
         self.was_catching_up = catching_up;
         self.status.send_replace(snapshot(&self.core, self.log_end));
@@ -412,11 +429,11 @@ fn snapshot<T: Transform>(core: &ReplicaCore<T>, log_end: Offset) -> ReplicaStat
     ReplicaStatus {
         replica_id: core.replica_id().to_string(),
         stats: core.stats(),
-        position: core.position(),
-        log_end: log_end.max(core.position()),
+        position: core.input_position(),
+        log_end: log_end.max(core.input_position()),
         catching_up: matches!(core.phase(), Phase::CatchingUp { .. }),
-        outputs: core.rule().count(core.output_key()),
-        dead_letters: core.rule().count(core.dead_letter_key()),
+        outputs: core.own_rule().count(core.output_key()),
+        dead_letters: core.own_rule().count(core.dead_letter_key()),
     }
 }
 

@@ -17,6 +17,7 @@
 //! name = "matching-engine"              # a name the launcher binary registers
 //! replicas = 3                          # replicas of it in this process (--replicas wins)
 //! stagger_ms = 5                        # optional: rank k writes after k × 5 ms unless beaten
+//! pending_mib_max = 64                  # optional: outputs held unconfirmed; past it inputs wait
 //! codec = "avro"                        # optional: write Avro (default "json")
 //!
 //! [schema_registry]                     # needed for Avro; SCHEMA_REGISTRY_URL wins
@@ -37,6 +38,9 @@ pub const BOOTSTRAP_DEFAULT: &str = "127.0.0.1:9092";
 /// Most replicas of one transformer one launcher process runs: each holds a producer, a
 /// consumer and the transform's whole state.
 pub const REPLICAS_PER_TRANSFORMER_MAX: u32 = 64;
+/// The largest `pending_mib_max`: a replica holds about twice it (its groups, and the
+/// producer's copies of those in flight).
+pub const PENDING_MIB_MAX: u64 = 64 * 1024;
 
 /// The configuration file, as written.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -111,6 +115,11 @@ pub struct TransformerSection {
     /// and skips it if another replica's copy is canonical by then. Absent: all write at once.
     #[serde(default)]
     pub stagger_ms: Option<u64>,
+    /// Most MiB of outputs a replica holds computed but not yet seen canonical (default 64):
+    /// past it, inputs wait on the log instead of in memory, so a backlog of any length
+    /// drains in bounded memory.
+    #[serde(default)]
+    pub pending_mib_max: Option<u64>,
     /// How it writes its outputs: `json` (the default) or `avro` (its output schema is
     /// registered at start, and an incompatible one refuses to start).
     #[serde(default)]
@@ -295,6 +304,13 @@ impl Config {
                     problem: format!("is {count} in {source}; set it to 1 to {REPLICAS_PER_TRANSFORMER_MAX}"),
                 });
             }
+            if let Some(mib) = entry.pending_mib_max.filter(|mib| !(1..=PENDING_MIB_MAX).contains(mib)) {
+                return Err(ConfigError::Invalid {
+                    origin,
+                    key: format!("transformer[{position}].pending_mib_max"),
+                    problem: format!("is {mib}; set it to 1 to {PENDING_MIB_MAX} (MiB), or leave it out for 64"),
+                });
+            }
             plan.push((entry.name.clone(), count));
         }
         Ok(plan)
@@ -409,6 +425,9 @@ replicas = 3
         assert!(twice.replica_plan(&registry(), None).unwrap_err().to_string().contains("repeats `echo`"));
         let none = parse("[kafka]\ntopic = \"t\"\n").unwrap();
         assert!(none.replica_plan(&registry(), None).unwrap_err().to_string().contains("has no entries"));
+        let unbounded = parse("[[transformer]]\nname = \"echo\"\npending_mib_max = 0\n").unwrap();
+        let error = unbounded.replica_plan(&registry(), None).unwrap_err().to_string();
+        assert!(error.contains("`transformer[1].pending_mib_max` is 0"), "{error}");
     }
 
     #[test]

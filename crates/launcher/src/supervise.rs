@@ -65,8 +65,8 @@ impl State {
 /// One supervised replica, as the race table sees it.
 struct Slot {
     replica_id: String,
-    stagger: Option<Stagger>,
-    output_codec: OutputCodec,
+    /// What each run of the replica starts with.
+    config: ReplicaConfig,
     /// The schema registry Avro inputs are resolved with, when one is configured.
     schemas: Option<Arc<SchemaRegistry>>,
     transformer: String,
@@ -214,16 +214,18 @@ fn plan_slots(
                     "replica id `{replica_id}` must have a non-empty prefix and at most {WRITER_BYTES_MAX} bytes; pass a shorter --replica-id"
                 )));
             }
-            let stagger = config
-                .transformers
-                .iter()
-                .find(|entry| &entry.name == transformer)
+            let entry = config.transformers.iter().find(|entry| &entry.name == transformer);
+            let mut replica = ReplicaConfig::new(replica_id.clone());
+            replica.stagger = entry
                 .and_then(|entry| entry.stagger_ms)
                 .map(|delay_ms| Stagger { rank: args.stagger_rank + u64::from(n - 1), delay_ms });
+            if let Some(mib) = entry.and_then(|entry| entry.pending_mib_max) {
+                replica.pending_bytes_max = usize::try_from(mib).unwrap_or(usize::MAX >> 20) << 20;
+            }
+            replica.output_codec = codecs.get(transformer).cloned().unwrap_or_default();
             let slot = Slot {
                 replica_id,
-                stagger,
-                output_codec: codecs.get(transformer).cloned().unwrap_or_default(),
+                config: replica,
                 schemas: schemas.cloned(),
                 transformer: transformer.clone(),
                 state: State::Starting,
@@ -338,15 +340,9 @@ where
     C: Fn() -> F,
     F: Future<Output = Result<L, LogError>>,
 {
-    let (replica_id, transformer, stagger, output_codec, schemas) = {
+    let (replica_id, transformer, config, schemas) = {
         let slot = slot.lock().expect("slot lock");
-        (
-            slot.replica_id.clone(),
-            slot.transformer.clone(),
-            slot.stagger,
-            slot.output_codec.clone(),
-            slot.schemas.clone(),
-        )
+        (slot.replica_id.clone(), slot.transformer.clone(), slot.config.clone(), slot.schemas.clone())
     };
     let mut stop = shutdown.clone();
     let log = tokio::select! {
@@ -361,9 +357,6 @@ where
         slot.status = Some(status_receiver);
         slot.state = State::Running;
     }
-    let mut config = ReplicaConfig::new(replica_id);
-    config.stagger = stagger;
-    config.output_codec = output_codec;
     // A task of its own, so a panic ends this run instead of the launcher.
     let replica =
         tokio::spawn(run_replica_with_registry(Arc::new(log), transform, config, schemas, shutdown.clone(), status));
@@ -469,9 +462,8 @@ mod tests {
     fn slot(transformer: &str) -> SharedSlot {
         let replica_id = format!("test-{transformer}-1");
         Arc::new(Mutex::new(Slot {
+            config: ReplicaConfig::new(replica_id.clone()),
             replica_id,
-            stagger: None,
-            output_codec: OutputCodec::Json,
             schemas: None,
             transformer: transformer.into(),
             state: State::Starting,

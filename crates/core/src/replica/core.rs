@@ -13,7 +13,12 @@
 //!    the records already fetched show it canonical.
 //! 3. **Watching its own streams**: each canonical event of its output or dead-letter key is
 //!    compared with what it computed; a different digest is a divergence and stops writing.
-//! 4. **Re-sending**: a failed delivery, a rejected copy of its own, or a group that stays
+//! 4. **Deferring**: past `pending_events_max` or `pending_bytes_max` of groups computed but
+//!    not yet seen canonical, the replica stops transforming and reads ahead for its own keys
+//!    alone, which is what makes its groups canonical; once half of that is canonical it
+//!    reads the deferred inputs again from where it stopped. Memory stays bounded whatever
+//!    the backlog: a replica holds offsets, not outputs, for inputs past the bound.
+//! 5. **Re-sending**: a failed delivery, a rejected copy of its own, or a group that stays
 //!    missing for `resend_after_ms` makes it re-send every group not yet canonical, in order.
 //!    After a failed delivery nothing is written until a backoff has passed
 //!    (`write_retry_min_ms` doubling to `write_retry_max_ms`), never at once.
@@ -29,9 +34,10 @@
 //! then polls it for what to do (`poll_*`). Time is the driver's monotonic clock in ms,
 //! passed as `now_ms`; it never goes back (an earlier value is taken as the latest one).
 //!
-//! 1. Records fetched, read only while [`ReplicaCore::wants_input`]:
-//!    [`ReplicaCore::on_fetched`], or [`ReplicaCore::on_fetched_with`] once the batch's Avro
-//!    writer schemas are resolved.
+//! 1. Records fetched from [`ReplicaCore::position`] on: [`ReplicaCore::on_fetched`], or
+//!    [`ReplicaCore::on_fetched_with`] once the batch's Avro writer schemas are resolved.
+//!    The position moves back and forth while inputs are deferred: read from it again (a
+//!    new cursor) whenever it is not where the last batch ended.
 //! 2. A write delivered, or failed: [`ReplicaCore::on_delivery`].
 //! 3. The deadline of step 6 reached: [`ReplicaCore::on_timeout`].
 //! 4. After each of those: [`ReplicaCore::poll_write`] until `None`, appending each record and
@@ -51,7 +57,8 @@ use crate::codec::{OutputCodec, SchemaCache, NO_SCHEMAS};
 use crate::dead_letter::{DeadLetter, Reason, CONTENT_TYPE_DEAD_LETTER};
 use crate::event::{Digest, Event, EventSourceKey, Offset, CONTENT_TYPE_BYTES_MAX};
 use crate::record::{
-    encoded_event_len, encoded_header_len, EventView, FetchedRecord, Record, RecordView, EVENTS_PER_RECORD_MAX,
+    encoded_event_len, encoded_header_len, DecodeError, EventView, FetchedRecord, Record, RecordView,
+    EVENTS_PER_RECORD_MAX,
 };
 use crate::transform::{
     Input, Output, Outputs, Transform, GROUP_BYTES_MAX, OUTPUT_BYTES_MAX, OUTPUT_EVENTS_MAX, RECORD_BYTES_MAX,
@@ -64,8 +71,13 @@ pub struct ReplicaConfig {
     pub replica_id: String,
     /// Digests kept per key for duplicate checks.
     pub digest_window: usize,
-    /// Most events computed but not yet seen canonical; past it the driver stops fetching.
+    /// Most events computed but not yet seen canonical. Past it, or past
+    /// `pending_bytes_max`, inputs are deferred: the replica reads on for its own keys only
+    /// and comes back for them once half of what it held is canonical.
     pub pending_events_max: usize,
+    /// Most bytes (as encoded in records) of events computed but not yet seen canonical:
+    /// with `pending_events_max`, what bounds a replica's memory whatever the backlog.
+    pub pending_bytes_max: usize,
     /// Most records in flight at once.
     pub in_flight_records_max: usize,
     /// Bytes one record value may take before the next group goes in another record. A
@@ -106,6 +118,7 @@ impl ReplicaConfig {
             replica_id: replica_id.into(),
             digest_window: DIGEST_WINDOW_DEFAULT,
             pending_events_max: 100_000,
+            pending_bytes_max: 64 << 20,
             in_flight_records_max: 1_000,
             record_bytes_max: RECORD_BYTES_MAX,
             resend_after_ms: 5_000,
@@ -181,6 +194,8 @@ pub struct ReplicaStats {
     pub divergences: u64,
     /// Failed deliveries.
     pub delivery_failures: u64,
+    /// Times inputs were deferred because the groups held reached the memory bound.
+    pub deferrals: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,13 +274,20 @@ pub struct ReplicaCore<T: Transform> {
     output_key: EventSourceKey,
     dead_letter_key: EventSourceKey,
     subscriptions: Vec<EventSourceKey>,
-    rule: CanonicalRule,
+    /// The rule over the replica's own keys, applied up to `own_next`.
+    own: CanonicalRule,
+    own_next: Offset,
+    /// Canonical events of each subscription, counted up to `inputs`.
+    input_counts: Vec<u64>,
+    inputs: InputPosition,
+    /// Whether inputs wait at `inputs` while the reader follows the own keys alone.
+    deferring: bool,
     phase: Phase,
-    position: Offset,
     next_index: [u64; 2],
     pending: VecDeque<Group>,
-    /// Events in `pending`, and its groups per slot.
+    /// Events in `pending` and their bytes in records, and its groups per slot.
     pending_events: usize,
+    pending_bytes: usize,
     groups: [usize; 2],
     /// Every group in `pending` before this position is sent: where a write starts looking.
     /// Back to 0 whenever sent groups must go out again.
@@ -279,6 +301,14 @@ pub struct ReplicaCore<T: Transform> {
     stats: ReplicaStats,
     divergence: Option<Divergence>,
     now_ms: u64,
+}
+
+/// Where transforming goes on: the first event of a record not yet taken as an input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct InputPosition {
+    offset: Offset,
+    /// Events of the record at `offset` already taken.
+    event: usize,
 }
 
 /// The digests this replica computed for indexes `from..` of one key, not yet canonical.
@@ -383,20 +413,24 @@ impl<T: Transform> ReplicaCore<T> {
             EventSourceKey::new(transform.name()).expect("a transform's name must be a valid event-source key");
         let dead_letter_key = output_key.dead_letters();
         let subscriptions = transform.subscriptions();
-        let rule = CanonicalRule::new(config.digest_window);
+        let own = CanonicalRule::new(config.digest_window);
         let phase = if catch_up_until == 0 { Phase::Live } else { Phase::CatchingUp { until: catch_up_until } };
         Self {
             transform,
             config,
             output_key,
             dead_letter_key,
+            input_counts: vec![0; subscriptions.len()],
             subscriptions,
-            rule,
+            own,
+            own_next: 0,
+            inputs: InputPosition::default(),
+            deferring: false,
             phase,
-            position: 0,
             next_index: [0, 0],
             pending: VecDeque::new(),
             pending_events: 0,
+            pending_bytes: 0,
             groups: [0, 0],
             send_from: 0,
             computed: Default::default(),
@@ -410,7 +444,7 @@ impl<T: Transform> ReplicaCore<T> {
         }
     }
 
-    /// Applies fetched records (in offset order, continuing where the last batch ended) and
+    /// Applies fetched records (in offset order, from [`ReplicaCore::position`] on) and
     /// transforms the canonical inputs among them. `position` is the reader's next offset.
     pub fn on_fetched(&mut self, records: &[FetchedRecord], position: Offset) {
         self.on_fetched_with(records, position, &NO_SCHEMAS)
@@ -420,41 +454,106 @@ impl<T: Transform> ReplicaCore<T> {
     /// resolved into `schemas` first (see `codec::avro_ids_to_resolve`, with the `avro`
     /// feature): the core only reads them.
     pub fn on_fetched_with(&mut self, records: &[FetchedRecord], position: Offset, schemas: &SchemaCache) {
-        // First the rule over the whole batch, so groups already in it are not written again.
+        debug_assert!(records.first().is_none_or(|r| r.offset >= self.position()), "a batch from the position on");
+        let end = position.max(records.last().map_or(0, |r| r.offset + 1));
         // Records are read in place; only the inputs' payloads reach the transform, borrowed.
-        let mut inputs = Vec::new();
-        for fetched in records {
-            let decoded = RecordView::parse_fetched(fetched);
-            let Ok(verdicts) = self.rule.apply_view(fetched.offset, decoded.as_ref()) else { continue };
-            let record = decoded.expect("decoded");
-            for (event, verdict) in record.events.into_iter().zip(verdicts) {
-                let own = if event.key == self.output_key.as_str() {
-                    Some(OUTPUT)
-                } else if event.key == self.dead_letter_key.as_str() {
-                    Some(DEAD_LETTER)
-                } else {
-                    None
-                };
-                if let Some(slot) = own {
-                    self.judge_own(slot, &event, verdict, fetched.offset, record.writer);
-                } else if let Verdict::Canonical { index } = verdict {
-                    if let Some(subscription) = self.subscriptions.iter().position(|k| k.as_str() == event.key) {
-                        inputs.push((fetched.offset, index, subscription, event));
-                    }
-                }
+        let views: Vec<_> = records.iter().map(|r| (r.offset, self.read(r))).collect();
+        // First the own keys over the whole batch, so groups already in it are not written again.
+        for (offset, view) in &views {
+            if *offset >= self.own_next {
+                self.judge_own_record(*offset, view.as_ref());
             }
         }
-        self.position = position.max(records.last().map_or(0, |r| r.offset + 1)).max(self.position);
-        for (offset, index, subscription, event) in inputs {
-            let key = self.subscriptions[subscription].clone();
-            self.process(offset, index, &key, &event, schemas);
+        self.own_next = self.own_next.max(end);
+        // Before transforming: what is canonical now must not count against the bound.
+        self.prune();
+        if !self.deferring {
+            self.transform_inputs(&views, end, schemas);
         }
         self.prune();
+        if self.deferring && !self.holds_over(2) {
+            self.deferring = false;
+        }
         if let Phase::CatchingUp { until } = self.phase {
-            if self.position >= until {
+            if self.own_next >= until {
                 self.phase = Phase::Live;
             }
         }
+    }
+
+    /// Decodes a fetched record in place. Digests cost a hash an event, and only a record
+    /// holding one of the replica's keys can change a verdict it needs: only those are
+    /// checked (a record with a wrong digest is malformed, to every reader alike).
+    fn read<'r>(&self, record: &'r FetchedRecord) -> Result<RecordView<'r>, DecodeError> {
+        let view = RecordView::parse_fetched_unverified(record)?;
+        let follows = |key: &str| {
+            key == self.output_key.as_str()
+                || key == self.dead_letter_key.as_str()
+                || self.subscriptions.iter().any(|k| k.as_str() == key)
+        };
+        if view.events.iter().any(|e| follows(e.key)) {
+            view.verify()?;
+        }
+        Ok(view)
+    }
+
+    /// Applies the rule to the own keys' events of the record at `offset`.
+    fn judge_own_record(&mut self, offset: Offset, view: Result<&RecordView<'_>, &DecodeError>) {
+        let (output, dead_letter) = (self.output_key.as_str(), self.dead_letter_key.as_str());
+        let Ok(verdicts) = self.own.apply_view_where(offset, view, |key| key == output || key == dead_letter) else {
+            return;
+        };
+        let record = view.expect("decoded");
+        for (event, verdict) in record.events.iter().zip(verdicts) {
+            if let Some(verdict) = verdict {
+                let slot = if event.key == self.output_key.as_str() { OUTPUT } else { DEAD_LETTER };
+                self.judge_own(slot, event, verdict, offset, record.writer);
+            }
+        }
+    }
+
+    /// Transforms the canonical inputs of `views` from the input position on, until the
+    /// groups held reach the bound: then the rest waits there, to be read again.
+    fn transform_inputs(
+        &mut self,
+        views: &[(Offset, Result<RecordView<'_>, DecodeError>)],
+        end: Offset,
+        schemas: &SchemaCache,
+    ) {
+        let from = self.inputs.offset;
+        for (offset, view) in views.iter().filter(|(offset, _)| *offset >= from) {
+            let skip = if *offset == self.inputs.offset { self.inputs.event } else { 0 };
+            if let Ok(record) = view {
+                for (at, event) in record.events.iter().enumerate().skip(skip) {
+                    let Some(subscription) = self.subscriptions.iter().position(|k| k.as_str() == event.key) else {
+                        continue;
+                    };
+                    let count = self.input_counts[subscription];
+                    if event.index.is_some_and(|index| index != count) {
+                        continue;
+                    }
+                    if self.holds_over(1) {
+                        self.inputs = InputPosition { offset: *offset, event: at };
+                        self.deferring = true;
+                        self.stats.deferrals += 1;
+                        return;
+                    }
+                    self.input_counts[subscription] += 1;
+                    let key = self.subscriptions[subscription].clone();
+                    self.process(*offset, count, &key, event, schemas);
+                }
+            }
+            self.inputs = InputPosition { offset: offset + 1, event: 0 };
+        }
+        self.inputs.offset = self.inputs.offset.max(end);
+    }
+
+    /// Whether the groups held exceed the bound divided by `divisor`. Holding nothing is
+    /// never over it, so one input at a time always goes through.
+    fn holds_over(&self, divisor: usize) -> bool {
+        self.pending_events > 0
+            && (self.pending_events > self.config.pending_events_max / divisor
+                || self.pending_bytes > self.config.pending_bytes_max / divisor)
     }
 
     fn judge_own(&mut self, slot: usize, event: &EventView<'_>, verdict: Verdict, offset: Offset, writer: &str) {
@@ -535,7 +634,7 @@ impl<T: Transform> ReplicaCore<T> {
                 Event::new(key.clone(), Some(i), Some(offset), input.effective_time_ms, content_type, payload)
             })
             .collect();
-        let count = self.rule.count(&key);
+        let count = self.own.count(&key);
         self.check_against_canonical(&key, &events, count);
         self.queue(Group { slot, first_index, events, send: SendState::Unsent }, count);
     }
@@ -583,7 +682,7 @@ impl<T: Transform> ReplicaCore<T> {
             if i >= count {
                 break;
             }
-            if let Some((canonical, at)) = self.rule.canonical_at(key, i) {
+            if let Some((canonical, at)) = self.own.canonical_at(key, i) {
                 if canonical != event.digest {
                     self.diverge(Divergence {
                         key: key.clone(),
@@ -613,6 +712,7 @@ impl<T: Transform> ReplicaCore<T> {
         }
         self.computed[group.slot].push(group.first_index, group.events.iter().map(|e| e.digest));
         self.pending_events += group.events.len();
+        self.pending_bytes += group.encoded_bytes();
         self.groups[group.slot] += 1;
         self.pending.push_back(group);
     }
@@ -628,7 +728,7 @@ impl<T: Transform> ReplicaCore<T> {
 
     /// Drops groups that are canonical now.
     fn prune(&mut self) {
-        let counts = [self.rule.count(&self.output_key), self.rule.count(&self.dead_letter_key)];
+        let counts = [self.own.count(&self.output_key), self.own.count(&self.dead_letter_key)];
         // Each key's groups are in index order, so its canonical ones come first: usually
         // the whole canonical part is at the front.
         while self.pending.front().is_some_and(|g| g.end_index() <= counts[g.slot]) {
@@ -660,6 +760,7 @@ impl<T: Transform> ReplicaCore<T> {
     fn forget(&mut self, group: &Group) {
         self.groups[group.slot] -= 1;
         self.pending_events -= group.events.len();
+        self.pending_bytes -= group.encoded_bytes();
         if matches!(group.send, SendState::Held { .. }) {
             self.stats.writes_skipped += 1;
         }
@@ -729,7 +830,7 @@ impl<T: Transform> ReplicaCore<T> {
     /// first, so the first group is the oldest write.
     fn resend_due_ms(&self) -> Option<u64> {
         match self.pending.front()?.send {
-            SendState::Sent { offset: Some(offset), .. } => (offset < self.position).then_some(self.now_ms),
+            SendState::Sent { offset: Some(offset), .. } => (offset < self.own_next).then_some(self.now_ms),
             SendState::Sent { at_ms, offset: None, .. } => Some(at_ms.saturating_add(self.config.resend_after_ms)),
             _ => None,
         }
@@ -772,9 +873,7 @@ impl<T: Transform> ReplicaCore<T> {
     fn may_write(&self) -> bool {
         match self.phase {
             Phase::Live => true,
-            Phase::Diverged => false,
-            // Bounded memory: a backlog past the limit is written even while catching up.
-            Phase::CatchingUp { .. } => self.pending_events() > self.config.pending_events_max,
+            Phase::Diverged | Phase::CatchingUp { .. } => false,
         }
     }
 
@@ -909,23 +1008,35 @@ impl<T: Transform> ReplicaCore<T> {
         }
     }
 
-    /// Whether the core can take more input: false while too many events wait to be seen
-    /// canonical and writes are in flight. Reading is what shows written groups canonical,
-    /// so with nothing in flight it always reads on.
-    pub fn wants_input(&self) -> bool {
-        self.pending_events() <= self.config.pending_events_max
-            || self.in_flight.is_empty()
-            || self.phase == Phase::Diverged
-    }
-
     fn pending_events(&self) -> usize {
         debug_assert_eq!(self.pending_events, self.pending.iter().map(|g| g.events.len()).sum::<usize>());
         self.pending_events
     }
 
-    /// The reader's next offset.
+    /// Where the next fetched batch must start: the first input not yet transformed, or,
+    /// while inputs are deferred, the reader of the own keys.
     pub fn position(&self) -> Offset {
-        self.position
+        if self.deferring {
+            self.own_next
+        } else {
+            self.inputs.offset
+        }
+    }
+
+    /// The first record not yet read for inputs: how far the transform has come.
+    pub fn input_position(&self) -> Offset {
+        self.inputs.offset
+    }
+
+    /// Whether inputs wait while the replica reads ahead for its own keys.
+    pub fn is_deferring(&self) -> bool {
+        self.deferring
+    }
+
+    /// Events computed but not yet seen canonical, and their bytes in records: what the
+    /// memory bound counts.
+    pub fn holding(&self) -> (usize, usize) {
+        (self.pending_events(), self.pending_bytes)
     }
 
     /// Where the replica is in its life.
@@ -943,9 +1054,10 @@ impl<T: Transform> ReplicaCore<T> {
         self.divergence.as_ref()
     }
 
-    /// The canonical rule as this replica has applied it.
-    pub fn rule(&self) -> &CanonicalRule {
-        &self.rule
+    /// The canonical rule over the replica's own keys (output and dead letters), as far as
+    /// it has read them.
+    pub fn own_rule(&self) -> &CanonicalRule {
+        &self.own
     }
 
     /// The keys whose canonical events are inputs.

@@ -189,6 +189,9 @@ struct KafkaCursor {
 
 /// Most records one batch returns.
 const BATCH_RECORDS_MAX: usize = 2_000;
+/// Bytes after which a batch takes no more records: with the consumer's queue limit, what
+/// bounds the memory a reader holds in records.
+const BATCH_BYTES_MAX: usize = 8 << 20;
 
 fn to_fetched<M: Message>(message: &M) -> FetchedRecord {
     FetchedRecord {
@@ -208,9 +211,13 @@ impl LogCursor for KafkaCursor {
             Ok(Ok(message)) => vec![to_fetched(&message)],
         };
         // Drain what is already here without waiting again.
-        while batch.len() < BATCH_RECORDS_MAX {
+        let mut bytes = 0;
+        while batch.len() < BATCH_RECORDS_MAX && bytes < BATCH_BYTES_MAX {
             match self.consumer.recv().now_or_never() {
-                Some(Ok(message)) => batch.push(to_fetched(&message)),
+                Some(Ok(message)) => {
+                    bytes += message.payload_len();
+                    batch.push(to_fetched(&message));
+                }
                 Some(Err(error)) => {
                     self.consumer_error(error)?;
                     break;

@@ -244,7 +244,6 @@ fn a_canonical_copy_of_its_own_key_with_another_digest_is_a_divergence() {
     assert_eq!((core.phase(), core.stats().divergences), (Phase::Diverged, 1));
     assert_eq!(poll_writes(&mut core, 0), [], "a diverged replica writes nothing");
     assert_eq!(core.poll_timeout_ms(), None);
-    assert!(core.wants_input(), "it reads on");
 }
 
 #[test]
@@ -499,4 +498,66 @@ fn an_over_long_content_type_is_an_invalid_output_dead_letter() {
 fn the_largest_record_header_is_what_the_codec_writes() {
     let source = key(&"s".repeat(255));
     assert_eq!(encoded_header_len(&source, &"w".repeat(255)), crate::transform::RECORD_HEADER_BYTES_MAX);
+}
+
+/// Drives `core` over `log` in batches of at most 50 records, appending what it writes at
+/// once; the most events, and bytes, it held at any time.
+fn drive_counting_held(core: &mut ReplicaCore<Echo>, log: &MemoryLog) -> (usize, usize) {
+    let mut held_max = (0, 0);
+    for _ in 0..100_000 {
+        let from = core.position();
+        let batch: Vec<_> = log.records_from(from).into_iter().take(50).collect();
+        core.on_fetched(&batch, from + batch.len() as u64);
+        let (events, bytes) = core.holding();
+        held_max = (held_max.0.max(events), held_max.1.max(bytes));
+        for write in poll_writes(core, 0) {
+            let at = log.append_now(&write.record).unwrap();
+            core.on_delivery(write.write_id, Ok(at));
+        }
+        if batch.is_empty() && core.is_settled() && !core.is_deferring() {
+            return held_max;
+        }
+    }
+    panic!("the replica never settled: {:?} at {}", core.phase(), core.position());
+}
+
+#[test]
+fn a_backlog_past_the_bound_is_deferred_and_read_again_not_held() {
+    let log = MemoryLog::new();
+    for i in 0..1_000 {
+        publish(&log, format!("{i}").as_bytes());
+    }
+    let mut core = replica(|c| c.pending_events_max = 10);
+    let (held_max, _) = drive_counting_held(&mut core, &log);
+    assert!(held_max <= 11, "held {held_max} events with a bound of 10");
+    assert!(core.stats().records_written > 50, "written as it went, in many records");
+    let outputs: Vec<Vec<u8>> = log.canonical(&key("echo")).into_iter().map(|e| e.payload).collect();
+    let inputs: Vec<Vec<u8>> = (0..1_000).map(|i| format!("{i}").into_bytes()).collect();
+    assert_eq!(outputs, inputs, "every input answered once, in order");
+    assert_eq!(core.stats().inputs_processed, 1_000, "each input transformed once, though read again");
+}
+
+#[test]
+fn catching_up_on_outputs_that_land_behind_the_backlog_holds_no_more_than_the_bound() {
+    let log = MemoryLog::new();
+    for i in 0..1_000 {
+        publish(&log, format!("{i}").as_bytes());
+    }
+    crate::replica::run_to_end(&log, Echo::default());
+    let end = log.end();
+    let mut core = ReplicaCore::new(
+        Echo::default(),
+        {
+            let mut config = ReplicaConfig::new("late");
+            config.pending_bytes_max = 2_000;
+            config
+        },
+        end,
+    );
+    let (_, held_max) = drive_counting_held(&mut core, &log);
+    let group_bytes_max = core.pending.iter().map(Group::encoded_bytes).max().unwrap_or(100);
+    assert!(held_max <= 2_000 + group_bytes_max, "held {held_max} bytes with a bound of 2000");
+    assert_eq!(core.stats().records_written, 0, "everything was canonical already");
+    assert_eq!(log.end(), end);
+    assert_eq!(core.stats().inputs_processed, 1_000);
 }
