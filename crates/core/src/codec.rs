@@ -93,10 +93,7 @@ impl CodecError {
     }
 
     /// A `schema` error saying `message` because of `source`, a library's error.
-    pub fn schema_because(
-        message: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
+    pub fn schema_because(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         CodecError::Schema { message: message.into(), source: Some(LibraryError::new(source)) }
     }
 
@@ -412,7 +409,8 @@ pub fn decode_avro(payload: &[u8], schemas: &SchemaCache, reader: Option<&Schema
 /// not fit the schema is a [`CodecError::Schema`] naming what does not fit.
 #[cfg(feature = "avro")]
 pub fn encode_avro<T: Serialize + ?Sized>(value: &T, output: &AvroOutput) -> Result<Vec<u8>, CodecError> {
-    let json = serde_json::to_value(value).map_err(|e| CodecError::schema_because("the output does not serialize", e))?;
+    let json =
+        serde_json::to_value(value).map_err(|e| CodecError::schema_because("the output does not serialize", e))?;
     let fit = |e: apache_avro::Error| {
         CodecError::schema_because(format!("the output does not fit its Avro schema (id {})", output.schema_id), e)
     };
@@ -530,7 +528,9 @@ mod tests {
             decode("application/json; charset=utf-8", br#"{"id":"a","qty":1}"#, &NO_SCHEMAS, None).unwrap();
         assert_eq!(back.id, "a");
         let error = decode::<OrderV1>(CONTENT_TYPE_JSON, b"{", &NO_SCHEMAS, None).unwrap_err();
-        assert!(matches!(&error, CodecError::Decode { message, source: Some(_) } if message == NOT_JSON_FOR_THIS_INPUT));
+        assert!(
+            matches!(&error, CodecError::Decode { message, source: Some(_) } if message == NOT_JSON_FOR_THIS_INPUT)
+        );
         // serde_json's text is the source, never the message.
         let serde_text = serde_json::from_slice::<OrderV1>(b"{").unwrap_err().to_string();
         assert_eq!(error.library().map(ToString::to_string), Some(serde_text.clone()));
@@ -544,7 +544,10 @@ mod tests {
     fn a_payload_without_the_wire_header_is_a_schema_error() {
         for payload in [&b""[..], &[0, 0, 1][..], &[1, 0, 0, 0, 1, 2][..]] {
             let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, payload, &cache(&[(1, V1)]), None).unwrap_err();
-            assert!(matches!(&error, CodecError::Schema { message, source: None } if message.contains("Confluent wire format")), "{error:?}");
+            assert!(
+                matches!(&error, CodecError::Schema { message, source: None } if message.contains("Confluent wire format")),
+                "{error:?}"
+            );
         }
     }
 
@@ -572,7 +575,10 @@ mod tests {
         assert_eq!(error, CodecError::schema("schema id 9 is not in the registry"));
         known.insert_unresolved(
             9,
-            Unresolved { message: "schema id 9 is not in the registry".into(), reply: Some("No content with id 9".into()) },
+            Unresolved {
+                message: "schema id 9 is not in the registry".into(),
+                reply: Some("No content with id 9".into()),
+            },
         );
         let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, &payload, &known, None).unwrap_err();
         assert_eq!(error.message(), "schema id 9 is not in the registry");

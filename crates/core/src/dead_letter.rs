@@ -20,8 +20,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::event::{Digest, Event, EventSourceKey, Offset};
 use crate::codec::CodecError;
+use crate::event::{Digest, Event, EventSourceKey, Offset};
 use crate::transform::{Input, TransformError, GROUP_BYTES_MAX};
 
 /// The Avro schema of a dead letter (`schemas/dead-letter.avsc`), the same shape as its JSON
