@@ -205,9 +205,7 @@ fn business_rule_violations_are_rejected_reports() {
 #[test]
 fn undecodable_payloads_are_decode_errors_and_unaddressable_ids_schema_errors() {
     let mut engine = MatchingEngine::new();
-    let decode = |result: Result<Vec<Report>, TransformError>| {
-        matches!(result, Err(error) if DeadLetter::reason_of(&error) == Reason::Decode)
-    };
+    let decode = |result: Result<Vec<Report>, TransformError>| matches!(result, Err(error) if DeadLetter::reason_of(&error) == Reason::Decode);
     assert!(decode(apply_raw(&mut engine, b"{not json")));
     assert!(decode(apply_raw(&mut engine, br#"{"type":"stop","order_id":"x"}"#)));
     assert!(decode(apply_raw(
