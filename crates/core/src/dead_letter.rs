@@ -270,13 +270,17 @@ impl Failure {
     }
 }
 
-/// An error and its sources, `: `-separated.
+/// An error and its sources, `: `-separated; a source whose text its error already shows
+/// (many libraries print their source in their own message) is not repeated.
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
