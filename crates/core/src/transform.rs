@@ -222,7 +222,8 @@ pub trait Transform: Send + 'static {
     /// The transform's name: also its output event-source key.
     fn name(&self) -> &str;
 
-    /// The transform's version, recorded in its dead letters.
+    /// The transform's version, recorded in the advisory detail of its dead letters (never in
+    /// their digested payload: a bump must not make replicas disagree on an old input).
     fn version(&self) -> u32;
 
     /// The event-source keys whose events it consumes.
