@@ -10,7 +10,7 @@ use competing_transformers::codec::apache_avro::Schema;
 use competing_transformers::codec::{
     self, avro_ids_to_resolve, AvroOutput, OutputCodec, SchemaCache, CONTENT_TYPE_AVRO,
 };
-use competing_transformers::dead_letter::{DeadLetter, Reason};
+use competing_transformers::dead_letter::{DeadLetter, Detail, Reason};
 use competing_transformers::replica::{run_to_end, ReplicaConfig, ReplicaCore};
 use competing_transformers::{Event, EventSourceKey, Input, MemoryLog, Outputs, Transform, TransformError};
 use competing_transformers_kafka::schema_registry::{subject_for, RegistryError, SchemaRegistry};
@@ -82,7 +82,7 @@ async fn run_with_registry<T: Transform>(registry: &SchemaRegistry, log: &Memory
     let mut core = ReplicaCore::new(transform, ReplicaConfig::new("local"), 0);
     core.on_fetched_with(&records, records.len() as u64, &schemas);
     while let Some(write) = core.poll_write(0) {
-        let outcome = log.append_now(&write.record).map_err(|_| ());
+        let outcome = log.append_now_with_details(&write.record, &write.details).map_err(|_| ());
         core.on_delivery(write.write_id, outcome);
     }
     core
@@ -92,6 +92,15 @@ fn dead_letters(log: &MemoryLog, transformer: &str) -> Vec<DeadLetter> {
     log.canonical(&key(transformer).dead_letters())
         .iter()
         .map(|e| serde_json::from_slice(&e.payload).unwrap())
+        .collect()
+}
+
+/// The advisory details of `transformer`'s canonical dead letters, from their records.
+fn details(log: &MemoryLog, transformer: &str) -> Vec<Option<Detail>> {
+    let records = log.records();
+    log.canonical_with_offsets(&key(transformer).dead_letters())
+        .iter()
+        .map(|(offset, e)| Detail::find(&records[*offset as usize].details, e.index.unwrap()))
         .collect()
 }
 
@@ -171,6 +180,11 @@ async fn an_unknown_schema_id_is_dead_lettered_with_reason_schema() {
     );
     assert!(!letters[0].message.contains(registry.url()), "{}", letters[0].message);
     assert_eq!(letters[0].payload().unwrap(), codec::frame(unknown_id, &[2, b'a', 6]), "the original payload is kept");
+    // The registry's reply is in the advisory detail, outside the digest; its address is not.
+    let detail = details(&log, "note-reader").remove(0).expect("a detail");
+    let reply = detail.error.expect("the registry's reply");
+    println!("detail: {reply}");
+    assert!(!reply.is_empty() && !reply.contains(registry.url()), "{reply}");
 }
 
 #[tokio::test]
@@ -188,7 +202,10 @@ async fn a_malformed_avro_body_is_dead_lettered_with_the_avro_error() {
     assert_eq!(letters.len(), 1);
     println!("dead letter: {}", letters[0].describe());
     assert_eq!(letters[0].reason, Reason::Schema);
-    assert!(letters[0].message.contains(&format!("Avro payload with schema id {v1_id}: ")), "{}", letters[0].message);
+    assert_eq!(letters[0].message, format!("the Avro payload with schema id {v1_id} does not decode with that schema"));
+    let detail = details(&log, "note-reader").remove(0).expect("a detail");
+    println!("detail: {}", detail.describe());
+    assert!(detail.error.is_some_and(|text| !text.is_empty()), "apache-avro's error is in the detail");
 }
 
 /// Commands of every kind, as the engine's serde type.
@@ -302,7 +319,7 @@ async fn a_replica_on_kafka_reads_avro_commands_writes_avro_reports_and_dead_let
         letters[0].message
     );
     assert!(
-        letters[1].message.contains(&format!("Avro payload with schema id {command_id}: ")),
+        letters[1].message == format!("the Avro payload with schema id {command_id} does not decode with that schema"),
         "{}",
         letters[1].message
     );

@@ -73,7 +73,7 @@ fn input_records(n: u64) -> Vec<FetchedRecord> {
                 events: vec![Det::Identity.event(seq)],
             };
             let encoded = record.encode().expect("encodes");
-            FetchedRecord { offset: seq, timestamp_ms: None, key: Some(encoded.key), value: Some(encoded.value) }
+            FetchedRecord { offset: seq, key: Some(encoded.key), value: Some(encoded.value), ..Default::default() }
         })
         .collect()
 }
@@ -125,6 +125,7 @@ fn fetched_outputs(encoded: Vec<EncodedRecord>, n: u64) -> Vec<FetchedRecord> {
             timestamp_ms: None,
             key: Some(e.key),
             value: Some(e.value),
+            details: Vec::new(),
         })
         .collect()
 }

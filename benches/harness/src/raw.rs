@@ -397,6 +397,7 @@ pub fn amplification(
             timestamp_ms: None,
             key: message.key().map(<[u8]>::to_vec),
             value: message.payload().map(<[u8]>::to_vec),
+            details: Vec::new(),
         };
         let decoded = Record::decode_fetched(&fetched);
         let Ok(verdicts) = rule.apply(fetched.offset, decoded.as_ref()) else { continue };

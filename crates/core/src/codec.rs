@@ -17,7 +17,10 @@
 //! one-symbol `type` enum), so one serde type reads and writes both codecs.
 //!
 //! Every failure here is one sentence that goes into a dead letter with reason `schema`
-//! (Avro) or `decode` (JSON), with apache-avro's own error text where it has one.
+//! (Avro) or `decode` (JSON). The sentence is built from stable facts alone (the schema id,
+//! the payload's size); the library's own error (serde_json's, apache-avro's) or the
+//! registry's reply is the error's `source()`, which the dead letter keeps outside its digest:
+//! a dependency upgrade changes that text, and replicas must still agree.
 //!
 //! Avro needs the crate's `avro` feature (apache-avro and its dependencies). Without it the
 //! wire format is still recognised ([`frame`], [`schema_id`]) but not decoded: an Avro input
@@ -53,18 +56,136 @@ pub use apache_avro;
 #[cfg(feature = "avro")]
 pub use apache_avro::Schema;
 
-/// Why a payload could not be decoded or encoded. A transform's `?` turns it into the
-/// transform error of the same kind, so the input is dead-lettered with
-/// reason `decode` or `schema`.
+/// Why a payload could not be decoded or encoded. A transform's `?` turns it into
+/// [`crate::transform::TransformError::Codec`], so the input is dead-lettered with reason
+/// `decode` or `schema`. `message` depends on the payload alone; the library's text is the
+/// `source`, kept out of the dead letter's digested payload.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CodecError {
     /// The bytes are not a payload of their content type.
-    #[error("cannot decode input: {0}")]
-    Decode(String),
+    #[error("cannot decode input: {message}")]
+    Decode {
+        /// What is wrong, from stable facts alone.
+        message: String,
+        /// The library's error, when one said more.
+        source: Option<LibraryError>,
+    },
     /// The payload is well formed but does not fit its schema or the type asked for.
-    #[error("input failed validation: {0}")]
-    Schema(String),
+    #[error("input failed validation: {message}")]
+    Schema {
+        /// What is wrong, from stable facts alone.
+        message: String,
+        /// The library's error or the registry's reply, when one said more.
+        source: Option<LibraryError>,
+    },
+}
+
+impl CodecError {
+    /// A `decode` error saying `message`, with no library text behind it.
+    pub fn decode(message: impl Into<String>) -> Self {
+        CodecError::Decode { message: message.into(), source: None }
+    }
+
+    /// A `schema` error saying `message`, with no library text behind it.
+    pub fn schema(message: impl Into<String>) -> Self {
+        CodecError::Schema { message: message.into(), source: None }
+    }
+
+    /// A `schema` error saying `message` because of `source`, a library's error.
+    pub fn schema_because(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        CodecError::Schema { message: message.into(), source: Some(LibraryError::new(source)) }
+    }
+
+    /// The stable sentence: what a dead letter's digested `message` holds.
+    pub fn message(&self) -> &str {
+        match self {
+            CodecError::Decode { message, .. } | CodecError::Schema { message, .. } => message,
+        }
+    }
+
+    /// The library's error or the registry's reply behind it, if any: outside the digest.
+    pub fn library(&self) -> Option<&LibraryError> {
+        match self {
+            CodecError::Decode { source, .. } | CodecError::Schema { source, .. } => source.as_ref(),
+        }
+    }
+}
+
+/// The sentence of a JSON payload serde_json could not read into the type asked for.
+pub const NOT_JSON_FOR_THIS_INPUT: &str = "the payload is not valid JSON for this input";
+
+/// `serde_json`'s failure to read a payload: a `decode` error whose message is
+/// [`NOT_JSON_FOR_THIS_INPUT`], serde_json's text its source.
+pub fn json_error(error: serde_json::Error) -> CodecError {
+    CodecError::Decode { message: NOT_JSON_FOR_THIS_INPUT.into(), source: Some(LibraryError::new(error)) }
+}
+
+/// An error from a library (serde_json, apache-avro) or a service (the schema registry): text
+/// that a dependency upgrade or another host may change, so it never enters a digested
+/// payload. Shared, so the errors that carry it stay cheap to clone; two are equal when they
+/// say the same.
+#[derive(Clone)]
+pub struct LibraryError(Arc<dyn std::error::Error + Send + Sync>);
+
+impl LibraryError {
+    /// Wraps a library's error.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Arc::new(error))
+    }
+
+    /// A service's reply, kept as text.
+    pub fn reply(text: impl Into<String>) -> Self {
+        Self(Arc::new(Reply(text.into())))
+    }
+}
+
+impl std::fmt::Debug for LibraryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::Display for LibraryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for LibraryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for LibraryError {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for LibraryError {}
+
+/// A service's reply as an error.
+#[derive(Debug)]
+struct Reply(String);
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Reply {}
+
+/// Why the registry has no usable schema for an id: the stable sentence a dead letter keeps,
+/// and the registry's reply, kept outside the digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unresolved {
+    /// From the schema id alone (`RegistryError::on_the_log` in the Kafka crate).
+    pub message: String,
+    /// What the registry said, when it said something.
+    pub reply: Option<String>,
 }
 
 /// An Avro schema. Without the `avro` feature, a stand-in no value of which exists: the
@@ -93,7 +214,7 @@ pub const WIRE_HEADER_BYTES: usize = 5;
 /// not be asked about (unreachable, 5xx) are never stored: the driver retries those.
 #[derive(Clone, Debug, Default)]
 pub struct SchemaCache {
-    schemas: BTreeMap<u32, Result<Arc<Schema>, String>>,
+    schemas: BTreeMap<u32, Result<Arc<Schema>, Unresolved>>,
 }
 
 /// An empty cache: for cores driven without a registry.
@@ -106,7 +227,7 @@ impl SchemaCache {
     }
 
     /// What is known of schema `id`, if it was resolved.
-    pub fn get(&self, id: u32) -> Option<&Result<Arc<Schema>, String>> {
+    pub fn get(&self, id: u32) -> Option<&Result<Arc<Schema>, Unresolved>> {
         self.schemas.get(&id)
     }
 
@@ -122,7 +243,13 @@ impl SchemaCache {
 
     /// Records that the registry has no usable schema `id`, and why (one sentence).
     pub fn insert_unknown(&mut self, id: u32, why: String) {
-        self.schemas.insert(id, Err(why));
+        self.schemas.insert(id, Err(Unresolved { message: why, reply: None }));
+    }
+
+    /// Records that the registry has no usable schema `id`: why, from the id alone (what a
+    /// dead letter digests), and the registry's `reply` (kept outside the digest).
+    pub fn insert_unresolved(&mut self, id: u32, unresolved: Unresolved) {
+        self.schemas.insert(id, Err(unresolved));
     }
 
     /// Ids resolved so far.
@@ -177,7 +304,7 @@ pub fn frame(id: u32, datum: &[u8]) -> Vec<u8> {
 pub fn schema_id(payload: &[u8]) -> Result<(u32, &[u8]), CodecError> {
     match payload {
         [WIRE_MAGIC, a, b, c, d, datum @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), datum)),
-        _ => Err(CodecError::Schema(format!(
+        _ => Err(CodecError::schema(format!(
             "the payload is not Avro in the Confluent wire format (magic byte 0, then a 4-byte schema id): it is {} bytes starting {}",
             payload.len(),
             hex_prefix(payload)
@@ -214,21 +341,27 @@ pub fn decode<T: DeserializeOwned>(
     reader: Option<&Schema>,
 ) -> Result<T, CodecError> {
     match media_type(content_type) {
-        CONTENT_TYPE_JSON => serde_json::from_slice(payload).map_err(|e| CodecError::Decode(e.to_string())),
+        CONTENT_TYPE_JSON => serde_json::from_slice(payload).map_err(json_error),
         #[cfg(not(feature = "avro"))]
         CONTENT_TYPE_AVRO => {
             let _ = (schemas, reader);
-            Err(CodecError::Schema(AVRO_DISABLED.to_string()))
+            Err(CodecError::schema(AVRO_DISABLED))
         }
         #[cfg(feature = "avro")]
         CONTENT_TYPE_AVRO => {
             let value = decode_avro(payload, schemas, reader)?;
-            let json = serde_json::Value::try_from(value)
-                .map_err(|e| CodecError::Schema(format!("the Avro value has no JSON shape: {e}")))?;
-            serde_json::from_value(json)
-                .map_err(|e| CodecError::Schema(format!("the Avro value does not fit the transform's input type: {e}")))
+            let id = schema_id(payload)?.0;
+            let json = serde_json::Value::try_from(value).map_err(|e| {
+                CodecError::schema_because(format!("the Avro value with schema id {id} has no JSON shape"), e)
+            })?;
+            serde_json::from_value(json).map_err(|e| {
+                CodecError::schema_because(
+                    format!("the Avro value with schema id {id} does not fit the transform's input type"),
+                    e,
+                )
+            })
         }
-        other => Err(CodecError::Decode(format!(
+        other => Err(CodecError::decode(format!(
             "unsupported content type `{other}`; payloads must be {CONTENT_TYPE_JSON} or {CONTENT_TYPE_AVRO}"
         ))),
     }
@@ -241,20 +374,31 @@ pub fn decode_avro(payload: &[u8], schemas: &SchemaCache, reader: Option<&Schema
     let (id, datum) = schema_id(payload)?;
     let writer = match schemas.get(id) {
         Some(Ok(schema)) => schema,
-        Some(Err(why)) => return Err(CodecError::Schema(why.clone())),
+        Some(Err(unresolved)) => {
+            return Err(CodecError::Schema {
+                message: unresolved.message.clone(),
+                source: unresolved.reply.clone().map(LibraryError::reply),
+            })
+        }
         None => {
-            return Err(CodecError::Schema(format!(
+            return Err(CodecError::schema(format!(
                 "schema id {id} was not resolved: no schema registry is configured for this replica (set SCHEMA_REGISTRY_URL)"
             )))
         }
     };
-    let avro_error = |e: apache_avro::Error| CodecError::Schema(format!("Avro payload with schema id {id}: {e}"));
-    let datum_reader = GenericDatumReader::builder(writer).maybe_reader_schema(reader).build().map_err(avro_error)?;
+    let datum_reader = GenericDatumReader::builder(writer).maybe_reader_schema(reader).build().map_err(|e| {
+        CodecError::schema_because(
+            format!("the writer schema with id {id} does not resolve to the transform's reader schema"),
+            e,
+        )
+    })?;
     let mut cursor = Cursor::new(datum);
-    let value = datum_reader.read_value(&mut cursor).map_err(avro_error)?;
+    let value = datum_reader.read_value(&mut cursor).map_err(|e| {
+        CodecError::schema_because(format!("the Avro payload with schema id {id} does not decode with that schema"), e)
+    })?;
     let rest = datum.len() as u64 - cursor.position();
     if rest > 0 {
-        return Err(CodecError::Schema(format!(
+        return Err(CodecError::schema(format!(
             "Avro payload with schema id {id}: {rest} bytes follow the datum; the payload is corrupt or was written with another schema"
         )));
     }
@@ -266,9 +410,9 @@ pub fn decode_avro(payload: &[u8], schemas: &SchemaCache, reader: Option<&Schema
 #[cfg(feature = "avro")]
 pub fn encode_avro<T: Serialize + ?Sized>(value: &T, output: &AvroOutput) -> Result<Vec<u8>, CodecError> {
     let json =
-        serde_json::to_value(value).map_err(|e| CodecError::Schema(format!("the output does not serialize: {e}")))?;
+        serde_json::to_value(value).map_err(|e| CodecError::schema_because("the output does not serialize", e))?;
     let fit = |e: apache_avro::Error| {
-        CodecError::Schema(format!("the output does not fit its Avro schema (id {}): {e}", output.schema_id))
+        CodecError::schema_because(format!("the output does not fit its Avro schema (id {})", output.schema_id), e)
     };
     let avro = AvroValue::try_from(json).map_err(fit)?.resolve(&output.schema).map_err(fit)?;
     let datum =
@@ -384,7 +528,13 @@ mod tests {
             decode("application/json; charset=utf-8", br#"{"id":"a","qty":1}"#, &NO_SCHEMAS, None).unwrap();
         assert_eq!(back.id, "a");
         let error = decode::<OrderV1>(CONTENT_TYPE_JSON, b"{", &NO_SCHEMAS, None).unwrap_err();
-        assert!(matches!(error, CodecError::Decode(_)), "{error:?}");
+        assert!(
+            matches!(&error, CodecError::Decode { message, source: Some(_) } if message == NOT_JSON_FOR_THIS_INPUT)
+        );
+        // serde_json's text is the source, never the message.
+        let serde_text = serde_json::from_slice::<OrderV1>(b"{").unwrap_err().to_string();
+        assert_eq!(error.library().map(ToString::to_string), Some(serde_text.clone()));
+        assert!(!error.message().contains(&serde_text) && !error.to_string().contains(&serde_text), "{error}");
         let error = decode::<OrderV1>("text/csv", b"a,1", &NO_SCHEMAS, None).unwrap_err();
         assert!(error.to_string().contains("unsupported content type `text/csv`"), "{error}");
     }
@@ -394,7 +544,10 @@ mod tests {
     fn a_payload_without_the_wire_header_is_a_schema_error() {
         for payload in [&b""[..], &[0, 0, 1][..], &[1, 0, 0, 0, 1, 2][..]] {
             let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, payload, &cache(&[(1, V1)]), None).unwrap_err();
-            assert!(matches!(&error, CodecError::Schema(m) if m.contains("Confluent wire format")), "{error:?}");
+            assert!(
+                matches!(&error, CodecError::Schema { message, source: None } if message.contains("Confluent wire format")),
+                "{error:?}"
+            );
         }
     }
 
@@ -404,10 +557,8 @@ mod tests {
         let payload = encode_avro(&OrderV1 { id: "order-1".into(), qty: 3 }, &output(1, V1)).unwrap();
         let truncated = &payload[..payload.len() - 3];
         let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, truncated, &cache(&[(1, V1)]), None).unwrap_err();
-        assert!(
-            matches!(&error, CodecError::Schema(m) if m.starts_with("Avro payload with schema id 1: ")),
-            "{error:?}"
-        );
+        assert_eq!(error.message(), "the Avro payload with schema id 1 does not decode with that schema");
+        assert!(matches!(&error, CodecError::Schema { source: Some(_), .. }), "apache-avro's error is the source");
         let mut padded = payload.clone();
         padded.push(2);
         let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, &padded, &cache(&[(1, V1)]), None).unwrap_err();
@@ -421,7 +572,17 @@ mod tests {
         let mut known = SchemaCache::new();
         known.insert_unknown(9, "schema id 9 is not in the registry".into());
         let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, &payload, &known, None).unwrap_err();
-        assert_eq!(error, CodecError::Schema("schema id 9 is not in the registry".into()));
+        assert_eq!(error, CodecError::schema("schema id 9 is not in the registry"));
+        known.insert_unresolved(
+            9,
+            Unresolved {
+                message: "schema id 9 is not in the registry".into(),
+                reply: Some("No content with id 9".into()),
+            },
+        );
+        let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, &payload, &known, None).unwrap_err();
+        assert_eq!(error.message(), "schema id 9 is not in the registry");
+        assert_eq!(error.library().map(ToString::to_string).as_deref(), Some("No content with id 9"));
         let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, &payload, &NO_SCHEMAS, None).unwrap_err();
         assert!(error.to_string().contains("SCHEMA_REGISTRY_URL"), "{error}");
     }
@@ -434,7 +595,7 @@ mod tests {
             id: u64,
         }
         let error = encode_avro(&Wrong { id: 1 }, &output(3, V1)).unwrap_err();
-        assert!(matches!(&error, CodecError::Schema(m) if m.contains("(id 3)")), "{error:?}");
+        assert!(matches!(&error, CodecError::Schema { message, .. } if message.contains("(id 3)")), "{error:?}");
     }
 
     #[cfg(feature = "avro")]
@@ -467,7 +628,7 @@ mod tests {
         known.insert_unknown(1, "schema id 1 is not in the registry".into());
         for (payload, schemas) in [(frame(1, &[2, b'a', 6]), &known), (vec![9], &NO_SCHEMAS)] {
             let error = decode::<OrderV1>(CONTENT_TYPE_AVRO, &payload, schemas, None).unwrap_err();
-            assert_eq!(error, CodecError::Schema(AVRO_DISABLED.into()));
+            assert_eq!(error, CodecError::schema(AVRO_DISABLED));
         }
     }
 }

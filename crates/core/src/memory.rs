@@ -29,7 +29,7 @@ impl MemoryLog {
 
     /// Appends raw bytes as a record, as a foreign or broken writer might.
     pub fn append_raw(&self, key: Option<Vec<u8>>, value: Option<Vec<u8>>) -> Offset {
-        self.push(FetchedRecord { offset: 0, timestamp_ms: None, key, value })
+        self.push(FetchedRecord { offset: 0, timestamp_ms: None, key, value, details: Vec::new() })
     }
 
     /// Every record, in order.
@@ -69,12 +69,20 @@ impl MemoryLog {
 
     /// Appends a record at once.
     pub fn append_now(&self, record: &Record) -> Result<Offset, EncodeError> {
+        self.append_now_with_details(record, &[])
+    }
+
+    /// Appends a record at once, carrying `details` (dead-letter detail header values, see
+    /// [`crate::record::headers::DEAD_LETTER_DETAIL`]) as a Kafka record would: read back in
+    /// [`FetchedRecord::details`].
+    pub fn append_now_with_details(&self, record: &Record, details: &[Vec<u8>]) -> Result<Offset, EncodeError> {
         let encoded = record.encode()?;
         Ok(self.push(FetchedRecord {
             offset: 0,
             timestamp_ms: None,
             key: Some(encoded.key),
             value: Some(encoded.value),
+            details: details.to_vec(),
         }))
     }
 

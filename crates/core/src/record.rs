@@ -74,6 +74,11 @@ pub mod headers {
     pub const KEYS: &str = "ct.keys";
     /// `first-last` indexes of the record's events of its own key, when they carry indexes.
     pub const INDEXES: &str = "ct.indexes";
+    /// Not a summary: the advisory detail of one dead letter in the record (JSON, see
+    /// `dead_letter::Detail`), one header per dead letter that has one. Never digested,
+    /// written whatever the summary-header setting, and read back into
+    /// [`super::FetchedRecord::details`].
+    pub const DEAD_LETTER_DETAIL: &str = "ct.dead-letter.detail";
 }
 
 /// One atomic group of events, as written in one Kafka record.
@@ -95,8 +100,17 @@ pub struct EncodedRecord {
     pub key: Vec<u8>,
     /// The Kafka record value (the format below).
     pub value: Vec<u8>,
-    /// Summary headers for tools (names from [`headers`]); ignored by [`Record::decode`].
+    /// Summary headers for tools (names from [`headers`]), then any dead-letter details;
+    /// ignored by [`Record::decode`].
     pub headers: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl EncodedRecord {
+    /// Adds `details` (header values, see [`headers::DEAD_LETTER_DETAIL`]) after its headers.
+    pub fn with_details(mut self, details: &[Vec<u8>]) -> Self {
+        self.headers.extend(details.iter().map(|value| (headers::DEAD_LETTER_DETAIL, value.clone())));
+        self
+    }
 }
 
 /// A record read back from the log, before decoding.
@@ -110,8 +124,11 @@ pub struct FetchedRecord {
     /// The Kafka record key: must be the value's `source`, byte for byte, or the record is
     /// malformed.
     pub key: Option<Vec<u8>>,
-    /// The Kafka record value. Headers are not read: decoding never needs them.
+    /// The Kafka record value.
     pub value: Option<Vec<u8>>,
+    /// The values of its [`headers::DEAD_LETTER_DETAIL`] headers, in order: advisory, never
+    /// needed to decode. No other header is read.
+    pub details: Vec<Vec<u8>>,
 }
 
 /// Why a record cannot be encoded.
@@ -617,7 +634,7 @@ mod tests {
             let at = position % value.len();
             value[at] = byte;
             value.truncate(value.len().saturating_sub(cut % 8));
-            let fetched = FetchedRecord { offset: 0, timestamp_ms: None, key: Some(b"matcher".to_vec()), value: Some(value.clone()) };
+            let fetched = FetchedRecord { offset: 0, key: Some(b"matcher".to_vec()), value: Some(value.clone()), ..Default::default() };
             let decoded = Record::decode_fetched(&fetched);
             // Structure first and digests later (how a reader of some keys skips records)
             // accepts exactly the records a full decode accepts.
@@ -678,7 +695,7 @@ mod rules {
     }
 
     fn fetched(key: Option<&[u8]>, value: Option<Vec<u8>>) -> FetchedRecord {
-        FetchedRecord { offset: 0, timestamp_ms: None, key: key.map(<[u8]>::to_vec), value }
+        FetchedRecord { offset: 0, key: key.map(<[u8]>::to_vec), value, ..Default::default() }
     }
 
     /// Every way a fetched record can be judged, which must agree.
@@ -961,7 +978,7 @@ mod worked_example {
         assert_eq!(hex(&bytes("record-key")), RECORD_KEY, "the spec's Kafka key");
         assert_eq!(hex(&bytes("record-value")), RECORD_VALUE, "the spec's record value");
         let fetched =
-            FetchedRecord { offset: 0, timestamp_ms: None, key: Some(encoded.key), value: Some(encoded.value) };
+            FetchedRecord { offset: 0, key: Some(encoded.key), value: Some(encoded.value), ..Default::default() };
         assert_eq!(Record::decode_fetched(&fetched), Ok(example()));
     }
 }

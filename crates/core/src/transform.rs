@@ -80,18 +80,18 @@ pub struct Input<'a> {
 }
 
 impl Input<'_> {
-    /// Decodes a JSON payload; a payload that does not decode is a [`TransformError::Decode`],
-    /// which sends the input to the dead-letter stream.
+    /// Decodes a JSON payload; a payload that does not decode is a `decode`
+    /// [`TransformError::Codec`], which sends the input to the dead-letter stream.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, TransformError> {
-        serde_json::from_slice(self.payload).map_err(|e| TransformError::Decode(e.to_string()))
+        serde_json::from_slice(self.payload).map_err(|e| codec::json_error(e).into())
     }
 
     /// Decodes the payload into `T` by its content type: JSON with serde_json, Avro
     /// (`application/vnd.apache.avro+binary`, Confluent wire format) with its writer schema.
-    /// A JSON payload that does not decode is a [`TransformError::Decode`]; an Avro payload
-    /// that does not (corrupt, unknown schema id, not fitting `T`, or the crate built
-    /// without its `avro` feature) is a [`TransformError::Schema`] with apache-avro's error.
-    /// Both send the input to the dead-letter stream.
+    /// A JSON payload that does not decode is a `decode` [`TransformError::Codec`]; an Avro
+    /// payload that does not (corrupt, unknown schema id, not fitting `T`, or the crate built
+    /// without its `avro` feature) is a `schema` one, apache-avro's error its source. Both
+    /// send the input to the dead-letter stream.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, TransformError> {
         Ok(codec::decode(self.content_type, self.payload, self.schemas, None)?)
     }
@@ -140,7 +140,7 @@ impl Outputs {
 
     /// Emits `value` in the configured codec: JSON by default, Avro under the registered
     /// output schema when the transformer is configured with `codec = "avro"`. A value that
-    /// does not fit the output schema is a [`TransformError::Schema`].
+    /// does not fit the output schema is a `schema` [`TransformError::Codec`].
     pub fn emit_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), TransformError> {
         match &self.codec {
             OutputCodec::Json => self.emit(CONTENT_TYPE_JSON, codec::encode_json(value)),
@@ -179,35 +179,37 @@ impl Outputs {
 
 /// Why a transform could not process an input. Every variant sends the input to the
 /// dead-letter stream; the pipeline goes on.
+///
+/// The text of `Decode`, `Schema` and `Failed` is the DET's own output: its dead letter keeps
+/// it, digested, so it must depend on the input and the DET alone (no library's error text,
+/// which a dependency upgrade changes; wrap such an error in a [`CodecError`] instead). A
+/// `Codec` error's dead letter keeps only the codec's stable sentence; the library's text goes
+/// outside the digest.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransformError {
-    /// The payload could not be decoded.
+    /// The payload could not be decoded (the DET's own words).
     #[error("cannot decode input: {0}")]
     Decode(String),
-    /// The payload decoded but broke its schema or the transform's rules for valid input.
+    /// The payload decoded but broke its schema or the transform's rules for valid input (the
+    /// DET's own words).
     #[error("input failed validation: {0}")]
     Schema(String),
     /// The transform failed on a valid input.
     #[error("{0}")]
     Failed(String),
-}
-
-impl From<CodecError> for TransformError {
-    fn from(error: CodecError) -> Self {
-        match error {
-            CodecError::Decode(detail) => TransformError::Decode(detail),
-            CodecError::Schema(detail) => TransformError::Schema(detail),
-        }
-    }
+    /// A payload codec failed: reason `decode` or `schema` by its kind.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
 }
 
 impl TransformError {
     /// What went wrong, without the prefix naming the kind: a dead letter states the kind in
-    /// its reason already.
+    /// its reason already. For a codec error, its stable sentence without the library's text.
     pub fn detail(&self) -> &str {
         match self {
             TransformError::Decode(detail) | TransformError::Schema(detail) | TransformError::Failed(detail) => detail,
+            TransformError::Codec(error) => error.message(),
         }
     }
 }
@@ -220,7 +222,8 @@ pub trait Transform: Send + 'static {
     /// The transform's name: also its output event-source key.
     fn name(&self) -> &str;
 
-    /// The transform's version, recorded in its dead letters.
+    /// The transform's version, recorded in the advisory detail of its dead letters (never in
+    /// their digested payload: a bump must not make replicas disagree on an old input).
     fn version(&self) -> u32;
 
     /// The event-source keys whose events it consumes.

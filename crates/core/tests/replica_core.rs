@@ -1,6 +1,6 @@
 //! A replica's life, step by step, on the in-memory log.
 
-use competing_transformers::dead_letter::{DeadLetter, Reason};
+use competing_transformers::dead_letter::{DeadLetter, Detail, Reason, PANIC_MESSAGE};
 use competing_transformers::replica::{run_to_end, Phase, ReplicaConfig, ReplicaCore};
 use competing_transformers::{Event, EventSourceKey, Input, MemoryLog, Outputs, Transform, TransformError};
 
@@ -98,8 +98,12 @@ fn panics_and_oversized_outputs_become_dead_letters_and_the_replica_goes_on() {
     let letters: Vec<DeadLetter> =
         log.canonical(&key("echo.dead-letters")).iter().map(|e| serde_json::from_slice(&e.payload).unwrap()).collect();
     assert_eq!(letters.iter().map(|l| l.reason).collect::<Vec<_>>(), [Reason::Panic, Reason::OutputTooLarge]);
-    assert_eq!(letters[0].message, "boom on 1");
-    assert_eq!((letters[0].transformer.as_str(), letters[0].version, letters[0].input.index), ("echo", 3, 1));
+    // The panic's text and the version are outside the digest: in the record's detail header.
+    assert_eq!(letters[0].message, PANIC_MESSAGE);
+    assert_eq!((letters[0].transformer.as_str(), letters[0].version, letters[0].input.index), ("echo", None, 1));
+    let (offset, _) = log.canonical_with_offsets(&key("echo.dead-letters"))[0].clone();
+    let detail = Detail::find(&log.records()[offset as usize].details, 0).expect("the record carries the detail");
+    assert_eq!(detail, Detail { index: 0, version: 3, error: Some("boom on 1".into()) });
     assert_eq!(letters[0].payload().unwrap(), b"boom");
     assert_eq!(log.canonical(&key("echo")).len(), 4, "the inputs around the poison are processed");
 }

@@ -328,7 +328,8 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
     fn drive_writes(&mut self) {
         let now_ms = self.now_ms();
         while let Some(write) = self.core.poll_write(now_ms) {
-            self.deliveries.push(InFlight { write_id: write.write_id, delivery: self.log.append(&write.record) });
+            let delivery = self.log.append_with_details(&write.record, &write.details);
+            self.deliveries.push(InFlight { write_id: write.write_id, delivery });
         }
     }
 

@@ -40,7 +40,7 @@ use crate::client::{blocking, classify, creation_error, KafkaLogConfig};
 use crate::error::LogError;
 use crate::log::{CanonicalEvent, EventLog, KafkaLog, Pipeline};
 use crate::shutdown::Shutdown;
-use competing_transformers::dead_letter::{DeadLetter, CONTENT_TYPE_DEAD_LETTER};
+use competing_transformers::dead_letter::{DeadLetter, Detail, CONTENT_TYPE_DEAD_LETTER};
 use competing_transformers::event::{EventSourceKey, Offset};
 
 /// Most events one export transaction carries, unless configured otherwise.
@@ -326,7 +326,7 @@ pub fn export_headers(canonical: &CanonicalEvent, log: &KafkaLogConfig) -> Vec<(
                 ("__connect.errors.topic".to_string(), log.topic.clone()),
                 ("__connect.errors.partition".to_string(), log.partition.to_string()),
                 ("__connect.errors.offset".to_string(), letter.input.offset.to_string()),
-                ("__connect.errors.connector.name".to_string(), format!("{} v{}", letter.transformer, letter.version)),
+                ("__connect.errors.connector.name".to_string(), connector_name(&letter, canonical.detail.as_ref())),
                 ("__connect.errors.exception.class.name".to_string(), reason),
                 ("__connect.errors.exception.message".to_string(), letter.message.clone()),
                 ("ct.input.key".to_string(), letter.input.key.clone()),
@@ -335,6 +335,15 @@ pub fn export_headers(canonical: &CanonicalEvent, log: &KafkaLogConfig) -> Vec<(
         }
     }
     headers
+}
+
+/// The transformer and, when known, the version that computed the dead letter: from its
+/// detail, or from the payload of a dead letter an older build wrote.
+fn connector_name(letter: &DeadLetter, detail: Option<&Detail>) -> String {
+    match detail.map(|d| d.version).or(letter.version) {
+        Some(version) => format!("{} v{version}", letter.transformer),
+        None => letter.transformer.clone(),
+    }
 }
 
 /// Creates the target topic with one partition if it does not exist.

@@ -10,9 +10,14 @@
 //!
 //! - unreachable, timed out, or a 5xx: **transient**; the replica driver retries with backoff
 //!   and holds the batch back from the core. Never a dead letter.
-//! - 404 for a schema id: **final** for that id; the events carrying it are dead-lettered with
-//!   reason `schema`. Register a schema before producing with it: a replica that already saw a
-//!   404 keeps it, so an id registered later would make replicas disagree.
+//! - 404 for a schema id, or a schema that does not parse: **final** for that id; the events
+//!   carrying it are dead-lettered with reason `schema`, saying only the id
+//!   ([`RegistryError::on_the_log`]; the registry's reply goes to the dead letter's advisory
+//!   detail). Register a schema before producing with it: a replica that already saw a 404
+//!   keeps it, so an id registered later would make replicas disagree.
+//! - any other refusal (401/403: unauthenticated or forbidden, a bad URL, a malformed
+//!   request): the host's fault, never the input's. The lookup **waits** like an unreachable
+//!   registry: the driver retries with backoff and logs why; never a dead letter.
 //! - 409 on registration, still there when asked again: the new schema breaks the subject's
 //!   compatibility setting.
 //!
@@ -31,7 +36,7 @@ use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{RawError, SchemaType, SuppliedSchema};
 
 use crate::backoff::Backoff;
-use competing_transformers::codec::{parse_schema, AvroOutput, SchemaCache};
+use competing_transformers::codec::{parse_schema, AvroOutput, SchemaCache, Unresolved};
 
 /// The environment variable naming the registry's base URL (for Apicurio, ending in
 /// `/apis/ccompat/v7`).
@@ -97,7 +102,7 @@ pub enum RegistryError {
         source: Option<Box<SRCError>>,
     },
     /// Any other refusal (a bad URL, unauthorized, a malformed request).
-    #[error("the schema registry at {url} refused: {message}")]
+    #[error("the schema registry at {url} refused{}: {message}", refusal_hint(*status))]
     Refused {
         /// The registry.
         url: String,
@@ -121,16 +126,29 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
-    /// What a dead letter says of this failure: a function of the schema id alone, never of
-    /// the registry's address (which may carry credentials) or its reply, so replicas that
-    /// reach the registry by different URLs write the same bytes.
-    pub fn on_the_log(&self) -> String {
+    /// What a dead letter says of this failure, when the failure is the input's (its schema id
+    /// names no usable schema): a function of the schema id alone, never of the registry's
+    /// address (which may carry credentials) or its reply, so replicas that reach the registry
+    /// by different URLs write the same bytes. `None` for every other failure: the host's, which
+    /// the input waits out and never becomes a dead letter.
+    pub fn on_the_log(&self) -> Option<String> {
         match self {
-            RegistryError::UnknownSchema { id, .. } => {
-                format!("schema id {id} is not in the schema registry; register the schema before producing with it")
+            RegistryError::UnknownSchema { id, .. } => Some(format!(
+                "schema id {id} is not in the schema registry; register the schema before producing with it"
+            )),
+            RegistryError::BadSchema { id, .. } => Some(format!("schema id {id} is not a usable Avro schema")),
+            _ => None,
+        }
+    }
+
+    /// What the registry said of a failure that is the input's, for the dead letter's advisory
+    /// detail (outside its digest): the registry's reply, never its address.
+    pub fn reply(&self) -> Option<String> {
+        match self {
+            RegistryError::UnknownSchema { message, .. } | RegistryError::BadSchema { message, .. } => {
+                Some(message.clone())
             }
-            RegistryError::BadSchema { id, .. } => format!("schema id {id} is not a usable Avro schema"),
-            _ => "the schema registry refused the lookup".to_string(),
+            _ => None,
         }
     }
 
@@ -138,6 +156,12 @@ impl RegistryError {
     /// dead-letters because of them.
     pub fn is_transient(&self) -> bool {
         matches!(self, RegistryError::Unavailable { .. })
+    }
+
+    /// Whether the registry refused who asked (401 unauthenticated, 403 forbidden): the
+    /// operator's to fix (credentials, permissions), never the input's fault.
+    pub fn is_authorization(&self) -> bool {
+        matches!(self, RegistryError::Refused { status: Some(401 | 403), .. })
     }
 
     /// The registry's own error code (Confluent's `error_code`: 40401 subject not found,
@@ -152,6 +176,17 @@ impl RegistryError {
             }
             RegistryError::BadOutputSchema { .. } => None,
         }
+    }
+}
+
+/// What a refusal with this HTTP status asks of the operator.
+fn refusal_hint(status: Option<u16>) -> String {
+    match status {
+        Some(status @ (401 | 403)) => format!(
+            " ({status}: check the credentials in {SCHEMA_REGISTRY_URL_ENV} and the registry's permissions; the inputs wait, none is dead-lettered)"
+        ),
+        Some(status) => format!(" ({status})"),
+        None => String::new(),
     }
 }
 
@@ -275,9 +310,9 @@ impl SchemaRegistry {
             Ok(schema) => Ok(Arc::new(schema.parsed.clone())),
             Err(error) => {
                 let classified = self.classify(Some(id), error);
-                if classified.is_transient() {
-                    // The client caches failures it deems final, a 500 among them; a transient
-                    // failure must be asked again.
+                if classified.on_the_log().is_none() {
+                    // The client caches failures it deems final, a 500 and a 401 among them; a
+                    // failure that is not the input's must be asked again once it is fixed.
                     self.decoder.remove_errors_from_cache();
                 }
                 Err(classified)
@@ -286,8 +321,9 @@ impl SchemaRegistry {
     }
 
     /// Resolves `ids` into `cache`: each becomes its schema, or the sentence saying why the
-    /// registry has none (dead-lettered by the core). Stops at the first transient failure,
-    /// which the caller retries; what was resolved before it stays in the cache.
+    /// registry has none (dead-lettered by the core). Stops at the first failure that is not
+    /// the input's (unavailable, unauthorized, any other refusal), which the caller retries
+    /// with backoff; what was resolved before it stays in the cache.
     pub async fn resolve(
         &self,
         ids: impl IntoIterator<Item = u32>,
@@ -297,16 +333,19 @@ impl SchemaRegistry {
             if cache.contains(id) {
                 continue;
             }
-            match self.writer_schema(id).await {
-                Ok(schema) => cache.insert(id, schema),
-                Err(error) if error.is_transient() => return Err(error),
-                Err(error) => {
-                    // The events that met it are dead-lettered with `on_the_log()`: the same on
-                    // every replica. The registry's address and reply stay in this log line.
-                    tracing::warn!(%error, "schema id {id} cannot be resolved; its events become dead letters");
-                    cache.insert_unknown(id, error.on_the_log());
+            let error = match self.writer_schema(id).await {
+                Ok(schema) => {
+                    cache.insert(id, schema);
+                    continue;
                 }
-            }
+                Err(error) => error,
+            };
+            let Some(message) = error.on_the_log() else { return Err(error) };
+            // The events that met it are dead-lettered with `on_the_log()`: the same on every
+            // replica. The registry's reply goes to their advisory detail; its address stays in
+            // this log line.
+            tracing::warn!(%error, "schema id {id} cannot be resolved; its events become dead letters");
+            cache.insert_unresolved(id, Unresolved { message, reply: error.reply() });
         }
         Ok(())
     }
@@ -413,6 +452,7 @@ mod tests {
             let missing = answer("404 Not Found", r#"{"error_code":40403,"message":"No content with id 7"}"#);
             let unusable = SRCError::new("failed to parse Avro schema", None, false);
             [registry.classify(Some(7), missing).on_the_log(), registry.classify(Some(7), unusable).on_the_log()]
+                .map(Option::unwrap)
         };
         let here = answers("http://registry-a:8081/apis/ccompat/v7");
         assert_eq!(here, answers("https://user:secret@registry-b.example:443/apis/ccompat/v7"));
@@ -440,6 +480,7 @@ mod tests {
         let denied = answer("401 Unauthorized", r#"{"error_code":401,"message":"Unauthorized"}"#);
         let error = registry.classify(None, denied);
         assert!(matches!(error, RegistryError::Refused { status: Some(401), error_code: Some(401), .. }), "{error:?}");
+        assert!(error.is_authorization() && error.on_the_log().is_none(), "the host's fault, never a dead letter");
     }
 
     #[test]
@@ -467,6 +508,75 @@ mod tests {
     fn a_url_without_a_scheme_is_refused_with_an_example() {
         let error = SchemaRegistry::new("localhost:8081").unwrap_err().to_string();
         assert!(error.contains("not an http(s) URL") && error.contains("/apis/ccompat/v7"), "{error}");
+    }
+
+    /// A registry on a local socket that answers each request with the next of `answers`
+    /// (status line, JSON body), the last one for ever after.
+    async fn registry_answering(answers: Vec<(&'static str, &'static str)>) -> SchemaRegistry {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/apis/ccompat/v7", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            for n in 0.. {
+                let Ok((mut socket, _)) = listener.accept().await else { return };
+                let (status, body) = answers[n.min(answers.len() - 1)];
+                let mut request = Vec::new();
+                let mut buffer = [0; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => request.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        SchemaRegistry::new(&url).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_registry_refusing_who_asks_is_never_a_dead_letter_and_is_asked_again() {
+        for status in ["401 Unauthorized", "403 Forbidden"] {
+            let refusal = r#"{"error_code":40101,"message":"Unauthorized"}"#;
+            let schema = r#"{"schema":"\"string\""}"#;
+            let registry = registry_answering(vec![(status, refusal), (status, refusal), ("200 OK", schema)]).await;
+            let mut cache = SchemaCache::new();
+            for _ in 0..2 {
+                let error = registry.resolve([5], &mut cache).await.unwrap_err();
+                assert!(error.is_authorization() && !error.is_transient(), "{status}: {error:?}");
+                assert!(error.to_string().contains(SCHEMA_REGISTRY_URL_ENV), "says what to check: {error}");
+                assert!(cache.is_empty(), "{status}: nothing for the core to dead-letter");
+            }
+            // Once the registry lets the replica in, the same id resolves: the refusal was not cached.
+            registry.resolve([5], &mut cache).await.unwrap();
+            assert!(matches!(cache.get(5), Some(Ok(_))), "{status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_id_keeps_the_registrys_reply_outside_the_dead_letters_words() {
+        let reply = r#"{"error_code":40403,"message":"No content with id 5 (registry build 1.2)"}"#;
+        let registry = registry_answering(vec![("404 Not Found", reply)]).await;
+        let mut cache = SchemaCache::new();
+        registry.resolve([5], &mut cache).await.unwrap();
+        let Some(Err(unresolved)) = cache.get(5) else { panic!("a 404 is final for the id") };
+        assert_eq!(
+            unresolved.message,
+            RegistryError::UnknownSchema {
+                id: 5,
+                url: String::new(),
+                message: String::new(),
+                source: Box::new(SRCError::new("", None, false)),
+            }
+            .on_the_log()
+            .unwrap()
+        );
+        assert!(!unresolved.message.contains("1.2") && !unresolved.message.contains("127.0.0.1"));
+        assert_eq!(unresolved.reply.as_deref(), Some("No content with id 5 (registry build 1.2)"));
     }
 
     #[tokio::test]

@@ -244,8 +244,9 @@ pub struct StatusArgs {
 pub enum DeadLettersCommand {
     /// Print each canonical dead letter of a transformer as one sentence.
     #[command(long_about = "Print each canonical dead letter of a transformer (the events of \
-`<NAME>.dead-letters`) as one sentence: where the failed input is, which transformer and \
-version failed on it, and why.")]
+`<NAME>.dead-letters`) as one sentence: where the failed input is, which transformer failed \
+on it, and why; then, in brackets, its detail when its record carries one: the version that \
+computed it and the library's, panic's or registry's own text, which is not digested.")]
     List {
         #[command(flatten)]
         log: LogArgs,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::cli::{ExportArgs, LogArgs, PublishArgs, RedriveArgs, TailArgs};
 use crate::config::Config;
 use crate::ownership::{Owners, Tool};
-use crate::reading::{each_canonical, read_dead_letters, readable};
+use crate::reading::{dead_letter_line, each_canonical, read_dead_letters, read_dead_letters_with_details, readable};
 use crate::registry::Registry;
 use crate::summary::LogSummary;
 use crate::{out, signals, wall_clock_ms, writer_id, Error};
@@ -211,14 +211,9 @@ fn percent(part: u64, whole: u64) -> f64 {
 pub(super) async fn dead_letters(args: &LogArgs, transformer: &EventSourceKey) -> Result<(), Error> {
     let log = connect(args).await?;
     let key = transformer.dead_letters();
-    let letters = read_dead_letters(log, &key).await?;
-    for (offset, index, letter) in &letters {
-        match letter {
-            Ok(letter) => out(format_args!("{index} (offset {offset}): {}", letter.describe()))?,
-            Err(raw) => {
-                out(format_args!("{index} (offset {offset}): not a dead letter this launcher can read: {raw}"))?
-            }
-        }
+    let letters = read_dead_letters_with_details(log, &key).await?;
+    for (letter, detail) in &letters {
+        out(format_args!("{}", dead_letter_line(letter, detail.as_ref())))?;
     }
     eprintln!("{} dead letter(s) in `{key}`", letters.len());
     Ok(())

@@ -381,7 +381,7 @@ mod tests {
         };
         Ok(DeadLetter {
             transformer: "ledger".into(),
-            version: 1,
+            version: None,
             reason: Reason::Transform,
             message: "no".into(),
             input,

@@ -243,7 +243,7 @@ mod tests {
         assert_eq!((got[5].0, got[5].1), (6, Reason::Decode));
         let sentence = letters[0].describe();
         assert!(
-            sentence.contains("enricher v1 failed on event 0 of `inbound` because it failed schema validation"),
+            sentence.contains("enricher failed on event 0 of `inbound` because it failed schema validation"),
             "{sentence}"
         );
         assert!(sentence.ends_with("field `amount` missing"), "{sentence}");

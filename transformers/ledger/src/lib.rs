@@ -11,7 +11,7 @@
 //! `0 ..= i64::MAX` ([`TOTAL_MAX`]), so they fit PostgreSQL's `bigint` and no sum overflows;
 //! money is conserved: the balances always add up to the opened accounts' initial amounts.
 //!
-//! Input errors: a payload that is not JSON is a [`TransformError::Decode`]; JSON that is
+//! Input errors: a payload that is not JSON is a `decode` [`TransformError`]; JSON that is
 //! not a command (a missing or mistyped field, an unknown `type`), a zero amount, or an empty
 //! or over-long id or account is a [`TransformError::Schema`]. Both are dead-lettered.
 //!

@@ -12,7 +12,7 @@
 //! Its reports are JSON, or Avro under [`REPORT_SCHEMA`] when configured with `codec = "avro"`.
 //!
 //! Input errors: a payload that is not JSON or not a known command is a
-//! [`TransformError::Decode`] (dead-lettered). A command that breaks a business rule (duplicate
+//! `decode` [`TransformError`] (dead-lettered). A command that breaks a business rule (duplicate
 //! order id, unknown cancel, zero quantity, zero price) is answered with a `rejected` report, as
 //! an exchange would. Only values that cannot be addressed at all, an empty or over-long
 //! `order_id` or `account`, are a [`TransformError::Schema`].

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use competing_transformers::codec::NO_SCHEMAS;
+use competing_transformers::dead_letter::{DeadLetter, Reason};
 use competing_transformers::transform::{Input, Outputs, Transform, TransformError};
 use competing_transformers::{Digest, EventSourceKey};
 use proptest::prelude::*;
@@ -204,7 +205,7 @@ fn business_rule_violations_are_rejected_reports() {
 #[test]
 fn undecodable_payloads_are_decode_errors_and_unaddressable_ids_schema_errors() {
     let mut engine = MatchingEngine::new();
-    let decode = |result| matches!(result, Err(TransformError::Decode(_)));
+    let decode = |result: Result<Vec<Report>, TransformError>| matches!(result, Err(error) if DeadLetter::reason_of(&error) == Reason::Decode);
     assert!(decode(apply_raw(&mut engine, b"{not json")));
     assert!(decode(apply_raw(&mut engine, br#"{"type":"stop","order_id":"x"}"#)));
     assert!(decode(apply_raw(

@@ -54,7 +54,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::canonical::{CanonicalRule, Verdict, DIGEST_WINDOW_DEFAULT};
 use crate::codec::{OutputCodec, SchemaCache, NO_SCHEMAS};
-use crate::dead_letter::{DeadLetter, Reason, CONTENT_TYPE_DEAD_LETTER};
+use crate::dead_letter::{DeadLetter, Detail, Details, Failure, Reason, CONTENT_TYPE_DEAD_LETTER};
 use crate::event::{Digest, Event, EventSourceKey, Offset, CONTENT_TYPE_BYTES_MAX};
 use crate::record::{
     encoded_event_len, encoded_header_len, DecodeError, EventView, FetchedRecord, Record, RecordView,
@@ -137,6 +137,9 @@ pub struct WriteRequest {
     pub write_id: u64,
     /// The record to append.
     pub record: Record,
+    /// Header values the record carries beside it: the advisory details of its dead letters
+    /// (`record::headers::DEAD_LETTER_DETAIL`), never digested.
+    pub details: Vec<Vec<u8>>,
 }
 
 /// A canonical event of the replica's own keys whose digest differs from what it computed.
@@ -301,6 +304,8 @@ pub struct ReplicaCore<T: Transform> {
     stats: ReplicaStats,
     divergence: Option<Divergence>,
     now_ms: u64,
+    /// The details of the dead letters not yet canonical, by index.
+    details: Details,
 }
 
 /// Where transforming goes on: the first event of a record not yet taken as an input.
@@ -441,6 +446,7 @@ impl<T: Transform> ReplicaCore<T> {
             stats: ReplicaStats::default(),
             divergence: None,
             now_ms: 0,
+            details: Details::default(),
         }
     }
 
@@ -646,10 +652,13 @@ impl<T: Transform> ReplicaCore<T> {
             (outputs, None) => {
                 (OUTPUT, outputs.into_events().into_iter().map(|o| (o.content_type, o.payload)).collect())
             }
-            (_, Some((reason, message))) => {
+            (_, Some(failure)) => {
                 self.stats.dead_letters += 1;
-                let letter = DeadLetter::new(self.transform.name(), self.transform.version(), reason, message, &input);
-                tracing::warn!(replica = %self.config.replica_id, "{}", letter.describe());
+                let letter = DeadLetter::new(self.transform.name(), failure.reason, failure.message, &input);
+                let index = self.next_index[DEAD_LETTER];
+                let detail = Detail { index, version: self.transform.version(), error: failure.error };
+                tracing::warn!(replica = %self.config.replica_id, "{} ({})", letter.describe(), detail.describe());
+                self.details.insert(&detail);
                 let payload = letter.to_json();
                 debug_assert!(
                     group_bytes(&self.dead_letter_key, [(CONTENT_TYPE_DEAD_LETTER, payload.len())]) <= GROUP_BYTES_MAX,
@@ -662,14 +671,14 @@ impl<T: Transform> ReplicaCore<T> {
 
     /// The transform's outputs for `input`, and why they must become a dead letter instead,
     /// if they must: it failed, panicked, or emitted what one group cannot carry.
-    fn run_transform(&mut self, input: Input<'_>) -> (Outputs, Option<(Reason, String)>) {
+    fn run_transform(&mut self, input: Input<'_>) -> (Outputs, Option<Failure>) {
         let mut outputs = Outputs::with_codec(self.config.output_codec.clone());
         let transform = &mut self.transform;
         let result = catch_unwind(AssertUnwindSafe(|| transform.apply(&input, &mut outputs)));
         let failure = match result {
-            Ok(Ok(())) => unwritable(&self.output_key, outputs.events()),
-            Ok(Err(error)) => Some((DeadLetter::reason_of(&error), error.detail().to_string())),
-            Err(panic) => Some((Reason::Panic, crate::panic::panic_message(panic.as_ref()))),
+            Ok(Ok(())) => unwritable(&self.output_key, outputs.events()).map(|(r, m)| Failure::new(r, m)),
+            Ok(Err(error)) => Some(Failure::of_error(&error)),
+            Err(panic) => Some(Failure::of_panic(panic.as_ref())),
         };
         (outputs, failure)
     }
@@ -754,6 +763,7 @@ impl<T: Transform> ReplicaCore<T> {
         }
         self.computed[OUTPUT].forget_below(counts[OUTPUT]);
         self.computed[DEAD_LETTER].forget_below(counts[DEAD_LETTER]);
+        self.details.forget_below(counts[DEAD_LETTER]);
     }
 
     /// Accounts for a group leaving `pending` because it is canonical.
@@ -865,8 +875,9 @@ impl<T: Transform> ReplicaCore<T> {
         self.next_write_id += 1;
         self.in_flight.push_back(write_id);
         self.stats.records_written += 1;
+        let details = self.details.for_events(&self.dead_letter_key, &events);
         let record = Record { source: self.output_key.clone(), writer: self.config.replica_id.clone(), events };
-        Some(WriteRequest { write_id, record })
+        Some(WriteRequest { write_id, record, details })
     }
 
     /// Whether the phase lets the replica write now.

@@ -32,7 +32,7 @@ pub fn drive<T: Transform>(core: &mut ReplicaCore<T>, log: &MemoryLog) {
         core.on_fetched(&records, position);
         let mut wrote = false;
         while let Some(write) = core.poll_write(now_ms) {
-            let offset = log.append_now(&write.record).unwrap_or_else(|error| {
+            let offset = log.append_now_with_details(&write.record, &write.details).unwrap_or_else(|error| {
                 panic!("replica `{}` wrote a record that can never be written: {error}", core.replica_id())
             });
             core.on_delivery(write.write_id, Ok(offset));

@@ -17,13 +17,13 @@ use std::time::Duration;
 use futures::FutureExt;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 use tokio::sync::oneshot;
 
 use competing_transformers::event::Offset;
-use competing_transformers::record::{EncodedRecord, FetchedRecord, Record};
+use competing_transformers::record::{headers, EncodedRecord, FetchedRecord, Record};
 
 use super::{Delivery, EventLog, LogCursor};
 use crate::client::{blocking, classify, creation_error, KafkaLogConfig, WriteMode};
@@ -90,9 +90,17 @@ fn to_headers(headers: &[(&str, Vec<u8>)]) -> OwnedHeaders {
 #[async_trait::async_trait]
 impl EventLog for KafkaLog {
     fn append(&self, record: &Record) -> Delivery {
+        self.append_with_details(record, &[])
+    }
+
+    fn append_with_details(&self, record: &Record, details: &[Vec<u8>]) -> Delivery {
+        // Details are not summaries: written whatever `summary_headers` says.
+        let encode = |record: &Record| {
+            record.encode_with(self.config.summary_headers).map(|encoded| encoded.with_details(details))
+        };
         match &self.writer {
             Writer::Groups(producer) => {
-                let encoded = match record.encode_with(self.config.summary_headers) {
+                let encoded = match encode(record) {
                     Ok(encoded) => encoded,
                     Err(e) => return Box::pin(async move { Err(e.into()) }),
                 };
@@ -115,17 +123,17 @@ impl EventLog for KafkaLog {
                 }
             }
             Writer::Transactional(queue) => {
-                // One event per record; the transaction makes the group atomic.
+                // One event per record; the transaction makes the group atomic. Each record
+                // carries every detail: a detail names its dead letter's index.
                 let batch: Result<EncodedBatch, _> = record
                     .events
                     .iter()
                     .map(|event| {
-                        Record {
+                        encode(&Record {
                             source: record.source.clone(),
                             writer: record.writer.clone(),
                             events: vec![event.clone()],
-                        }
-                        .encode_with(self.config.summary_headers)
+                        })
                     })
                     .collect();
                 let (reply, answer) = oneshot::channel();
@@ -199,7 +207,17 @@ fn to_fetched<M: Message>(message: &M) -> FetchedRecord {
         timestamp_ms: message.timestamp().to_millis(),
         key: message.key().map(<[u8]>::to_vec),
         value: message.payload().map(<[u8]>::to_vec),
+        details: details_of(message),
     }
+}
+
+/// The values of a message's dead-letter detail headers, in order; other headers are skipped.
+fn details_of<M: Message>(message: &M) -> Vec<Vec<u8>> {
+    let Some(all) = message.headers() else { return Vec::new() };
+    all.iter()
+        .filter(|header| header.key == headers::DEAD_LETTER_DETAIL)
+        .filter_map(|header| header.value.map(<[u8]>::to_vec))
+        .collect()
 }
 
 #[async_trait::async_trait]

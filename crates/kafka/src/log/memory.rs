@@ -12,7 +12,11 @@ use crate::error::LogError;
 #[async_trait::async_trait]
 impl EventLog for MemoryLog {
     fn append(&self, record: &Record) -> Delivery {
-        let result = self.append_now(record).map_err(LogError::from);
+        self.append_with_details(record, &[])
+    }
+
+    fn append_with_details(&self, record: &Record, details: &[Vec<u8>]) -> Delivery {
+        let result = self.append_now_with_details(record, details).map_err(LogError::from);
         Box::pin(async move { result })
     }
 

@@ -37,6 +37,14 @@ pub trait EventLog: Send + Sync + 'static {
     /// The returned future says where it landed.
     fn append(&self, record: &Record) -> Delivery;
 
+    /// [`EventLog::append`], the record carrying `details` as advisory headers
+    /// (`record::headers::DEAD_LETTER_DETAIL`: the dead letters' details, never digested). A
+    /// backend that cannot carry them drops them: nothing reads them to decide anything.
+    fn append_with_details(&self, record: &Record, details: &[Vec<u8>]) -> Delivery {
+        let _ = details;
+        self.append(record)
+    }
+
     /// A cursor reading records in offset order, starting at `from`.
     async fn cursor(&self, from: Offset) -> Result<Box<dyn LogCursor>, LogError>;
 

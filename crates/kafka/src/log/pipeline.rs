@@ -10,6 +10,7 @@ use tokio::sync::Mutex;
 use super::{EventLog, LogCursor};
 use crate::error::LogError;
 use competing_transformers::canonical::{CanonicalRule, Verdict};
+use competing_transformers::dead_letter::Detail;
 use competing_transformers::event::{Event, EventSourceKey, Offset};
 use competing_transformers::record::{FetchedRecord, Record, RecordView};
 
@@ -53,6 +54,9 @@ pub struct CanonicalEvent {
     pub writer: String,
     /// The event, with `index` set to its canonical index.
     pub event: Event,
+    /// For a dead letter, the advisory detail the winning copy's record carries for it (the
+    /// version that computed it, the library's or panic's text): never digested.
+    pub detail: Option<Detail>,
 }
 
 /// One pipeline (one partition) of the distributed event log, read through the canonical
@@ -251,6 +255,7 @@ impl EventStream {
                         offset: fetched.offset,
                         writer: record.writer.to_string(),
                         event: Event { index: Some(index), ..event.to_event_with_key(key) },
+                        detail: event.index.and_then(|index| Detail::find(&fetched.details, index)),
                     });
                 }
             }
