@@ -35,6 +35,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use competing_transformers::codec::CodecError;
 use competing_transformers::transform::{Input, Outputs, Transform, TransformError};
 use competing_transformers::EventSourceKey;
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,9 @@ pub const LEDGER_KEY: &str = "ledger";
 pub const TRANSFERS_KEY: &str = "transfers";
 /// Longest account name or transfer id, in bytes: bounds the state per account and transfer.
 pub const NAME_BYTES_MAX: usize = 64;
+/// The message of a command whose JSON does not have a command's shape.
+pub const COMMAND_SHAPE: &str =
+    "the payload is not an `open` or `transfer` command with every field it needs (see the ledger's documentation)";
 /// The most money the whole ledger may hold, in minor units: PostgreSQL's `bigint` maximum,
 /// so no balance and no sum of balances overflows anywhere.
 pub const TOTAL_MAX: u64 = i64::MAX as u64;
@@ -244,10 +248,11 @@ impl Transform for Ledger {
     }
 
     fn apply(&mut self, input: &Input<'_>, out: &mut Outputs) -> Result<(), TransformError> {
-        // Not JSON: a decode failure. JSON of the wrong shape: a schema failure, with serde's
-        // precise message ("missing field `amount`").
+        // Not JSON: a decode failure. JSON of the wrong shape: a schema failure whose digested
+        // message is ours; serde's precise one ("missing field `amount`") goes to the dead
+        // letter's detail, so a serde_json upgrade cannot change what replicas write.
         let value: serde_json::Value = input.json()?;
-        let command: Command = serde_json::from_value(value).map_err(|e| TransformError::Schema(e.to_string()))?;
+        let command: Command = serde_json::from_value(value).map_err(|e| CodecError::schema_because(COMMAND_SHAPE, e))?;
         out.emit_json(&self.execute(command)?);
         Ok(())
     }

@@ -117,7 +117,7 @@ fn malformed_commands_are_dead_lettered_with_a_precise_reason_and_the_ledger_goe
     assert_eq!(summary.len(), 3);
     assert_eq!((summary[0].0, summary[0].1), (1, Reason::Decode));
     assert_eq!((summary[1].0, summary[1].1), (2, Reason::Schema));
-    assert!(summary[1].2.contains("missing field `amount`"), "{}", summary[1].2);
+    assert_eq!(summary[1].2, crate::COMMAND_SHAPE, "serde's own text stays out of the digested payload");
     assert_eq!((summary[2].0, summary[2].1), (3, Reason::Schema));
     assert!(summary[2].2.contains("field `amount` must be at least 1"), "{}", summary[2].2);
     assert_eq!(log.canonical(&key(LEDGER_KEY)).len(), 2, "the valid commands around the bad ones are applied");
