@@ -361,3 +361,80 @@ async fn an_unreachable_registry_holds_the_batch_back_instead_of_dead_lettering(
         tokio::time::timeout(Duration::from_secs(15), task).await.expect("shutdown ends the retries").unwrap();
     assert!(stopped.is_ok(), "{stopped:?}");
 }
+
+/// A registry on a local socket that answers every request 404: one that has never heard
+/// of any schema, as a replica pointed at the wrong registry sees it.
+async fn registry_knowing_nothing() -> Arc<SchemaRegistry> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/apis/ccompat/v7", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buffer = [0; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => request.extend_from_slice(&buffer[..read]),
+                }
+            }
+            let body = r#"{"error_code":40403,"message":"No content with that id"}"#;
+            let answer = format!(
+                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    Arc::new(SchemaRegistry::new(&url).unwrap())
+}
+
+#[tokio::test]
+async fn replicas_whose_registries_disagree_follow_the_schema_decision_on_the_log() {
+    let registry = schema_registry();
+    let config = fresh_log_config("avro-decisions").await;
+    let input = key(&unique_topic("orders-decided"));
+    let v1_id = registry.register(&subject_for(input.as_str()), ORDER_V1).await.unwrap();
+    let source = Pipeline::new(Arc::new(KafkaLog::connect(config.clone()).await.unwrap()), "source");
+    let order = codec::frame(v1_id, &[2, b'a', 6]);
+    source.write(&input, vec![avro_event(&input, order.clone(), 0)]).await.unwrap();
+    let reader = Pipeline::new(Arc::new(KafkaLog::connect(config.clone()).await.unwrap()), "reader");
+    let (outputs, letters) = (key("note-reader"), key("note-reader").dead_letters());
+
+    // The first replica's registry has never heard of the id: the log decides "unknown".
+    let mut replicas = Vec::new();
+    for (id, registry) in [("wrong-registry", registry_knowing_nothing().await), ("right-registry", registry.clone())] {
+        let shutdown = ShutdownTrigger::new();
+        let (status, statuses) = watch::channel(ReplicaStatus::default());
+        let transform = NoteReader { input: input.clone(), reader: codec::parse_schema(ORDER_V2).unwrap() };
+        let log = Arc::new(KafkaLog::connect(config.clone()).await.unwrap());
+        let mut replica = ReplicaConfig::new(id);
+        replica.output_codec = OutputCodec::Json;
+        let task = tokio::spawn(run_replica_with_registry(
+            log,
+            transform,
+            replica,
+            Some(registry),
+            shutdown.subscribe(),
+            status,
+        ));
+        integration_tests::wait_for_count(&reader, &letters, 1, Duration::from_secs(30)).await;
+        let started = Instant::now();
+        while statuses.borrow().stats.inputs_processed == 0 && started.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        replicas.push((task, shutdown, statuses));
+    }
+    // The second replica's registry knows the schema, yet it follows the log's decision:
+    // the input is a dead letter on both, never an output on one of them.
+    for (_, _, statuses) in &replicas {
+        assert_eq!(statuses.borrow().stats.inputs_processed, 1);
+        assert_eq!(statuses.borrow().stats.dead_letters, 1, "{:?}", statuses.borrow().stats);
+    }
+    assert_eq!(reader.count(&outputs).await.unwrap(), 0, "one input, one fate");
+    for (task, shutdown, _) in replicas {
+        shutdown.request();
+        let stopped = tokio::time::timeout(Duration::from_secs(15), task).await.unwrap().unwrap();
+        assert!(stopped.is_ok(), "no replica diverged: {stopped:?}");
+    }
+}

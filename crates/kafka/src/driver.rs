@@ -27,10 +27,11 @@ use tokio::time::Instant;
 use crate::backoff::Backoff;
 use crate::error::LogError;
 use crate::log::{Delivery, EventLog, LogCursor};
+use crate::schema_decisions::{DecisionError, SchemaDecisions};
 use crate::schema_registry::SchemaRegistry;
 use crate::shutdown::Shutdown;
 use competing_transformers::codec::{avro_ids_to_resolve, SchemaCache};
-use competing_transformers::event::{EventSourceKey, Offset};
+use competing_transformers::event::Offset;
 use competing_transformers::record::FetchedRecord;
 use competing_transformers::replica::{Divergence, Phase, ReplicaConfig, ReplicaCore, ReplicaStats};
 use competing_transformers::transform::Transform;
@@ -159,6 +160,7 @@ struct Driver<T: Transform, L: EventLog> {
     cursor: Box<dyn LogCursor>,
     registry: Option<Arc<SchemaRegistry>>,
     schemas: SchemaCache,
+    decisions: SchemaDecisions,
     deliveries: FuturesUnordered<InFlight>,
     /// The zero of the core's clock.
     start: Instant,
@@ -195,6 +197,7 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
             cursor,
             registry,
             schemas: SchemaCache::new(),
+            decisions: SchemaDecisions::new(replica_id.clone()),
             deliveries: FuturesUnordered::new(),
             start: Instant::now(),
             replica_id,
@@ -220,20 +223,8 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
         match batch {
             Ok(records) => {
                 self.backoff.reset();
-                if let Some(registry) = &self.registry {
-                    let subscriptions = self.core.subscriptions();
-                    if !resolve_schemas(
-                        registry,
-                        &records,
-                        subscriptions,
-                        &mut self.schemas,
-                        shutdown,
-                        &self.replica_id,
-                    )
-                    .await
-                    {
-                        return Ok(ControlFlow::Break(()));
-                    }
+                if !self.resolve_schemas(&records, shutdown).await? {
+                    return Ok(ControlFlow::Break(()));
                 }
                 self.core.on_fetched_with(&records, self.cursor.position(), &self.schemas);
                 if self.core.position() != self.cursor.position() {
@@ -261,6 +252,32 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
                 Ok(ControlFlow::Continue(()))
             }
             None => Ok(ControlFlow::Break(())),
+        }
+    }
+
+    /// Resolves the writer schemas of the Avro inputs among `records` as the log decides
+    /// them ([`SchemaDecisions`]), retrying with backoff while the registry or the log is
+    /// unavailable. False if shutdown came first.
+    async fn resolve_schemas(&mut self, records: &[FetchedRecord], shutdown: &mut Shutdown) -> Result<bool, LogError> {
+        let Some(registry) = &self.registry else { return Ok(true) };
+        let ids: Vec<u32> =
+            avro_ids_to_resolve(records, self.core.subscriptions(), &self.schemas).into_iter().collect();
+        if ids.is_empty() {
+            return Ok(true);
+        }
+        let mut backoff = Backoff::for_retries();
+        loop {
+            if shutdown.is_requested() {
+                return Ok(false);
+            }
+            let error = match self.decisions.resolve(&self.log, registry, &ids, &mut self.schemas).await {
+                Ok(()) => return Ok(true),
+                Err(DecisionError::Log(error)) if !error.is_transient() => return Err(error),
+                Err(error) => error,
+            };
+            let wait = backoff.next_wait();
+            tracing::warn!(replica = %self.replica_id, %error, "cannot resolve Avro schemas; the batch waits, retrying in {wait:?}");
+            shutdown.requested_within(wait).await;
         }
     }
 
@@ -392,36 +409,6 @@ async fn sleep_until_ms(start: Instant, at_ms: Option<u64>) {
     }
 }
 
-/// Resolves the writer schemas of the Avro inputs among `records` into `schemas`, retrying
-/// with backoff while the registry is unavailable. False if shutdown came first.
-async fn resolve_schemas(
-    registry: &SchemaRegistry,
-    records: &[FetchedRecord],
-    subscriptions: &[EventSourceKey],
-    schemas: &mut SchemaCache,
-    shutdown: &mut Shutdown,
-    replica_id: &str,
-) -> bool {
-    let ids = avro_ids_to_resolve(records, subscriptions, schemas);
-    if ids.is_empty() {
-        return true;
-    }
-    let mut backoff = Backoff::for_retries();
-    loop {
-        if shutdown.is_requested() {
-            return false;
-        }
-        match registry.resolve(ids.iter().copied(), schemas).await {
-            Ok(()) => return true,
-            Err(error) => {
-                let wait = backoff.next_wait();
-                tracing::warn!(replica = %replica_id, %error, "cannot resolve Avro schemas; the batch waits, retrying in {wait:?}");
-                shutdown.requested_within(wait).await;
-            }
-        }
-    }
-}
-
 async fn next_batch(cursor: &mut dyn LogCursor) -> Result<Vec<FetchedRecord>, LogError> {
     cursor.next_batch(FETCH_WAIT).await
 }
@@ -471,6 +458,7 @@ mod tests {
     use crate::shutdown::ShutdownTrigger;
     use competing_transformers::record::Record;
     use competing_transformers::testing::Echo;
+    use competing_transformers::EventSourceKey;
     use competing_transformers::{Event, MemoryLog};
 
     fn key(name: &str) -> EventSourceKey {

@@ -23,6 +23,7 @@ pub mod driver;
 pub mod error;
 pub mod export;
 pub mod log;
+pub mod schema_decisions;
 pub mod schema_registry;
 pub mod shutdown;
 

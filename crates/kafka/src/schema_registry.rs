@@ -410,7 +410,7 @@ impl SchemaRegistry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -512,7 +512,7 @@ mod tests {
 
     /// A registry on a local socket that answers each request with the next of `answers`
     /// (status line, JSON body), the last one for ever after.
-    async fn registry_answering(answers: Vec<(&'static str, &'static str)>) -> SchemaRegistry {
+    pub(crate) async fn registry_answering(answers: Vec<(&'static str, &'static str)>) -> SchemaRegistry {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/apis/ccompat/v7", listener.local_addr().unwrap());

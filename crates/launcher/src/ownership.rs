@@ -11,6 +11,7 @@
 use std::fmt;
 
 use competing_transformers::event::{EventSourceKey, Offset};
+use competing_transformers_kafka::schema_decisions::{RESERVED_PREFIX, SCHEMA_DECISIONS_KEY};
 
 use crate::config::Config;
 use crate::reading::ReadDeadLetter;
@@ -125,11 +126,16 @@ impl Owners {
     /// Refuses to let `tool` write `key` if it is a DET's stream, saying why and where to
     /// write instead.
     pub fn refuse(&self, key: &EventSourceKey, tool: Tool) -> Result<(), Error> {
-        let Some((det, stream)) = self.owner_of(key) else { return Ok(()) };
         let (verb, fix) = match tool {
             Tool::Publish => ("publish under", "publish to the DET's input key instead"),
             Tool::Redrive => ("redrive to", "redrive to the DET's input key with --to instead"),
         };
+        if key.as_str().starts_with(RESERVED_PREFIX) {
+            return Err(Error::Usage(format!(
+                "refusing to {verb} `{key}`: names starting with `{RESERVED_PREFIX}` are the framework's own (`{SCHEMA_DECISIONS_KEY}` holds the log's Avro schema decisions); choose another key"
+            )));
+        }
+        let Some((det, stream)) = self.owner_of(key) else { return Ok(()) };
         Err(Error::Usage(format!(
             "refusing to {verb} `{key}`: it is {}, which only the DET's replicas write (an event written there by anyone else becomes canonical and stops every replica as diverged); {fix}{}",
             describe(det, stream),
@@ -283,6 +289,8 @@ mod tests {
         for free in ["in", "orders", "echo.redrives", "echo-v2"] {
             assert!(owners.refuse(&key(free), Tool::Publish).is_ok(), "{free}");
         }
+        let error = owners.refuse(&key("ct:schema-ids"), Tool::Publish).unwrap_err().to_string();
+        assert!(error.contains("the framework's own"), "{error}");
     }
 
     #[test]
