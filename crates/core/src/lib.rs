@@ -24,6 +24,7 @@ pub mod memory;
 pub mod panic;
 pub mod record;
 pub mod replica;
+pub mod snapshot;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod transform;

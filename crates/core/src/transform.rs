@@ -238,6 +238,23 @@ pub trait Transform: Send + 'static {
     /// Processes one input, emitting zero or more outputs. An error (or a panic) sends the
     /// input to the dead-letter stream and discards what was emitted for it.
     fn apply(&mut self, input: &Input<'_>, out: &mut Outputs) -> Result<(), TransformError>;
+
+    /// Snapshots, opt-in: the whole state as bytes, a function of the inputs applied alone
+    /// (ordered maps, no addresses, no clock), so every replica saves the same bytes at the
+    /// same input; replicas compare them, and different bytes are a state divergence.
+    /// [`crate::snapshot::state_to_bytes`] writes a serde value. `None` (the default): no
+    /// snapshots, and a replica starts by replaying the log from its start.
+    fn save_state(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Replaces the state with one [`Transform::save_state`] returned, on a transform just
+    /// made. An error (one sentence) makes the replica fall back to an older snapshot, or to
+    /// the log's start.
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        let _ = state;
+        Err(format!("the transform `{}` does not restore snapshots", self.name()))
+    }
 }
 
 /// A boxed transform is a transform, so launchers can hold transforms chosen at run time.
@@ -256,5 +273,11 @@ impl<T: Transform + ?Sized> Transform for Box<T> {
     }
     fn apply(&mut self, input: &Input<'_>, out: &mut Outputs) -> Result<(), TransformError> {
         (**self).apply(input, out)
+    }
+    fn save_state(&self) -> Option<Vec<u8>> {
+        (**self).save_state()
+    }
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        (**self).restore_state(state)
     }
 }
