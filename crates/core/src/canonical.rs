@@ -122,6 +122,19 @@ impl CanonicalRule {
         Self { keys: HashMap::new(), malformed: 0, rejected_unseen: 0, digest_window, next_offset: 0 }
     }
 
+    /// A rule resumed at `next_offset` from `counts` (the keys' canonical counts there, as a
+    /// snapshot holds them), with no digests yet: duplicates of earlier indexes are counted,
+    /// not compared.
+    pub fn resumed(digest_window: usize, next_offset: Offset, counts: &[(EventSourceKey, u64)]) -> Self {
+        let mut rule = Self::new(digest_window);
+        rule.next_offset = next_offset;
+        for (key, count) in counts.iter().filter(|(_, count)| *count > 0) {
+            let stats = KeyStats { canonical: *count, ..KeyStats::default() };
+            rule.keys.insert(key.clone(), (stats, DigestWindow { first_index: *count, entries: VecDeque::new() }));
+        }
+        rule
+    }
+
     /// Applies the rule to the record at `offset`, returning one verdict per event, or the
     /// decode error for a malformed record. Offsets must increase from call to call.
     pub fn apply(

@@ -550,6 +550,7 @@ mod tests {
     }
 
     use competing_transformers::event::{Event, EventSourceKey};
+    use competing_transformers::replica::DivergenceKind;
 
     fn divergence() -> Divergence {
         let key = EventSourceKey::new("echo").unwrap();
@@ -562,6 +563,7 @@ mod tests {
             canonical: digest(b"theirs"),
             canonical_offset: 7,
             canonical_writer: Some("host-echo-2".into()),
+            kind: DivergenceKind::Event,
         }
     }
 

@@ -248,7 +248,7 @@ impl fmt::Display for ForeignWrite {
 mod tests {
     use super::*;
     use competing_transformers::dead_letter::{DeadLetter, FailedInput, Reason};
-    use competing_transformers::replica::{drive, run_to_end, Divergence, ReplicaConfig, ReplicaCore};
+    use competing_transformers::replica::{drive, run_to_end, Divergence, DivergenceKind, ReplicaConfig, ReplicaCore};
     use competing_transformers::testing::Echo;
     use competing_transformers::transform::Transform;
     use competing_transformers::{Event, MemoryLog, Record};
@@ -332,6 +332,7 @@ mod tests {
             canonical: digest(b"theirs"),
             canonical_offset: 9,
             canonical_writer: writer.map(str::to_string),
+            kind: DivergenceKind::Event,
         };
         StoppedReplica { replica_id: replica_id.into(), reason: StopReason::Diverged(divergence) }
     }

@@ -52,6 +52,8 @@
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use base64::Engine as _;
+
 use crate::canonical::{CanonicalRule, Verdict, DIGEST_WINDOW_DEFAULT};
 use crate::codec::{OutputCodec, SchemaCache, NO_SCHEMAS};
 use crate::dead_letter::{DeadLetter, Detail, Details, Failure, Reason, CONTENT_TYPE_DEAD_LETTER};
@@ -60,6 +62,7 @@ use crate::record::{
     encoded_event_len, encoded_header_len, DecodeError, EventView, FetchedRecord, Record, RecordView,
     EVENTS_PER_RECORD_MAX,
 };
+use crate::snapshot::{PendingEvent, PendingGroup, Snapshot, SnapshotError, Streams, SNAPSHOT_FORMAT};
 use crate::transform::{
     Input, Output, Outputs, Transform, GROUP_BYTES_MAX, OUTPUT_BYTES_MAX, OUTPUT_EVENTS_MAX, RECORD_BYTES_MAX,
 };
@@ -99,6 +102,9 @@ pub struct ReplicaConfig {
     /// The codec of the transform's outputs ([`Outputs::emit_value`]): JSON unless the
     /// transformer is configured for Avro.
     pub output_codec: OutputCodec,
+    /// Snapshots: one after every this many canonical inputs, at the end of the record
+    /// holding the last (see [`crate::snapshot`]), when the DET saves its state. `None`: none.
+    pub snapshot_every_inputs: Option<u64>,
 }
 
 /// How replicas take turns to write first, trading a little latency under a stall for
@@ -126,6 +132,7 @@ impl ReplicaConfig {
             write_retry_max_ms: 5_000,
             stagger: None,
             output_codec: OutputCodec::Json,
+            snapshot_every_inputs: None,
         }
     }
 }
@@ -142,12 +149,13 @@ pub struct WriteRequest {
     pub details: Vec<Vec<u8>>,
 }
 
-/// A canonical event of the replica's own keys whose digest differs from what it computed.
+/// A canonical event of the replica's own keys whose digest differs from what it computed,
+/// or a stored snapshot whose digest differs from the one it took at the same position.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Divergence {
-    /// The key.
+    /// The key (for a state divergence, the output key).
     pub key: EventSourceKey,
-    /// The index.
+    /// The index (for a state divergence, the inputs applied when the snapshot was taken).
     pub index: u64,
     /// What this replica computed.
     pub ours: Digest,
@@ -158,10 +166,29 @@ pub struct Divergence {
     /// The replica that wrote the canonical event, when the divergence was seen as its
     /// record was read (not when this replica computed the event after reading it).
     pub canonical_writer: Option<String>,
+    /// What differs: an event, or the state.
+    pub kind: DivergenceKind,
+}
+
+/// What a [`Divergence`] found different.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DivergenceKind {
+    /// An event of the replica's output or dead-letter key.
+    Event,
+    /// The snapshot stored for a log position (`canonical_offset`): the DET's saved state,
+    /// or the replica's, differs though the log up to there is the same.
+    State,
 }
 
 impl std::fmt::Display for Divergence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.kind == DivergenceKind::State {
+            return write!(
+                f,
+                "the snapshot of `{}` stored for offset {} (after {} inputs) has digest {} but this replica took {}: the transform's state, or what save_state makes of it, is not a function of the inputs applied",
+                self.key, self.canonical_offset, self.index, self.canonical, self.ours
+            );
+        }
         write!(f, "event {} of `{}` at offset {}", self.index, self.key, self.canonical_offset)?;
         if let Some(writer) = &self.canonical_writer {
             write!(f, " (written by {writer})")?;
@@ -285,6 +312,14 @@ pub struct ReplicaCore<T: Transform> {
     inputs: InputPosition,
     /// Whether inputs wait at `inputs` while the reader follows the own keys alone.
     deferring: bool,
+    /// Canonical inputs applied since the log's start (from a snapshot's count on).
+    inputs_applied: u64,
+    /// The count of inputs applied at which the next snapshot is due.
+    next_snapshot_at: u64,
+    /// Snapshots taken and not yet handed to the driver.
+    snapshots: VecDeque<Snapshot>,
+    /// Positions and digests of the snapshots taken last: what stored ones are checked against.
+    taken: VecDeque<(Offset, u64, Digest)>,
     phase: Phase,
     next_index: [u64; 2],
     pending: VecDeque<Group>,
@@ -345,6 +380,10 @@ impl ComputedDigests {
         }
     }
 }
+
+/// Snapshots a replica keeps for the driver to store, and digests it keeps to check stored
+/// ones against: the newest, as a driver that falls behind needs only those.
+const SNAPSHOTS_REMEMBERED: usize = 4;
 
 /// Index into `next_index`.
 const OUTPUT: usize = 0;
@@ -420,6 +459,7 @@ impl<T: Transform> ReplicaCore<T> {
         let subscriptions = transform.subscriptions();
         let own = CanonicalRule::new(config.digest_window);
         let phase = if catch_up_until == 0 { Phase::Live } else { Phase::CatchingUp { until: catch_up_until } };
+        let next_snapshot_at = config.snapshot_every_inputs.unwrap_or(0);
         Self {
             transform,
             config,
@@ -431,6 +471,10 @@ impl<T: Transform> ReplicaCore<T> {
             own_next: 0,
             inputs: InputPosition::default(),
             deferring: false,
+            inputs_applied: 0,
+            next_snapshot_at,
+            snapshots: VecDeque::new(),
+            taken: VecDeque::new(),
             phase,
             next_index: [0, 0],
             pending: VecDeque::new(),
@@ -450,6 +494,55 @@ impl<T: Transform> ReplicaCore<T> {
         }
     }
 
+    /// A replica resumed from `snapshot` (taken by a replica of the same DET): it reads on from
+    /// the snapshot's position and writes nothing until it reaches `catch_up_until`. The
+    /// groups the snapshot holds are written then unless read canonical first.
+    pub fn restore(
+        mut transform: T,
+        config: ReplicaConfig,
+        snapshot: &Snapshot,
+        catch_up_until: Offset,
+    ) -> Result<Self, SnapshotError> {
+        if snapshot.transformer != transform.name() {
+            return Err(SnapshotError::Invalid(format!(
+                "it is of `{}`, not of `{}`",
+                snapshot.transformer,
+                transform.name()
+            )));
+        }
+        let subscriptions: Vec<String> = transform.subscriptions().iter().map(|k| k.to_string()).collect();
+        let saved: Vec<&String> = snapshot.input_counts.iter().map(|(key, _)| key).collect();
+        if saved.iter().copied().ne(subscriptions.iter()) {
+            return Err(SnapshotError::Invalid(format!(
+                "it was taken by a build subscribed to {saved:?}; this one subscribes to {subscriptions:?}"
+            )));
+        }
+        transform.restore_state(&snapshot.state()?).map_err(SnapshotError::Invalid)?;
+        let mut core = Self::new(transform, config, catch_up_until);
+        let counts = [
+            (core.output_key.clone(), snapshot.own_counts.output),
+            (core.dead_letter_key.clone(), snapshot.own_counts.dead_letters),
+        ];
+        core.own = CanonicalRule::resumed(core.config.digest_window, snapshot.position, &counts);
+        core.own_next = snapshot.position;
+        core.inputs = InputPosition { offset: snapshot.position, event: 0 };
+        core.input_counts = snapshot.input_counts.iter().map(|(_, count)| *count).collect();
+        core.next_index = [snapshot.next_index.output, snapshot.next_index.dead_letters];
+        core.inputs_applied = snapshot.inputs;
+        let every = core.config.snapshot_every_inputs.filter(|every| *every > 0).unwrap_or(u64::MAX);
+        core.next_snapshot_at = (snapshot.inputs / every).saturating_add(1).saturating_mul(every);
+        for (dead_letter, events) in snapshot.pending_events(&core.output_key)? {
+            let slot = if dead_letter { DEAD_LETTER } else { OUTPUT };
+            let first_index = events.first().and_then(|e| e.index).unwrap_or(core.next_index[slot]);
+            let count = core.own.count(core.key_of(slot));
+            core.queue(Group { slot, first_index, events, send: SendState::Unsent }, count);
+        }
+        if catch_up_until <= snapshot.position {
+            core.phase = Phase::Live;
+        }
+        Ok(core)
+    }
+
     /// Applies fetched records (in offset order, from [`ReplicaCore::position`] on) and
     /// transforms the canonical inputs among them. `position` is the reader's next offset.
     pub fn on_fetched(&mut self, records: &[FetchedRecord], position: Offset) {
@@ -462,19 +555,28 @@ impl<T: Transform> ReplicaCore<T> {
     pub fn on_fetched_with(&mut self, records: &[FetchedRecord], position: Offset, schemas: &SchemaCache) {
         debug_assert!(records.first().is_none_or(|r| r.offset >= self.position()), "a batch from the position on");
         let end = position.max(records.last().map_or(0, |r| r.offset + 1));
-        // Records are read in place; only the inputs' payloads reach the transform, borrowed.
-        let views: Vec<_> = records.iter().map(|r| (r.offset, self.read(r))).collect();
-        // First the own keys over the whole batch, so groups already in it are not written again.
-        for (offset, view) in &views {
-            if *offset >= self.own_next {
-                self.judge_own_record(*offset, view.as_ref());
+        // Record by record, the own keys before the inputs: a snapshot at a record's end then
+        // holds exactly the log up to it. Nothing is written before the whole batch is read,
+        // so a group canonical later in the batch is still never written.
+        for record in records {
+            // Read in place; only the inputs' payloads reach the transform, borrowed.
+            let view = self.read(record);
+            let offset = record.offset;
+            let judged_here = offset >= self.own_next;
+            if judged_here {
+                self.judge_own_record(offset, view.as_ref());
+                self.own_next = offset + 1;
+            }
+            if !self.deferring && offset >= self.inputs.offset {
+                self.transform_record(offset, view.as_ref(), schemas);
+                if judged_here && !self.deferring {
+                    self.snapshot_if_due(offset + 1);
+                }
             }
         }
         self.own_next = self.own_next.max(end);
-        // Before transforming: what is canonical now must not count against the bound.
-        self.prune();
         if !self.deferring {
-            self.transform_inputs(&views, end, schemas);
+            self.inputs = InputPosition { offset: self.inputs.offset.max(end), event: 0 };
         }
         self.prune();
         if self.deferring && !self.holds_over(2) {
@@ -518,40 +620,81 @@ impl<T: Transform> ReplicaCore<T> {
         }
     }
 
-    /// Transforms the canonical inputs of `views` from the input position on, until the
-    /// groups held reach the bound: then the rest waits there, to be read again.
-    fn transform_inputs(
-        &mut self,
-        views: &[(Offset, Result<RecordView<'_>, DecodeError>)],
-        end: Offset,
-        schemas: &SchemaCache,
-    ) {
-        let from = self.inputs.offset;
-        for (offset, view) in views.iter().filter(|(offset, _)| *offset >= from) {
-            let skip = if *offset == self.inputs.offset { self.inputs.event } else { 0 };
-            if let Ok(record) = view {
-                for (at, event) in record.events.iter().enumerate().skip(skip) {
-                    let Some(subscription) = self.subscriptions.iter().position(|k| k.as_str() == event.key) else {
-                        continue;
-                    };
-                    let count = self.input_counts[subscription];
-                    if event.index.is_some_and(|index| index != count) {
-                        continue;
-                    }
-                    if self.holds_over(1) {
-                        self.inputs = InputPosition { offset: *offset, event: at };
-                        self.deferring = true;
-                        self.stats.deferrals += 1;
-                        return;
-                    }
-                    self.input_counts[subscription] += 1;
-                    let key = self.subscriptions[subscription].clone();
-                    self.process(*offset, count, &key, event, schemas);
+    /// Transforms the canonical inputs of the record at `offset` from the input position on,
+    /// until the groups held reach the bound: then the rest waits there, to be read again.
+    fn transform_record(&mut self, offset: Offset, view: Result<&RecordView<'_>, &DecodeError>, schemas: &SchemaCache) {
+        let skip = if offset == self.inputs.offset { self.inputs.event } else { 0 };
+        if let Ok(record) = view {
+            for (at, event) in record.events.iter().enumerate().skip(skip) {
+                let Some(subscription) = self.subscriptions.iter().position(|k| k.as_str() == event.key) else {
+                    continue;
+                };
+                let count = self.input_counts[subscription];
+                if event.index.is_some_and(|index| index != count) {
+                    continue;
                 }
+                if self.holds_over(1) {
+                    // What is canonical by now must not count against the bound.
+                    self.prune();
+                }
+                if self.holds_over(1) {
+                    self.inputs = InputPosition { offset, event: at };
+                    self.deferring = true;
+                    self.stats.deferrals += 1;
+                    return;
+                }
+                self.input_counts[subscription] += 1;
+                self.inputs_applied += 1;
+                let key = self.subscriptions[subscription].clone();
+                self.process(offset, count, &key, event, schemas);
             }
-            self.inputs = InputPosition { offset: offset + 1, event: 0 };
         }
-        self.inputs.offset = self.inputs.offset.max(end);
+        self.inputs = InputPosition { offset: offset + 1, event: 0 };
+    }
+
+    /// Takes a snapshot at `position` (a record's end, read for inputs and own keys alike) if
+    /// an `snapshot_every_inputs`-th input was applied since the last one and the DET saves
+    /// its state.
+    fn snapshot_if_due(&mut self, position: Offset) {
+        let Some(every) = self.config.snapshot_every_inputs.filter(|every| *every > 0) else { return };
+        if self.inputs_applied < self.next_snapshot_at || self.phase == Phase::Diverged {
+            return;
+        }
+        self.next_snapshot_at = (self.inputs_applied / every + 1) * every;
+        let Some(state) = self.transform.save_state() else { return };
+        self.prune();
+        let groups = self.pending.iter().map(|g| PendingGroup {
+            dead_letter: g.slot == DEAD_LETTER,
+            events: g.events.iter().map(PendingEvent::of).collect(),
+        });
+        let snapshot = Snapshot {
+            format: SNAPSHOT_FORMAT,
+            transformer: self.output_key.to_string(),
+            position,
+            inputs: self.inputs_applied,
+            state_base64: base64::engine::general_purpose::STANDARD.encode(state),
+            input_counts: self
+                .subscriptions
+                .iter()
+                .map(|k| k.to_string())
+                .zip(self.input_counts.iter().copied())
+                .collect(),
+            next_index: Streams { output: self.next_index[OUTPUT], dead_letters: self.next_index[DEAD_LETTER] },
+            own_counts: Streams {
+                output: self.own.count(&self.output_key),
+                dead_letters: self.own.count(&self.dead_letter_key),
+            },
+            pending: groups.collect(),
+        };
+        let digest = Snapshot::digest_of(&snapshot.encode());
+        self.taken.push_back((position, self.inputs_applied, digest));
+        if self.taken.len() > SNAPSHOTS_REMEMBERED {
+            self.taken.pop_front();
+        }
+        self.snapshots.push_back(snapshot);
+        if self.snapshots.len() > SNAPSHOTS_REMEMBERED {
+            self.snapshots.pop_front();
+        }
     }
 
     /// Whether the groups held exceed the bound divided by `divisor`. Holding nothing is
@@ -579,6 +722,7 @@ impl<T: Transform> ReplicaCore<T> {
                             canonical: event.digest,
                             canonical_offset: offset,
                             canonical_writer: Some(writer.to_string()),
+                            kind: DivergenceKind::Event,
                         });
                     }
                 }
@@ -700,6 +844,7 @@ impl<T: Transform> ReplicaCore<T> {
                         canonical,
                         canonical_offset: at,
                         canonical_writer: None,
+                        kind: DivergenceKind::Event,
                     });
                 }
             }
@@ -771,7 +916,10 @@ impl<T: Transform> ReplicaCore<T> {
         self.groups[group.slot] -= 1;
         self.pending_events -= group.events.len();
         self.pending_bytes -= group.encoded_bytes();
-        if matches!(group.send, SendState::Held { .. }) {
+        // Held for its turn, or computed live and read canonical before it went out: a
+        // write saved.
+        let unsent_live = group.send == SendState::Unsent && self.phase == Phase::Live;
+        if matches!(group.send, SendState::Held { .. }) || unsent_live {
             self.stats.writes_skipped += 1;
         }
     }
@@ -1037,6 +1185,30 @@ impl<T: Transform> ReplicaCore<T> {
     /// The first record not yet read for inputs: how far the transform has come.
     pub fn input_position(&self) -> Offset {
         self.inputs.offset
+    }
+
+    /// The next snapshot taken and not yet handed out, for the driver to store; the oldest
+    /// are dropped if the driver falls behind.
+    pub fn poll_snapshot(&mut self) -> Option<Snapshot> {
+        self.snapshots.pop_front()
+    }
+
+    /// The snapshot stored for `position` has digest `stored` (another replica's, if it
+    /// stored first): a digest other than the one this replica took there is a state
+    /// divergence, and the replica stops writing as for an output divergence.
+    pub fn on_snapshot_stored(&mut self, position: Offset, stored: Digest) {
+        let Some(&(_, inputs, ours)) = self.taken.iter().find(|(at, _, _)| *at == position) else { return };
+        if ours != stored {
+            self.diverge(Divergence {
+                key: self.output_key.clone(),
+                index: inputs,
+                ours,
+                canonical: stored,
+                canonical_offset: position,
+                canonical_writer: None,
+                kind: DivergenceKind::State,
+            });
+        }
     }
 
     /// Whether inputs wait while the replica reads ahead for its own keys.

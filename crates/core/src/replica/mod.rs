@@ -4,5 +4,7 @@
 pub mod core;
 pub mod local;
 
-pub use self::core::{Divergence, Phase, ReplicaConfig, ReplicaCore, ReplicaStats, Stagger, WriteRequest};
+pub use self::core::{
+    Divergence, DivergenceKind, Phase, ReplicaConfig, ReplicaCore, ReplicaStats, Stagger, WriteRequest,
+};
 pub use local::{drive, run_to_end};
