@@ -221,14 +221,17 @@ fn append_foreign_duplicate(log: &MemoryLog, rng: &mut Rng) -> bool {
     true
 }
 
+/// The inputs (key and index) of one input record.
+type Causes = Vec<(String, u64)>;
+
 /// What a stream means, independent of where the inputs sat in the log: payloads, and
 /// causes as the inputs (key and index) of the record they came from.
 fn meaning(
     log: &MemoryLog,
     inputs: &[EventSourceKey],
     stream: &EventSourceKey,
-) -> Vec<(u64, Vec<u8>, i64, Option<Vec<(String, u64)>>)> {
-    let mut records: HashMap<u64, Vec<(String, u64)>> = HashMap::new();
+) -> Vec<(u64, Vec<u8>, i64, Option<Causes>)> {
+    let mut records: HashMap<u64, Causes> = HashMap::new();
     for input in inputs {
         for (offset, event) in log.canonical_with_offsets(input) {
             records.entry(offset).or_default().push((input.to_string(), event.index.unwrap()));
@@ -707,7 +710,11 @@ fn run_foreign_seed(seed: u64) {
     }
     let divergence = late.core.as_ref().unwrap().divergence();
     let divergence = divergence.unwrap_or_else(|| panic!("seed {seed}: the late replica did not stop"));
-    assert_eq!((&divergence.key, divergence.index, divergence.canonical_offset), (&output, index, offset), "seed {seed}");
+    assert_eq!(
+        (&divergence.key, divergence.index, divergence.canonical_offset),
+        (&output, index, offset),
+        "seed {seed}"
+    );
     assert!(
         divergence.canonical_writer.as_deref().is_none_or(|w| w == INTRUDER),
         "seed {seed}: the late replica blames {:?}",
@@ -735,6 +742,7 @@ fn a_backlog_in_small_records_delivered_slowly_settles() {
     assert!(sim.scale.is_some(), "seed 8 has small records");
     for replica in &mut sim.replicas {
         replica.scale = replica.scale.map(|scale| Scale { resend_after_ms: 300, ..scale });
+        replica.start(&sim.log);
     }
     sim.run_faults();
     sim.quiesce();
