@@ -93,6 +93,9 @@ pub fn sender(log: Arc<KafkaLog>, det: Det) -> load::Send {
     })
 }
 
+/// Most outputs the observer stamps with the moment of the fetch that brought the first.
+const SAME_MOMENT_EVENTS_MAX: usize = 4_096;
+
 /// Follows the DET's canonical outputs (read_committed, through the canonical rule, as any
 /// subscriber) until `stop`, noting the first output of each input (by its cause offset).
 pub async fn observe(
@@ -115,8 +118,11 @@ pub async fn observe(
             }
         };
         note(first.event.cause);
-        // Whatever is already decoded came with the same fetch: same moment.
-        while let Some(more) = stream.next_within(Duration::ZERO).await? {
+        // Whatever is already decoded came with the same fetch: same moment. A few thousand
+        // at most, or a reader that never catches up (a long backlog draining) would never
+        // let the timeline see any of them.
+        for _ in 0..SAME_MOMENT_EVENTS_MAX {
+            let Some(more) = stream.next_within(Duration::ZERO).await? else { break };
             note(more.event.cause);
         }
         timeline.lock().expect("timeline").seen.extend(seen);

@@ -1,16 +1,37 @@
 //! Deterministic simulation: racing replicas on the in-memory log under a seeded scheduler
 //! with crashes, restarts, stalls, lost and reordered deliveries, spells in which every write
-//! of one replica fails, and poison inputs. Every seed must give the canonical output and
-//! dead-letter streams of one replica running alone with no faults.
+//! of one replica fails, poison inputs, malformed records, foreign duplicates on the DET's
+//! streams, and rolling restarts onto a build with a new `version()`. Seeds read one to
+//! three input keys, interleaved; a quarter run with a digest window of a few digests and
+//! records of a few hundred bytes, so the window wraps and writes split. Half take
+//! snapshots: every replica checks its own against the first stored at each position (a
+//! difference is a state divergence), and restarts resume from the newest. Every seed must
+//! give the canonical output and dead-letter streams of one replica running alone with no
+//! faults.
 //!
-//! `SIM_SEEDS=N` runs N seeds (default 400); `SIM_SEED=S` replays one seed.
+//! A second test makes a foreign event canonical on the output key: every replica must
+//! then stop and name the writer and the offset.
+//!
+//! `SIM_SEEDS=N` runs N seeds (default 400; the foreign-write test runs a quarter of them);
+//! `SIM_SEED=S` replays one seed.
 
-use std::collections::{HashMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Once;
 
 use competing_transformers::dead_letter::DeadLetter;
 use competing_transformers::record::Record;
 use competing_transformers::replica::{run_to_end, ReplicaConfig, ReplicaCore, Stagger};
-use competing_transformers::{Event, EventSourceKey, Input, MemoryLog, Outputs, Transform, TransformError};
+use competing_transformers::snapshot::{state_from_bytes, state_to_bytes, Snapshot};
+use competing_transformers::Digest;
+use competing_transformers::{Event, EventSourceKey, Input, MemoryLog, Offset, Outputs, Transform, TransformError};
+
+/// The id of a writer that is not a replica of the DET.
+const INTRUDER: &str = "intruder";
+
+/// The keys a seed's transform may read: the first one, two or three.
+const INPUT_KEYS: [&str; 3] = ["numbers", "tallies", "counts"];
 
 /// SplitMix64: a tiny generator whose sequence depends on the seed alone.
 struct Rng(u64);
@@ -30,11 +51,25 @@ impl Rng {
     }
 }
 
-/// A stateful transform with every kind of failure: keeps a running sum, emits 0 to 2
-/// events per input, fails on multiples of 13, panics on multiples of 17, and cannot decode
-/// a payload that is not JSON.
+/// One build of the transform: builds that differ only in `version` share their logic.
+#[derive(Clone, Debug)]
+struct Build {
+    version: u32,
+    inputs: Vec<EventSourceKey>,
+}
+
+/// A stateful transform with every kind of failure: keeps a running sum over all its input
+/// keys, emits 0 to 2 events per input, fails on multiples of 13, panics on multiples of
+/// 17, and cannot decode a payload that is not JSON.
 struct RunningSum {
     sum: i64,
+    build: Build,
+}
+
+impl RunningSum {
+    fn new(build: Build) -> Self {
+        Self { sum: 0, build }
+    }
 }
 
 impl Transform for RunningSum {
@@ -42,10 +77,17 @@ impl Transform for RunningSum {
         "running-sum"
     }
     fn version(&self) -> u32 {
-        1
+        self.build.version
     }
     fn subscriptions(&self) -> Vec<EventSourceKey> {
-        vec![key("numbers")]
+        self.build.inputs.clone()
+    }
+    fn save_state(&self) -> Option<Vec<u8>> {
+        Some(state_to_bytes(&self.sum))
+    }
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        self.sum = state_from_bytes(state)?;
+        Ok(())
     }
     fn apply(&mut self, input: &Input<'_>, out: &mut Outputs) -> Result<(), TransformError> {
         let n: i64 = input.json()?;
@@ -57,29 +99,136 @@ impl Transform for RunningSum {
         }
         self.sum += n;
         for k in 0..n.rem_euclid(3) {
-            out.emit_json(&serde_json::json!({ "sum": self.sum, "k": k, "input": input.index }));
+            out.emit_json(
+                &serde_json::json!({ "sum": self.sum, "k": k, "key": input.key.as_str(), "input": input.index }),
+            );
         }
         Ok(())
     }
+}
+
+/// Limits small enough that the digest window wraps and a replica's writes split over
+/// several records.
+#[derive(Clone, Copy, Debug)]
+struct Scale {
+    digest_window: usize,
+    record_bytes_max: usize,
+    /// As the main scenario's: the simulated producer delivers one record a step, slower
+    /// than a backlog of small records is re-sent (see
+    /// `a_backlog_in_small_records_delivered_slowly_settles`).
+    resend_after_ms: u64,
 }
 
 fn key(name: &str) -> EventSourceKey {
     EventSourceKey::new(name).unwrap()
 }
 
-fn input_event(rng: &mut Rng, i: u64) -> Event {
-    let payload = if rng.chance(3) { b"not json".to_vec() } else { (1 + i as i64 * 7 % 50).to_string().into_bytes() };
-    Event::new(key("numbers"), None, None, 1_000 + i as i64, "application/json", payload)
+/// The events of input record `i`: mostly one, sometimes events of several input keys in
+/// one record.
+fn input_record(rng: &mut Rng, i: u64, keys: &[EventSourceKey]) -> Vec<Event> {
+    let count = if keys.len() > 1 && rng.chance(15) { 2 + rng.below(keys.len() as u64 - 1) } else { 1 };
+    (0..count)
+        .map(|j| {
+            let key = keys[rng.below(keys.len() as u64) as usize].clone();
+            let payload = if rng.chance(3) {
+                b"not json".to_vec()
+            } else {
+                (1 + (i as i64 * 7 + j as i64) % 50).to_string().into_bytes()
+            };
+            Event::new(key, None, None, 1_000 + i as i64, "application/json", payload)
+        })
+        .collect()
 }
 
+/// Appends one input record, as an event source does.
+fn publish(log: &MemoryLog, events: &[Event]) -> Offset {
+    let record = Record { source: events[0].key.clone(), writer: "source".into(), events: events.to_vec() };
+    log.append_now(&record).expect("inputs encode")
+}
+
+/// The output key and the dead-letter key.
+fn streams() -> [EventSourceKey; 2] {
+    let output = key("running-sum");
+    let dead_letters = output.dead_letters();
+    [output, dead_letters]
+}
+
+/// An event of the DET's stream `key` written by [`INTRUDER`], claiming `index`.
+fn forged(key: &EventSourceKey, index: Option<u64>) -> Record {
+    let event = Event::new(key.clone(), index, None, 0, "application/json", b"{\"forged\":true}".to_vec());
+    Record { source: key.clone(), writer: INTRUDER.into(), events: vec![event] }
+}
+
+/// Appends a record every reader must skip as malformed: bytes that are no record, a record
+/// cut short or with a payload not matching its digest, no key or no value, or a Kafka key
+/// that is not the value's source (one of them a forged next output under an input's key).
+fn append_malformed(log: &MemoryLog, rng: &mut Rng, inputs: &[EventSourceKey]) {
+    let input_key = inputs[rng.below(inputs.len() as u64) as usize].as_str().as_bytes().to_vec();
+    let [output, _] = streams();
+    let next_output = log.canonical(&output).len() as u64;
+    let an_input = Record {
+        source: key(INPUT_KEYS[0]),
+        writer: "source".into(),
+        events: vec![Event::new(key(INPUT_KEYS[0]), None, None, 0, "application/json", b"1".to_vec())],
+    };
+    let mut value = an_input.encode().unwrap().value;
+    match rng.below(7) {
+        0 => {
+            let bytes = (0..1 + rng.below(40)).map(|_| rng.below(256) as u8).collect();
+            log.append_raw(Some(input_key), Some(bytes));
+        }
+        1 => {
+            value.truncate(rng.below(value.len() as u64) as usize);
+            log.append_raw(Some(input_key), Some(value));
+        }
+        2 => {
+            *value.last_mut().unwrap() ^= 0x20;
+            log.append_raw(Some(input_key), Some(value));
+        }
+        3 => {
+            log.append_raw(None, Some(value));
+        }
+        4 => {
+            log.append_raw(Some(input_key), None);
+        }
+        5 => {
+            log.append_raw(Some(output.as_str().as_bytes().to_vec()), Some(value));
+        }
+        _ => {
+            let value = forged(&output, Some(next_output)).encode().unwrap().value;
+            log.append_raw(Some(input_key), Some(value));
+        }
+    }
+}
+
+/// Appends, as a writer that is no replica, a copy of an event already canonical on one of
+/// the DET's streams with another digest: a divergent duplicate every reader hides.
+fn append_foreign_duplicate(log: &MemoryLog, rng: &mut Rng) -> bool {
+    let stream = &streams()[rng.below(2) as usize];
+    let count = log.canonical(stream).len() as u64;
+    if count == 0 {
+        return false;
+    }
+    log.append_now(&forged(stream, Some(rng.below(count)))).unwrap();
+    true
+}
+
+/// The inputs (key and index) of one input record.
+type Causes = Vec<(String, u64)>;
+
 /// What a stream means, independent of where the inputs sat in the log: payloads, and
-/// causes as the index of the input they came from.
-fn meaning(log: &MemoryLog, stream: &EventSourceKey) -> Vec<(u64, Vec<u8>, i64, Option<u64>)> {
-    let inputs: HashMap<u64, u64> = log
-        .canonical_with_offsets(&key("numbers"))
-        .into_iter()
-        .map(|(offset, event)| (offset, event.index.unwrap()))
-        .collect();
+/// causes as the inputs (key and index) of the record they came from.
+fn meaning(
+    log: &MemoryLog,
+    inputs: &[EventSourceKey],
+    stream: &EventSourceKey,
+) -> Vec<(u64, Vec<u8>, i64, Option<Causes>)> {
+    let mut records: HashMap<u64, Causes> = HashMap::new();
+    for input in inputs {
+        for (offset, event) in log.canonical_with_offsets(input) {
+            records.entry(offset).or_default().push((input.to_string(), event.index.unwrap()));
+        }
+    }
     log.canonical(stream)
         .into_iter()
         .map(|e| {
@@ -90,7 +239,7 @@ fn meaning(log: &MemoryLog, stream: &EventSourceKey) -> Vec<(u64, Vec<u8>, i64, 
                 letter.input.offset = 0;
                 payload = letter.to_json();
             }
-            (e.index.unwrap(), payload, e.effective_time_ms, e.cause.map(|c| inputs[&c]))
+            (e.index.unwrap(), payload, e.effective_time_ms, e.cause.map(|c| records[&c].clone()))
         })
         .collect()
 }
@@ -105,11 +254,51 @@ struct Faults {
     failing_spells: u64,
     poison: u64,
     records: u64,
+    malformed: u64,
+    foreign_duplicates: u64,
+    /// Replicas restarted onto a build with a new version.
+    upgrades: u64,
+    /// Snapshots stored, replicas restarted from one, and snapshots checked against the
+    /// stored one at their position.
+    snapshots: u64,
+    restores: u64,
+    snapshot_checks: u64,
+    /// Seeds whose transform read two or three keys.
+    multi_key_seeds: u64,
+    /// Seeds with a small digest window and small records, and those of them whose output
+    /// stream outgrew the window.
+    small_seeds: u64,
+    window_wraps: u64,
+}
+
+impl Faults {
+    fn add(&mut self, f: &Faults) {
+        self.crashes += f.crashes;
+        self.stalls += f.stalls;
+        self.failed_deliveries += f.failed_deliveries;
+        self.silent_losses += f.silent_losses;
+        self.reorders += f.reorders;
+        self.failing_spells += f.failing_spells;
+        self.poison += f.poison;
+        self.records += f.records;
+        self.malformed += f.malformed;
+        self.foreign_duplicates += f.foreign_duplicates;
+        self.upgrades += f.upgrades;
+        self.snapshots += f.snapshots;
+        self.restores += f.restores;
+        self.snapshot_checks += f.snapshot_checks;
+        self.multi_key_seeds += f.multi_key_seeds;
+        self.small_seeds += f.small_seeds;
+        self.window_wraps += f.window_wraps;
+    }
 }
 
 struct SimReplica {
     id: String,
     stagger: Option<Stagger>,
+    /// What it runs when (re)started.
+    build: Build,
+    scale: Option<Scale>,
     core: Option<ReplicaCore<RunningSum>>,
     in_flight: VecDeque<(u64, Record)>,
     /// Writes lost without a word yet: the producer reports them failed later, as
@@ -119,6 +308,21 @@ struct SimReplica {
     /// Until this time every delivery of this replica fails (a broker refusing its writes):
     /// the others must carry the pipeline meanwhile.
     failing_until_ms: u64,
+    /// Inputs between snapshots, in seeds that take them.
+    snapshot_every: Option<u64>,
+    /// The snapshots every replica of the seed stores and restarts from.
+    store: Rc<RefCell<Store>>,
+    /// Whether its current run resumed from a snapshot.
+    resumed: bool,
+}
+
+/// The first snapshot stored at each position, as the snapshot store keeps it.
+#[derive(Default)]
+struct Store {
+    stored: BTreeMap<Offset, (Digest, Snapshot)>,
+    /// Replicas restarted from a snapshot rather than from offset 0.
+    restores: u64,
+    checks: u64,
 }
 
 impl SimReplica {
@@ -130,13 +334,43 @@ impl SimReplica {
         // Backoffs short next to the scenario, so a replica writes again within it.
         config.write_retry_min_ms = 5;
         config.write_retry_max_ms = 80;
-        self.core = Some(ReplicaCore::new(RunningSum { sum: 0 }, config, log.records().len() as u64));
+        if let Some(scale) = self.scale {
+            config.digest_window = scale.digest_window;
+            config.record_bytes_max = scale.record_bytes_max;
+            config.resend_after_ms = scale.resend_after_ms;
+        }
+        config.snapshot_every_inputs = self.snapshot_every;
+        let transform = RunningSum::new(self.build.clone());
+        let mut store = self.store.borrow_mut();
+        // Every other start of a seed with snapshots resumes from the newest one stored.
+        let newest = store.stored.values().next_back().map(|(_, snapshot)| snapshot.clone());
+        self.resumed = newest.is_some() && store.restores < store.stored.len() as u64;
+        self.core = Some(match newest.filter(|_| store.restores < store.stored.len() as u64) {
+            Some(snapshot) => {
+                store.restores += 1;
+                ReplicaCore::restore(transform, config, &snapshot, log.end()).expect("a snapshot of this DET")
+            }
+            None => ReplicaCore::new(transform, config, log.end()),
+        });
         self.in_flight.clear();
         self.lost.clear();
     }
 
+    /// Stores the snapshots the replica took, or checks them against the one stored first.
+    fn store_snapshots(&mut self) {
+        let Some(core) = self.core.as_mut() else { return };
+        let mut store = self.store.borrow_mut();
+        while let Some(snapshot) = core.poll_snapshot() {
+            let digest = Snapshot::digest_of(&snapshot.encode());
+            let (stored, _) = *store.stored.entry(snapshot.position).or_insert((digest, snapshot.clone()));
+            core.on_snapshot_stored(snapshot.position, stored);
+            store.checks += 1;
+        }
+    }
+
     /// One step of normal work: fetch some records, queue writes, deliver one.
     fn work(&mut self, log: &MemoryLog, rng: &mut Rng, now_ms: u64, faults: &mut Faults, allow_faults: bool) {
+        self.store_snapshots();
         let Some(core) = self.core.as_mut() else { return };
         match rng.below(4) {
             0 | 1 => {
@@ -193,181 +427,378 @@ impl SimReplica {
         self.core = None;
         self.lost.clear();
     }
+
+    /// Whether it runs an older build than the one it would start now.
+    fn upgrade_due(&self) -> bool {
+        self.core.as_ref().is_some_and(|core| core.transform().build.version != self.build.version)
+    }
+
+    /// Reads the whole log and queues its writes without delivering any: every group it
+    /// computes is in flight or held.
+    fn read_to_end(&mut self, log: &MemoryLog, now_ms: u64) {
+        let core = self.core.as_mut().expect("a running replica");
+        let records = log.records_from(core.position());
+        core.on_fetched(&records, log.end());
+        while let Some(write) = core.poll_write(now_ms) {
+            self.in_flight.push_back((write.write_id, write.record));
+        }
+    }
 }
 
-#[allow(clippy::too_many_lines)] // one seed's whole scenario, read top to bottom
-fn run_seed(seed: u64) -> Faults {
-    let mut rng = Rng(seed);
-    let replica_count = 2 + rng.below(3);
-    let input_count = 20 + rng.below(40);
-    let log = MemoryLog::new();
-    // Half the seeds stagger writes: replica n waits n × delay before writing.
-    let delay_ms = if rng.chance(50) { Some(1 + rng.below(60)) } else { None };
-    let mut replicas: Vec<SimReplica> = (0..replica_count)
-        .map(|n| SimReplica {
-            id: format!("r{n}"),
-            stagger: delay_ms.map(|delay_ms| Stagger { rank: n, delay_ms }),
-            core: None,
-            in_flight: VecDeque::new(),
-            lost: Vec::new(),
-            stalled_until: 0,
-            failing_until_ms: 0,
-        })
-        .collect();
-    for replica in &mut replicas {
-        replica.start(&log);
-    }
-    let mut faults = Faults::default();
-    let mut inputs = Vec::new();
-    let mut published = 0;
-    let mut now_ms = 0;
-    let fault_steps = 400 + rng.below(400);
-    for step in 0..fault_steps {
-        now_ms += 1 + rng.below(20);
-        if published < input_count && rng.chance(15) {
-            let event = input_event(&mut rng, published);
-            inputs.push(event.clone());
-            log.publish(&key("numbers"), vec![event]);
-            published += 1;
-        }
-        let r = rng.below(replica_count) as usize;
-        let replica = &mut replicas[r];
-        if replica.stalled_until > step {
-            continue;
-        }
-        match rng.below(100) {
-            0..=1 => {
-                faults.crashes += 1;
-                replica.crash(&log, &mut rng);
-            }
-            2..=3 => {
-                faults.stalls += 1;
-                replica.stalled_until = step + 20 + rng.below(100);
-            }
-            4..=6 if replica.core.is_none() => replica.start(&log),
-            7 => {
-                faults.failing_spells += 1;
-                replica.failing_until_ms = now_ms + 100 + rng.below(900);
-            }
-            _ => replica.work(&log, &mut rng, now_ms, &mut faults, true),
-        }
-    }
-    while published < input_count {
-        let event = input_event(&mut rng, published);
-        inputs.push(event.clone());
-        log.publish(&key("numbers"), vec![event]);
-        published += 1;
-    }
-    // Quiesce: no more faults; every replica (restarted if dead) works until all settle.
-    for replica in &mut replicas {
-        replica.stalled_until = 0;
-        replica.failing_until_ms = 0;
-        if replica.core.is_none() {
+/// One seed's world: the log, the replicas, and what the scheduler did to them.
+struct Sim {
+    seed: u64,
+    rng: Rng,
+    log: MemoryLog,
+    /// The build every replica starts on; a bump gives them a newer version of it.
+    build: Build,
+    scale: Option<Scale>,
+    replicas: Vec<SimReplica>,
+    input_count: u64,
+    inputs: Vec<Vec<Event>>,
+    /// The step at which a new version of the build comes out, if it does in this seed.
+    bump_at: Option<u64>,
+    faults: Faults,
+    now_ms: u64,
+}
+
+impl Sim {
+    fn new(seed: u64) -> Self {
+        let mut rng = Rng(seed);
+        let replica_count = 2 + rng.below(3);
+        let inputs: Vec<EventSourceKey> = INPUT_KEYS[..1 + rng.below(3) as usize].iter().map(|k| key(k)).collect();
+        let scale = rng.chance(25).then(|| Scale {
+            digest_window: 1 + rng.below(6) as usize,
+            record_bytes_max: 100 + rng.below(300) as usize,
+            resend_after_ms: 300,
+        });
+        let input_count = if scale.is_some() { 60 + rng.below(100) } else { 20 + rng.below(40) };
+        let bump_at = rng.chance(30).then(|| 100 + rng.below(300));
+        let build = Build { version: 1, inputs };
+        let log = MemoryLog::new();
+        // Half the seeds stagger writes: replica n waits n × delay before writing.
+        let delay_ms = if rng.chance(50) { Some(1 + rng.below(60)) } else { None };
+        // Half the seeds take snapshots, and restart replicas from them.
+        let snapshot_every = rng.chance(50).then(|| 2 + rng.below(8));
+        let store = Rc::new(RefCell::new(Store::default()));
+        let mut replicas: Vec<SimReplica> = (0..replica_count)
+            .map(|n| SimReplica {
+                id: format!("r{n}"),
+                stagger: delay_ms.map(|delay_ms| Stagger { rank: n, delay_ms }),
+                build: build.clone(),
+                scale,
+                core: None,
+                in_flight: VecDeque::new(),
+                lost: Vec::new(),
+                stalled_until: 0,
+                failing_until_ms: 0,
+                snapshot_every,
+                store: store.clone(),
+                resumed: false,
+            })
+            .collect();
+        for replica in &mut replicas {
             replica.start(&log);
         }
+        let faults = Faults {
+            multi_key_seeds: u64::from(build.inputs.len() > 1),
+            small_seeds: u64::from(scale.is_some()),
+            ..Faults::default()
+        };
+        Self { seed, rng, log, build, scale, replicas, input_count, inputs: Vec::new(), bump_at, faults, now_ms: 0 }
     }
-    let mut quiet_rounds = 0;
-    for _ in 0..100_000 {
-        now_ms += 10;
-        for replica in &mut replicas {
-            replica.work(&log, &mut rng, now_ms, &mut faults, false);
+
+    fn publish_next(&mut self) {
+        let events = input_record(&mut self.rng, self.inputs.len() as u64, &self.build.inputs);
+        publish(&self.log, &events);
+        self.inputs.push(events);
+    }
+
+    /// The faulty part of the run: inputs arrive while the scheduler injects faults.
+    fn run_faults(&mut self) {
+        let fault_steps = 400 + self.rng.below(400);
+        for step in 0..fault_steps {
+            self.now_ms += 1 + self.rng.below(20);
+            if (self.inputs.len() as u64) < self.input_count && self.rng.chance(15) {
+                self.publish_next();
+            }
+            if self.bump_at == Some(step) {
+                // A new build is out: every replica runs it from its next start on.
+                for replica in &mut self.replicas {
+                    replica.build.version += 1;
+                }
+            }
+            let (log, rng, faults) = (&self.log, &mut self.rng, &mut self.faults);
+            let r = rng.below(self.replicas.len() as u64) as usize;
+            let replica = &mut self.replicas[r];
+            if replica.stalled_until > step {
+                continue;
+            }
+            match rng.below(100) {
+                0..=1 => {
+                    faults.crashes += 1;
+                    replica.crash(log, rng);
+                }
+                2..=3 => {
+                    faults.stalls += 1;
+                    replica.stalled_until = step + 20 + rng.below(100);
+                }
+                4..=6 if replica.core.is_none() => replica.start(log),
+                7 => {
+                    faults.failing_spells += 1;
+                    replica.failing_until_ms = self.now_ms + 100 + rng.below(900);
+                }
+                8 => {
+                    faults.malformed += 1;
+                    append_malformed(log, rng, &self.build.inputs);
+                }
+                9 => faults.foreign_duplicates += u64::from(append_foreign_duplicate(log, rng)),
+                // The rolling restart: one replica at a time goes down and comes back on the
+                // new build, while the others go on.
+                10..=12 if replica.upgrade_due() => {
+                    faults.upgrades += 1;
+                    replica.crash(log, rng);
+                    replica.start(log);
+                }
+                _ => replica.work(log, rng, self.now_ms, faults, true),
+            }
         }
-        let settled = replicas.iter().all(|r| {
-            let core = r.core.as_ref().unwrap();
-            r.in_flight.is_empty() && core.is_settled() && core.position() == log.records().len() as u64
-        });
-        quiet_rounds = if settled { quiet_rounds + 1 } else { 0 };
-        if quiet_rounds > 5 {
-            break;
+        while (self.inputs.len() as u64) < self.input_count {
+            self.publish_next();
         }
     }
-    if quiet_rounds <= 5 {
-        for r in &replicas {
-            let c = r.core.as_ref().unwrap();
-            eprintln!(
-                "{}: phase {:?} position {} of {} settled {} in_flight {} deferring {} stats {:?}",
-                r.id,
-                c.phase(),
-                c.position(),
-                log.records().len(),
-                c.is_settled(),
-                r.in_flight.len(),
-                c.is_deferring(),
-                c.stats()
+
+    /// No more faults: every replica (restarted if dead or on an older build) works until
+    /// all settle.
+    fn quiesce(&mut self) {
+        let (log, rng, faults) = (&self.log, &mut self.rng, &mut self.faults);
+        for replica in &mut self.replicas {
+            replica.stalled_until = 0;
+            replica.failing_until_ms = 0;
+            if replica.upgrade_due() {
+                faults.upgrades += 1;
+                replica.crash(log, rng);
+            }
+            if replica.core.is_none() {
+                replica.start(log);
+            }
+        }
+        let mut quiet_rounds = 0;
+        for _ in 0..100_000 {
+            self.now_ms += 10;
+            for replica in &mut self.replicas {
+                replica.work(log, rng, self.now_ms, faults, false);
+            }
+            let settled = self.replicas.iter().all(|r| {
+                let core = r.core.as_ref().unwrap();
+                r.in_flight.is_empty() && core.is_settled() && core.position() == log.end()
+            });
+            quiet_rounds = if settled { quiet_rounds + 1 } else { 0 };
+            if quiet_rounds > 5 {
+                break;
+            }
+        }
+        if quiet_rounds <= 5 {
+            for r in &self.replicas {
+                let c = r.core.as_ref().unwrap();
+                eprintln!(
+                    "{}: phase {:?} position {} of {} settled {} in_flight {} deferring {} stats {:?}",
+                    r.id,
+                    c.phase(),
+                    c.position(),
+                    log.records().len(),
+                    c.is_settled(),
+                    r.in_flight.len(),
+                    c.is_deferring(),
+                    c.stats()
+                );
+            }
+        }
+        let seed = self.seed;
+        assert!(quiet_rounds > 5, "seed {seed}: replicas did not settle; replay with SIM_SEED={seed}");
+    }
+
+    /// The property: the canonical streams mean what one replica alone computes from the
+    /// same input records, with no fault, and no replica diverged.
+    fn check(&mut self) {
+        let seed = self.seed;
+        for replica in &mut self.replicas {
+            replica.store_snapshots();
+        }
+        let store = self.replicas[0].store.borrow();
+        (self.faults.snapshots, self.faults.restores, self.faults.snapshot_checks) =
+            (store.stored.len() as u64, store.restores, store.checks);
+        drop(store);
+        let reference = MemoryLog::new();
+        for events in &self.inputs {
+            publish(&reference, events);
+        }
+        run_to_end(&reference, RunningSum::new(self.build.clone()));
+        for stream in streams() {
+            let got = meaning(&self.log, &self.build.inputs, &stream);
+            let want = meaning(&reference, &self.build.inputs, &stream);
+            assert!(
+                got == want,
+                "seed {seed}: canonical `{stream}` differs from a lone replica's ({} vs {} events); replay with SIM_SEED={seed}",
+                got.len(),
+                want.len()
             );
         }
-    }
-    assert!(quiet_rounds > 5, "seed {seed}: replicas did not settle; replay with SIM_SEED={seed}");
-
-    // The reference: one replica alone, no faults, same inputs.
-    let reference = MemoryLog::new();
-    for event in &inputs {
-        reference.publish(&key("numbers"), vec![event.clone()]);
-    }
-    run_to_end(&reference, RunningSum { sum: 0 });
-
-    for stream in [key("running-sum"), key("running-sum.dead-letters")] {
-        let got = meaning(&log, &stream);
-        let want = meaning(&reference, &stream);
-        assert!(
-            got == want,
-            "seed {seed}: canonical `{stream}` differs from a lone replica's ({} vs {} events); replay with SIM_SEED={seed}",
-            got.len(),
-            want.len()
-        );
-    }
-    for replica in &replicas {
-        let core = replica.core.as_ref().unwrap();
-        assert!(core.divergence().is_none(), "seed {seed}: {} diverged; replay with SIM_SEED={seed}", replica.id);
-    }
-    faults.poison = inputs
-        .iter()
-        .filter(|e| {
-            !e.payload.starts_with(b"n") && {
-                let n: i64 = std::str::from_utf8(&e.payload).unwrap().parse().unwrap();
-                n % 13 == 0 || n % 17 == 0
+        for replica in &self.replicas {
+            let core = replica.core.as_ref().unwrap();
+            assert!(core.divergence().is_none(), "seed {seed}: {} diverged; replay with SIM_SEED={seed}", replica.id);
+            // One resumed from a snapshot never read the records before it.
+            if !replica.resumed {
+                assert_eq!(
+                    core.own_rule().malformed(),
+                    self.faults.malformed,
+                    "seed {seed}: {} did not skip exactly the malformed records; replay with SIM_SEED={seed}",
+                    replica.id
+                );
             }
-        })
-        .count() as u64
-        + inputs.iter().filter(|e| e.payload.starts_with(b"n")).count() as u64;
-    faults.records = log.records().len() as u64;
-    faults
+            assert_eq!(core.transform().version(), replica.build.version, "seed {seed}: {} not upgraded", replica.id);
+        }
+        let [output, dead_letters] = streams();
+        self.faults.poison = reference.canonical(&dead_letters).len() as u64;
+        self.faults.records = self.log.records().len() as u64;
+        self.faults.window_wraps =
+            u64::from(self.scale.is_some_and(|s| self.log.canonical(&output).len() > s.digest_window));
+    }
+}
+
+fn run_seed(seed: u64) -> Faults {
+    let mut sim = Sim::new(seed);
+    sim.run_faults();
+    sim.quiesce();
+    sim.check();
+    sim.faults
+}
+
+/// The transform panics on purpose; keep those caught panics out of the output.
+fn quiet_transform_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info.to_string().contains("cannot add") {
+                default_hook(info);
+            }
+        }));
+    });
+}
+
+/// `SIM_SEED`, or the first `SIM_SEEDS / share` seeds (default 400 / share).
+fn seeds(share: u64) -> Vec<u64> {
+    match std::env::var("SIM_SEED") {
+        Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
+        Err(_) => {
+            let n: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(400);
+            (0..(n / share).max(1)).collect()
+        }
+    }
 }
 
 #[test]
 fn racing_replicas_under_faults_match_a_lone_replica() {
-    // The transform panics on purpose; keep those caught panics out of the output.
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if !info.to_string().contains("cannot add") {
-            default_hook(info);
-        }
-    }));
-    let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
-        Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
-        Err(_) => {
-            let n: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(400);
-            (0..n).collect()
-        }
-    };
+    quiet_transform_panics();
+    let seeds = seeds(1);
     let mut total = Faults::default();
     for &seed in &seeds {
-        let f = run_seed(seed);
-        total.crashes += f.crashes;
-        total.stalls += f.stalls;
-        total.failed_deliveries += f.failed_deliveries;
-        total.silent_losses += f.silent_losses;
-        total.reorders += f.reorders;
-        total.failing_spells += f.failing_spells;
-        total.poison += f.poison;
-        total.records += f.records;
+        total.add(&run_seed(seed));
     }
     println!(
-        "simulation: {} seeds, {} records; faults: {} crashes, {} stalls, {} failed deliveries, {} silent losses, {} reordered deliveries, {} spells of failing writes, {} poison inputs; all matched a lone replica",
-        seeds.len(), total.records, total.crashes, total.stalls, total.failed_deliveries, total.silent_losses, total.reorders, total.failing_spells, total.poison
+        "simulation: {} seeds, {} records; faults: {} crashes, {} stalls, {} failed deliveries, {} silent losses, {} reordered deliveries, {} spells of failing writes, {} poison inputs, {} malformed records, {} foreign duplicates, {} restarts onto a new version, {} snapshots stored, {} checked, {} restarts from one; {} seeds with several input keys, {} with small limits ({} of them past the digest window); all matched a lone replica",
+        seeds.len(), total.records, total.crashes, total.stalls, total.failed_deliveries, total.silent_losses, total.reorders, total.failing_spells, total.poison,
+        total.malformed, total.foreign_duplicates, total.upgrades, total.snapshots, total.snapshot_checks, total.restores, total.multi_key_seeds, total.small_seeds, total.window_wraps
     );
     assert!(
-        total.crashes > 0 && total.failed_deliveries > 0 && total.failing_spells > 0 && total.poison > 0
+        total.crashes > 0
+            && total.failed_deliveries > 0
+            && total.failing_spells > 0
+            && total.poison > 0
+            && total.malformed > 0
+            && total.foreign_duplicates > 0
+            && total.upgrades > 0
+            && total.restores > 0
+            && total.multi_key_seeds > 0
+            && total.window_wraps > 0
             || seeds.len() < 10
     );
+}
+
+/// A foreign writer makes its event canonical at the next index of the output key, where
+/// every replica has computed its own: each must stop, naming the writer and the offset.
+/// The property no longer applies after that, so the seed's run ends there.
+fn run_foreign_seed(seed: u64) {
+    let mut sim = Sim::new(seed);
+    sim.run_faults();
+    sim.quiesce();
+    // "1" is one output in every build; every replica computes it, none has delivered it.
+    publish(&sim.log, &[Event::new(sim.build.inputs[0].clone(), None, None, 0, "application/json", b"1".to_vec())]);
+    for replica in &mut sim.replicas {
+        replica.read_to_end(&sim.log, sim.now_ms);
+    }
+    let [output, _] = streams();
+    let index = sim.log.canonical(&output).len() as u64;
+    let offset = sim.log.append_now(&forged(&output, Some(index))).unwrap();
+    // A replica started now reads the foreign event before it computes that index.
+    let mut late = SimReplica { id: "late".into(), stagger: None, core: None, ..sim.replicas.pop().unwrap() };
+    let (log, rng, faults) = (&sim.log, &mut sim.rng, &mut sim.faults);
+    for replica in &mut sim.replicas {
+        for _ in 0..10_000 {
+            if replica.core.as_ref().unwrap().position() == log.end() {
+                break;
+            }
+            sim.now_ms += 10;
+            replica.work(log, rng, sim.now_ms, faults, false);
+        }
+        let divergence = replica.core.as_ref().unwrap().divergence();
+        let divergence = divergence.unwrap_or_else(|| panic!("seed {seed}: {} did not stop", replica.id));
+        assert_eq!((&divergence.key, divergence.index), (&output, index), "seed {seed}: {}", replica.id);
+        assert_eq!(divergence.canonical_offset, offset, "seed {seed}: {}", replica.id);
+        assert_eq!(divergence.canonical_writer.as_deref(), Some(INTRUDER), "seed {seed}: {}", replica.id);
+    }
+    late.start(log);
+    for _ in 0..10_000 {
+        sim.now_ms += 10;
+        late.work(log, rng, sim.now_ms, faults, false);
+    }
+    let divergence = late.core.as_ref().unwrap().divergence();
+    let divergence = divergence.unwrap_or_else(|| panic!("seed {seed}: the late replica did not stop"));
+    assert_eq!(
+        (&divergence.key, divergence.index, divergence.canonical_offset),
+        (&output, index, offset),
+        "seed {seed}"
+    );
+    assert!(
+        divergence.canonical_writer.as_deref().is_none_or(|w| w == INTRUDER),
+        "seed {seed}: the late replica blames {:?}",
+        divergence.canonical_writer
+    );
+}
+
+#[test]
+fn a_foreign_event_canonical_on_the_output_key_stops_every_replica_naming_its_writer() {
+    quiet_transform_panics();
+    for seed in seeds(4) {
+        run_foreign_seed(seed);
+    }
+}
+
+/// Seed 8 with small records re-sent after 300 ms: replica r2 catches up with a backlog
+/// over `pending_events_max` while the simulated producer delivers its records slower than
+/// it re-sends them. A replica that stopped reading while writes were in flight never saw
+/// its groups canonical and re-sent them for ever; one that defers inputs reads on.
+#[test]
+fn a_backlog_in_small_records_delivered_slowly_settles() {
+    quiet_transform_panics();
+    let mut sim = Sim::new(8);
+    assert!(sim.scale.is_some(), "seed 8 has small records");
+    for replica in &mut sim.replicas {
+        replica.scale = replica.scale.map(|scale| Scale { resend_after_ms: 300, ..scale });
+        replica.start(&sim.log);
+    }
+    sim.run_faults();
+    sim.quiesce();
+    sim.check();
 }
