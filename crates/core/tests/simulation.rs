@@ -1,6 +1,8 @@
 //! Deterministic simulation: racing replicas on the in-memory log under a seeded scheduler
-//! with crashes, restarts, stalls, lost and reordered deliveries, spells in which every write
-//! of one replica fails, poison inputs, malformed records, foreign duplicates on the DET's
+//! with crashes, restarts, stalls, lost and reordered deliveries, deliveries reported failed
+//! that landed, a dead run's records landing after its successor re-sent them, spells in
+//! which every write of one replica fails (in some seeds, all through the faults), poison
+//! inputs, malformed records, foreign duplicates on the DET's
 //! streams, and rolling restarts onto a build with a new `version()`. Seeds read one to
 //! three input keys, interleaved; a quarter run with a digest window of a few digests and
 //! records of a few hundred bytes, so the window wraps and writes split. Half take
@@ -258,6 +260,10 @@ struct Faults {
     foreign_duplicates: u64,
     /// Replicas restarted onto a build with a new version.
     upgrades: u64,
+    /// Deliveries reported failed whose record landed.
+    landed_failures: u64,
+    /// Seeds in which one replica's every write fails until the faults end.
+    always_failing_seeds: u64,
     /// Snapshots stored, replicas restarted from one, and snapshots checked against the
     /// stored one at their position.
     snapshots: u64,
@@ -285,6 +291,8 @@ impl Faults {
         self.foreign_duplicates += f.foreign_duplicates;
         self.upgrades += f.upgrades;
         self.snapshots += f.snapshots;
+        self.landed_failures += f.landed_failures;
+        self.always_failing_seeds += f.always_failing_seeds;
         self.restores += f.restores;
         self.snapshot_checks += f.snapshot_checks;
         self.multi_key_seeds += f.multi_key_seeds;
@@ -314,6 +322,8 @@ struct SimReplica {
     store: Rc<RefCell<Store>>,
     /// Whether its current run resumed from a snapshot.
     resumed: bool,
+    /// Records of a dead run still on their way to the log.
+    late: Vec<Record>,
 }
 
 /// The first snapshot stored at each position, as the snapshot store keeps it.
@@ -392,6 +402,11 @@ impl SimReplica {
                 if let Some((write_id, record)) = self.in_flight.pop_front() {
                     if now_ms < self.failing_until_ms || allow_faults && rng.chance(8) {
                         faults.failed_deliveries += 1;
+                        // A timeout reported after the record made it after all.
+                        if allow_faults && rng.chance(20) {
+                            faults.landed_failures += 1;
+                            log.append_now(&record).unwrap();
+                        }
                         core.on_delivery(write_id, Err(()));
                         // A driver polls right after a delivery: a failure never makes the
                         // replica write again at once, so a write that keeps failing cannot spin.
@@ -409,6 +424,10 @@ impl SimReplica {
         if !self.lost.is_empty() && (!allow_faults || rng.chance(5)) {
             core.on_delivery(self.lost.remove(0), Err(()));
         }
+        // A dead session's records land late, after its successor may have sent them again.
+        if !self.late.is_empty() && (!allow_faults || rng.chance(10)) {
+            log.append_now(&self.late.remove(0)).unwrap();
+        }
         // A driver that sleeps to the core's deadline would call `on_timeout` only once it
         // passed: a re-send must never come before its deadline.
         let due = core.poll_timeout_ms().is_some_and(|at| at <= now_ms);
@@ -418,10 +437,13 @@ impl SimReplica {
     }
 
     fn crash(&mut self, log: &MemoryLog, rng: &mut Rng) {
-        // A dying producer: each queued record either made it whole or not at all.
+        // A dying producer: each queued record either made it whole or not at all, now or
+        // (the broker still holding it) later, after the replica came back.
         for (_, record) in self.in_flight.drain(..) {
-            if rng.chance(50) {
-                log.append_now(&record).unwrap();
+            match rng.below(4) {
+                0 => log.append_now(&record).map(drop).unwrap(),
+                1 => self.late.push(record),
+                _ => {}
             }
         }
         self.core = None;
@@ -495,12 +517,19 @@ impl Sim {
                 snapshot_every,
                 store: store.clone(),
                 resumed: false,
+                late: Vec::new(),
             })
             .collect();
         for replica in &mut replicas {
             replica.start(&log);
         }
+        // In some seeds one replica can never write while the faults last.
+        let always_failing = rng.chance(15);
+        if always_failing {
+            replicas[0].failing_until_ms = u64::MAX;
+        }
         let faults = Faults {
+            always_failing_seeds: u64::from(always_failing),
             multi_key_seeds: u64::from(build.inputs.len() > 1),
             small_seeds: u64::from(scale.is_some()),
             ..Faults::default()
@@ -591,7 +620,7 @@ impl Sim {
             }
             let settled = self.replicas.iter().all(|r| {
                 let core = r.core.as_ref().unwrap();
-                r.in_flight.is_empty() && core.is_settled() && core.position() == log.end()
+                r.in_flight.is_empty() && r.late.is_empty() && core.is_settled() && core.position() == log.end()
             });
             quiet_rounds = if settled { quiet_rounds + 1 } else { 0 };
             if quiet_rounds > 5 {
@@ -707,9 +736,9 @@ fn racing_replicas_under_faults_match_a_lone_replica() {
         total.add(&run_seed(seed));
     }
     println!(
-        "simulation: {} seeds, {} records; faults: {} crashes, {} stalls, {} failed deliveries, {} silent losses, {} reordered deliveries, {} spells of failing writes, {} poison inputs, {} malformed records, {} foreign duplicates, {} restarts onto a new version, {} snapshots stored, {} checked, {} restarts from one; {} seeds with several input keys, {} with small limits ({} of them past the digest window); all matched a lone replica",
+        "simulation: {} seeds, {} records; faults: {} crashes, {} stalls, {} failed deliveries, {} silent losses, {} reordered deliveries, {} spells of failing writes, {} poison inputs, {} malformed records, {} foreign duplicates, {} failed deliveries that landed, {} seeds with a replica that never writes, {} restarts onto a new version, {} snapshots stored, {} checked, {} restarts from one; {} seeds with several input keys, {} with small limits ({} of them past the digest window); all matched a lone replica",
         seeds.len(), total.records, total.crashes, total.stalls, total.failed_deliveries, total.silent_losses, total.reorders, total.failing_spells, total.poison,
-        total.malformed, total.foreign_duplicates, total.upgrades, total.snapshots, total.snapshot_checks, total.restores, total.multi_key_seeds, total.small_seeds, total.window_wraps
+        total.malformed, total.foreign_duplicates, total.landed_failures, total.always_failing_seeds, total.upgrades, total.snapshots, total.snapshot_checks, total.restores, total.multi_key_seeds, total.small_seeds, total.window_wraps
     );
     assert!(
         total.crashes > 0
@@ -720,6 +749,8 @@ fn racing_replicas_under_faults_match_a_lone_replica() {
             && total.foreign_duplicates > 0
             && total.upgrades > 0
             && total.restores > 0
+            && total.landed_failures > 0
+            && total.always_failing_seeds > 0
             && total.multi_key_seeds > 0
             && total.window_wraps > 0
             || seeds.len() < 10
