@@ -358,7 +358,7 @@ impl SimReplica {
         self.core = Some(match newest.filter(|_| store.restores < store.stored.len() as u64) {
             Some(snapshot) => {
                 store.restores += 1;
-                ReplicaCore::restore(transform, config, &snapshot, log.end()).expect("a snapshot of this DET")
+                ReplicaCore::restore(transform, config, &snapshot, log.end()).ok().expect("a snapshot of this DET")
             }
             None => ReplicaCore::new(transform, config, log.end()),
         });

@@ -95,7 +95,7 @@ fn a_replica_restored_from_a_snapshot_writes_what_a_replay_from_the_start_writes
     assert_eq!(taken.iter().map(|s| s.inputs).collect::<Vec<_>>(), [20, 30, 40, 50]);
     publish(&log, 50, 100);
     let snapshot = Snapshot::decode(&taken[2].encode(), Some(Snapshot::digest_of(&taken[2].encode()))).unwrap();
-    let mut restored = ReplicaCore::restore(Sum::default(), config("restored"), &snapshot, log.end()).unwrap();
+    let mut restored = ReplicaCore::restore(Sum::default(), config("restored"), &snapshot, log.end()).ok().unwrap();
     assert!(matches!(restored.phase(), Phase::CatchingUp { .. }));
     drive(&mut restored, &log);
     assert!(restored.divergence().is_none(), "{:?}", restored.divergence());
@@ -114,7 +114,7 @@ fn a_snapshot_holding_groups_not_yet_canonical_writes_them_after_a_restore() {
     first.on_fetched(&records, log.end());
     let snapshot = first.poll_snapshot().expect("a snapshot after 10 inputs");
     assert_eq!(snapshot.pending.len(), 10, "all ten groups are in it, none canonical yet");
-    let mut restored = ReplicaCore::restore(Sum::default(), config("restored"), &snapshot, log.end()).unwrap();
+    let mut restored = ReplicaCore::restore(Sum::default(), config("restored"), &snapshot, log.end()).ok().unwrap();
     drive(&mut restored, &log);
     let reference = MemoryLog::new();
     publish(&reference, 0, 10);
@@ -158,7 +158,7 @@ fn a_snapshot_of_another_det_or_build_is_refused_with_why() {
     let (_, taken) = run_collecting(&log, Sum::default(), "a");
     let mut foreign = taken[0].clone();
     foreign.transformer = "other".into();
-    let error = ReplicaCore::restore(Sum::default(), config("r"), &foreign, 0).err().expect("refused");
+    let (_, error) = ReplicaCore::restore(Sum::default(), config("r"), &foreign, 0).err().expect("refused");
     assert!(error.to_string().contains("of `other`, not of `sum`"), "{error}");
     let mut resubscribed = taken[0].clone();
     resubscribed.input_counts[0].0 = "letters".into();

@@ -496,13 +496,52 @@ impl<T: Transform> ReplicaCore<T> {
 
     /// A replica resumed from `snapshot` (taken by a replica of the same DET): it reads on from
     /// the snapshot's position and writes nothing until it reaches `catch_up_until`. The
-    /// groups the snapshot holds are written then unless read canonical first.
+    /// groups the snapshot holds are written then unless read canonical first. A snapshot it
+    /// cannot resume from gives the transform back, as it was if its `restore_state` leaves
+    /// the state alone on failure (as it must), for an older snapshot or a start from 0.
     pub fn restore(
         mut transform: T,
         config: ReplicaConfig,
         snapshot: &Snapshot,
         catch_up_until: Offset,
-    ) -> Result<Self, SnapshotError> {
+    ) -> Result<Self, (T, SnapshotError)> {
+        if let Err(error) = Self::check_restorable(&transform, snapshot) {
+            return Err((transform, error));
+        }
+        let restored =
+            snapshot.state().and_then(|state| transform.restore_state(&state).map_err(SnapshotError::Invalid));
+        if let Err(error) = restored {
+            return Err((transform, error));
+        }
+        let mut core = Self::new(transform, config, catch_up_until);
+        let counts = [
+            (core.output_key.clone(), snapshot.own_counts.output),
+            (core.dead_letter_key.clone(), snapshot.own_counts.dead_letters),
+        ];
+        core.own = CanonicalRule::resumed(core.config.digest_window, snapshot.position, &counts);
+        core.own_next = snapshot.position;
+        core.inputs = InputPosition { offset: snapshot.position, event: 0 };
+        core.input_counts = snapshot.input_counts.iter().map(|(_, count)| *count).collect();
+        core.next_index = [snapshot.next_index.output, snapshot.next_index.dead_letters];
+        core.inputs_applied = snapshot.inputs;
+        let every = core.config.snapshot_every_inputs.filter(|every| *every > 0).unwrap_or(u64::MAX);
+        core.next_snapshot_at = (snapshot.inputs / every).saturating_add(1).saturating_mul(every);
+        let pending = snapshot.pending_events(&core.output_key).expect("checked before");
+        for (dead_letter, events) in pending {
+            let slot = if dead_letter { DEAD_LETTER } else { OUTPUT };
+            let first_index = events.first().and_then(|e| e.index).unwrap_or(core.next_index[slot]);
+            let count = core.own.count(core.key_of(slot));
+            core.queue(Group { slot, first_index, events, send: SendState::Unsent }, count);
+        }
+        if catch_up_until <= snapshot.position {
+            core.phase = Phase::Live;
+        }
+        Ok(core)
+    }
+
+    /// Why `transform` cannot resume from `snapshot`, if it cannot: another DET's, another
+    /// build's subscriptions, or pending events that do not read back.
+    fn check_restorable(transform: &T, snapshot: &Snapshot) -> Result<(), SnapshotError> {
         if snapshot.transformer != transform.name() {
             return Err(SnapshotError::Invalid(format!(
                 "it is of `{}`, not of `{}`",
@@ -517,30 +556,8 @@ impl<T: Transform> ReplicaCore<T> {
                 "it was taken by a build subscribed to {saved:?}; this one subscribes to {subscriptions:?}"
             )));
         }
-        transform.restore_state(&snapshot.state()?).map_err(SnapshotError::Invalid)?;
-        let mut core = Self::new(transform, config, catch_up_until);
-        let counts = [
-            (core.output_key.clone(), snapshot.own_counts.output),
-            (core.dead_letter_key.clone(), snapshot.own_counts.dead_letters),
-        ];
-        core.own = CanonicalRule::resumed(core.config.digest_window, snapshot.position, &counts);
-        core.own_next = snapshot.position;
-        core.inputs = InputPosition { offset: snapshot.position, event: 0 };
-        core.input_counts = snapshot.input_counts.iter().map(|(_, count)| *count).collect();
-        core.next_index = [snapshot.next_index.output, snapshot.next_index.dead_letters];
-        core.inputs_applied = snapshot.inputs;
-        let every = core.config.snapshot_every_inputs.filter(|every| *every > 0).unwrap_or(u64::MAX);
-        core.next_snapshot_at = (snapshot.inputs / every).saturating_add(1).saturating_mul(every);
-        for (dead_letter, events) in snapshot.pending_events(&core.output_key)? {
-            let slot = if dead_letter { DEAD_LETTER } else { OUTPUT };
-            let first_index = events.first().and_then(|e| e.index).unwrap_or(core.next_index[slot]);
-            let count = core.own.count(core.key_of(slot));
-            core.queue(Group { slot, first_index, events, send: SendState::Unsent }, count);
-        }
-        if catch_up_until <= snapshot.position {
-            core.phase = Phase::Live;
-        }
-        Ok(core)
+        let output = EventSourceKey::new(transform.name()).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+        snapshot.pending_events(&output).map(drop)
     }
 
     /// Applies fetched records (in offset order, from [`ReplicaCore::position`] on) and
