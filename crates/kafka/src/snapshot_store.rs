@@ -291,7 +291,7 @@ pub enum LoadError {
         #[source]
         source: SnapshotError,
     },
-    /// The read made no progress for [`READ_STALL_MS_MAX`] ms.
+    /// The read made no progress for 30 s (`READ_STALL_MS_MAX`).
     #[error("reading the snapshots topic stalled at offset {offset}")]
     Stalled {
         /// Where the reader stood.
