@@ -7,10 +7,17 @@ verdict counts per key, the number of malformed records, and every canonical eve
 [offset, key, index, digest]. The integration test `interop_python` compares this with the
 Rust reader's verdicts.
 
+It also reads snapshots (docs/RECORD_FORMAT.md, "Snapshots"): the newest one of a DET that
+loads, found through the index topic, its chunks read with a fresh canonical rule from the
+manifest's offset, reassembled and checked against the manifest's digest; a corrupt or
+missing one falls back to the one before. It prints {"skipped": [positions that did not
+load], "manifest": ..., "snapshot": ...} (both null when none loads).
+
 Usage:
   reader.py BOOTSTRAP TOPIC [DIGEST_WINDOW]    read the log, keeping DIGEST_WINDOW digests per
                                                key (at least 65536 to follow the format)
   reader.py vectors SPEC       check the worked examples of SPEC (docs/RECORD_FORMAT.md)
+  reader.py snapshot BOOTSTRAP LOG_TOPIC DET   read DET's newest snapshot of the log on LOG_TOPIC
 """
 import collections
 import hashlib
@@ -112,7 +119,7 @@ def decode(kafka_key, value):
         payload = r.take(r.u32())
         if digest(cause, effective, content_type, payload) != stored:
             raise Malformed("digest")
-        events.append((key, index, stored))
+        events.append((key, index, stored, payload))
     if r.at != len(value):
         raise Malformed("trailing bytes")
     if kafka_key is None or kafka_key != source.encode("ascii"):
@@ -131,12 +138,14 @@ class Rule:
         self.rejected_unseen = 0
 
     def apply(self, offset, kafka_key, value):
+        """Judges the record's events; returns the canonical ones as (key, index, payload)."""
         try:
             events = decode(kafka_key, value)
         except Malformed:
             self.malformed += 1
-            return
-        for key, index, event_digest in events:
+            return []
+        canonical = []
+        for key, index, event_digest, payload in events:
             count = self.counts.get(key, 0)
             if key not in self.stats and index is not None and index > 0:
                 self.rejected_unseen += 1
@@ -149,6 +158,7 @@ class Rule:
                 window.append(event_digest)
                 s["canonical"] += 1
                 self.canonical.append([offset, key, i, event_digest.hex()])
+                canonical.append((key, i, payload))
             elif i < count:
                 # The deque holds indexes count - len(window) .. count - 1.
                 behind = count - i
@@ -158,6 +168,7 @@ class Rule:
                     s["duplicates"] += 1
             else:
                 s["rejected"] += 1
+        return canonical
 
 
 def spec_vector(spec, name):
@@ -179,9 +190,9 @@ def check_vectors(path):
     assert digest(None, -1, "", b"") == spec_vector(spec, "digest-without-cause")
     key, value = spec_vector(spec, "record-key"), spec_vector(spec, "record-value")
     events = decode(key, value)
-    assert [(k, i, d.hex()) for k, i, d in events][0] == (
+    assert [(k, i, d.hex()) for k, i, d, _ in events][0] == (
         "matching-engine", 7, spec_vector(spec, "digest-with-cause").hex()), events
-    assert [(k, i) for k, i, _ in events] == [("matching-engine", 7), ("matching-engine", 8)], events
+    assert [(k, i) for k, i, _, _ in events] == [("matching-engine", 7), ("matching-engine", 8)], events
     for bad_key in [None, b"", b"matching-engine ", b"orders"]:
         try:
             decode(bad_key, value)
@@ -195,7 +206,8 @@ def check_vectors(path):
     print("the spec's worked examples check")
 
 
-def read(bootstrap, topic, window):
+def records(bootstrap, topic, start):
+    """(offset, Kafka key, value) of partition 0 of `topic` from `start` to its end."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({
@@ -205,26 +217,91 @@ def read(bootstrap, topic, window):
         "isolation.level": "read_committed",
     })
     _, end = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-    consumer.assign([TopicPartition(topic, 0, 0)])
+    consumer.assign([TopicPartition(topic, 0, start)])
+    position = start
+    try:
+        while position < end:
+            message = consumer.poll(5.0)
+            if message is None:
+                position = max(position, consumer.position([TopicPartition(topic, 0)])[0].offset)
+                continue
+            if message.error():
+                continue
+            position = message.offset() + 1
+            yield message.offset(), message.key(), message.value()
+    finally:
+        consumer.close()
+
+
+def read(bootstrap, topic, window):
     rule = Rule(window)
-    position = 0
-    while position < end:
-        message = consumer.poll(5.0)
-        if message is None:
-            position = consumer.position([TopicPartition(topic, 0)])[0].offset
-            continue
-        if message.error():
-            continue
-        position = message.offset() + 1
-        rule.apply(message.offset(), message.key(), message.value())
-    consumer.close()
+    for offset, key, value in records(bootstrap, topic, 0):
+        rule.apply(offset, key, value)
     json.dump({"malformed": rule.malformed, "rejected_on_unseen_keys": rule.rejected_unseen,
                "keys": rule.stats, "canonical": rule.canonical}, sys.stdout)
+
+
+SNAPSHOT_FORMAT = 1
+MANIFEST_FIELDS = ["transformer", "position", "inputs", "chunks", "bytes", "digest"]
+
+
+def snapshot_from_chunks(manifest, chunks):
+    """The snapshot (a dict) from its chunk payloads in index order, checked against its
+    manifest: count, length, SHA-256 of the bytes, format, DET and position."""
+    data = b"".join(chunks)
+    if len(chunks) != manifest["chunks"] or len(data) != manifest["bytes"]:
+        raise Malformed("chunks")
+    if hashlib.sha256(data).hexdigest() != manifest["digest"]:
+        raise Malformed("snapshot digest")
+    snapshot = json.loads(data)
+    if snapshot.get("format") != SNAPSHOT_FORMAT:
+        raise Malformed("snapshot format")
+    if (snapshot["transformer"], snapshot["position"]) != (manifest["transformer"], manifest["position"]):
+        raise Malformed("another snapshot")
+    return snapshot
+
+
+def load_snapshot(bootstrap, log_topic, entry):
+    """The snapshot an index entry names: a fresh rule from the entry's offset on, the key's
+    canonical index 0 (the manifest) there, then its chunks at indexes 1..chunks."""
+    key = f"{entry['transformer']}.snapshot.{entry['position']}"
+    wanted = entry["chunks"] + 1
+    rule, found = Rule(1), []
+    for offset, kafka_key, value in records(bootstrap, f"{log_topic}.snapshots", entry["offset"]):
+        for event_key, _, payload in rule.apply(offset, kafka_key, value):
+            if event_key == key and len(found) < wanted:
+                found.append((offset, payload))
+        if len(found) == wanted:
+            break
+    if not found or found[0][0] != entry["offset"]:
+        raise Malformed("no manifest at the offset")
+    manifest = json.loads(found[0][1])
+    if manifest != {field: entry[field] for field in MANIFEST_FIELDS}:
+        raise Malformed("another manifest")
+    return snapshot_from_chunks(manifest, [payload for _, payload in found[1:]])
+
+
+def read_snapshot(bootstrap, log_topic, det):
+    entries = []
+    for _, key, value in records(bootstrap, f"{log_topic}.snapshot-index", 0):
+        if key == det.encode("utf-8"):
+            entries = json.loads(value)
+    result = {"skipped": [], "manifest": None, "snapshot": None}
+    for entry in sorted(entries, key=lambda e: e["position"], reverse=True):
+        try:
+            result["snapshot"] = load_snapshot(bootstrap, log_topic, entry)
+            result["manifest"] = entry
+            break
+        except (Malformed, ValueError, KeyError):
+            result["skipped"].append(entry["position"])
+    json.dump(result, sys.stdout)
 
 
 def main():
     if sys.argv[1] == "vectors":
         check_vectors(sys.argv[2])
+    elif sys.argv[1] == "snapshot":
+        read_snapshot(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
         read(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else DIGEST_WINDOW)
 

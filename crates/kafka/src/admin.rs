@@ -1,4 +1,6 @@
-//! Creating and checking the log's topic.
+//! Creating and checking the log's topic, and the two snapshot topics beside it
+//! (`snapshot_store`): `<log>.snapshots`, laid out like the log, and the compacted
+//! `<log>.snapshot-index`.
 //!
 //! The rules are a pure function of what the cluster reports ([`TopicFacts`]), so they are
 //! tested without a broker; the functions around them talk to Kafka.
@@ -12,6 +14,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::client::{blocking, classify, creation_error, KafkaLogConfig};
 use crate::error::{LayoutProblem, LogError};
+use crate::snapshot_store;
 
 /// How long an admin request may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -60,8 +63,6 @@ pub fn check_layout(facts: &TopicFacts) -> Result<(), LogError> {
 
 /// The first layout rule `facts` breaks, if any.
 fn layout_problem(facts: &TopicFacts) -> Option<LayoutProblem> {
-    let (wanted_replication, wanted_insync) = wanted_replication(facts.brokers);
-    let brokers = facts.brokers;
     if facts.partitions != 1 {
         Some(LayoutProblem::Partitions { partitions: facts.partitions })
     } else if facts.cleanup_policy.split(',').any(|p| p.trim() == "compact") {
@@ -70,7 +71,32 @@ fn layout_problem(facts: &TopicFacts) -> Option<LayoutProblem> {
         Some(LayoutProblem::RetentionTime { retention_ms: facts.retention_ms })
     } else if facts.retention_bytes != -1 {
         Some(LayoutProblem::RetentionSize { retention_bytes: facts.retention_bytes })
-    } else if brokers >= 3 && facts.replication_factor < wanted_replication {
+    } else {
+        replication_problem(facts)
+    }
+}
+
+/// Checks the snapshot index's layout: one partition, compacted (its readers read it whole:
+/// compaction keeps that to one record per DET), replicated like the log.
+pub fn check_index_layout(facts: &TopicFacts) -> Result<(), LogError> {
+    let problem = if facts.partitions != 1 {
+        Some(LayoutProblem::Partitions { partitions: facts.partitions })
+    } else if !facts.cleanup_policy.split(',').any(|p| p.trim() == "compact") {
+        Some(LayoutProblem::NotCompacted { cleanup_policy: facts.cleanup_policy.clone() })
+    } else {
+        replication_problem(facts)
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => Err(LogError::TopicLayout { topic: facts.topic.clone(), problem }),
+    }
+}
+
+/// The replication rule `facts` breaks, if any.
+fn replication_problem(facts: &TopicFacts) -> Option<LayoutProblem> {
+    let (wanted_replication, wanted_insync) = wanted_replication(facts.brokers);
+    let brokers = facts.brokers;
+    if brokers >= 3 && facts.replication_factor < wanted_replication {
         Some(LayoutProblem::ReplicationFactor {
             replication_factor: facts.replication_factor,
             brokers,
@@ -171,6 +197,61 @@ pub async fn check_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogError
 
 /// Creates the log's topic with the right layout, or checks it if it exists already.
 pub async fn create_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogError> {
+    let settings = [("cleanup.policy", "delete"), ("retention.ms", "-1"), ("retention.bytes", "-1")];
+    create_then(config, &settings, Layout::Log).await
+}
+
+/// What the cluster says about the two snapshot topics of a log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotTopicsFacts {
+    /// `<log>.snapshots`: the chunks.
+    pub snapshots: TopicFacts,
+    /// `<log>.snapshot-index`: the index.
+    pub index: TopicFacts,
+}
+
+/// Checks the snapshot index topic of `index` (its own configuration, see
+/// `snapshot_store::index_config`).
+pub async fn check_index_topic(index: &KafkaLogConfig) -> Result<TopicFacts, LogError> {
+    let facts = describe_topic(index).await?;
+    check_index_layout(&facts)?;
+    Ok(facts)
+}
+
+/// Checks that the snapshot topics of the log of `config` exist with their layouts.
+pub async fn check_snapshot_topics(config: &KafkaLogConfig) -> Result<SnapshotTopicsFacts, LogError> {
+    let snapshots = check_topic(&snapshot_store::snapshots_config(config)).await?;
+    let index = check_index_topic(&snapshot_store::index_config(config)).await?;
+    Ok(SnapshotTopicsFacts { snapshots, index })
+}
+
+/// Creates the snapshot topics of the log of `config`, or checks those that exist: the
+/// snapshots topic laid out like the log (a snapshot must outlive the log it lets readers
+/// skip), the index compacted.
+pub async fn create_snapshot_topics(config: &KafkaLogConfig) -> Result<SnapshotTopicsFacts, LogError> {
+    let log_settings = [("cleanup.policy", "delete"), ("retention.ms", "-1"), ("retention.bytes", "-1")];
+    let snapshots = create_then(&snapshot_store::snapshots_config(config), &log_settings, Layout::Log).await?;
+    let index_settings = [("cleanup.policy", "compact")];
+    let index = create_then(&snapshot_store::index_config(config), &index_settings, Layout::Index).await?;
+    Ok(SnapshotTopicsFacts { snapshots, index })
+}
+
+/// Which layout a created topic is checked against.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// The log's, and the snapshots topic's.
+    Log,
+    /// The snapshot index's.
+    Index,
+}
+
+/// Creates `config`'s topic with one partition, the replication the cluster calls for and
+/// `settings`, then waits until it has `layout`.
+async fn create_then(
+    config: &KafkaLogConfig,
+    settings: &[(&str, &str)],
+    layout: Layout,
+) -> Result<TopicFacts, LogError> {
     let admin = Arc::new(admin_client(config)?);
     let metadata = {
         let admin = admin.clone();
@@ -179,10 +260,11 @@ pub async fn create_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogErro
     .map_err(|e| unreachable_broker(config, e))?;
     let (replication, min_insync) = wanted_replication(metadata.brokers().len());
     let min_insync = min_insync.to_string();
-    let topic = NewTopic::new(&config.topic, 1, TopicReplication::Fixed(replication as i32))
-        .set("cleanup.policy", "delete")
-        .set("retention.ms", "-1")
-        .set("retention.bytes", "-1")
+    let topic = settings
+        .iter()
+        .fold(NewTopic::new(&config.topic, 1, TopicReplication::Fixed(replication as i32)), |topic, (name, value)| {
+            topic.set(name, value)
+        })
         .set("min.insync.replicas", &min_insync);
     let results = admin
         .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT)))
@@ -197,7 +279,11 @@ pub async fn create_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogErro
     // Metadata may lag creation by a moment: the topic is missing, or has no leader yet.
     let mut last = None;
     for _ in 0..50 {
-        match check_topic(config).await {
+        let checked = match layout {
+            Layout::Log => check_topic(config).await,
+            Layout::Index => check_index_topic(config).await,
+        };
+        match checked {
             Ok(facts) => return Ok(facts),
             Err(error)
                 if matches!(error, LogError::TopicMissing { .. })
@@ -284,6 +370,22 @@ mod tests {
         let (problem, message) = refusal(TopicFacts { min_insync_replicas: 1, ..good(3) });
         assert_eq!(problem, LayoutProblem::MinInsyncReplicas { min_insync_replicas: 1, brokers: 3, wanted: 2 });
         assert!(message.contains("min.insync.replicas=2"), "{message}");
+    }
+
+    #[test]
+    fn the_snapshot_index_must_be_compacted_and_one_partition() {
+        let index = TopicFacts { cleanup_policy: "compact".into(), ..good(3) };
+        check_index_layout(&index).unwrap();
+        let error = check_index_layout(&TopicFacts { cleanup_policy: "delete".into(), ..index.clone() }).unwrap_err();
+        assert!(
+            matches!(&error, LogError::TopicLayout { problem: LayoutProblem::NotCompacted { cleanup_policy }, .. } if cleanup_policy == "delete"),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("cleanup.policy=compact"), "{error}");
+        let error = check_index_layout(&TopicFacts { partitions: 2, ..index.clone() }).unwrap_err();
+        assert!(matches!(error, LogError::TopicLayout { problem: LayoutProblem::Partitions { partitions: 2 }, .. }));
+        let error = check_index_layout(&TopicFacts { replication_factor: 1, ..index }).unwrap_err();
+        assert!(matches!(error, LogError::TopicLayout { problem: LayoutProblem::ReplicationFactor { .. }, .. }));
     }
 
     #[test]

@@ -219,6 +219,11 @@ pub enum LayoutProblem {
         /// The policy it has.
         cleanup_policy: String,
     },
+    /// `cleanup.policy` lacks compaction, which the snapshot index needs.
+    NotCompacted {
+        /// The policy it has.
+        cleanup_policy: String,
+    },
     /// `retention.ms` is not -1.
     RetentionTime {
         /// The value it has.
@@ -262,6 +267,10 @@ impl LayoutProblem {
             LayoutProblem::Compacted { cleanup_policy } => format!(
                 "topic `{topic}` has cleanup.policy={cleanup_policy} which drops superseded records and breaks replay; set cleanup.policy=delete ({})",
                 alter("cleanup.policy=delete".into())
+            ),
+            LayoutProblem::NotCompacted { cleanup_policy } => format!(
+                "topic `{topic}` has cleanup.policy={cleanup_policy} but the snapshot index must be compacted, or every reader reads each update it ever had; set cleanup.policy=compact ({})",
+                alter("cleanup.policy=compact".into())
             ),
             LayoutProblem::RetentionTime { retention_ms } => format!(
                 "topic `{topic}` has finite retention (retention.ms={retention_ms}), so old events would vanish and replicas could not replay the log; set retention.ms=-1 ({})",

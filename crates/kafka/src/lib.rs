@@ -6,10 +6,12 @@
 //!   the log's API (`write`, `exists_or_write`, `stream_events`) over any backend.
 //! - [`client`]: what every Kafka client shares: properties, and how errors are sorted.
 //! - [`error`]: [`LogError`], the log's errors.
-//! - [`admin`]: creates and checks the log's topic.
+//! - [`admin`]: creates and checks the log's topic and its snapshot topics.
 //! - [`export`]: canonical events to a plain topic, exactly once.
 //! - [`schema_registry`]: the schema registry client.
 //! - [`driver`]: runs a replica's core over a log: fetch, apply, write, retry, shut down.
+//! - [`snapshot_store`]: snapshots chunked on a topic beside the log, found through a
+//!   compacted index.
 //! - [`shutdown`]: the stop signal every long-running task takes.
 //! - [`backoff`]: the one retry schedule, exponential with jitter.
 //!
@@ -26,6 +28,7 @@ pub mod log;
 pub mod schema_decisions;
 pub mod schema_registry;
 pub mod shutdown;
+pub mod snapshot_store;
 
 pub use backoff::Backoff;
 pub use client::{KafkaLogConfig, WriteMode};

@@ -17,7 +17,9 @@ use competing_transformers::codec::SchemaCache;
 use competing_transformers::event::{Event, EventSourceKey, CONTENT_TYPE_JSON};
 use competing_transformers_kafka::export::{ExportConfig, ExportRunOptions, Exporter};
 use competing_transformers_kafka::schema_registry::SchemaRegistry;
-use competing_transformers_kafka::{admin, EventLog, KafkaLog, KafkaLogConfig, Pipeline, Shutdown, WriteOutcome};
+use competing_transformers_kafka::{
+    admin, EventLog, KafkaLog, KafkaLogConfig, LogError, Pipeline, Shutdown, WriteOutcome,
+};
 
 /// The optional config file.
 fn load_config(args: &LogArgs) -> Result<Config, Error> {
@@ -55,7 +57,25 @@ pub(super) async fn topics(args: &LogArgs, create: bool) -> Result<(), Error> {
         facts.cleanup_policy,
         facts.retention_ms,
         facts.retention_bytes
-    ))
+    ))?;
+    snapshot_topics(&config, create).await
+}
+
+/// `topics`' second line: the snapshot topics beside the log. Missing ones are not an error
+/// for `check`: replicas then run without snapshots.
+async fn snapshot_topics(config: &KafkaLogConfig, create: bool) -> Result<(), Error> {
+    let checked =
+        if create { admin::create_snapshot_topics(config).await } else { admin::check_snapshot_topics(config).await };
+    match checked {
+        Ok(facts) => out(format_args!(
+            "snapshot topics `{}` (cleanup.policy={}) and `{}` (cleanup.policy={}): ready for snapshots",
+            facts.snapshots.topic, facts.snapshots.cleanup_policy, facts.index.topic, facts.index.cleanup_policy
+        )),
+        Err(LogError::TopicMissing { topic, .. }) => out(format_args!(
+            "snapshot topic `{topic}` does not exist: replicas run without snapshots and replay the log from its start; create it with `transformer-launcher topics create`"
+        )),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// `publish`: one event per non-empty line.

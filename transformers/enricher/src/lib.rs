@@ -23,6 +23,7 @@
 
 use std::collections::BTreeMap;
 
+use competing_transformers::snapshot::{state_from_bytes, state_to_bytes};
 use competing_transformers::transform::{Input, Outputs, Transform, TransformError};
 use competing_transformers::EventSourceKey;
 use serde::Serialize;
@@ -159,6 +160,20 @@ impl Transform for Enricher {
         });
         Ok(())
     }
+
+    /// The state is the counter per currency, a JSON object ordered by code.
+    fn save_state(&self) -> Option<Vec<u8>> {
+        Some(state_to_bytes(&self.sequences))
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        let sequences: BTreeMap<String, u64> = state_from_bytes(state)?;
+        if let Some(code) = sequences.keys().find(|code| !CURRENCIES.iter().any(|(known, _, _)| known == code)) {
+            return Err(format!("the saved state counts `{code}`, which is not a currency the enricher knows"));
+        }
+        self.sequences = sequences;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -198,6 +213,61 @@ mod tests {
             .map(|e| serde_json::from_slice(&e.payload).unwrap())
             .collect();
         (outputs, letters)
+    }
+
+    /// Each input's output from index `from` on, as written (or why the input failed).
+    fn feed(enricher: &mut Enricher, payloads: &[&str], from: usize) -> Vec<Result<Vec<Vec<u8>>, TransformError>> {
+        let inbound = key(INBOUND_KEY);
+        (from..payloads.len())
+            .map(|index| {
+                let input = Input {
+                    key: &inbound,
+                    index: index as u64,
+                    offset: 2 * index as u64,
+                    effective_time_ms: index as i64,
+                    content_type: "application/json",
+                    payload: payloads[index].as_bytes(),
+                    digest: competing_transformers::Digest([0; 32]),
+                    schemas: &competing_transformers::codec::NO_SCHEMAS,
+                };
+                let mut out = Outputs::default();
+                enricher.apply(&input, &mut out).map(|()| out.into_events().into_iter().map(|e| e.payload).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_enricher_restored_at_any_input_writes_what_one_fed_from_the_start_writes() {
+        let payloads = [
+            r#"{"id":"p1","amount":1250,"currency":"EUR"}"#,
+            r#"{"id":"p2","amount":7,"currency":"KWD"}"#,
+            "{broken",
+            r#"{"id":"p3","amount":500,"currency":"JPY"}"#,
+            r#"{"id":"p4","amount":5,"currency":"EUR"}"#,
+            r#"{"id":"p5","amount":3,"currency":"XXX"}"#,
+            r#"{"id":"p6","amount":99,"currency":"KWD"}"#,
+            r#"{"id":"p7","amount":1,"currency":"EUR"}"#,
+        ];
+        let whole = feed(&mut Enricher::new(), &payloads, 0);
+        for k in 0..=payloads.len() {
+            let mut before = Enricher::new();
+            feed(&mut before, &payloads[..k], 0);
+            let saved = before.save_state().expect("the enricher saves its state");
+            let mut restored = Enricher::new();
+            restored.restore_state(&saved).unwrap();
+            assert_eq!(restored.save_state(), Some(saved), "restored after {k} inputs");
+            assert_eq!(feed(&mut restored, &payloads, k), whole[k..], "restored after {k} inputs");
+        }
+    }
+
+    #[test]
+    fn a_saved_state_counting_an_unknown_currency_is_refused() {
+        let error = Enricher::new().restore_state(br#"{"EUR":2,"XXX":1}"#).unwrap_err();
+        assert!(error.contains("`XXX`"), "{error}");
+        assert!(Enricher::new().restore_state(b"[1]").is_err());
+        let mut enricher = Enricher::new();
+        enricher.restore_state(br#"{"EUR":2}"#).unwrap();
+        assert_eq!(enricher.save_state().unwrap(), br#"{"EUR":2}"#);
     }
 
     #[test]

@@ -36,6 +36,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 
 use competing_transformers::codec::CodecError;
+use competing_transformers::snapshot::{state_from_bytes, state_to_bytes};
 use competing_transformers::transform::{Input, Outputs, Transform, TransformError};
 use competing_transformers::EventSourceKey;
 use serde::{Deserialize, Serialize};
@@ -147,6 +148,22 @@ pub struct Ledger {
     total: u64,
 }
 
+/// The ledger's state as a snapshot saves it (ordered collections only: the same bytes on
+/// every replica). The total is derived from the balances when read back.
+#[derive(Serialize)]
+struct SavedState<'a> {
+    balances: &'a BTreeMap<String, u64>,
+    transfer_ids: &'a BTreeSet<String>,
+}
+
+/// [`SavedState`] read back.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoredState {
+    balances: BTreeMap<String, u64>,
+    transfer_ids: BTreeSet<String>,
+}
+
 impl Default for Ledger {
     fn default() -> Self {
         Self::new()
@@ -255,6 +272,23 @@ impl Transform for Ledger {
         let command: Command =
             serde_json::from_value(value).map_err(|e| CodecError::schema_because(COMMAND_SHAPE, e))?;
         out.emit_json(&self.execute(command)?);
+        Ok(())
+    }
+
+    fn save_state(&self) -> Option<Vec<u8>> {
+        Some(state_to_bytes(&SavedState { balances: &self.balances, transfer_ids: &self.transfer_ids }))
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        let restored: RestoredState = state_from_bytes(state)?;
+        let total = restored
+            .balances
+            .values()
+            .try_fold(0u64, |sum, balance| sum.checked_add(*balance).filter(|total| *total <= TOTAL_MAX))
+            .ok_or_else(|| format!("the saved balances add up to more than {TOTAL_MAX}"))?;
+        self.balances = restored.balances;
+        self.transfer_ids = restored.transfer_ids;
+        self.total = total;
         Ok(())
     }
 }

@@ -169,4 +169,54 @@ proptest! {
         prop_assert_eq!(ledger.balances(), &balances);
         prop_assert_eq!(ledger.total(), opened);
     }
+
+    /// A ledger restored from the state saved after the first `k` commands, fed the rest,
+    /// writes what one fed every command from the start writes, byte for byte.
+    #[test]
+    fn a_restored_ledger_writes_what_one_fed_from_the_start_writes(
+        commands in proptest::collection::vec(command(), 1..120),
+        cut in any::<proptest::sample::Index>(),
+    ) {
+        let payloads: Vec<Vec<u8>> = commands.iter().map(|c| c.to_string().into_bytes()).collect();
+        let k = cut.index(payloads.len() + 1);
+        let whole = feed(&mut Ledger::new(), &payloads, 0);
+        let mut before = Ledger::new();
+        feed(&mut before, &payloads[..k], 0);
+        let saved = before.save_state().expect("the ledger saves its state");
+        let mut restored = Ledger::new();
+        restored.restore_state(&saved).unwrap();
+        prop_assert_eq!(restored.total(), before.total());
+        prop_assert_eq!(restored.save_state(), Some(saved));
+        prop_assert_eq!(&feed(&mut restored, &payloads, k)[..], &whole[k..]);
+    }
+}
+
+/// Each command's output from index `from` on, as written (or why the command failed).
+fn feed(ledger: &mut Ledger, payloads: &[Vec<u8>], from: usize) -> Vec<Result<Vec<Vec<u8>>, TransformError>> {
+    let transfers = key(TRANSFERS_KEY);
+    (from..payloads.len())
+        .map(|index| {
+            let input = Input {
+                key: &transfers,
+                index: index as u64,
+                offset: index as u64,
+                effective_time_ms: 0,
+                content_type: "application/json",
+                payload: &payloads[index],
+                digest: competing_transformers::Digest([0; 32]),
+                schemas: &competing_transformers::codec::NO_SCHEMAS,
+            };
+            let mut out = Outputs::default();
+            ledger.apply(&input, &mut out).map(|()| out.into_events().into_iter().map(|e| e.payload).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn a_saved_state_holding_more_money_than_the_ledger_may_is_refused() {
+    let too_much = format!(r#"{{"balances":{{"a":{TOTAL_MAX},"b":1}},"transfer_ids":[]}}"#);
+    let error = Ledger::new().restore_state(too_much.as_bytes()).unwrap_err();
+    assert!(error.contains("more than"), "{error}");
+    let error = Ledger::new().restore_state(br#"{"balances":{}}"#).unwrap_err();
+    assert!(error.contains("does not read back"), "{error}");
 }

@@ -5,10 +5,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 use crate::messages::Side;
 
 /// A limit order waiting in the book.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct RestingOrder {
     /// The id its owner gave it.
     pub order_id: String,
@@ -46,8 +48,9 @@ pub struct Level {
     pub quantity: u64,
 }
 
-/// Resting orders of both sides, matched in price-time priority.
-#[derive(Clone, Default, Debug)]
+/// Resting orders of both sides, matched in price-time priority. Serialized as part of the
+/// engine's snapshot state.
+#[derive(Clone, Default, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderBook {
     bids: BTreeMap<u64, VecDeque<RestingOrder>>,
     asks: BTreeMap<u64, VecDeque<RestingOrder>>,
@@ -168,6 +171,34 @@ impl OrderBook {
             }
         }
         fills
+    }
+
+    /// Whether the book keeps its invariants: every order rests once, on its own side and
+    /// price, with lots left; no level is empty; the index of locations names exactly the
+    /// resting orders; the book is not crossed. A restored book is checked before it is used.
+    pub fn check(&self) -> Result<(), String> {
+        let mut orders = 0;
+        for side in [Side::Buy, Side::Sell] {
+            for (price, level) in self.levels(side) {
+                if level.is_empty() {
+                    return Err(format!("the {side:?} level at {price} is empty"));
+                }
+                for order in level {
+                    orders += 1;
+                    let located = self.locations.get(&order.order_id) == Some(&(side, *price));
+                    if order.side != side || order.price != *price || order.remaining == 0 || !located {
+                        return Err(format!("order `{}` does not rest where the book says", order.order_id));
+                    }
+                }
+            }
+        }
+        if orders != self.locations.len() {
+            return Err(format!("{} orders rest but {} are located", orders, self.locations.len()));
+        }
+        if self.is_crossed() {
+            return Err("the book is crossed".into());
+        }
+        Ok(())
     }
 
     fn levels(&self, side: Side) -> &BTreeMap<u64, VecDeque<RestingOrder>> {

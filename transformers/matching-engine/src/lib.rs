@@ -38,8 +38,10 @@ pub mod messages;
 
 use std::collections::BTreeSet;
 
+use competing_transformers::snapshot::{state_from_bytes, state_to_bytes};
 use competing_transformers::transform::{Input, Outputs, Transform, TransformError};
 use competing_transformers::EventSourceKey;
+use serde::{Deserialize, Serialize};
 
 pub use book::{Fill, Level, OrderBook, RestingOrder};
 pub use messages::{CancelReason, Command, RejectReason, Report, Side};
@@ -178,6 +180,24 @@ impl MatchingEngine {
     }
 }
 
+/// The engine's state as a snapshot saves it (ordered collections only: the same bytes on
+/// every replica).
+#[derive(Serialize)]
+struct SavedState<'a> {
+    book: &'a OrderBook,
+    order_ids: &'a BTreeSet<String>,
+    next_trade_id: u64,
+}
+
+/// [`SavedState`] read back.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoredState {
+    book: OrderBook,
+    order_ids: BTreeSet<String>,
+    next_trade_id: u64,
+}
+
 impl Default for MatchingEngine {
     fn default() -> Self {
         Self::new()
@@ -205,6 +225,20 @@ impl Transform for MatchingEngine {
         for report in self.execute(input.decode()?)? {
             out.emit_value(&report)?;
         }
+        Ok(())
+    }
+
+    fn save_state(&self) -> Option<Vec<u8>> {
+        let state = SavedState { book: &self.book, order_ids: &self.order_ids, next_trade_id: self.next_trade_id };
+        Some(state_to_bytes(&state))
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        let restored: RestoredState = state_from_bytes(state)?;
+        restored.book.check().map_err(|why| format!("the saved order book is inconsistent: {why}"))?;
+        self.book = restored.book;
+        self.order_ids = restored.order_ids;
+        self.next_trade_id = restored.next_trade_id;
         Ok(())
     }
 }

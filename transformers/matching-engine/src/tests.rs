@@ -294,4 +294,54 @@ proptest! {
             prop_assert_eq!(first_out.into_events(), second_out.into_events());
         }
     }
+
+    #[test]
+    fn an_engine_restored_from_saved_state_writes_what_one_fed_from_the_start_writes(
+        commands in prop::collection::vec(command(), 1..120),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let payloads: Vec<Vec<u8>> = commands.iter().map(|c| c.to_string().into_bytes()).collect();
+        let k = cut.index(payloads.len() + 1);
+        let mut first = MatchingEngine::new();
+        let whole = feed(&mut first, &payloads, 0);
+        let mut before = MatchingEngine::new();
+        feed(&mut before, &payloads[..k], 0);
+        let saved = before.save_state().expect("the engine saves its state");
+        let mut restored = MatchingEngine::new();
+        restored.restore_state(&saved).unwrap();
+        prop_assert_eq!(restored.save_state(), Some(saved), "the state reads back to the same bytes");
+        prop_assert_eq!(&feed(&mut restored, &payloads, k)[..], &whole[k..]);
+    }
+}
+
+/// Each input's outputs from index `from` on, as written (or why the input failed).
+fn feed(engine: &mut MatchingEngine, payloads: &[Vec<u8>], from: usize) -> Vec<Result<Vec<Vec<u8>>, TransformError>> {
+    let key = EventSourceKey::new("orders").unwrap();
+    (from..payloads.len())
+        .map(|index| {
+            let mut out = Outputs::default();
+            engine
+                .apply(&input(&key, index as u64, &payloads[index]), &mut out)
+                .map(|()| out.into_events().into_iter().map(|e| e.payload).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn a_saved_state_that_breaks_the_books_invariants_is_refused() {
+    let mut engine = MatchingEngine::new();
+    apply(&mut engine, limit("s1", "sell", 100, 5));
+    apply(&mut engine, limit("b1", "buy", 99, 5));
+    let saved = String::from_utf8(engine.save_state().unwrap()).unwrap();
+    // The bid moved above the ask: a crossed book.
+    let crossed = saved
+        .replace(r#""price":99"#, r#""price":101"#)
+        .replace(r#""99":"#, r#""101":"#)
+        .replace(r#"["buy",99]"#, r#"["buy",101]"#);
+    assert_ne!(crossed, saved);
+    let error = MatchingEngine::new().restore_state(crossed.as_bytes()).unwrap_err();
+    assert!(error.contains("crossed"), "{error}");
+    let error = MatchingEngine::new().restore_state(b"{}").unwrap_err();
+    assert!(error.contains("does not read back"), "{error}");
+    assert!(MatchingEngine::new().restore_state(saved.as_bytes()).is_ok());
 }
