@@ -32,7 +32,9 @@ pub mod snapshot_store;
 
 pub use backoff::Backoff;
 pub use client::{KafkaLogConfig, WriteMode};
-pub use driver::{run_replica, run_replica_with_registry, ReplicaError, ReplicaStatus};
+pub use driver::{
+    run_replica, run_replica_with, run_replica_with_registry, ReplicaError, ReplicaServices, ReplicaStatus,
+};
 pub use error::LogError;
 pub use log::{CanonicalEvent, Delivery, EventLog, EventStream, KafkaLog, LogCursor, Pipeline, WriteOutcome};
 pub use shutdown::{Shutdown, ShutdownTrigger};

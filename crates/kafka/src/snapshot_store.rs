@@ -648,5 +648,29 @@ async fn canonical_payloads<L: EventLog>(
     Ok(found)
 }
 
+/// A snapshot store as the replica driver uses it, whatever holds the chunks and the index.
+#[async_trait::async_trait]
+pub trait Snapshots: Send + Sync + 'static {
+    /// [`SnapshotStore::store`].
+    async fn store(&self, snapshot: &Snapshot, writer: &str) -> Result<Stored, SnapshotStoreError>;
+    /// [`SnapshotStore::manifests`].
+    async fn manifests(&self, transformer: &str) -> Result<Vec<StoredManifest>, SnapshotStoreError>;
+    /// [`SnapshotStore::load`].
+    async fn load(&self, stored: &StoredManifest) -> Result<Snapshot, LoadError>;
+}
+
+#[async_trait::async_trait]
+impl<L: EventLog, I: SnapshotIndex> Snapshots for SnapshotStore<L, I> {
+    async fn store(&self, snapshot: &Snapshot, writer: &str) -> Result<Stored, SnapshotStoreError> {
+        SnapshotStore::store(self, snapshot, writer).await
+    }
+    async fn manifests(&self, transformer: &str) -> Result<Vec<StoredManifest>, SnapshotStoreError> {
+        SnapshotStore::manifests(self, transformer).await
+    }
+    async fn load(&self, stored: &StoredManifest) -> Result<Snapshot, LoadError> {
+        SnapshotStore::load(self, stored).await
+    }
+}
+
 #[cfg(test)]
 mod tests;

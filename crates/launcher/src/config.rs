@@ -18,6 +18,7 @@
 //! replicas = 3                          # replicas of it in this process (--replicas wins)
 //! stagger_ms = 5                        # optional: rank k writes after k × 5 ms unless beaten
 //! pending_mib_max = 64                  # optional: outputs held unconfirmed; past it inputs wait
+//! snapshot_every_inputs = 100000        # optional: 0 for no snapshots
 //! codec = "avro"                        # optional: write Avro (default "json")
 //!
 //! [schema_registry]                     # needed for Avro; SCHEMA_REGISTRY_URL wins
@@ -38,6 +39,8 @@ pub const BOOTSTRAP_DEFAULT: &str = "127.0.0.1:9092";
 /// Most replicas of one transformer one launcher process runs: each holds a producer, a
 /// consumer and the transform's whole state.
 pub const REPLICAS_PER_TRANSFORMER_MAX: u32 = 64;
+/// Inputs between snapshots when `snapshot_every_inputs` is not set.
+pub const SNAPSHOT_EVERY_INPUTS_DEFAULT: u64 = 100_000;
 /// The largest `pending_mib_max`: a replica holds about twice it (its groups, and the
 /// producer's copies of those in flight).
 pub const PENDING_MIB_MAX: u64 = 64 * 1024;
@@ -120,6 +123,10 @@ pub struct TransformerSection {
     /// drains in bounded memory.
     #[serde(default)]
     pub pending_mib_max: Option<u64>,
+    /// A snapshot after every this many inputs (default [`SNAPSHOT_EVERY_INPUTS_DEFAULT`]),
+    /// when the transformer saves its state and the snapshot topics exist; 0: none.
+    #[serde(default)]
+    pub snapshot_every_inputs: Option<u64>,
     /// How it writes its outputs: `json` (the default) or `avro` (its output schema is
     /// registered at start, and an incompatible one refuses to start).
     #[serde(default)]

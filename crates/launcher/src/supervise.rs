@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::cli::RunArgs;
 use crate::config::Codec;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, SNAPSHOT_EVERY_INPUTS_DEFAULT};
 use crate::registry::Registry;
 use crate::restart::Restarts;
 use crate::{host_name, signals, Error, Exit, SchemaStep, StopReason, StoppedReplica};
@@ -32,8 +32,9 @@ use competing_transformers::panic::panic_message;
 use competing_transformers::record::WRITER_BYTES_MAX;
 use competing_transformers::replica::{Divergence, ReplicaConfig, Stagger};
 use competing_transformers_kafka::schema_registry::SchemaRegistry;
+use competing_transformers_kafka::snapshot_store::{KafkaSnapshotStore, Snapshots};
 use competing_transformers_kafka::{admin, EventLog, KafkaLog, KafkaLogConfig, LogError, Shutdown};
-use competing_transformers_kafka::{run_replica_with_registry, ReplicaError, ReplicaStatus};
+use competing_transformers_kafka::{run_replica_with, ReplicaError, ReplicaServices, ReplicaStatus};
 
 /// How often the race table is printed, when anything in it changed.
 const RACE_TABLE_EVERY: Duration = Duration::from_secs(2);
@@ -68,7 +69,7 @@ struct Slot {
     /// What each run of the replica starts with.
     config: ReplicaConfig,
     /// The schema registry Avro inputs are resolved with, when one is configured.
-    schemas: Option<Arc<SchemaRegistry>>,
+    services: ReplicaServices,
     transformer: String,
     state: State,
     restarts: u32,
@@ -145,6 +146,18 @@ async fn avro_output(
     Ok(OutputCodec::Avro(output))
 }
 
+/// The snapshot store beside the log, if its topics exist: replicas run without snapshots,
+/// said once, when they do not or cannot be reached.
+async fn snapshot_store(log_config: &KafkaLogConfig) -> Option<Arc<dyn Snapshots>> {
+    match KafkaSnapshotStore::connect_if_present(log_config).await {
+        Ok(store) => store.map(|store| Arc::new(store) as Arc<dyn Snapshots>),
+        Err(error) => {
+            tracing::warn!(%error, "running without snapshots: every start replays the log from its start");
+            None
+        }
+    }
+}
+
 /// `run`: the replicas of the configured transformers until a signal, or until all have
 /// stopped for good.
 pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> {
@@ -168,6 +181,10 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
         replicas = slots.len(), "starting replicas: {}",
         plan.iter().map(|(name, n)| format!("{n} × {name}")).collect::<Vec<_>>().join(", ")
     );
+    let snapshots = snapshot_store(&log_config).await;
+    for slot in &slots {
+        slot.lock().expect("slot lock").services.snapshots = snapshots.clone();
+    }
     let shutdown = signals::listen()?;
     let tasks = start_supervisors(registry, &log_config, &slots, &shutdown);
     let tables = tokio::spawn(print_race_tables(slots.clone()));
@@ -223,10 +240,13 @@ fn plan_slots(
                 replica.pending_bytes_max = usize::try_from(mib).unwrap_or(usize::MAX >> 20) << 20;
             }
             replica.output_codec = codecs.get(transformer).cloned().unwrap_or_default();
+            replica.snapshot_every_inputs =
+                Some(entry.and_then(|entry| entry.snapshot_every_inputs).unwrap_or(SNAPSHOT_EVERY_INPUTS_DEFAULT))
+                    .filter(|every| *every > 0);
             let slot = Slot {
                 replica_id,
                 config: replica,
-                schemas: schemas.cloned(),
+                services: ReplicaServices { registry: schemas.cloned(), snapshots: None },
                 transformer: transformer.clone(),
                 state: State::Starting,
                 restarts: 0,
@@ -340,9 +360,9 @@ where
     C: Fn() -> F,
     F: Future<Output = Result<L, LogError>>,
 {
-    let (replica_id, transformer, config, schemas) = {
+    let (replica_id, transformer, config, services) = {
         let slot = slot.lock().expect("slot lock");
-        (slot.replica_id.clone(), slot.transformer.clone(), slot.config.clone(), slot.schemas.clone())
+        (slot.replica_id.clone(), slot.transformer.clone(), slot.config.clone(), slot.services.clone())
     };
     let mut stop = shutdown.clone();
     let log = tokio::select! {
@@ -358,11 +378,10 @@ where
         slot.state = State::Running;
     }
     // A task of its own, so a panic ends this run instead of the launcher.
-    let replica =
-        tokio::spawn(run_replica_with_registry(Arc::new(log), transform, config, schemas, shutdown.clone(), status));
+    let replica = tokio::spawn(run_replica_with(Arc::new(log), transform, config, services, shutdown.clone(), status));
     match replica.await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(ReplicaError::Diverged(divergence))) => Err(Failure::Diverged(divergence)),
+        Ok(Err(ReplicaError::Diverged(divergence))) => Err(Failure::Diverged(*divergence)),
         Ok(Err(ReplicaError::Log(error))) => Err(Failure::from_log(error)),
         Ok(Err(other)) => Err(Failure::Permanent(other)),
         Err(error) if error.is_panic() => {
@@ -464,7 +483,7 @@ mod tests {
         Arc::new(Mutex::new(Slot {
             config: ReplicaConfig::new(replica_id.clone()),
             replica_id,
-            schemas: None,
+            services: ReplicaServices::default(),
             transformer: transformer.into(),
             state: State::Starting,
             restarts: 0,

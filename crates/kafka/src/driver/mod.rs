@@ -24,12 +24,15 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+mod snapshots;
+
 use crate::backoff::Backoff;
 use crate::error::LogError;
 use crate::log::{Delivery, EventLog, LogCursor};
 use crate::schema_decisions::{DecisionError, SchemaDecisions};
 use crate::schema_registry::SchemaRegistry;
 use crate::shutdown::Shutdown;
+use crate::snapshot_store::Snapshots;
 use competing_transformers::codec::{avro_ids_to_resolve, SchemaCache};
 use competing_transformers::event::Offset;
 use competing_transformers::record::FetchedRecord;
@@ -79,7 +82,7 @@ impl ReplicaStatus {
 pub enum ReplicaError {
     /// Its outputs differ from the canonical ones: restarting would not help.
     #[error("replica diverged: {0}")]
-    Diverged(Divergence),
+    Diverged(Box<Divergence>),
     /// The log failed in a way retrying cannot fix.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -121,11 +124,36 @@ pub async fn run_replica_with_registry<T: Transform, L: EventLog>(
     transform: T,
     config: ReplicaConfig,
     registry: Option<Arc<SchemaRegistry>>,
+    shutdown: Shutdown,
+    status: watch::Sender<ReplicaStatus>,
+) -> Result<ReplicaStatus, ReplicaError> {
+    let services = ReplicaServices { registry, snapshots: None };
+    run_replica_with(log, transform, config, services, shutdown, status).await
+}
+
+/// What a replica may use beside its log.
+#[derive(Clone, Default)]
+pub struct ReplicaServices {
+    /// Where Avro writer schemas are looked up (see [`run_replica_with_registry`]).
+    pub registry: Option<Arc<SchemaRegistry>>,
+    /// Where snapshots are stored and found. With `snapshot_every_inputs` set, the replica
+    /// starts from the newest that loads (the one before if not, then offset 0) and stores
+    /// those it takes; a stored one whose digest differs from its own at the same position
+    /// is a state divergence.
+    pub snapshots: Option<Arc<dyn Snapshots>>,
+}
+
+/// [`run_replica`] with the services of [`ReplicaServices`].
+pub async fn run_replica_with<T: Transform, L: EventLog>(
+    log: Arc<L>,
+    transform: T,
+    config: ReplicaConfig,
+    services: ReplicaServices,
     mut shutdown: Shutdown,
     status: watch::Sender<ReplicaStatus>,
 ) -> Result<ReplicaStatus, ReplicaError> {
     let replica_id = config.replica_id.clone();
-    let Some(mut driver) = Driver::start(log, transform, config, registry, status, &mut shutdown).await? else {
+    let Some(mut driver) = Driver::start(log, transform, config, services, status, &mut shutdown).await? else {
         return Ok(ReplicaStatus { replica_id, ..Default::default() });
     };
     let mut status_every = tokio::time::interval(STATUS_EVERY);
@@ -141,6 +169,7 @@ pub async fn run_replica_with_registry<T: Transform, L: EventLog>(
             }
             _ = sleep_until_ms(driver.start, deadline) => driver.drive_timers(),
             _ = status_every.tick() => driver.drive_status(),
+            () = driver.keeper.stored(&mut driver.core), if driver.keeper.is_storing() => {}
             batch = next_batch(driver.cursor.as_mut()) => {
                 if driver.drive_fetch(batch, &mut shutdown).await?.is_break() {
                     break;
@@ -149,6 +178,7 @@ pub async fn run_replica_with_registry<T: Transform, L: EventLog>(
         }
         driver.drive_divergence()?;
         driver.drive_writes();
+        driver.keeper.store_next(&mut driver.core);
     }
     Ok(driver.shut_down().await)
 }
@@ -161,6 +191,7 @@ struct Driver<T: Transform, L: EventLog> {
     registry: Option<Arc<SchemaRegistry>>,
     schemas: SchemaCache,
     decisions: SchemaDecisions,
+    keeper: snapshots::Keeper,
     deliveries: FuturesUnordered<InFlight>,
     /// The zero of the core's clock.
     start: Instant,
@@ -180,16 +211,18 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
         log: Arc<L>,
         transform: T,
         config: ReplicaConfig,
-        registry: Option<Arc<SchemaRegistry>>,
+        services: ReplicaServices,
         status: watch::Sender<ReplicaStatus>,
         shutdown: &mut Shutdown,
     ) -> Result<Option<Self>, ReplicaError> {
         let replica_id = config.replica_id.clone();
         let Some(end) = retry(shutdown, || log.end_offset()).await? else { return Ok(None) };
-        let core = ReplicaCore::new(transform, config, end);
-        let Some(cursor) = retry(shutdown, || log.cursor(0)).await? else { return Ok(None) };
-        tracing::info!(replica = %replica_id, log_end = end, "replica starting: catching up from offset 0");
+        let core = snapshots::resume_or_start(services.snapshots.as_deref(), transform, config, end).await;
+        let from = core.position();
+        let Some(cursor) = retry(shutdown, || log.cursor(from)).await? else { return Ok(None) };
+        let registry = services.registry;
         Ok(Some(Self {
+            keeper: snapshots::Keeper::new(services.snapshots, replica_id.clone()),
             log_ends: watch_log_end(log.clone(), end),
             log,
             was_catching_up: matches!(core.phase(), Phase::CatchingUp { .. }),
@@ -335,7 +368,7 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
         match self.core.divergence() {
             Some(divergence) => {
                 self.status.send_replace(snapshot(&self.core, self.log_end));
-                Err(ReplicaError::Diverged(divergence.clone()))
+                Err(ReplicaError::Diverged(Box::new(divergence.clone())))
             }
             None => Ok(()),
         }
