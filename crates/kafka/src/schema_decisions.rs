@@ -61,7 +61,9 @@ pub enum DecisionError {
     Registry(#[from] RegistryError),
 }
 
-/// The decisions read so far, and the reader that follows them.
+/// The decisions read so far, and the reader that follows them. They are log state, one
+/// entry per decided id (a refusal is a sentence; a schema, its text), as every canonical
+/// event costs a reader; the parsed schemas are the driver's cache, which it bounds.
 pub struct SchemaDecisions {
     key: EventSourceKey,
     writer: String,

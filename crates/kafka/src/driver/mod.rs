@@ -47,6 +47,8 @@ const STATUS_EVERY: Duration = Duration::from_millis(100);
 const LAG_EVERY: Duration = Duration::from_secs(1);
 /// How long a catch-up goes between progress lines.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// Most schema ids a replica keeps parsed; past it the cache starts over.
+const SCHEMAS_CACHED_MAX: usize = 1_024;
 /// How long shutdown waits for writes in flight.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
 
@@ -293,6 +295,11 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
     /// unavailable. False if shutdown came first.
     async fn resolve_schemas(&mut self, records: &[FetchedRecord], shutdown: &mut Shutdown) -> Result<bool, LogError> {
         let Some(registry) = &self.registry else { return Ok(true) };
+        if self.schemas.len() > SCHEMAS_CACHED_MAX {
+            // Forged ids must not grow a replica: what the log decided is kept in
+            // `decisions` and parsed again when met again.
+            self.schemas = SchemaCache::new();
+        }
         let ids: Vec<u32> =
             avro_ids_to_resolve(records, self.core.subscriptions(), &self.schemas).into_iter().collect();
         if ids.is_empty() {
