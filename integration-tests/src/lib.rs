@@ -234,3 +234,49 @@ pub fn schema_registry() -> std::sync::Arc<competing_transformers_kafka::schema_
             .unwrap_or_else(|e| panic!("SCHEMA_REGISTRY_URL: {e}")),
     )
 }
+
+/// The repository's root.
+pub const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+/// Runs interop/reader.py with `args` in the project's Python environment; its standard
+/// output.
+pub fn python_reader(args: &[&str]) -> String {
+    use std::process::Command;
+    let python = Command::new("bash").arg(format!("{ROOT}/scripts/python-env.sh")).output().unwrap();
+    assert!(python.status.success(), "scripts/python-env.sh failed: {}", String::from_utf8_lossy(&python.stderr));
+    let python = String::from_utf8(python.stdout).unwrap().trim().to_string();
+    let output = Command::new(&python).arg(format!("{ROOT}/interop/reader.py")).args(args).output().unwrap();
+    assert!(output.status.success(), "reader.py failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// A snapshot of the DET `engine` at `position` whose state is `state_bytes` of noise from
+/// `seed` (base64's alphabet, so the field is valid as it is).
+pub fn engine_snapshot(
+    position: competing_transformers::Offset,
+    state_bytes: usize,
+    seed: u64,
+) -> competing_transformers::snapshot::Snapshot {
+    use competing_transformers::snapshot::{Snapshot, Streams, SNAPSHOT_FORMAT};
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut x = seed | 1;
+    let state = (0..state_bytes)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ALPHABET[(x % 64) as usize] as char
+        })
+        .collect();
+    Snapshot {
+        format: SNAPSHOT_FORMAT,
+        transformer: "engine".into(),
+        position,
+        inputs: position,
+        state_base64: state,
+        input_counts: vec![("orders".into(), position)],
+        next_index: Streams { output: position, dead_letters: 0 },
+        own_counts: Streams { output: position, dead_letters: 0 },
+        pending: Vec::new(),
+    }
+}

@@ -6,18 +6,15 @@
 //! format's digest window and with a small one: they agree on the advisory divergence split
 //! too.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use competing_transformers::record::{FetchedRecord, Record};
 use competing_transformers::{CanonicalRule, Event, EventSourceKey, Verdict};
 use competing_transformers_kafka::{EventLog, KafkaLog, KafkaLogConfig, Pipeline};
-use integration_tests::{fresh_log_config, raw_producer};
+use integration_tests::{fresh_log_config, python_reader, raw_producer, ROOT};
 use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
-
-const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 fn key(name: &str) -> EventSourceKey {
     EventSourceKey::new(name).unwrap()
@@ -150,16 +147,6 @@ fn rust_verdicts(records: &[FetchedRecord], rule: &mut CanonicalRule) -> Value {
         "keys": keys,
         "canonical": canonical
     })
-}
-
-/// Runs interop/reader.py with `args`; returns its standard output.
-fn python_reader(args: &[&str]) -> String {
-    let python = Command::new("bash").arg(format!("{ROOT}/scripts/python-env.sh")).output().unwrap();
-    assert!(python.status.success(), "scripts/python-env.sh failed: {}", String::from_utf8_lossy(&python.stderr));
-    let python = String::from_utf8(python.stdout).unwrap().trim().to_string();
-    let output = Command::new(&python).arg(format!("{ROOT}/interop/reader.py")).args(args).output().unwrap();
-    assert!(output.status.success(), "interop/reader.py {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

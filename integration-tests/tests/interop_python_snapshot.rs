@@ -3,56 +3,27 @@
 //! chunks, checks its digest, and falls back past a corrupt one: it reads what the Rust store
 //! stored.
 
-use std::process::Command;
-
-use competing_transformers::snapshot::{self, Snapshot, Streams, SNAPSHOT_FORMAT};
-use competing_transformers::{Event, Offset};
+use competing_transformers::snapshot;
+use competing_transformers::Event;
 use competing_transformers_kafka::admin::create_snapshot_topics;
 use competing_transformers_kafka::snapshot_store::{
     KafkaIndex, KafkaSnapshotStore, Manifest, SnapshotIndex, StoredManifest, CHUNK_CONTENT_TYPE,
 };
 use competing_transformers_kafka::{Pipeline, WriteOutcome};
-use integration_tests::fresh_log_config;
+use integration_tests::{engine_snapshot as snapshot, fresh_log_config, python_reader};
 use serde_json::Value;
-
-const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-
-fn python_reader(args: &[&str]) -> String {
-    let python = Command::new("bash").arg(format!("{ROOT}/scripts/python-env.sh")).output().unwrap();
-    assert!(python.status.success(), "scripts/python-env.sh failed: {}", String::from_utf8_lossy(&python.stderr));
-    let python = String::from_utf8(python.stdout).unwrap().trim().to_string();
-    let output = Command::new(&python).arg(format!("{ROOT}/interop/reader.py")).args(args).output().unwrap();
-    assert!(output.status.success(), "reader.py failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
-}
-
-/// A snapshot of `engine` at `position` with `state_bytes` of base64-alphabet state.
-fn snapshot(position: Offset, state_bytes: usize) -> Snapshot {
-    let state = (0..state_bytes).map(|i| char::from(b'A' + (i * 7 % 26) as u8)).collect();
-    Snapshot {
-        format: SNAPSHOT_FORMAT,
-        transformer: "engine".into(),
-        position,
-        inputs: position,
-        state_base64: state,
-        input_counts: vec![("orders".into(), position)],
-        next_index: Streams { output: position, dead_letters: 1 },
-        own_counts: Streams { output: position - 1, dead_letters: 1 },
-        pending: Vec::new(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_reader_following_the_docs_loads_the_newest_good_snapshot() {
     let config = fresh_log_config("interop-snapshot").await;
     create_snapshot_topics(&config).await.unwrap();
     let store = KafkaSnapshotStore::connect(&config).await.unwrap();
-    let good = snapshot(100, 1_200_000);
+    let good = snapshot(100, 1_200_000, 1);
     let stored = store.store(&good, "replica-a").await.unwrap().canonical;
     assert!(stored.manifest.chunks >= 3);
 
     // A newer snapshot whose one chunk is corrupt, indexed as if complete.
-    let newer = snapshot(200, 10);
+    let newer = snapshot(200, 10, 2);
     let encoded = newer.encode();
     let manifest = Manifest::of(&newer, &encoded);
     let key = manifest.key().unwrap();

@@ -2,37 +2,11 @@
 //! replicas racing to store the same multi-chunk snapshot, a divergent one told so, the
 //! compacted index found without a scan, and a log without snapshot topics still usable.
 
-use competing_transformers::snapshot::{Snapshot, Streams, SNAPSHOT_FORMAT};
 use competing_transformers::Offset;
 use competing_transformers_kafka::admin::{check_snapshot_topics, create_snapshot_topics};
 use competing_transformers_kafka::snapshot_store::{snapshot_key, KafkaSnapshotStore};
 use competing_transformers_kafka::{LogError, Pipeline};
-use integration_tests::fresh_log_config;
-
-/// A snapshot of the DET `engine` at `position` whose state is `state_bytes` of noise.
-fn snapshot(position: Offset, state_bytes: usize, seed: u64) -> Snapshot {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut x = seed | 1;
-    let state = (0..state_bytes)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ALPHABET[(x % 64) as usize] as char
-        })
-        .collect();
-    Snapshot {
-        format: SNAPSHOT_FORMAT,
-        transformer: "engine".into(),
-        position,
-        inputs: position,
-        state_base64: state,
-        input_counts: vec![("orders".into(), position)],
-        next_index: Streams { output: position, dead_letters: 0 },
-        own_counts: Streams { output: position, dead_letters: 0 },
-        pending: Vec::new(),
-    }
-}
+use integration_tests::{engine_snapshot as snapshot, fresh_log_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_snapshot_topics_a_replica_runs_without_snapshots() {
