@@ -362,31 +362,11 @@ async fn an_unreachable_registry_holds_the_batch_back_instead_of_dead_lettering(
     assert!(stopped.is_ok(), "{stopped:?}");
 }
 
-/// A registry on a local socket that answers every request 404: one that has never heard
-/// of any schema, as a replica pointed at the wrong registry sees it.
+/// A registry that has never heard of any schema, as a replica pointed at the wrong
+/// registry sees it.
 async fn registry_knowing_nothing() -> Arc<SchemaRegistry> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/apis/ccompat/v7", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let mut request = Vec::new();
-            let mut buffer = [0; 1024];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match socket.read(&mut buffer).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(read) => request.extend_from_slice(&buffer[..read]),
-                }
-            }
-            let body = r#"{"error_code":40403,"message":"No content with that id"}"#;
-            let answer = format!(
-                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(answer.as_bytes()).await;
-        }
-    });
-    Arc::new(SchemaRegistry::new(&url).unwrap())
+    let body = r#"{"error_code":40403,"message":"No content with that id"}"#;
+    Arc::new(competing_transformers_kafka::testing::registry_answering(vec![("404 Not Found", body)]).await)
 }
 
 #[tokio::test]

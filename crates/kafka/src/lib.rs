@@ -29,6 +29,8 @@ pub mod schema_decisions;
 pub mod schema_registry;
 pub mod shutdown;
 pub mod snapshot_store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use backoff::Backoff;
 pub use client::{KafkaLogConfig, WriteMode};

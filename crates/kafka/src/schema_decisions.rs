@@ -194,7 +194,7 @@ fn fill(cache: &mut SchemaCache, decision: &Decision) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema_registry::tests::registry_answering;
+    use crate::testing::registry_answering;
     use competing_transformers::MemoryLog;
 
     const UNKNOWN: (&str, &str) = ("404 Not Found", r#"{"error_code":40403,"message":"No content with id 5"}"#);

@@ -410,8 +410,9 @@ impl SchemaRegistry {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::testing::registry_answering;
 
     #[test]
     fn statuses_are_read_from_the_clients_error() {
@@ -508,34 +509,6 @@ pub(crate) mod tests {
     fn a_url_without_a_scheme_is_refused_with_an_example() {
         let error = SchemaRegistry::new("localhost:8081").unwrap_err().to_string();
         assert!(error.contains("not an http(s) URL") && error.contains("/apis/ccompat/v7"), "{error}");
-    }
-
-    /// A registry on a local socket that answers each request with the next of `answers`
-    /// (status line, JSON body), the last one for ever after.
-    pub(crate) async fn registry_answering(answers: Vec<(&'static str, &'static str)>) -> SchemaRegistry {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/apis/ccompat/v7", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            for n in 0.. {
-                let Ok((mut socket, _)) = listener.accept().await else { return };
-                let (status, body) = answers[n.min(answers.len() - 1)];
-                let mut request = Vec::new();
-                let mut buffer = [0; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buffer).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(read) => request.extend_from_slice(&buffer[..read]),
-                    }
-                }
-                let answer = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(answer.as_bytes()).await;
-            }
-        });
-        SchemaRegistry::new(&url).unwrap()
     }
 
     #[tokio::test]
