@@ -236,6 +236,7 @@ impl StopReason {
         match self {
             StopReason::Diverged(_) | StopReason::Failed(ReplicaError::Diverged(_)) => Exit::Diverged,
             StopReason::Failed(ReplicaError::Log(error)) => Exit::of_log(error),
+            StopReason::Failed(ReplicaError::Truncated { .. }) => Exit::Configuration,
             StopReason::Failed(_) | StopReason::Supervisor(_) => Exit::Runtime,
         }
     }
@@ -328,7 +329,7 @@ impl Exit {
             Exit::Usage => "usage: the command line, a flag's value, a file it names or an input line is wrong",
             Exit::Diverged => "divergence: a replica's transform is not deterministic",
             Exit::Configuration => {
-                "configuration: the config file, client properties, a missing or misshapen topic, a refused schema"
+                "configuration: the config file, client properties, a missing or misshapen topic, a log truncated before a replica's snapshot, a refused schema"
             }
             Exit::Access => "access denied: Kafka or the registry refused the credentials or an ACL",
             Exit::Interrupted => "a second SIGINT or SIGTERM: exited without flushing",

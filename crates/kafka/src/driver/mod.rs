@@ -88,6 +88,19 @@ pub enum ReplicaError {
     /// The log failed in a way retrying cannot fix.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The log no longer holds the records the replica must read first: retention deleted
+    /// them, and it has no snapshot at or after the log's first offset.
+    #[error(
+        "replica `{replica_id}` must read the log from offset {needed}, but the log starts at offset {start} (older records were deleted); store snapshots beside the log (`topics create` makes their topics; `snapshot_every_inputs`) before retention deletes records, or keep the log topic's retention infinite"
+    )]
+    Truncated {
+        /// The replica.
+        replica_id: String,
+        /// Where it must start reading.
+        needed: Offset,
+        /// The log's first offset.
+        start: Offset,
+    },
     /// The log refused a record as such (too large, or not encodable): sending it again, or
     /// from a new client, would fail the same way. The core sizes and checks every record, so
     /// this is a bug, or a broker whose `message.max.bytes` is below the replica's
@@ -221,6 +234,10 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
         let Some(end) = retry(shutdown, || log.end_offset()).await? else { return Ok(None) };
         let core = snapshots::resume_or_start(services.snapshots.as_deref(), transform, config, end).await;
         let from = core.position();
+        let Some(start) = retry(shutdown, || log.start_offset()).await? else { return Ok(None) };
+        if from < start {
+            return Err(ReplicaError::Truncated { replica_id, needed: from, start });
+        }
         let Some(cursor) = retry(shutdown, || log.cursor(from)).await? else { return Ok(None) };
         let registry = services.registry;
         Ok(Some(Self {

@@ -177,6 +177,15 @@ impl EventLog for KafkaLog {
             .map_err(|e| self.config.classify(e))
     }
 
+    async fn start_offset(&self) -> Result<Offset, LogError> {
+        let consumer = self.watermarks.clone();
+        let (topic, partition) = (self.config.topic.clone(), self.config.partition);
+        blocking(move || consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10)))
+            .await?
+            .map(|(low, _)| low.max(0) as Offset)
+            .map_err(|e| self.config.classify(e))
+    }
+
     async fn flush(&self, timeout: Duration) -> Result<(), LogError> {
         match &self.writer {
             Writer::Groups(producer) => {

@@ -52,6 +52,12 @@ pub trait EventLog: Send + Sync + 'static {
     /// last stable offset as a `read_committed` reader sees it).
     async fn end_offset(&self) -> Result<Offset, LogError>;
 
+    /// The first offset still in the log: above 0 once retention (or an operator) deleted
+    /// older records.
+    async fn start_offset(&self) -> Result<Offset, LogError> {
+        Ok(0)
+    }
+
     /// Waits until every appended record is delivered or failed.
     async fn flush(&self, timeout: Duration) -> Result<(), LogError>;
 }
