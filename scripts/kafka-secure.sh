@@ -20,7 +20,8 @@ Principals (the same name over SCRAM and as a certificate's CN over mTLS):
   replica   a DET's replicas     source    an event source (publish, redrive)
   sink      a reader (tail, status, a projection)
   exporter  the exporter        nobody    no ACL at all
-ACLs are on topics, groups and transactional ids whose names start with "sec-" (docs/SECURITY.md).
+ACLs are on topics and transactional ids whose names start with "sec-"; the exporter writes topics
+"sec-exported-*" under group and transactional id "export-sec-*" (docs/SECURITY.md: each role's).
 
 Files under KAFKA_SECURE_DIR (mode 0700; nothing of it is secret outside this machine):
   ca.pem                   the CA that signed the broker's and every client's certificate
@@ -192,12 +193,15 @@ create_acls() {
   : >"$RUN_DIR/acls.log"
   acl --allow-principal User:replica "${topics[@]}" \
     --operation Read --operation Write --operation Describe --operation DescribeConfigs & pids+=($!)
-  acl --allow-principal User:replica --allow-principal User:exporter --resource-pattern-type prefixed \
+  acl --allow-principal User:replica --resource-pattern-type prefixed \
     --transactional-id "$PREFIX" --operation Write --operation Describe & pids+=($!)
+  acl --allow-principal User:exporter --resource-pattern-type prefixed \
+    --transactional-id "export-$PREFIX" --operation Write --operation Describe & pids+=($!)
   acl --allow-principal User:source "${topics[@]}" --operation Read --operation Write --operation Describe & pids+=($!)
   acl --allow-principal User:sink "${topics[@]}" --operation Read --operation Describe & pids+=($!)
-  acl --allow-principal User:exporter "${topics[@]}" --operation Read --operation Write \
-    --operation Describe --operation Create & pids+=($!)
+  acl --allow-principal User:exporter "${topics[@]}" --operation Read --operation Describe & pids+=($!)
+  acl --allow-principal User:exporter --resource-pattern-type prefixed --topic "${PREFIX}exported-" \
+    --operation Write --operation Describe --operation Create & pids+=($!)
   acl --allow-principal User:exporter --resource-pattern-type prefixed --group "export-$PREFIX" \
     --operation Read --operation Describe & pids+=($!)
   for pid in "${pids[@]}"; do
