@@ -330,3 +330,56 @@ async fn a_planted_secret_shows_in_no_output() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The ledger's replicas run as `replica`, and its PostgreSQL projection reads as `sink`,
+/// over both listeners: the projected balances are the opened ones, moved by the transfer.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ledger_projection_reads_as_a_sink_over_sasl_and_mtls() {
+    let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        panic!("DATABASE_URL is not set: `scripts/postgres.sh start` prints it (scripts/test.sh sets it)")
+    });
+    let dir = scratch("ledger");
+    let commands = concat!(
+        r#"{"type":"open","account":"alice","initial":100}"#,
+        "\n",
+        r#"{"type":"open","account":"bob","initial":50}"#,
+        "\n",
+        r#"{"type":"transfer","id":"t1","from":"alice","to":"bob","amount":30}"#,
+        "\n"
+    );
+    for listener in LISTENERS {
+        let topic = fresh_topic("ledger").await;
+        let source = Client::new(listener, "source");
+        let published = source.run(&dir, &["publish", "--topic", &topic, "--key", ledger::TRANSFERS_KEY], commands);
+        assert_ok(&published, &format!("publish transfers over {listener:?}"));
+        let config = dir.join(format!("ledger-{listener:?}.toml"));
+        std::fs::write(&config, format!("[kafka]\ntopic = \"{topic}\"\n\n[[transformer]]\nname = \"ledger\"\n"))
+            .unwrap();
+        let run = Client::new(listener, "replica")
+            .command(&dir, &["run", "--config", config.to_str().unwrap(), "--replica-id", "sec"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = std::sync::Arc::new(
+            competing_transformers_kafka::KafkaLog::connect(log_config(listener, "sink", &topic)).await.unwrap(),
+        );
+        let schema = format!("sec_{}", topic.rsplit('-').next().unwrap());
+        let mut projection = ledger_projection::Projection::connect(&database_url, &schema, &topic).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let want = BTreeMap::from([("alice".to_string(), 70), ("bob".to_string(), 80)]);
+        let balances = loop {
+            projection.run(log.clone(), ledger_projection::RunOptions::default()).await.unwrap();
+            let balances = projection.balances().await.unwrap();
+            if balances == want || Instant::now() > deadline {
+                break balances;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        Command::new("kill").args(["-TERM", &run.id().to_string()]).status().unwrap();
+        let ran = run.wait_with_output().unwrap();
+        assert_eq!(balances, want, "over {listener:?}:\n{}", text(&ran));
+        assert_ok(&ran, &format!("run ledger as replica over {listener:?}"));
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
