@@ -252,7 +252,8 @@ impl Transform for Ledger {
         // message is ours; serde's precise one ("missing field `amount`") goes to the dead
         // letter's detail, so a serde_json upgrade cannot change what replicas write.
         let value: serde_json::Value = input.json()?;
-        let command: Command = serde_json::from_value(value).map_err(|e| CodecError::schema_because(COMMAND_SHAPE, e))?;
+        let command: Command =
+            serde_json::from_value(value).map_err(|e| CodecError::schema_because(COMMAND_SHAPE, e))?;
         out.emit_json(&self.execute(command)?);
         Ok(())
     }
