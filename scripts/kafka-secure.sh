@@ -9,9 +9,9 @@ usage() {
 Usage: scripts/kafka-secure.sh COMMAND
 
   start    Make a CA, certificates and passwords, format, start, create the ACLs; wait.
-           stdout: KAFKA_SECURE_BOOTSTRAP_SASL=127.0.0.1:29092
-                   KAFKA_SECURE_BOOTSTRAP_MTLS=127.0.0.1:29093
-                   KAFKA_SECURE_DIR=<run dir>                  (eval/export them)
+           stdout, one line (eval "export $(scripts/kafka-secure.sh start)"):
+             KAFKA_SECURE_BOOTSTRAP_SASL=127.0.0.1:29092 KAFKA_SECURE_BOOTSTRAP_MTLS=127.0.0.1:29093
+             KAFKA_SECURE_DIR=<run dir>
   stop     Stop the broker (SIGTERM, SIGKILL after 30 s).
   status   Say whether it runs (exit 0) or not (exit 3).
 
@@ -245,9 +245,8 @@ cmd_start() {
   done
   create_acls || { cmd_stop_locked; exit 1; }
   log "ready: SASL_SSL on 127.0.0.1:$SASL_PORT, mTLS on 127.0.0.1:$MTLS_PORT (credentials and log in $RUN_DIR)"
-  echo "KAFKA_SECURE_BOOTSTRAP_SASL=127.0.0.1:$SASL_PORT"
-  echo "KAFKA_SECURE_BOOTSTRAP_MTLS=127.0.0.1:$MTLS_PORT"
-  echo "KAFKA_SECURE_DIR=$RUN_DIR"
+  # One line, so that `eval "export $(scripts/kafka-secure.sh start)"` exports all three.
+  echo "KAFKA_SECURE_BOOTSTRAP_SASL=127.0.0.1:$SASL_PORT KAFKA_SECURE_BOOTSTRAP_MTLS=127.0.0.1:$MTLS_PORT KAFKA_SECURE_DIR=$RUN_DIR"
 }
 
 cmd_stop_locked() {
