@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks formatting and lints, then runs every test against real Kafka: unit, simulation and
 # doc tests, the EventLog conformance suite on a single broker in both write modes, the replica
-# race tests, the failover test on a 3-broker cluster, and the ledger's projection into
+# race tests, the failover test on a 3-broker cluster, every role on a secured broker (SASL_SSL
+# and mTLS with ACLs: scripts/kafka-secure.sh), and the ledger's projection into
 # PostgreSQL; then a smoke run of the benchmark harness (tiny load, debug build: it fails if a
 # scenario fails or an input goes unanswered, and asserts no timing) and the demo. Starts the
 # brokers and the database it needs and stops what it started.
@@ -14,7 +15,9 @@ started_single=0
 started_cluster=0
 started_postgres=0
 started_registry=0
+started_secure=0
 cleanup() {
+  if [ "$started_secure" = 1 ]; then scripts/kafka-secure.sh stop >/dev/null 2>&1 || true; fi
   if [ "$started_registry" = 1 ]; then scripts/registry.sh stop >/dev/null 2>&1 || true; fi
   if [ "$started_postgres" = 1 ]; then scripts/postgres.sh stop >/dev/null 2>&1 || true; fi
   if [ "$started_cluster" = 1 ]; then scripts/kafka.sh cluster-stop >/dev/null 2>&1 || true; fi
@@ -74,7 +77,19 @@ if [ -z "${SCHEMA_REGISTRY_URL:-}" ]; then
     started_registry=1
   fi
 fi
+# The secured broker (SASL_SSL and mTLS, ACLs per role) of tests/secured_kafka.rs.
+if [ -z "${KAFKA_SECURE_BOOTSTRAP_SASL:-}" ]; then
+  if scripts/kafka-secure.sh status >/dev/null 2>&1 && [ -s "$HOME/.cache/competing-transformers/run/secure/ca.pem" ]; then
+    export KAFKA_SECURE_BOOTSTRAP_SASL=127.0.0.1:${KAFKA_SECURE_SASL_PORT:-29092}
+    export KAFKA_SECURE_BOOTSTRAP_MTLS=127.0.0.1:${KAFKA_SECURE_MTLS_PORT:-29093}
+    export KAFKA_SECURE_DIR=${KAFKA_SECURE_RUN_DIR:-$HOME/.cache/competing-transformers/run/secure}
+  else
+    eval "export $(scripts/kafka-secure.sh start)"
+    started_secure=1
+  fi
+fi
 echo "test: schema registry $SCHEMA_REGISTRY_URL" >&2
+echo "test: secured broker SASL_SSL $KAFKA_SECURE_BOOTSTRAP_SASL, mTLS $KAFKA_SECURE_BOOTSTRAP_MTLS" >&2
 echo "test: single broker $KAFKA_BOOTSTRAP, cluster $KAFKA_CLUSTER_BOOTSTRAP, PostgreSQL $DATABASE_URL" >&2
 
 cargo test --workspace "$@" -- --nocapture

@@ -5,21 +5,26 @@
 //! The rules are a pure function of what the cluster reports ([`TopicFacts`]), so they are
 //! tested without a broker; the functions around them talk to Kafka.
 
+use std::net::ToSocketAddrs;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::metadata::Metadata;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use crate::client::{blocking, classify, creation_error, KafkaLogConfig};
-use crate::error::{LayoutProblem, LogError};
+use crate::client::{blocking, classify, creation_error, AccessWatch, KafkaLogConfig};
+use crate::error::{code_of, LayoutProblem, LogError};
 use crate::snapshot_store;
 
 /// How long an admin request may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the first metadata request may take: an unreachable broker is reported this soon.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a TCP connection to a bootstrap server may take to open.
+const CONNECT_TIMEOUT_MS: u64 = 3_000;
 
 /// What the cluster says about a topic, as far as the log cares.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,15 +122,22 @@ fn admin_client(config: &KafkaLogConfig) -> Result<AdminClient<DefaultClientCont
     config.base_client_config().create().map_err(|e| creation_error(config, e))
 }
 
-/// Reads the facts about the log's topic from the cluster.
+/// Reads the facts about the log's topic from the cluster. A principal denied
+/// DescribeConfigs on the topic gets [`LogError::ConfigsDenied`].
 pub async fn describe_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogError> {
+    match describe(config).await? {
+        (facts, true) => Ok(facts),
+        (facts, false) => Err(LogError::ConfigsDenied { topic: facts.topic }),
+    }
+}
+
+/// The topic's facts, and whether the broker showed its configuration: a denied
+/// DescribeConfigs answers with an empty one (rdkafka drops the per-topic error code), which
+/// must never read as a zero retention.
+async fn describe(config: &KafkaLogConfig) -> Result<(TopicFacts, bool), LogError> {
     let admin = Arc::new(admin_client(config)?);
     let topic = config.topic.clone();
-    let metadata = {
-        let (admin, topic) = (admin.clone(), topic.clone());
-        blocking(move || admin.inner().fetch_metadata(Some(&topic), METADATA_TIMEOUT)).await?
-    }
-    .map_err(|e| unreachable_broker(config, e))?;
+    let metadata = fetch_metadata(config, Some(&topic)).await?;
     let brokers = metadata.brokers().len();
     let found = metadata.topics().iter().find(|t| t.name() == topic);
     let missing =
@@ -160,9 +172,10 @@ pub async fn describe_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogEr
             )),
         })?
         .map_err(|code| classify(KafkaError::AdminOp(code), &topic, None, None))?;
+    let visible = !resource.entries.is_empty();
     let value = |name: &str| resource.get(name).and_then(|e| e.value.clone()).unwrap_or_default();
     let number = |name: &str, default: i64| value(name).parse::<i64>().unwrap_or(default);
-    Ok(TopicFacts {
+    let facts = TopicFacts {
         topic,
         partitions,
         replication_factor,
@@ -171,12 +184,66 @@ pub async fn describe_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogEr
         retention_ms: number("retention.ms", 0),
         retention_bytes: number("retention.bytes", 0),
         min_insync_replicas: number("min.insync.replicas", 1) as usize,
-    })
+    };
+    Ok((facts, visible))
 }
 
 /// The first metadata request failed: no broker answered.
 pub(crate) fn unreachable_broker(config: &KafkaLogConfig, error: KafkaError) -> LogError {
     LogError::Unreachable { bootstrap_servers: config.bootstrap_servers.clone(), source: Box::new(error) }
+}
+
+/// The cluster's metadata (of `topic` only, when given), the first request of every command.
+/// A refused password or a failed TLS handshake is told apart from an unreachable broker:
+/// the probe's context hears librdkafka's error events, which the admin client never polls.
+pub async fn fetch_metadata(config: &KafkaLogConfig, topic: Option<&str>) -> Result<Metadata, LogError> {
+    let probe: BaseProducer<AccessWatch> = config
+        .base_client_config()
+        .create_with_context(AccessWatch::default())
+        .map_err(|e| creation_error(config, e))?;
+    let topic = topic.map(str::to_string);
+    let (fetched, failure) = blocking(move || {
+        let fetched = probe.client().fetch_metadata(topic.as_deref(), METADATA_TIMEOUT);
+        if fetched.is_err() {
+            // Serve the error events queued while the request waited.
+            probe.poll(Duration::from_millis(100));
+        }
+        (fetched, probe.context().failure())
+    })
+    .await?;
+    let bootstrap_servers = config.bootstrap_servers.clone();
+    match (fetched, failure) {
+        (Ok(metadata), _) => Ok(metadata),
+        (Err(_), Some((code, reason))) => Err(LogError::Unauthenticated { bootstrap_servers, code, reason }),
+        // A TLS broker that refuses the client's certificate just closes the connection.
+        (Err(error), None) if speaks_tls(config) && takes_connections(&bootstrap_servers).await => {
+            Err(LogError::Unauthenticated {
+                bootstrap_servers,
+                code: RDKafkaErrorCode::SSL,
+                reason: format!("the broker takes TCP connections but closed each during the TLS handshake ({error}): it does not trust this client's certificate, or the listener speaks another protocol"),
+            })
+        }
+        (Err(error), None) => Err(unreachable_broker(config, error)),
+    }
+}
+
+/// Whether the client's `security.protocol` is SSL or SASL_SSL.
+fn speaks_tls(config: &KafkaLogConfig) -> bool {
+    config.client_properties.get("security.protocol").is_some_and(|p| p.to_ascii_lowercase().ends_with("ssl"))
+}
+
+/// Whether any of `servers` (`host:port,…`) takes a TCP connection.
+async fn takes_connections(servers: &str) -> bool {
+    let servers: Vec<String> = servers.split(',').map(|s| s.trim().to_string()).collect();
+    blocking(move || {
+        servers.iter().any(|server| {
+            server.to_socket_addrs().into_iter().flatten().any(|address| {
+                std::net::TcpStream::connect_timeout(&address, Duration::from_millis(CONNECT_TIMEOUT_MS)).is_ok()
+            })
+        })
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// A topic creation the broker refused: an authorization or transient failure says so,
@@ -193,6 +260,54 @@ pub async fn check_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogError
     let facts = describe_topic(config).await?;
     check_layout(&facts)?;
     Ok(facts)
+}
+
+/// Whether this client may write the log's topic, found out without writing anything: the
+/// probe asks for `acks=2`, which the broker refuses (InvalidRequiredAcks) only after the
+/// topic's Write ACL let the request through, so nothing is ever appended.
+pub async fn probe_write(config: &KafkaLogConfig) -> Result<(), LogError> {
+    let mut client = config.base_client_config();
+    client.set("enable.idempotence", "false").set("acks", "2").set("message.timeout.ms", "10000");
+    let producer: BaseProducer<AccessWatch> =
+        client.create_with_context(AccessWatch::default()).map_err(|e| creation_error(config, e))?;
+    let (topic, partition) = (config.topic.clone(), config.partition);
+    let outcome = blocking(move || {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let record: BaseRecord<'_, [u8], [u8], _> =
+            BaseRecord::with_opaque_to(&topic, Box::new(tx)).partition(partition).payload(&[]);
+        if let Err((error, _)) = producer.send(record) {
+            return Err(error);
+        }
+        producer.flush(Duration::from_secs(15))?;
+        rx.try_recv().unwrap_or(Err(KafkaError::Canceled))
+    })
+    .await?;
+    match outcome {
+        Err(error) if code_of(&error) == Some(RDKafkaErrorCode::InvalidRequiredAcks) => Ok(()),
+        Err(error) => Err(classify(error, &config.topic, Some(config.partition), None)),
+        // A broker that took acks=2 appended an empty record: readers count it as malformed.
+        Ok(()) => Ok(()),
+    }
+}
+
+/// Checks the log's topic as a client that only reads or writes it: a principal without
+/// DescribeConfigs (an event source, a reader: docs/SECURITY.md) gets only the partition
+/// count checked, and a warning that the retention rules were not.
+pub async fn check_topic_as_client(config: &KafkaLogConfig) -> Result<(), LogError> {
+    let (facts, visible) = describe(config).await?;
+    if visible {
+        return check_layout(&facts);
+    }
+    tracing::warn!(
+        topic = %facts.topic,
+        "this principal lacks DescribeConfigs on the topic: its retention and cleanup policy were not checked (grant DescribeConfigs, or run `transformer-launcher topics check` as an operator)"
+    );
+    match facts.partitions {
+        1 => Ok(()),
+        partitions => {
+            Err(LogError::TopicLayout { topic: facts.topic, problem: LayoutProblem::Partitions { partitions } })
+        }
+    }
 }
 
 /// Creates the log's topic with the right layout, or checks it if it exists already.
@@ -253,11 +368,7 @@ async fn create_then(
     layout: Layout,
 ) -> Result<TopicFacts, LogError> {
     let admin = Arc::new(admin_client(config)?);
-    let metadata = {
-        let admin = admin.clone();
-        blocking(move || admin.inner().fetch_metadata(None, METADATA_TIMEOUT)).await?
-    }
-    .map_err(|e| unreachable_broker(config, e))?;
+    let metadata = fetch_metadata(config, None).await?;
     let (replication, min_insync) = wanted_replication(metadata.brokers().len());
     let min_insync = min_insync.to_string();
     let topic = settings

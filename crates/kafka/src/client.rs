@@ -2,14 +2,17 @@
 //! properties correctness depends on, and how librdkafka's errors are sorted.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use rdkafka::config::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryResult, ProducerContext};
 
 use competing_transformers::event::Offset;
 
-use crate::error::{code_of, is_authorization_code, LogError};
+use crate::error::{code_of, is_authentication_code, is_authorization_code, LogError};
 
 /// How a [`KafkaLog`] writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,11 +111,84 @@ impl KafkaLogConfig {
         }
         // An offset outside the log is an error, never a silent jump to its end.
         config.set("auto.offset.reset", "error");
-        // librdkafka wants a group id for some calls even with manual assignment; no group
-        // coordination happens since nothing subscribes or commits.
+        // librdkafka wants a group id to assign partitions by hand; nothing subscribes or
+        // commits, so no group right is needed (a denied coordinator lookup is ignored by the
+        // cursor, docs/SECURITY.md).
         config.set("group.id", "competing-transformers-reader");
         config
     }
+}
+
+/// The context of the log's producers and readers. librdkafka's global errors go to the
+/// log; a denied ACL only at debug level, since it also fails the call that needs it, while a
+/// reader's unused group and a read-only principal's producer id are denied without harm.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogContext;
+
+impl ClientContext for LogContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(code) if is_authorization_code(code) => {
+                tracing::debug!(%error, reason, "librdkafka: denied; the call that needs it reports it")
+            }
+            _ => tracing::warn!(%error, reason, "librdkafka reported an error"),
+        }
+    }
+}
+
+impl ConsumerContext for LogContext {}
+
+/// A client context that remembers the first authentication or TLS failure librdkafka
+/// reports: a wrong password or an untrusted certificate otherwise reads only as a broker
+/// that never answers.
+#[derive(Default)]
+pub(crate) struct AccessWatch {
+    seen: Mutex<Option<(RDKafkaErrorCode, String)>>,
+}
+
+impl AccessWatch {
+    /// The first authentication or TLS failure seen, with librdkafka's reason.
+    pub(crate) fn failure(&self) -> Option<(RDKafkaErrorCode, String)> {
+        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+impl ClientContext for AccessWatch {
+    /// The probe's failures end in one sentence ([`LogError::Unauthenticated`] or
+    /// [`LogError::Unreachable`]): librdkafka's own lines about them only at debug level.
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        tracing::debug!(?level, facility, message, "librdkafka");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(code) if is_authentication_code(code) => {
+                let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                seen.get_or_insert_with(|| (code, reason.to_string()));
+            }
+            _ => tracing::debug!(%error, reason, "librdkafka reported an error"),
+        }
+    }
+}
+
+/// A probe's deliveries report to the sender each record carries.
+impl ProducerContext for AccessWatch {
+    type DeliveryOpaque = Box<std::sync::mpsc::Sender<Result<(), KafkaError>>>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, reply: Self::DeliveryOpaque) {
+        let _ = reply.send(result.as_ref().map(|_| ()).map_err(|(error, _)| error.clone()));
+    }
+}
+
+/// What this build's librdkafka supports: its version and `builtin.features` (e.g.
+/// `ssl,sasl,sasl_scram,sasl_oauthbearer,oidc,zstd`).
+pub fn build_features() -> (String, String) {
+    let (_, version) = rdkafka::util::get_rdkafka_version();
+    let features = ClientConfig::new()
+        .create_native_config()
+        .and_then(|native| native.get("builtin.features"))
+        .unwrap_or_else(|error| format!("unknown ({error})"));
+    (version, features)
 }
 
 /// Runs a blocking librdkafka call on the blocking pool.
@@ -120,9 +196,42 @@ pub(crate) async fn blocking<R: Send + 'static>(call: impl FnOnce() -> R + Send 
     tokio::task::spawn_blocking(call).await.map_err(|e| LogError::Runtime { source: Arc::new(e) })
 }
 
-/// librdkafka refused to create a client from `config`'s properties.
+/// librdkafka refused to create a client from `config`'s properties. Its error names the
+/// property and echoes the value: the value, and every secret property's value, is hidden.
 pub(crate) fn creation_error(config: &KafkaLogConfig, error: KafkaError) -> LogError {
+    let secrets: Vec<&str> = config
+        .client_properties
+        .iter()
+        .filter(|(key, value)| is_secret_property(key) && !value.is_empty())
+        .map(|(_, value)| value.as_str())
+        .collect();
+    let hide = |text: &str, extra: &str| {
+        let mut text = text.to_string();
+        for secret in secrets.iter().copied().chain((!extra.is_empty()).then_some(extra)) {
+            text = text.replace(secret, HIDDEN);
+        }
+        text
+    };
+    let error = match error {
+        KafkaError::ClientConfig(code, description, key, value) => {
+            KafkaError::ClientConfig(code, hide(&description, &value), key, HIDDEN.to_string())
+        }
+        KafkaError::ClientCreation(text) => KafkaError::ClientCreation(hide(&text, "")),
+        other => other,
+    };
     LogError::ClientCreation { bootstrap_servers: config.bootstrap_servers.clone(), source: Box::new(error) }
+}
+
+/// What an error shows in place of a property's value.
+const HIDDEN: &str = "<value hidden>";
+
+/// Whether a librdkafka property holds a secret (a password, a private key, a token, a
+/// JAAS line): its value is never shown.
+pub fn is_secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "jaas", "token", "oauthbearer.config", "key.pem", "ssl.key", "keystore"]
+        .iter()
+        .any(|word| key.contains(word))
 }
 
 impl KafkaLogConfig {
@@ -246,6 +355,18 @@ mod tests {
             assert_eq!(error.code(), Some(code));
             assert!(error.to_string().contains("ACLs"), "{error}");
         }
+    }
+
+    #[test]
+    fn a_refused_property_never_shows_its_value_nor_a_secret() {
+        let mut config = KafkaLogConfig::new("127.0.0.1:1", "log");
+        config.client_properties.insert("sasl.password".into(), "planted-secret-1".into());
+        config.client_properties.insert("sasl.jaas.config".into(), "planted-secret-2".into());
+        let refused = config.base_client_config().create::<BaseProducer>().map(|_| ()).expect_err("a Java property");
+        let shown = creation_error(&config, refused).to_string();
+        assert!(shown.contains("sasl.jaas.config"), "{shown}");
+        assert!(!shown.contains("planted-secret"), "{shown}");
+        assert!(is_secret_property("ssl.key.password") && !is_secret_property("security.protocol"));
     }
 
     #[test]

@@ -32,6 +32,18 @@ pub enum LogError {
         /// What librdkafka said (boxed: it is large, and this is the cold path).
         source: Box<KafkaError>,
     },
+    /// The broker refused this client's credentials, or the TLS handshake failed (an
+    /// untrusted certificate on either side): only an operator can fix it.
+    #[error("{}", unauthenticated_sentence(bootstrap_servers, *code, reason))]
+    Unauthenticated {
+        /// The `bootstrap.servers` tried.
+        bootstrap_servers: String,
+        /// [`RDKafkaErrorCode::Authentication`], [`RDKafkaErrorCode::SaslAuthenticationFailed`]
+        /// or [`RDKafkaErrorCode::SSL`].
+        code: RDKafkaErrorCode,
+        /// librdkafka's own account of the failure (never holds a secret).
+        reason: String,
+    },
     /// A request timed out, a broker went away or a partition's leader moved: retry with
     /// backoff.
     #[error("the event log is unavailable on topic `{topic}` ({source}); is the broker running and reachable?")]
@@ -76,7 +88,8 @@ pub enum LogError {
     /// The cluster denied this client's principal an ACL (topic, group, cluster or
     /// transactional id): only an operator can fix it.
     #[error(
-        "Kafka denied this client access while using topic `{topic}` ({source}); grant its principal the ACLs the log needs (Describe, Read and Write on the topic, IdempotentWrite on the cluster, Write on a transactional id) or fix the security settings in the client properties"
+        "Kafka denied this client {} while using topic `{topic}` ({source}); grant its principal that ACL (docs/SECURITY.md lists the ACLs of each role) or fix the security settings in the client properties",
+        missing_permission(*code)
     )]
     Unauthorized {
         /// The topic the call was about.
@@ -85,6 +98,14 @@ pub enum LogError {
         code: RDKafkaErrorCode,
         /// What librdkafka said (boxed: it is large, and this is the cold path).
         source: Box<KafkaError>,
+    },
+    /// The broker showed no configuration of the topic: the principal lacks DescribeConfigs.
+    #[error(
+        "Kafka shows this client no configuration of topic `{topic}`: its principal lacks the DescribeConfigs permission on the topic, needed to check that the log keeps its events forever; grant it (kafka-acls --add --allow-principal User:NAME --operation DescribeConfigs --topic {topic}) or run this as an operator"
+    )]
+    ConfigsDenied {
+        /// The topic.
+        topic: String,
     },
     /// The log's topic does not exist.
     #[error(
@@ -156,7 +177,7 @@ impl LogError {
 
     /// Whether the cluster denied an ACL ([`LogError::Unauthorized`]).
     pub fn is_authorization(&self) -> bool {
-        matches!(self, LogError::Unauthorized { .. })
+        matches!(self, LogError::Unauthorized { .. } | LogError::ConfigsDenied { .. })
     }
 
     /// Whether only an operator can fix it (client properties, a missing or misshapen topic,
@@ -169,6 +190,8 @@ impl LogError {
                 | LogError::TopicLayout { .. }
                 | LogError::TopicNotCreated { .. }
                 | LogError::Unauthorized { .. }
+                | LogError::ConfigsDenied { .. }
+                | LogError::Unauthenticated { .. }
         )
     }
 
@@ -178,11 +201,33 @@ impl LogError {
             LogError::Unavailable { code, .. } | LogError::Fatal { code, .. } => *code,
             LogError::Fenced { code, .. }
             | LogError::Unauthorized { code, .. }
+            | LogError::Unauthenticated { code, .. }
             | LogError::TopicNotCreated { code, .. } => Some(*code),
             LogError::Unreachable { source, .. } | LogError::ClientCreation { source, .. } => code_of(source),
             _ => None,
         }
     }
+}
+
+/// "Kafka at k:9093 refused this client's credentials (…); fix …".
+fn unauthenticated_sentence(bootstrap_servers: &str, code: RDKafkaErrorCode, reason: &str) -> String {
+    if code == RDKafkaErrorCode::SSL {
+        format!(
+            "the TLS handshake with Kafka at {bootstrap_servers} failed ({reason}); check that ssl.ca.location names the CA that signed the broker's certificate, and that the broker trusts the client certificate (ssl.certificate.location, ssl.key.location)"
+        )
+    } else {
+        format!(
+            "Kafka at {bootstrap_servers} refused this client's credentials ({reason}); check sasl.mechanism, sasl.username and sasl.password (or the OAUTHBEARER settings) in the client properties"
+        )
+    }
+}
+
+/// Whether `code` says the broker refused the client's credentials or its TLS handshake.
+pub fn is_authentication_code(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed | RDKafkaErrorCode::SSL
+    )
 }
 
 /// The error code of a [`KafkaError`]; unlike [`KafkaError::rdkafka_error_code`] it includes
@@ -191,6 +236,23 @@ pub(crate) fn code_of(error: &KafkaError) -> Option<RDKafkaErrorCode> {
     match error {
         KafkaError::AdminOp(code) => Some(*code),
         other => other.rdkafka_error_code(),
+    }
+}
+
+/// The permission an authorization failure's code says is missing.
+fn missing_permission(code: RDKafkaErrorCode) -> &'static str {
+    match code {
+        RDKafkaErrorCode::TopicAuthorizationFailed => {
+            "an ACL on the topic (Describe to see it, Read to read it, Write to write it)"
+        }
+        RDKafkaErrorCode::GroupAuthorizationFailed => "an ACL on a consumer group (Read and Describe)",
+        RDKafkaErrorCode::ClusterAuthorizationFailed => {
+            "an ACL on the cluster (IdempotentWrite, which Write on the topic implies, to write; Create to create topics)"
+        }
+        RDKafkaErrorCode::TransactionalIdAuthorizationFailed => {
+            "an ACL on its transactional id (Write and Describe)"
+        }
+        _ => "an ACL",
     }
 }
 

@@ -21,6 +21,10 @@
 //! - 409 on registration, still there when asked again: the new schema breaks the subject's
 //!   compatibility setting.
 //!
+//! TLS and authentication come from the environment ([`RegistryAccess::from_env`]): a CA file
+//! for an https registry, HTTP basic or bearer credentials, each from a variable or a file;
+//! none of them is ever shown.
+//!
 //! Output schemas are registered under the subject `<transformer>-value` (the
 //! TopicNameStrategy naming of a topic's value schemas, with the transformer's output
 //! event-source key as the topic).
@@ -43,6 +47,65 @@ use competing_transformers::codec::{parse_schema, AvroOutput, SchemaCache, Unres
 pub const SCHEMA_REGISTRY_URL_ENV: &str = "SCHEMA_REGISTRY_URL";
 /// How long one registry request may take before it counts as unavailable.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// A PEM file of the CA(s) to trust for an https registry, besides the system's.
+pub const SCHEMA_REGISTRY_CA_FILE_ENV: &str = "SCHEMA_REGISTRY_CA_FILE";
+/// The user of HTTP basic authentication (with a password from the next two).
+pub const SCHEMA_REGISTRY_USER_ENV: &str = "SCHEMA_REGISTRY_USER";
+/// The basic-authentication password.
+pub const SCHEMA_REGISTRY_PASSWORD_ENV: &str = "SCHEMA_REGISTRY_PASSWORD";
+/// A file holding the basic-authentication password (wins over the variable).
+pub const SCHEMA_REGISTRY_PASSWORD_FILE_ENV: &str = "SCHEMA_REGISTRY_PASSWORD_FILE";
+/// A bearer token, for registries behind OAuth.
+pub const SCHEMA_REGISTRY_TOKEN_ENV: &str = "SCHEMA_REGISTRY_TOKEN";
+/// A file holding the bearer token (wins over the variable; re-read at each start).
+pub const SCHEMA_REGISTRY_TOKEN_FILE_ENV: &str = "SCHEMA_REGISTRY_TOKEN_FILE";
+
+/// Whom the client trusts and how it proves itself to the registry. `Debug` shows no secret.
+#[derive(Clone, Default)]
+pub struct RegistryAccess {
+    /// PEM CA certificate(s) to trust besides the system's.
+    pub ca_pem: Option<Vec<u8>>,
+    /// HTTP basic authentication: user and password.
+    pub basic: Option<(String, String)>,
+    /// A bearer token.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAccess")
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "…"))
+            .field("basic_user", &self.basic.as_ref().map(|(user, _)| user))
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+impl RegistryAccess {
+    /// From the `SCHEMA_REGISTRY_*` variables (files win over values). An unreadable file
+    /// is a refusal naming the variable, never its content.
+    pub fn from_env(url: &str) -> Result<Self, RegistryError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let read = |name: &str| -> Result<Option<Vec<u8>>, RegistryError> {
+            let Some(path) = var(name) else { return Ok(None) };
+            std::fs::read(&path).map(Some).map_err(|error| RegistryError::Refused {
+                url: without_credentials(url),
+                status: None,
+                error_code: None,
+                message: format!("cannot read {path} named by {name} ({error})"),
+                source: None,
+            })
+        };
+        let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).trim().to_string();
+        let password = read(SCHEMA_REGISTRY_PASSWORD_FILE_ENV)?.map(text).or_else(|| var(SCHEMA_REGISTRY_PASSWORD_ENV));
+        let token = read(SCHEMA_REGISTRY_TOKEN_FILE_ENV)?.map(text).or_else(|| var(SCHEMA_REGISTRY_TOKEN_ENV));
+        Ok(Self {
+            ca_pem: read(SCHEMA_REGISTRY_CA_FILE_ENV)?,
+            basic: var(SCHEMA_REGISTRY_USER_ENV).map(|user| (user, password.unwrap_or_default())),
+            token,
+        })
+    }
+}
 
 /// The subject a transformer's output schema is registered under.
 pub fn subject_for(transformer: &str) -> String {
@@ -183,7 +246,7 @@ impl RegistryError {
 fn refusal_hint(status: Option<u16>) -> String {
     match status {
         Some(status @ (401 | 403)) => format!(
-            " ({status}: check the credentials in {SCHEMA_REGISTRY_URL_ENV} and the registry's permissions; the inputs wait, none is dead-lettered)"
+            " ({status}: check the credentials ({SCHEMA_REGISTRY_USER_ENV} with {SCHEMA_REGISTRY_PASSWORD_ENV} or {SCHEMA_REGISTRY_PASSWORD_FILE_ENV}, {SCHEMA_REGISTRY_TOKEN_ENV} or {SCHEMA_REGISTRY_TOKEN_FILE_ENV}, or a user in {SCHEMA_REGISTRY_URL_ENV}) and the registry's permissions; the inputs wait, none is dead-lettered)"
         ),
         Some(status) => format!(" ({status})"),
         None => String::new(),
@@ -257,16 +320,41 @@ impl SchemaRegistry {
             );
             return Err(RegistryError::Refused { url: shown, status: None, error_code: None, message, source: None });
         }
-        let settings =
-            SrSettings::new_builder(url.clone()).set_timeout(REQUEST_TIMEOUT).no_proxy().build().map_err(|e| {
-                RegistryError::Refused {
-                    url: without_credentials(&url),
-                    status: None,
-                    error_code: None,
-                    message: message_of(&e),
-                    source: Some(Box::new(e)),
-                }
-            })?;
+        let access = RegistryAccess::from_env(&url)?;
+        Self::with_access(url, &access)
+    }
+
+    /// A client of the registry at `url` that trusts and authenticates as `access` says.
+    pub fn with_access(url: String, access: &RegistryAccess) -> Result<Self, RegistryError> {
+        let refused = |message: String, source: Option<SRCError>| RegistryError::Refused {
+            url: without_credentials(&url),
+            status: None,
+            error_code: None,
+            message,
+            source: source.map(Box::new),
+        };
+        let mut client = reqwest::Client::builder();
+        if let Some(pem) = &access.ca_pem {
+            let not_pem = |why: String| {
+                refused(format!("the CA file of {SCHEMA_REGISTRY_CA_FILE_ENV} is not PEM certificates ({why})"), None)
+            };
+            let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| not_pem(e.to_string()))?;
+            if certificates.is_empty() {
+                return Err(not_pem("no certificate in it".into()));
+            }
+            for certificate in certificates {
+                client = client.add_root_certificate(certificate);
+            }
+        }
+        let mut builder = SrSettings::new_builder(url.clone());
+        builder.set_timeout(REQUEST_TIMEOUT).no_proxy();
+        if let Some((user, password)) = &access.basic {
+            builder.set_basic_authorization(user, Some(password));
+        }
+        if let Some(token) = &access.token {
+            builder.set_token_authorization(token);
+        }
+        let settings = builder.build_with(client).map_err(|e| refused(message_of(&e), Some(e)))?;
         let decoder = AvroDecoder::new(settings.clone());
         // The client keeps the URL as given; errors and log lines only ever see it without
         // its user and password.
@@ -503,6 +591,36 @@ mod tests {
             "{error}"
         );
         assert!(!error.is_transient());
+    }
+
+    #[tokio::test]
+    async fn basic_and_bearer_credentials_reach_the_registry_and_no_debug_output() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for (access, expected) in [
+            (RegistryAccess { basic: Some(("u".into(), "p".into())), ..Default::default() }, "basic dtpw"),
+            (RegistryAccess { token: Some("planted-token".into()), ..Default::default() }, "bearer planted-token"),
+        ] {
+            assert!(!format!("{access:?}").contains("planted") && !format!("{access:?}").contains("\"p\""));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let server = tokio::spawn(async move {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut request = vec![0; 4096];
+                let read = socket.read(&mut request).await.unwrap();
+                let body = r#"{"schema":"\"string\""}"#;
+                let answer =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                socket.write_all(answer.as_bytes()).await.unwrap();
+                String::from_utf8_lossy(&request[..read]).to_ascii_lowercase()
+            });
+            let registry = SchemaRegistry::with_access(url, &access).unwrap();
+            registry.resolve([5], &mut SchemaCache::new()).await.unwrap();
+            let request = server.await.unwrap();
+            assert!(request.contains(&format!("authorization: {expected}")), "{request}");
+        }
+        let bad_ca = RegistryAccess { ca_pem: Some(b"planted".to_vec()), ..Default::default() };
+        let error = SchemaRegistry::with_access("https://r:1".into(), &bad_ca).unwrap_err().to_string();
+        assert!(error.contains(SCHEMA_REGISTRY_CA_FILE_ENV) && !error.contains("planted"), "{error}");
     }
 
     #[test]

@@ -23,7 +23,10 @@ Try it with `scripts/demo.sh` against a local broker. In production run `run --c
 with `--replica-id HOST --replicas 1`.\n\n\
 Every command taking --bootstrap and --topic also reads KAFKA_BOOTSTRAP and KAFKA_TOPIC, and \
 the [kafka] table of --config FILE (TRANSFORMER_LAUNCHER_CONFIG); flags win over the \
-environment, which wins over the file.",
+environment, which wins over the file. librdkafka properties (security settings) come from \
+[kafka.properties], then a key=value file (kafka.properties_file or KAFKA_PROPERTIES_FILE), then \
+KAFKA_PROPERTY_<NAME> variables (KAFKA_PROPERTY_SASL_PASSWORD sets sasl.password), so no secret \
+need sit in the config file; no value of them is ever printed (docs/SECURITY.md).",
     after_help = crate::Exit::help_table()
 )]
 pub struct Cli {
@@ -91,6 +94,15 @@ export-<TOPIC> on the log), so a killed export neither loses nor duplicates anyt
 next run resumes where the last committed one stopped. Read the target with \
 isolation.level=read_committed. Stops at the log end unless --follow is given.")]
     Export(ExportArgs),
+    /// Say what this build supports and check a configuration against the log.
+    #[command(long_about = "Say what this build of librdkafka supports (TLS, SASL mechanisms, \
+OAUTHBEARER/OIDC, compression: its builtin.features), then check the configuration against the \
+log, one line each: reachable (a TCP connection), authenticated (the cluster answers with its \
+metadata), topic readable (its layout as far as the principal may see it, and a fetch from its \
+start), topic writable (a write the broker refuses only after the topic's Write ACL let it \
+through: nothing is appended). The first failure prints its one-sentence error and exits with \
+its code (5: credentials or an ACL; see docs/SECURITY.md).")]
+    Doctor(LogArgs),
     /// Register or check a transformer's Avro output schema in the schema registry.
     #[command(subcommand)]
     Schemas(SchemasCommand),
@@ -132,9 +144,15 @@ pub struct KafkaArgs {
 }
 
 impl KafkaArgs {
-    /// As overrides of the config file.
+    /// As overrides of the config file, with the client properties the environment sets
+    /// (`KAFKA_PROPERTIES_FILE`, `KAFKA_PROPERTY_*`: secrets stay out of files and flags).
     pub fn overrides(&self) -> Overrides {
-        Overrides { bootstrap_servers: self.bootstrap.clone(), topic: self.topic.clone() }
+        Overrides {
+            bootstrap_servers: self.bootstrap.clone(),
+            topic: self.topic.clone(),
+            properties_file: std::env::var(crate::config::PROPERTIES_FILE_VAR).ok().filter(|p| !p.is_empty()),
+            properties: crate::config::environment_properties(std::env::vars()),
+        }
     }
 }
 

@@ -9,9 +9,12 @@
 //! topic = "pipeline"                    # or --topic / KAFKA_TOPIC, which win
 //! summary_headers = true                # optional: ct.* headers for kcat and other tools
 //!
+//! properties_file = "kafka.properties"  # optional: more properties, e.g. secrets (key=value)
+//!
 //! [kafka.properties]                    # librdkafka properties, passed through as they are
 //! "client.id" = "launcher-eu-1"
 //! "socket.keepalive.enable" = true
+//! # KAFKA_PROPERTY_SASL_PASSWORD=… in the environment sets sasl.password, winning over files
 //!
 //! [[transformer]]
 //! name = "matching-engine"              # a name the launcher binary registers
@@ -78,6 +81,44 @@ pub struct KafkaSection {
     /// Write the `ct.*` summary headers for Kafka-native tools (off by default).
     #[serde(default)]
     pub summary_headers: bool,
+    /// A file of more librdkafka properties, `key=value` per line (`#` comments), read at
+    /// start and winning over `[kafka.properties]`: secrets need not sit in this file.
+    /// Relative to the config file; `KAFKA_PROPERTIES_FILE` wins.
+    #[serde(default)]
+    pub properties_file: Option<String>,
+}
+
+/// The environment variable naming a properties file (wins over `kafka.properties_file`).
+pub const PROPERTIES_FILE_VAR: &str = "KAFKA_PROPERTIES_FILE";
+/// The prefix of environment variables holding one librdkafka property each, winning over
+/// every file: `KAFKA_PROPERTY_SASL_PASSWORD` sets `sasl.password` (lower case, `_` for `.`).
+pub const PROPERTY_VAR_PREFIX: &str = "KAFKA_PROPERTY_";
+
+/// The librdkafka properties the environment sets (see [`PROPERTY_VAR_PREFIX`]).
+pub fn environment_properties(vars: impl IntoIterator<Item = (String, String)>) -> BTreeMap<String, String> {
+    vars.into_iter()
+        .filter_map(|(name, value)| {
+            let key = name.strip_prefix(PROPERTY_VAR_PREFIX)?;
+            (!key.is_empty()).then(|| (key.to_ascii_lowercase().replace('_', "."), value))
+        })
+        .collect()
+}
+
+/// Parses a properties file: `key=value` per line; blank lines and `#` comments skipped.
+/// An error names the line, never its value (it may be a secret).
+fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, (usize, &'static str)> {
+    let mut properties = BTreeMap::new();
+    for (number, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line.split_once('=').ok_or((number, "has no `=`; write key=value"))?;
+        if key.trim().is_empty() {
+            return Err((number, "has no key before `=`"));
+        }
+        properties.insert(key.trim().to_string(), value.trim().to_string());
+    }
+    Ok(properties)
 }
 
 /// A librdkafka property value: librdkafka takes text, TOML users write numbers and booleans.
@@ -163,6 +204,10 @@ pub struct Overrides {
     pub bootstrap_servers: Option<String>,
     /// `--topic` / `KAFKA_TOPIC`.
     pub topic: Option<String>,
+    /// `KAFKA_PROPERTIES_FILE`.
+    pub properties_file: Option<String>,
+    /// `KAFKA_PROPERTY_*` variables ([`environment_properties`]).
+    pub properties: BTreeMap<String, String>,
 }
 
 /// Why the configuration cannot be used. Each is one sentence naming the key and the fix.
@@ -261,10 +306,42 @@ impl Config {
             ));
         }
         let mut config = KafkaLogConfig::new(bootstrap.trim(), topic.trim());
-        config.client_properties =
-            self.kafka.properties.iter().map(|(key, value)| (key.clone(), value.to_string())).collect();
+        config.client_properties = self.client_properties(overrides)?;
+        if config.client_properties.contains_key("bootstrap.servers") {
+            return Err(invalid(
+                "bootstrap.servers",
+                "is set in a properties file or KAFKA_PROPERTY_ variable; set kafka.bootstrap_servers (or KAFKA_BOOTSTRAP) instead",
+            ));
+        }
         config.summary_headers = self.kafka.summary_headers;
         Ok(config)
+    }
+
+    /// `[kafka.properties]`, then the properties file, then the environment's properties.
+    fn client_properties(&self, overrides: &Overrides) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut properties: BTreeMap<String, String> =
+            self.kafka.properties.iter().map(|(key, value)| (key.clone(), value.to_string())).collect();
+        let file = match (&overrides.properties_file, &self.kafka.properties_file) {
+            (Some(path), _) => Some(std::path::PathBuf::from(path)),
+            (None, Some(path)) => Some(match Path::new(&self.origin).parent() {
+                Some(dir) if !self.origin.is_empty() => dir.join(path),
+                _ => Path::new(path).to_path_buf(),
+            }),
+            (None, None) => None,
+        };
+        if let Some(path) = file {
+            let origin = path.display().to_string();
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
+            let read = parse_properties(&text).map_err(|(line, problem)| ConfigError::Invalid {
+                origin: format!("properties file {origin}"),
+                key: format!("line {line}"),
+                problem: problem.into(),
+            })?;
+            properties.extend(read);
+        }
+        properties.extend(overrides.properties.clone());
+        Ok(properties)
     }
 
     /// What `run` starts: each transformer's name and replica count, checked against the
@@ -338,6 +415,15 @@ fn syntax_error(text: &str, origin: &str, error: &toml::de::Error) -> ConfigErro
     let start = error.span().map_or(0, |span| span.start.min(text.len()));
     let line = text[..start].matches('\n').count() + 1;
     let shown = text.lines().nth(line - 1).unwrap_or("").trim();
+    // A secret property's line shows its key only.
+    let hidden;
+    let shown = match shown.split_once('=') {
+        Some((key, _)) if competing_transformers_kafka::client::is_secret_property(key.trim().trim_matches('"')) => {
+            hidden = format!("{} = <value hidden>", key.trim());
+            hidden.as_str()
+        }
+        _ => shown,
+    };
     let shown: String = if shown.chars().count() > SHOWN_CHARS_MAX {
         shown.chars().take(SHOWN_CHARS_MAX).chain("…".chars()).collect()
     } else {
@@ -389,7 +475,11 @@ replicas = 3
     #[test]
     fn flags_and_environment_win_over_the_file_and_the_default_bootstrap_applies_last() {
         let config = parse(EXAMPLE).unwrap();
-        let overrides = Overrides { bootstrap_servers: Some("env:9092".into()), topic: Some("other".into()) };
+        let overrides = Overrides {
+            bootstrap_servers: Some("env:9092".into()),
+            topic: Some("other".into()),
+            ..Overrides::default()
+        };
         let log = config.log_config(&overrides).unwrap();
         assert_eq!((log.bootstrap_servers.as_str(), log.topic.as_str()), ("env:9092", "other"));
         let bare = parse("[kafka]\ntopic = \"t\"\n").unwrap().log_config(&Overrides::default()).unwrap();
@@ -403,6 +493,13 @@ replicas = 3
             parse("[kafka]\ntopic = \"t\"\n\n[[transformer]]\nname = \"echo\"\nreplica = 3\n").unwrap_err().to_string();
         assert!(error.contains("line 6") && error.contains("unknown field `replica`"), "{error}");
         assert!(error.starts_with("config file launcher.toml"), "{error}");
+    }
+
+    #[test]
+    fn a_secret_on_a_bad_line_is_not_shown() {
+        let error = parse("[kafka.properties]\n\"sasl.password\" = planted-secret\n").unwrap_err().to_string();
+        assert!(error.contains("line 2") && error.contains("sasl.password"), "{error}");
+        assert!(!error.contains("planted-secret"), "{error}");
     }
 
     #[test]
@@ -435,6 +532,29 @@ replicas = 3
         let unbounded = parse("[[transformer]]\nname = \"echo\"\npending_mib_max = 0\n").unwrap();
         let error = unbounded.replica_plan(&registry(), None).unwrap_err().to_string();
         assert!(error.contains("`transformer[1].pending_mib_max` is 0"), "{error}");
+    }
+
+    #[test]
+    fn properties_come_from_the_table_then_a_file_then_the_environment() {
+        let dir = std::env::temp_dir().join(format!("ct-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("secret.properties"), "# secrets\nsasl.password = from-file\nsasl.username=u\n")
+            .unwrap();
+        let text = "[kafka]\ntopic = \"t\"\nproperties_file = \"secret.properties\"\n[kafka.properties]\n\"sasl.username\" = \"table\"\n\"client.id\" = \"c\"\n";
+        let config = Config::parse(text, &dir.join("launcher.toml").display().to_string()).unwrap();
+        let log = config.log_config(&Overrides::default()).unwrap();
+        let get = |log: &KafkaLogConfig, key: &str| log.client_properties.get(key).cloned();
+        assert_eq!(get(&log, "sasl.password").as_deref(), Some("from-file"));
+        assert_eq!(get(&log, "sasl.username").as_deref(), Some("u"));
+        assert_eq!(get(&log, "client.id").as_deref(), Some("c"));
+        let vars = [("KAFKA_PROPERTY_SASL_PASSWORD".to_string(), "from-env".to_string()), ("HOME".into(), "/".into())];
+        let overrides = Overrides { properties: environment_properties(vars), ..Overrides::default() };
+        assert_eq!(overrides.properties.len(), 1);
+        assert_eq!(get(&config.log_config(&overrides).unwrap(), "sasl.password").as_deref(), Some("from-env"));
+        std::fs::write(dir.join("secret.properties"), "sasl.password\n").unwrap();
+        let error = config.log_config(&Overrides::default()).unwrap_err().to_string();
+        assert!(error.contains("line 1") && error.contains("key=value"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

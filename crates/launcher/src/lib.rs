@@ -27,6 +27,7 @@
 //! - `restart`: when a failed replica starts again, for both.
 //! - [`signals`]: SIGINT and SIGTERM: the first stops, a second exits at once.
 //! - `ops`: `topics`, `publish`, `tail`, `status`, `dead-letters`, `export`.
+//! - `doctor`: what the build supports; whether a configuration reaches the log.
 //! - [`reading`]: canonical events, readable payloads and dead letters, for operators.
 //! - [`redrive`]: `dead-letters redrive`, idempotent, with provenance.
 //! - [`summary`]: the whole log's verdicts and race winners (pure, plus one read).
@@ -37,6 +38,7 @@
 
 mod cli;
 pub mod config;
+mod doctor;
 mod ops;
 pub mod ownership;
 mod processes;
@@ -59,7 +61,7 @@ pub use config::{Config, ConfigError};
 pub use registry::Registry;
 
 use competing_transformers::replica::Divergence;
-use competing_transformers_kafka::error::{is_authorization_code, RDKafkaErrorCode};
+use competing_transformers_kafka::error::{is_authentication_code, is_authorization_code};
 use competing_transformers_kafka::schema_registry::RegistryError;
 use competing_transformers_kafka::{LogError, ReplicaError};
 
@@ -350,10 +352,7 @@ impl Exit {
 
     /// The class of a log failure: only what an operator must fix is permanent.
     pub fn of_log(error: &LogError) -> Exit {
-        let denied = |code| {
-            is_authorization_code(code)
-                || matches!(code, RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
-        };
+        let denied = |code| is_authorization_code(code) || is_authentication_code(code);
         if error.is_authorization() || error.code().is_some_and(denied) {
             Exit::Access
         } else if error.needs_operator() {
@@ -457,6 +456,7 @@ async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error>
         }
         Command::DeadLetters(DeadLettersCommand::Redrive(args)) => ops::redrive(args, &registry).await,
         Command::Export(args) => ops::export(args).await,
+        Command::Doctor(args) => doctor::doctor(&args).await,
         Command::Schemas(cli::SchemasCommand::Register(args)) => schemas::run(&registry, &args, true).await,
         Command::Schemas(cli::SchemasCommand::Check(args)) => schemas::run(&registry, &args, false).await,
     }
@@ -535,6 +535,7 @@ pub fn wall_clock_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use competing_transformers_kafka::error::RDKafkaErrorCode;
 
     #[test]
     fn writer_ids_and_replica_prefixes_are_checked_with_the_fix_in_one_sentence() {

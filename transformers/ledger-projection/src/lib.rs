@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use competing_transformers::{EventSourceKey, Offset};
 use competing_transformers_kafka::{CanonicalEvent, EventLog, LogError, Pipeline, Shutdown};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use ledger::{Entry, LEDGER_KEY};
 
@@ -44,6 +44,12 @@ pub enum ProjectionError {
     /// The event log failed.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The TLS settings for PostgreSQL are unusable.
+    #[error("PostgreSQL TLS: {message}")]
+    Tls {
+        /// What is wrong and how to fix it.
+        message: String,
+    },
     /// A `ledger` event does not parse as an [`Entry`].
     #[error("the ledger event at offset {offset}, index {index} is not a ledger entry ({message}); is `{key}` written by the ledger?")]
     BadEntry {
@@ -203,6 +209,27 @@ fn to_bigint(value: u64) -> i64 {
     i64::try_from(value).expect("ledger amounts fit a bigint")
 }
 
+/// The environment variable naming a PEM CA to trust for PostgreSQL, as libpq's.
+pub const PG_SSL_ROOT_CERT_ENV: &str = "PGSSLROOTCERT";
+
+/// TLS to PostgreSQL: used as DATABASE_URL's `sslmode` says (`prefer`, the default, uses it
+/// when the server offers it; `require` insists), verifying the server's certificate and
+/// name against the system's CAs and [`PG_SSL_ROOT_CERT_ENV`]'s.
+fn tls_connector() -> Result<postgres_native_tls::MakeTlsConnector, ProjectionError> {
+    let tls = |message: String| ProjectionError::Tls { message };
+    let mut builder = native_tls::TlsConnector::builder();
+    if let Some(path) = std::env::var_os(PG_SSL_ROOT_CERT_ENV).filter(|p| !p.is_empty()) {
+        let shown = std::path::Path::new(&path).display().to_string();
+        let pem =
+            std::fs::read(&path).map_err(|e| tls(format!("cannot read {shown} ({PG_SSL_ROOT_CERT_ENV}): {e}")))?;
+        let certificate = native_tls::Certificate::from_pem(&pem)
+            .map_err(|e| tls(format!("{shown} ({PG_SSL_ROOT_CERT_ENV}) is not a PEM certificate: {e}")))?;
+        builder.add_root_certificate(certificate);
+    }
+    let connector = builder.build().map_err(|e| tls(format!("cannot set up TLS: {e}")))?;
+    Ok(postgres_native_tls::MakeTlsConnector::new(connector))
+}
+
 /// The balances projection over one PostgreSQL schema.
 pub struct Projection {
     client: Client,
@@ -217,7 +244,7 @@ impl Projection {
     /// `topic` is the log topic projected: one schema projects one log.
     pub async fn connect(database_url: &str, schema: &str, topic: &str) -> Result<Self, ProjectionError> {
         check_schema(schema)?;
-        let (client, connection) = tokio_postgres::connect(database_url, NoTls).await?;
+        let (client, connection) = tokio_postgres::connect(database_url, tls_connector()?).await?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::warn!(%error, "PostgreSQL connection ended");

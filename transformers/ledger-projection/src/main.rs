@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use competing_transformers_kafka::{KafkaLog, KafkaLogConfig};
+use competing_transformers_launcher::config::{self, Config, Overrides};
 use competing_transformers_launcher::signals::shutdown_on_signals;
 use ledger_projection::{Projection, RunOptions, BATCH_EVENTS_MAX_DEFAULT};
 
@@ -16,15 +17,20 @@ use ledger_projection::{Projection, RunOptions, BATCH_EVENTS_MAX_DEFAULT};
 #[derive(Parser, Debug)]
 #[command(name = "ledger-projection", version)]
 struct Args {
-    /// postgres://user@host:port/database
+    /// postgres://user@host:port/database (?sslmode=require for TLS; PGSSLROOTCERT adds a CA)
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
-    /// Kafka bootstrap servers
-    #[arg(long, env = "KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
-    bootstrap: String,
-    /// The log's topic
+    /// Kafka bootstrap servers [default: the config file's, else 127.0.0.1:9092]
+    #[arg(long, env = "KAFKA_BOOTSTRAP")]
+    bootstrap: Option<String>,
+    /// The log's topic [default: the config file's]
     #[arg(long, env = "KAFKA_TOPIC")]
-    topic: String,
+    topic: Option<String>,
+    /// A launcher config file whose [kafka] table (servers, topic, librdkafka properties,
+    /// properties_file) to use; KAFKA_PROPERTIES_FILE and KAFKA_PROPERTY_* apply as for the
+    /// launcher (docs/SECURITY.md)
+    #[arg(long, env = "TRANSFORMER_LAUNCHER_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// PostgreSQL schema holding `balances` and `position`
     #[arg(long, default_value = "ledger")]
     schema: String,
@@ -36,12 +42,29 @@ struct Args {
     follow: bool,
 }
 
+/// The log's client configuration, read as the launcher reads it.
+fn log_config(args: &Args) -> anyhow::Result<KafkaLogConfig> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let overrides = Overrides {
+        bootstrap_servers: args.bootstrap.clone(),
+        topic: args.topic.clone(),
+        properties_file: std::env::var(config::PROPERTIES_FILE_VAR).ok().filter(|p| !p.is_empty()),
+        properties: config::environment_properties(std::env::vars()),
+    };
+    Ok(config.log_config(&overrides)?)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.batch_events_max > 0, "--batch-events-max must be at least 1");
-    let log = Arc::new(KafkaLog::connect(KafkaLogConfig::new(&args.bootstrap, &args.topic)).await?);
-    let mut projection = Projection::connect(&args.database_url, &args.schema, &args.topic).await?;
+    let log_config = log_config(&args)?;
+    let topic = log_config.topic.clone();
+    let log = Arc::new(KafkaLog::connect(log_config).await?);
+    let mut projection = Projection::connect(&args.database_url, &args.schema, &topic).await?;
     let shutdown = shutdown_on_signals().context("cannot listen for signals")?;
     let options =
         RunOptions { batch_events_max: args.batch_events_max, follow: args.follow, shutdown, before_commit: None };

@@ -11,12 +11,12 @@
 //!
 //! Its clients are configured, and Kafka errors classified, once, in [`crate::client`].
 
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::time::Duration;
 
 use futures::FutureExt;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
@@ -26,7 +26,7 @@ use competing_transformers::event::Offset;
 use competing_transformers::record::{headers, EncodedRecord, FetchedRecord, Record};
 
 use super::{Delivery, EventLog, LogCursor};
-use crate::client::{blocking, classify, creation_error, KafkaLogConfig, WriteMode};
+use crate::client::{blocking, classify, creation_error, KafkaLogConfig, LogContext, WriteMode};
 use crate::error::LogError;
 
 /// One partition of a Kafka topic as an [`EventLog`].
@@ -34,38 +34,50 @@ pub struct KafkaLog {
     /// Shared with the pending deliveries, which name the topic when they fail.
     config: Arc<KafkaLogConfig>,
     writer: Writer,
-    watermarks: Arc<BaseConsumer>,
+    watermarks: Arc<BaseConsumer<LogContext>>,
 }
 
 enum Writer {
-    Groups(FutureProducer),
+    /// Made at the first write: a read-only principal (a sink) never asks for a producer id.
+    Groups(OnceLock<Result<FutureProducer<LogContext>, LogError>>),
     Transactional(mpsc::Sender<(EncodedBatch, oneshot::Sender<Result<Offset, LogError>>)>),
 }
 
 type EncodedBatch = Vec<EncodedRecord>;
 
 impl KafkaLog {
-    /// Connects to the log: checks the topic's layout and starts a producer.
+    /// Connects to the log: checks the topic's layout (as far as the principal may see it:
+    /// `admin::check_topic_as_client`) and starts a producer.
     pub async fn connect(config: KafkaLogConfig) -> Result<Self, LogError> {
-        crate::admin::check_topic(&config).await?;
+        crate::admin::check_topic_as_client(&config).await?;
         Self::connect_unchecked(config).await
     }
 
     /// Connects without checking the topic's layout (tests of the check itself).
     pub async fn connect_unchecked(config: KafkaLogConfig) -> Result<Self, LogError> {
         let writer = match &config.mode {
-            WriteMode::RecordGroups => {
-                Writer::Groups(config.producer_config().create().map_err(|e| creation_error(&config, e))?)
-            }
+            WriteMode::RecordGroups => Writer::Groups(OnceLock::new()),
             WriteMode::Transactional { .. } => Writer::Transactional(spawn_transactional_writer(&config).await?),
         };
-        let watermarks = Arc::new(config.consumer_config().create().map_err(|e| creation_error(&config, e))?);
+        let watermarks =
+            Arc::new(config.consumer_config().create_with_context(LogContext).map_err(|e| creation_error(&config, e))?);
         Ok(Self { config: Arc::new(config), writer, watermarks })
     }
 
     /// The configuration it was made from.
     pub fn config(&self) -> &KafkaLogConfig {
         &self.config
+    }
+
+    /// The record-group producer, made at the first write.
+    fn producer<'a>(
+        &self,
+        cell: &'a OnceLock<Result<FutureProducer<LogContext>, LogError>>,
+    ) -> Result<&'a FutureProducer<LogContext>, LogError> {
+        let made = cell.get_or_init(|| {
+            self.config.producer_config().create_with_context(LogContext).map_err(|e| creation_error(&self.config, e))
+        });
+        made.as_ref().map_err(Clone::clone)
     }
 
     fn to_kafka_record<'a>(&'a self, encoded: &'a EncodedRecord) -> FutureRecord<'a, [u8], [u8]> {
@@ -79,6 +91,12 @@ impl KafkaLog {
             record.headers(to_headers(&encoded.headers))
         }
     }
+}
+
+/// What made the producer fatal, if it is: librdkafka then fails the queued records with a
+/// bare "purged" code (a principal denied the producer id: IdempotentWrite or Write).
+fn fatal_cause(producer: &FutureProducer<LogContext>) -> Option<KafkaError> {
+    producer.client().fatal_error().map(|(code, _)| KafkaError::MessageProduction(code))
 }
 
 fn to_headers(headers: &[(&str, Vec<u8>)]) -> OwnedHeaders {
@@ -100,17 +118,19 @@ impl EventLog for KafkaLog {
         };
         match &self.writer {
             Writer::Groups(producer) => {
-                let encoded = match encode(record) {
-                    Ok(encoded) => encoded,
-                    Err(e) => return Box::pin(async move { Err(e.into()) }),
-                };
+                let encoded =
+                    match encode(record).map_err(LogError::from).and_then(|e| Ok((self.producer(producer)?, e))) {
+                        Ok(encoded) => encoded,
+                        Err(e) => return Box::pin(async move { Err(e) }),
+                    };
+                let (producer, encoded) = encoded;
                 match producer.send_result(self.to_kafka_record(&encoded)) {
                     Ok(delivery) => {
-                        let config = self.config.clone();
+                        let (config, producer) = (self.config.clone(), producer.clone());
                         Box::pin(async move {
                             match delivery.await {
                                 Ok(Ok(done)) => Ok(done.offset as Offset),
-                                Ok(Err((error, _))) => Err(config.classify(error)),
+                                Ok(Err((error, _))) => Err(config.classify(fatal_cause(&producer).unwrap_or(error))),
                                 // The producer went away before it reported.
                                 Err(_) => Err(config.classify(KafkaError::Canceled)),
                             }
@@ -152,8 +172,11 @@ impl EventLog for KafkaLog {
     }
 
     async fn cursor(&self, from: Offset) -> Result<Box<dyn LogCursor>, LogError> {
-        let consumer: StreamConsumer =
-            self.config.consumer_config().create().map_err(|e| creation_error(&self.config, e))?;
+        let consumer: StreamConsumer<LogContext> = self
+            .config
+            .consumer_config()
+            .create_with_context(LogContext)
+            .map_err(|e| creation_error(&self.config, e))?;
         let (topic, partition) = (&self.config.topic, self.config.partition);
         let failed = |error| classify(error, topic, Some(partition), Some(from));
         let mut assignment = TopicPartitionList::new();
@@ -188,17 +211,20 @@ impl EventLog for KafkaLog {
 
     async fn flush(&self, timeout: Duration) -> Result<(), LogError> {
         match &self.writer {
-            Writer::Groups(producer) => {
-                let producer = producer.clone();
-                blocking(move || producer.flush(timeout)).await?.map_err(|e| self.config.classify(e))
-            }
+            Writer::Groups(producer) => match producer.get() {
+                Some(Ok(producer)) => {
+                    let producer = producer.clone();
+                    blocking(move || producer.flush(timeout)).await?.map_err(|e| self.config.classify(e))
+                }
+                _ => Ok(()),
+            },
             Writer::Transactional(_) => Ok(()),
         }
     }
 }
 
 struct KafkaCursor {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<LogContext>,
     topic: String,
     partition: i32,
     next: Offset,
@@ -278,6 +304,13 @@ impl KafkaCursor {
                 tracing::debug!(%error, "transient consumer error; librdkafka retries");
                 Ok(())
             }
+            // The reader assigns its partition by hand and never joins, commits to or reads
+            // its group: librdkafka still looks up the group's coordinator, and a principal
+            // without rights on the group (a least-privilege reader) is refused that lookup.
+            error if error.code() == Some(RDKafkaErrorCode::GroupAuthorizationFailed) => {
+                tracing::debug!(%error, "the reader's unused consumer group is denied; reading goes on");
+                Ok(())
+            }
             other => Err(other),
         }
     }
@@ -289,7 +322,8 @@ impl KafkaCursor {
 async fn spawn_transactional_writer(
     config: &KafkaLogConfig,
 ) -> Result<mpsc::Sender<(EncodedBatch, oneshot::Sender<Result<Offset, LogError>>)>, LogError> {
-    let producer: FutureProducer = config.producer_config().create().map_err(|e| creation_error(config, e))?;
+    let producer: FutureProducer<LogContext> =
+        config.producer_config().create_with_context(LogContext).map_err(|e| creation_error(config, e))?;
     let (ready_tx, ready_rx) = oneshot::channel();
     let (queue, incoming) = mpsc::channel::<(EncodedBatch, oneshot::Sender<Result<Offset, LogError>>)>();
     let (topic, partition) = (config.topic.clone(), config.partition);
@@ -338,7 +372,7 @@ async fn spawn_transactional_writer(
 }
 
 fn commit_groups(
-    producer: &FutureProducer,
+    producer: &FutureProducer<LogContext>,
     runtime: &tokio::runtime::Runtime,
     topic: &str,
     partition: i32,

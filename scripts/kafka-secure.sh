@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# Runs a secured single-node Kafka broker (KRaft) for the security tests (docs/SECURITY.md):
+# a SASL_SSL listener (SCRAM-SHA-512) and an mTLS listener (SSL, client certificates
+# required), the StandardAuthorizer, one principal per role with only that role's ACLs.
+# Reuses the jars scripts/kafka.sh caches. Every start makes a new CA, new certificates and
+# new passwords under the run dir: no credential is ever in the repository.
+usage() {
+  cat <<'EOF'
+Usage: scripts/kafka-secure.sh COMMAND
+
+  start    Make a CA, certificates and passwords, format, start, create the ACLs; wait.
+           stdout, one line (eval "export $(scripts/kafka-secure.sh start)"):
+             KAFKA_SECURE_BOOTSTRAP_SASL=127.0.0.1:29092 KAFKA_SECURE_BOOTSTRAP_MTLS=127.0.0.1:29093
+             KAFKA_SECURE_DIR=<run dir>
+  stop     Stop the broker (SIGTERM, SIGKILL after 30 s).
+  status   Say whether it runs (exit 0) or not (exit 3).
+
+Principals (the same name over SCRAM and as a certificate's CN over mTLS):
+  admin     super user (creates the ACLs and the tests' topics)
+  replica   a DET's replicas     source    an event source (publish, redrive)
+  sink      a reader (tail, status, a projection)
+  exporter  the exporter        nobody    no ACL at all
+ACLs are on topics and transactional ids whose names start with "sec-"; the exporter writes topics
+"sec-exported-*" under group and transactional id "export-sec-*" (docs/SECURITY.md: each role's).
+
+Files under KAFKA_SECURE_DIR (mode 0700; nothing of it is secret outside this machine):
+  ca.pem                   the CA that signed the broker's and every client's certificate
+  <principal>.pem / .key   each principal's client certificate and private key (PEM)
+  <principal>.password     each principal's SCRAM-SHA-512 password
+  rogue-ca.pem, rogue.pem/.key  a CA the broker does not trust, and a client cert it signed
+  broker.log, stdout.log, format.log, acls.log, server.properties, admin.properties
+
+Environment (defaults):
+  KAFKA_SECURE_SASL_PORT 29092   KAFKA_SECURE_MTLS_PORT 29093   KAFKA_SECURE_CONTROLLER_PORT 29094
+  KAFKA_SECURE_RUN_DIR   $HOME/.cache/competing-transformers/run/secure
+  KAFKA_CACHE_DIR, KAFKA_START_TIMEOUT, JAVA_HOME as for scripts/kafka.sh
+EOF
+}
+set -euo pipefail
+
+SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$SCRIPTS_DIR/kafka/pom.xml")
+BASE=$HOME/.cache/competing-transformers
+LIBS=${KAFKA_CACHE_DIR:-$BASE/kafka-$KAFKA_VERSION}/libs
+RUN_DIR=${KAFKA_SECURE_RUN_DIR:-$BASE/run/secure}
+SASL_PORT=${KAFKA_SECURE_SASL_PORT:-29092}
+MTLS_PORT=${KAFKA_SECURE_MTLS_PORT:-29093}
+CONTROLLER_PORT=${KAFKA_SECURE_CONTROLLER_PORT:-29094}
+START_TIMEOUT=${KAFKA_START_TIMEOUT:-90}
+JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
+PRINCIPALS=(admin replica source sink exporter nobody)
+# The prefix of every topic, group and transactional id the role ACLs cover.
+PREFIX=sec-
+
+NAME=kafka-secure
+# shellcheck source=scripts/lib.sh
+source "$SCRIPTS_DIR/lib.sh"
+
+broker_pid() {
+  local pid
+  [[ -f $RUN_DIR/broker.pid ]] || return 1
+  pid=$(<"$RUN_DIR/broker.pid")
+  [[ $pid =~ ^[0-9]+$ && -r /proc/$pid/cmdline ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "kafka.Kafka $RUN_DIR/server.properties" || return 1
+  echo "$pid"
+}
+
+# A random password: letters and digits only, so no quoting in JAAS or SCRAM strings.
+new_password() { head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24; }
+
+# make_cert CA NAME: a key and a certificate for CN=NAME signed by CA (CA.pem, CA.key).
+make_cert() {
+  local ca=$1 name=$2 dir=$RUN_DIR
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$dir/$name.key" -subj "/CN=$name" \
+    -out "$dir/$name.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$dir/$name.ext"
+  openssl x509 -req -in "$dir/$name.csr" -CA "$dir/$ca.pem" -CAkey "$dir/$ca.key" -CAcreateserial \
+    -days 2 -sha256 -extfile "$dir/$name.ext" -out "$dir/$name.pem" 2>/dev/null
+  rm -f "$dir/$name.csr" "$dir/$name.ext"
+}
+
+make_ca() {
+  openssl req -x509 -new -newkey rsa:2048 -nodes -keyout "$RUN_DIR/$1.key" -subj "/CN=$1" \
+    -days 2 -sha256 -out "$RUN_DIR/$1.pem" 2>/dev/null
+}
+
+# The CAs, every principal's certificate and password, the broker's PKCS12 key store.
+make_credentials() {
+  local p
+  make_ca ca
+  make_ca rogue-ca
+  for p in broker "${PRINCIPALS[@]}"; do make_cert ca "$p"; done
+  make_cert rogue-ca rogue
+  for p in "${PRINCIPALS[@]}"; do new_password >"$RUN_DIR/$p.password"; done
+  STORE_PASSWORD=$(new_password)
+  echo "$STORE_PASSWORD" >"$RUN_DIR/store.password"
+  for p in broker admin; do
+    openssl pkcs12 -export -in "$RUN_DIR/$p.pem" -inkey "$RUN_DIR/$p.key" -name "$p" \
+      -out "$RUN_DIR/$p.p12" -passout "pass:$STORE_PASSWORD"
+  done
+  chmod 600 "$RUN_DIR"/*.key "$RUN_DIR"/*.password "$RUN_DIR"/*.p12
+}
+
+write_config() {
+  local store=$RUN_DIR/broker.p12 pw=$STORE_PASSWORD
+  cat >"$RUN_DIR/server.properties" <<EOF
+# Generated by scripts/kafka-secure.sh at each start: change the script, not this file.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
+listeners=SASL_SSL://127.0.0.1:$SASL_PORT,SSL://127.0.0.1:$MTLS_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=SASL_SSL://127.0.0.1:$SASL_PORT,SSL://127.0.0.1:$MTLS_PORT
+listener.security.protocol.map=SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:SSL
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=SSL
+log.dirs=$RUN_DIR/data
+
+# TLS everywhere; the broker's own certificate (CN=broker) is its principal between nodes.
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$store
+ssl.keystore.password=$pw
+ssl.key.password=$pw
+ssl.truststore.type=PEM
+ssl.truststore.location=$RUN_DIR/ca.pem
+ssl.client.auth=required
+listener.name.sasl_ssl.ssl.client.auth=none
+ssl.endpoint.identification.algorithm=
+# CN=replica,... is User:replica, the same principal as the SCRAM user replica.
+ssl.principal.mapping.rules=RULE:^CN=([a-zA-Z0-9.-]*).*\$/\$1/,DEFAULT
+
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:broker;User:admin
+allow.everyone.if.no.acl.found=false
+
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+offsets.topic.num.partitions=3
+transaction.state.log.num.partitions=3
+share.coordinator.state.topic.num.partitions=3
+group.initial.rebalance.delay.ms=0
+group.min.session.timeout.ms=1000
+transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
+auto.create.topics.enable=false
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+EOF
+  cat >"$RUN_DIR/admin.properties" <<EOF
+security.protocol=SSL
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$RUN_DIR/admin.p12
+ssl.keystore.password=$pw
+ssl.key.password=$pw
+ssl.truststore.type=PEM
+ssl.truststore.location=$RUN_DIR/ca.pem
+ssl.endpoint.identification.algorithm=
+EOF
+  chmod 600 "$RUN_DIR/server.properties" "$RUN_DIR/admin.properties"
+}
+
+format_storage() {
+  local p scram=()
+  for p in "${PRINCIPALS[@]}"; do
+    scram+=(--add-scram "SCRAM-SHA-512=[name=$p,password=$(<"$RUN_DIR/$p.password")]")
+  done
+  rm -rf "$RUN_DIR/data"
+  local cid
+  cid=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=' | sed 's/^-/A/')
+  "$JAVA" -cp "$LIBS/*" -Dlog4j2.configurationFile="$SCRIPTS_DIR/kafka/tools-log4j2.properties" \
+    kafka.tools.StorageTool format -t "$cid" -c "$RUN_DIR/server.properties" "${scram[@]}" \
+    >"$RUN_DIR/format.log" 2>&1
+}
+
+# acl ARGS...: one kafka-acls call as the admin (over mTLS).
+acl() {
+  "$JAVA" -Xmx256m -XX:+UseSerialGC -cp "$LIBS/*" \
+    -Dlog4j2.configurationFile="$SCRIPTS_DIR/kafka/tools-log4j2.properties" \
+    org.apache.kafka.tools.AclCommand --bootstrap-server "127.0.0.1:$MTLS_PORT" \
+    --command-config "$RUN_DIR/admin.properties" --add --force "$@" >>"$RUN_DIR/acls.log" 2>&1
+}
+
+# The role ACLs of docs/SECURITY.md, on prefixed names. One call per resource kind and role:
+# each call starts a JVM, so they run in parallel.
+create_acls() {
+  local topics=(--resource-pattern-type prefixed --topic "$PREFIX")
+  local pids=() pid
+  : >"$RUN_DIR/acls.log"
+  acl --allow-principal User:replica "${topics[@]}" \
+    --operation Read --operation Write --operation Describe --operation DescribeConfigs & pids+=($!)
+  acl --allow-principal User:replica --resource-pattern-type prefixed \
+    --transactional-id "$PREFIX" --operation Write --operation Describe & pids+=($!)
+  acl --allow-principal User:exporter --resource-pattern-type prefixed \
+    --transactional-id "export-$PREFIX" --operation Write --operation Describe & pids+=($!)
+  acl --allow-principal User:source "${topics[@]}" --operation Read --operation Write --operation Describe & pids+=($!)
+  acl --allow-principal User:sink "${topics[@]}" --operation Read --operation Describe & pids+=($!)
+  acl --allow-principal User:exporter "${topics[@]}" --operation Read --operation Describe & pids+=($!)
+  acl --allow-principal User:exporter --resource-pattern-type prefixed --topic "${PREFIX}exported-" \
+    --operation Write --operation Describe --operation Create & pids+=($!)
+  acl --allow-principal User:exporter --resource-pattern-type prefixed --group "export-$PREFIX" \
+    --operation Read --operation Describe & pids+=($!)
+  for pid in "${pids[@]}"; do
+    wait "$pid" || die "creating the ACLs failed; see $RUN_DIR/acls.log."
+  done
+}
+
+cmd_start() {
+  need_java "Kafka $KAFKA_VERSION"
+  command -v openssl >/dev/null || die "openssl not found; install it ('apt-get install -y openssl')."
+  "$SCRIPTS_DIR/kafka.sh" fetch --quiet
+  mkdir -p "$RUN_DIR"
+  chmod 700 "$RUN_DIR"
+  exec 9>"$RUN_DIR/.lock"
+  flock 9
+  local port
+  for port in "$SASL_PORT" "$MTLS_PORT" "$CONTROLLER_PORT"; do
+    ! port_open "$port" ||
+      die "port $port on 127.0.0.1 is already in use (a secured broker still running? 'scripts/kafka-secure.sh stop')."
+  done
+  rm -f "$RUN_DIR"/*.pem "$RUN_DIR"/*.key "$RUN_DIR"/*.password "$RUN_DIR"/*.p12 "$RUN_DIR"/*.srl
+  make_credentials
+  write_config
+  format_storage || die "formatting $RUN_DIR/data failed; see $RUN_DIR/format.log."
+  if [[ -s $RUN_DIR/broker.log ]]; then mv "$RUN_DIR/broker.log" "$RUN_DIR/broker.log.prev"; fi
+  # shellcheck disable=SC2016  # $$, $0 and $@ belong to the inner bash
+  setsid bash -c 'echo $$ >"$0/broker.pid"; exec "$@"' "$RUN_DIR" \
+    "$JAVA" -Xmx512m -Xms256m -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$SCRIPTS_DIR/kafka/broker-log4j2.properties" \
+    -Dkafka.broker.log="$RUN_DIR/broker.log" \
+    -cp "$LIBS/*" kafka.Kafka "$RUN_DIR/server.properties" \
+    </dev/null >"$RUN_DIR/stdout.log" 2>&1 9>&- &
+  local deadline=$((SECONDS + START_TIMEOUT))
+  until grep -qs 'Kafka Server started' "$RUN_DIR/broker.log" && port_open "$MTLS_PORT"; do
+    if ((SECONDS >= deadline)) || { [[ -s $RUN_DIR/broker.pid ]] && ! broker_pid >/dev/null; }; then
+      tail -n 20 "$RUN_DIR/broker.log" "$RUN_DIR/stdout.log" >&2 || true
+      cmd_stop_locked
+      die "the secured broker did not start within ${START_TIMEOUT}s; see $RUN_DIR/broker.log (last lines above)."
+    fi
+    sleep 0.5
+  done
+  create_acls || { cmd_stop_locked; exit 1; }
+  log "ready: SASL_SSL on 127.0.0.1:$SASL_PORT, mTLS on 127.0.0.1:$MTLS_PORT (credentials and log in $RUN_DIR)"
+  # One line, so that `eval "export $(scripts/kafka-secure.sh start)"` exports all three.
+  echo "KAFKA_SECURE_BOOTSTRAP_SASL=127.0.0.1:$SASL_PORT KAFKA_SECURE_BOOTSTRAP_MTLS=127.0.0.1:$MTLS_PORT KAFKA_SECURE_DIR=$RUN_DIR"
+}
+
+cmd_stop_locked() {
+  local pid deadline=$((SECONDS + 30))
+  pid=$(broker_pid) || { rm -f "$RUN_DIR/broker.pid"; log "not running"; return 0; }
+  kill -TERM "$pid" 2>/dev/null || true
+  while broker_pid >/dev/null; do
+    if ((SECONDS >= deadline)); then kill -KILL "$pid" 2>/dev/null || true; fi
+    sleep 0.2
+  done
+  rm -f "$RUN_DIR/broker.pid"
+  log "stopped the secured broker (pid $pid)"
+}
+
+cmd_stop() {
+  mkdir -p "$RUN_DIR"
+  exec 9>"$RUN_DIR/.lock"
+  flock 9
+  cmd_stop_locked
+}
+
+cmd_status() {
+  local pid
+  if pid=$(broker_pid); then
+    log "running (pid $pid): SASL_SSL 127.0.0.1:$SASL_PORT, mTLS 127.0.0.1:$MTLS_PORT, log: $RUN_DIR/broker.log"
+  else
+    log "not running"
+    exit 3
+  fi
+}
+
+case ${1:-} in
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  status) cmd_status ;;
+  -h | --help | help) usage ;;
+  *) usage >&2; exit 2 ;;
+esac
