@@ -191,6 +191,60 @@ impl LogSummary {
         lines
     }
 
+    /// `status --output json`: the whole summary as one JSON document (README.md, Operating
+    /// it, describes each field).
+    pub fn to_json(&self, topic: &str, owners: &Owners) -> serde_json::Value {
+        let keys: Vec<serde_json::Value> = self
+            .keys()
+            .into_iter()
+            .map(|(key, stats)| {
+                let writers: Vec<serde_json::Value> = self
+                    .writers(&key)
+                    .into_iter()
+                    .map(|(writer, tally)| {
+                        serde_json::json!({
+                            "writer": writer, "won": tally.won, "lost": tally.lost,
+                            "divergent": tally.divergent, "rejected": tally.rejected,
+                        })
+                    })
+                    .collect();
+                let copies: Vec<serde_json::Value> = self
+                    .divergent_copies(&key)
+                    .iter()
+                    .map(|copy| {
+                        serde_json::json!({
+                            "offset": copy.at.offset, "index": copy.at.index,
+                            "writer": copy.writer, "canonical_offset": copy.canonical_offset,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "key": key.as_str(), "canonical": stats.canonical, "duplicates": stats.duplicates,
+                    "divergent": stats.divergent, "rejected": stats.rejected,
+                    "writers": writers, "divergent_copies": copies,
+                })
+            })
+            .collect();
+        let foreign: Vec<serde_json::Value> = self
+            .foreign_writes(owners)
+            .into_iter()
+            .map(|write| {
+                let reason = match write.foreign {
+                    Foreign::NotAReplica => "not_a_replica",
+                    Foreign::NoCause => "no_cause",
+                };
+                serde_json::json!({
+                    "det": write.det, "key": write.key.as_str(), "writer": write.writer, "reason": reason,
+                    "events": write.events, "offset": write.offset, "index": write.index,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "topic": topic, "records": self.records(), "malformed": self.malformed(),
+            "keys": keys, "foreign_writes": foreign,
+        })
+    }
+
     /// Records that did not decode.
     pub fn malformed(&self) -> u64 {
         self.rule.malformed()
