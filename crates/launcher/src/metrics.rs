@@ -80,18 +80,78 @@ struct CounterSpec {
 
 /// The counters, in the order they are exported.
 const COUNTERS: &[CounterSpec] = &[
-    CounterSpec { name: "transformer_inputs_applied", help: "Canonical inputs the replica transformed, replays after a restart included", read: |s| s.stats.inputs_processed, summed: true },
-    CounterSpec { name: "transformer_outputs", help: "Canonical outputs on the transformer's output stream, as far as the replica has read", read: |s| s.outputs, summed: false },
-    CounterSpec { name: "transformer_dead_letters", help: "Canonical dead letters on the transformer's dead-letter stream, as far as the replica has read", read: |s| s.dead_letters, summed: false },
-    CounterSpec { name: "transformer_races_won", help: "The replica's events that became canonical", read: |s| s.stats.races_won, summed: true },
-    CounterSpec { name: "transformer_races_lost", help: "The replica's events another replica wrote first (duplicates written)", read: |s| s.stats.races_lost, summed: true },
-    CounterSpec { name: "transformer_records_written", help: "Records the replica appended, first sends and re-sends", read: |s| s.stats.records_written, summed: true },
-    CounterSpec { name: "transformer_groups_resent", help: "Output groups the replica sent again after a loss", read: |s| s.stats.groups_resent, summed: true },
-    CounterSpec { name: "transformer_writes_skipped", help: "Output groups not written because they were already canonical", read: |s| s.stats.writes_skipped, summed: true },
-    CounterSpec { name: "transformer_writes_rejected", help: "The replica's events rejected as ahead of the stream's count", read: |s| s.stats.writes_rejected, summed: true },
-    CounterSpec { name: "transformer_delivery_failures", help: "Records whose delivery failed", read: |s| s.stats.delivery_failures, summed: true },
-    CounterSpec { name: "transformer_divergences", help: "Canonical events on the replica's own streams that differ from what it computed", read: |s| s.stats.divergences, summed: true },
-    CounterSpec { name: "transformer_deferrals", help: "Times inputs waited because the output groups held reached the memory bound", read: |s| s.stats.deferrals, summed: true },
+    CounterSpec {
+        name: "transformer_inputs_applied",
+        help: "Canonical inputs the replica transformed, replays after a restart included",
+        read: |s| s.stats.inputs_processed,
+        summed: true,
+    },
+    CounterSpec {
+        name: "transformer_outputs",
+        help: "Canonical outputs on the transformer's output stream, as far as the replica has read",
+        read: |s| s.outputs,
+        summed: false,
+    },
+    CounterSpec {
+        name: "transformer_dead_letters",
+        help: "Canonical dead letters on the transformer's dead-letter stream, as far as the replica has read",
+        read: |s| s.dead_letters,
+        summed: false,
+    },
+    CounterSpec {
+        name: "transformer_races_won",
+        help: "The replica's events that became canonical",
+        read: |s| s.stats.races_won,
+        summed: true,
+    },
+    CounterSpec {
+        name: "transformer_races_lost",
+        help: "The replica's events another replica wrote first (duplicates written)",
+        read: |s| s.stats.races_lost,
+        summed: true,
+    },
+    CounterSpec {
+        name: "transformer_records_written",
+        help: "Records the replica appended, first sends and re-sends",
+        read: |s| s.stats.records_written,
+        summed: true,
+    },
+    CounterSpec {
+        name: "transformer_groups_resent",
+        help: "Output groups the replica sent again after a loss",
+        read: |s| s.stats.groups_resent,
+        summed: true,
+    },
+    CounterSpec {
+        name: "transformer_writes_skipped",
+        help: "Output groups not written because they were already canonical",
+        read: |s| s.stats.writes_skipped,
+        summed: true,
+    },
+    CounterSpec {
+        name: "transformer_writes_rejected",
+        help: "The replica's events rejected as ahead of the stream's count",
+        read: |s| s.stats.writes_rejected,
+        summed: true,
+    },
+    CounterSpec {
+        name: "transformer_delivery_failures",
+        help: "Records whose delivery failed",
+        read: |s| s.stats.delivery_failures,
+        summed: true,
+    },
+    CounterSpec {
+        name: "transformer_divergences",
+        help: "Canonical events on the replica's own streams that differ from what it computed",
+        read: |s| s.stats.divergences,
+        summed: true,
+    },
+    CounterSpec {
+        name: "transformer_deferrals",
+        help: "Times inputs waited because the output groups held reached the memory bound",
+        read: |s| s.stats.deferrals,
+        summed: true,
+    },
 ];
 
 /// One replica's counts across its runs in this process.
@@ -113,7 +173,11 @@ impl Tracked {
                 Some(ended) => {
                     let last = ended.borrow().clone();
                     for (carried, spec) in self.carried.iter_mut().zip(COUNTERS) {
-                        *carried = if spec.summed { *carried + (spec.read)(&last) } else { (*carried).max((spec.read)(&last)) };
+                        *carried = if spec.summed {
+                            *carried + (spec.read)(&last)
+                        } else {
+                            (*carried).max((spec.read)(&last))
+                        };
                     }
                     self.run = Some(current.clone());
                 }
@@ -124,7 +188,15 @@ impl Tracked {
         COUNTERS
             .iter()
             .zip(&self.carried)
-            .map(|(spec, carried)| if spec.summed { carried + (spec.read)(&now) } else { (*carried).max((spec.read)(&now)) })
+            .map(
+                |(spec, carried)| {
+                    if spec.summed {
+                        carried + (spec.read)(&now)
+                    } else {
+                        (*carried).max((spec.read)(&now))
+                    }
+                },
+            )
             .collect()
     }
 }
@@ -154,8 +226,16 @@ impl Exporter {
             .collect();
         let (restarts, lag, catching_up) = (Family::default(), Family::default(), Family::default());
         registry.register("transformer_replica_restarts", "Times the launcher restarted the replica", restarts.clone());
-        registry.register("transformer_lag_records", "Records between the replica's read position and the log end", lag.clone());
-        registry.register("transformer_catching_up", "1 while the replica replays the log before going live, else 0", catching_up.clone());
+        registry.register(
+            "transformer_lag_records",
+            "Records between the replica's read position and the log end",
+            lag.clone(),
+        );
+        registry.register(
+            "transformer_catching_up",
+            "1 while the replica replays the log before going live, else 0",
+            catching_up.clone(),
+        );
         Exporter { views, registry, counters, restarts, lag, catching_up, tracked: Mutex::new(BTreeMap::new()) }
     }
 
@@ -168,7 +248,10 @@ impl Exporter {
             for (family, value) in self.counters.iter().zip(values) {
                 family.get_or_create(&labels).inner().store(value, std::sync::atomic::Ordering::Relaxed);
             }
-            self.restarts.get_or_create(&labels).inner().store(u64::from(view.restarts), std::sync::atomic::Ordering::Relaxed);
+            self.restarts
+                .get_or_create(&labels)
+                .inner()
+                .store(u64::from(view.restarts), std::sync::atomic::Ordering::Relaxed);
             let status = view.status.as_ref().map(|s| s.borrow().clone()).unwrap_or_default();
             self.lag.get_or_create(&labels).set(i64::try_from(status.lag()).unwrap_or(i64::MAX));
             let catching_up = view.status.is_none() || status.catching_up;
@@ -296,7 +379,13 @@ mod tests {
             let view = view.clone();
             Arc::new(move || {
                 let (status, readiness) = view.lock().unwrap().clone();
-                vec![ReplicaView { transformer: "echo".into(), replica: "h-echo-1".into(), status, restarts: 0, readiness }]
+                vec![ReplicaView {
+                    transformer: "echo".into(),
+                    replica: "h-echo-1".into(),
+                    status,
+                    restarts: 0,
+                    readiness,
+                }]
             })
         };
         let exporter = Exporter::new(views);

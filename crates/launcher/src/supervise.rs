@@ -23,8 +23,8 @@ use tokio::time::Instant;
 
 use crate::cli::RunArgs;
 use crate::config::Codec;
-use crate::metrics;
 use crate::config::{Config, ConfigError, SNAPSHOT_EVERY_INPUTS_DEFAULT};
+use crate::metrics;
 use crate::registry::Registry;
 use crate::restart::Restarts;
 use crate::{host_name, signals, Error, Exit, SchemaStep, StopReason, StoppedReplica};
