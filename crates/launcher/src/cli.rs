@@ -62,7 +62,7 @@ fails (broker trouble, a panic) is restarted with exponential backoff; a replica
 (its outputs differ from the canonical ones: the transform is not deterministic) is stopped for \
 good and the launcher exits non-zero when it ends. On SIGINT or SIGTERM the replicas flush what \
 is in flight and the launcher exits 0. Every 2 s, when anything changed, and at exit, a race \
-table goes to stderr.\n\n\
+table goes to stderr (not with --log-format json, which keeps stderr one JSON object a line).\n\n\
 Replica ids are <replica-id>-<transformer>-<n>, n from 1; <replica-id> defaults to the host \
 name. Ids must differ between hosts: they say who won each race.\n\n\
 With --metrics-listen IP:PORT (or [metrics] listen in the config) it serves, over HTTP on that \
@@ -220,6 +220,10 @@ pub struct RunArgs {
     /// Run only this transformer of the config (used for --processes children)
     #[arg(long, value_name = "NAME", hide = true)]
     pub only: Option<String>,
+    /// Whether log lines are JSON (from the global --log-format): the race table, text for
+    /// people, is then left out of stderr; /metrics has the same numbers.
+    #[arg(skip)]
+    pub log_json: bool,
     /// Number of this process's first replica (used for --processes children)
     #[arg(long, value_name = "N", default_value_t = 1, hide = true)]
     pub first_number: u32,

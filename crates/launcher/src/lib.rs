@@ -414,7 +414,11 @@ pub fn main_with(registry: Registry) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(cli.command, registry)) {
+    let mut command = cli.command;
+    if let cli::Command::Run(args) = &mut command {
+        args.log_json = cli.log_format == cli::Format::Json;
+    }
+    match runtime.block_on(execute(command, registry)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Output(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(error) => {

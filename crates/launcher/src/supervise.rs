@@ -192,13 +192,15 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
     let metrics = serve_metrics(&config, &args, &slots).await?;
     let shutdown = signals::listen()?;
     let tasks = start_supervisors(registry, &log_config, &slots, &shutdown);
-    let tables = tokio::spawn(print_race_tables(slots.clone()));
+    let tables = (!args.log_json).then(|| tokio::spawn(print_race_tables(slots.clone())));
     let endings = await_endings(tasks, &slots).await;
-    tables.abort();
+    if let Some(tables) = tables {
+        tables.abort();
+        eprint!("{}", render_race_table(&slots));
+    }
     if let Some(metrics) = metrics {
         metrics.abort();
     }
-    eprint!("{}", render_race_table(&slots));
     endings
 }
 
