@@ -414,13 +414,17 @@ pub fn main_with(registry: Registry) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut command = cli.command;
+    let (mut command, log_format) = (cli.command, cli.log_format);
     if let cli::Command::Run(args) = &mut command {
         args.log_json = cli.log_format == cli::Format::Json;
     }
     match runtime.block_on(execute(command, registry)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Output(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) if log_format == cli::Format::Json => {
+            tracing::error!(exit_code = error.exit_code(), "{error}");
+            ExitCode::from(error.exit_code())
+        }
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::from(error.exit_code())

@@ -172,3 +172,19 @@ fn status_prints_one_json_document() {
     assert_eq!(orders["writers"][0]["won"], ORDERS as u64);
     assert_eq!(status["foreign_writes"].as_array().map(Vec::len), Some(0));
 }
+
+#[test]
+fn a_failure_is_one_json_line_with_log_format_json() {
+    let output = Command::new(LAUNCHER)
+        .args(["--log-format", "json", "topics", "check", "--bootstrap", "127.0.0.1:1", "--topic", "nowhere"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = stderr.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let last = lines.last().unwrap_or_else(|| panic!("no log line: {stderr}"));
+    assert_eq!(last["level"], "ERROR");
+    assert_eq!(last["fields"]["exit_code"], 1);
+    assert!(last["fields"]["message"].as_str().unwrap().contains("cannot reach Kafka"), "{stderr}");
+}
