@@ -381,4 +381,24 @@ mod tests {
         assert!(summary.streams_report(&Owners::new()).is_empty(), "`in` is nobody's stream");
         assert!(LogSummary::read(&forged_log()).await.unwrap().foreign_writes(&Owners::new()).is_empty());
     }
+
+    #[tokio::test]
+    async fn the_json_summary_holds_the_keys_divergent_copies_and_foreign_writes() {
+        let summary = LogSummary::read(&forged_log()).await.unwrap();
+        let json = summary.to_json("pipeline", &owners());
+        assert_eq!((json["topic"].as_str(), json["records"].as_u64()), (Some("pipeline"), Some(summary.records())));
+        let echo = json["keys"].as_array().unwrap().iter().find(|k| k["key"] == "echo").unwrap();
+        assert_eq!((echo["canonical"].as_u64(), echo["divergent"].as_u64()), (Some(3), Some(2)));
+        assert_eq!(echo["divergent_copies"][0]["writer"], "host-echo-2");
+        assert_eq!(echo["divergent_copies"][0]["canonical_offset"], 4);
+        let foreign = json["foreign_writes"].as_array().unwrap();
+        assert_eq!(foreign.len(), 2);
+        assert_eq!(
+            (foreign[0]["writer"].as_str(), foreign[0]["reason"].as_str()),
+            (Some("host-publish"), Some("not_a_replica"))
+        );
+        assert_eq!(foreign[1]["reason"], "no_cause");
+        // What `status --output json` prints parses back to the same document.
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&json.to_string()).unwrap(), json);
+    }
 }
