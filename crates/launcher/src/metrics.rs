@@ -4,7 +4,8 @@
 //! The replicas already publish their [`ReplicaStatus`] on a `watch`; each scrape reads the
 //! latest of every replica, so nothing is counted twice and the replicas do no extra work.
 //! A restarted replica counts from zero again: the exporter carries what the ended run had
-//! counted, so every `_total` stays monotonic for the life of the process.
+//! counted, so every `_total` stays monotonic for the life of the process. It also samples
+//! between scrapes, more often than the shortest restart backoff, so it sees every run.
 //!
 //! The HTTP side is a few lines over tokio: three GET routes answered with
 //! `Connection: close`, which is all Prometheus and Kubernetes probes need.
@@ -29,6 +30,9 @@ use competing_transformers_kafka::ReplicaStatus;
 const REQUEST_BYTES_MAX: usize = 8 * 1024;
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// How often the replicas' status is read between scrapes: a restarted run's counts are
+/// carried on only if the exporter saw its watch, so it looks more often than replicas restart.
+const SAMPLE_EVERY_MS: u64 = 250;
 /// The content type of the OpenMetrics text `prometheus-client` writes.
 const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -241,6 +245,14 @@ impl Exporter {
 
     /// The metrics now, as OpenMetrics text.
     pub(crate) fn render(&self) -> String {
+        self.sample();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+
+    /// Reads every replica's status into the metrics.
+    fn sample(&self) {
         let mut tracked = self.tracked.lock().expect("exporter lock");
         for view in (self.views)() {
             let labels = Labels { transformer: view.transformer, replica: view.replica.clone() };
@@ -257,9 +269,17 @@ impl Exporter {
             let catching_up = view.status.is_none() || status.catching_up;
             self.catching_up.get_or_create(&labels).set(i64::from(catching_up));
         }
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
-        text
+    }
+
+    /// Samples every [`SAMPLE_EVERY_MS`] between scrapes, so a run that ends between two
+    /// scrapes still hands its counts on to the next; until the task is aborted.
+    pub(crate) async fn sample_periodically(&self) {
+        let mut every = tokio::time::interval(Duration::from_millis(SAMPLE_EVERY_MS));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            self.sample();
+        }
     }
 
     /// `Ok` when every replica is live; else the replicas that are not, and why.
@@ -289,8 +309,17 @@ pub(crate) async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(address).await
 }
 
-/// Answers every connection `listener` accepts, until the task is aborted.
+/// Answers every connection `listener` accepts, sampling the replicas meanwhile, until the
+/// task is aborted.
 pub(crate) async fn serve(listener: TcpListener, exporter: Arc<Exporter>) {
+    tokio::select! {
+        () = exporter.sample_periodically() => {}
+        () = accept(listener, exporter.clone()) => {}
+    }
+}
+
+/// Hands each accepted connection to a task of its own.
+async fn accept(listener: TcpListener, exporter: Arc<Exporter>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
