@@ -68,8 +68,8 @@ name. Ids must differ between hosts: they say who won each race.\n\n\
 With --metrics-listen IP:PORT (or [metrics] listen in the config) it serves, over HTTP on that \
 address: /metrics (Prometheus metrics per transformer and replica: inputs applied, outputs, \
 races won and lost, lag, catching up; see README.md, Operating it), /healthz (200 while the \
-process runs) and /readyz (200 once every replica has caught up and none stopped for good, \
-503 before and after). Not served with --processes.")]
+process runs) and /readyz (200 while every replica has caught up and runs live, 503 while any \
+starts, catches up, restarts or has stopped for good). Not served with --processes.")]
     Run(RunArgs),
     /// Create or check the log's topic.
     #[command(subcommand)]
