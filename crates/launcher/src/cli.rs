@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::Overrides;
 use competing_transformers::event::EventSourceKey;
@@ -30,9 +32,23 @@ need sit in the config file; no value of them is ever printed (docs/SECURITY.md)
     after_help = crate::Exit::help_table()
 )]
 pub struct Cli {
+    /// How log lines on stderr look: `text` for people, `json` (one object a line: timestamp,
+    /// level, target, fields) for log collectors
+    #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t = Format::Text)]
+    pub log_format: Format,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How a command writes what it says: for people, or for programs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// JSON for programs.
+    Json,
 }
 
 /// The subcommands.
@@ -46,9 +62,14 @@ fails (broker trouble, a panic) is restarted with exponential backoff; a replica
 (its outputs differ from the canonical ones: the transform is not deterministic) is stopped for \
 good and the launcher exits non-zero when it ends. On SIGINT or SIGTERM the replicas flush what \
 is in flight and the launcher exits 0. Every 2 s, when anything changed, and at exit, a race \
-table goes to stderr.\n\n\
+table goes to stderr (not with --log-format json, which keeps stderr one JSON object a line).\n\n\
 Replica ids are <replica-id>-<transformer>-<n>, n from 1; <replica-id> defaults to the host \
-name. Ids must differ between hosts: they say who won each race.")]
+name. Ids must differ between hosts: they say who won each race.\n\n\
+With --metrics-listen IP:PORT (or [metrics] listen in the config) it serves, over HTTP on that \
+address: /metrics (Prometheus metrics per transformer and replica: inputs applied, outputs, \
+races won and lost, lag, catching up; see README.md, Operating it), /healthz (200 while the \
+process runs) and /readyz (200 while every replica has caught up and runs live, 503 while any \
+starts, catches up, restarts or has stopped for good). Not served with --processes.")]
     Run(RunArgs),
     /// Create or check the log's topic.
     #[command(subcommand)]
@@ -189,9 +210,20 @@ pub struct RunArgs {
     /// stops them all and the launcher exits with it; SIGINT/SIGTERM stop them all
     #[arg(long)]
     pub processes: bool,
+    /// Serve /metrics, /healthz and /readyz over HTTP on this IP:PORT [default: the config's
+    /// [metrics] listen; none when neither is set]
+    #[arg(long, env = "METRICS_LISTEN", value_name = "IP:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Serve no metrics, whatever the config says (used for --processes children)
+    #[arg(long, hide = true)]
+    pub no_metrics: bool,
     /// Run only this transformer of the config (used for --processes children)
     #[arg(long, value_name = "NAME", hide = true)]
     pub only: Option<String>,
+    /// Whether log lines are JSON (from the global --log-format): the race table, text for
+    /// people, is then left out of stderr; /metrics has the same numbers.
+    #[arg(skip)]
+    pub log_json: bool,
     /// Number of this process's first replica (used for --processes children)
     #[arg(long, value_name = "N", default_value_t = 1, hide = true)]
     pub first_number: u32,
@@ -255,6 +287,13 @@ pub struct TailArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub log: LogArgs,
+    /// `text` for people; `json` for one JSON document on stdout: {"topic", "records",
+    /// "malformed", "keys": [{"key", "canonical", "duplicates", "divergent", "rejected",
+    /// "writers": [{"writer", "won", "lost", "divergent", "rejected"}], "divergent_copies":
+    /// [{"offset", "index", "writer", "canonical_offset"}]}], "foreign_writes": [{"det", "key",
+    /// "writer", "reason" ("not_a_replica" or "no_cause"), "events", "offset", "index"}]}
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
 }
 
 /// `dead-letters`.

@@ -26,6 +26,9 @@
 //!
 //! [schema_registry]                     # needed for Avro; SCHEMA_REGISTRY_URL wins
 //! url = "http://127.0.0.1:8081/apis/ccompat/v7"
+//!
+//! [metrics]                             # optional: `run` serves /metrics, /healthz, /readyz
+//! listen = "127.0.0.1:9464"             # IP:port; --metrics-listen wins
 //! ```
 
 use std::collections::BTreeMap;
@@ -61,6 +64,9 @@ pub struct Config {
     /// Where Avro schemas live: needed to read Avro inputs and to write Avro outputs.
     #[serde(default)]
     pub schema_registry: Option<SchemaRegistrySection>,
+    /// Where `run` serves its metrics and health endpoints, if anywhere.
+    #[serde(default)]
+    pub metrics: Option<MetricsSection>,
     /// Where the configuration came from, for error messages.
     #[serde(skip)]
     pub origin: String,
@@ -191,6 +197,15 @@ pub enum Codec {
 pub struct SchemaRegistrySection {
     /// Base URL of the Confluent-compatible API (`SCHEMA_REGISTRY_URL` wins).
     pub url: String,
+}
+
+/// The `[metrics]` table.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// The `IP:port` `run` listens on for `/metrics`, `/healthz` and `/readyz`
+    /// (`--metrics-listen` wins).
+    pub listen: std::net::SocketAddr,
 }
 
 fn one() -> u32 {
@@ -459,6 +474,14 @@ replicas = 3
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, "launcher.toml")
+    }
+
+    #[test]
+    fn a_metrics_table_names_the_address_to_listen_on() {
+        let config = parse("[metrics]\nlisten = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(config.metrics.map(|m| m.listen.port()), Some(9464));
+        assert!(parse("").unwrap().metrics.is_none());
+        assert!(parse("[metrics]\nlisten = \"nowhere\"\n").is_err());
     }
 
     #[test]

@@ -39,6 +39,7 @@
 mod cli;
 pub mod config;
 mod doctor;
+mod metrics;
 mod ops;
 pub mod ownership;
 mod processes;
@@ -405,12 +406,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
         cli::Command::Run(_) => "info",
         _ => "warn",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_logging(cli.log_format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -418,12 +414,35 @@ pub fn main_with(registry: Registry) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(cli.command, registry)) {
+    let (mut command, log_format) = (cli.command, cli.log_format);
+    if let cli::Command::Run(args) = &mut command {
+        args.log_json = cli.log_format == cli::Format::Json;
+    }
+    match runtime.block_on(execute(command, registry)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Output(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) if log_format == cli::Format::Json => {
+            tracing::error!(exit_code = error.exit_code(), "{error}");
+            ExitCode::from(error.exit_code())
+        }
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+/// Log lines on stderr, as text or one JSON object each; `--processes` children inherit the
+/// format through `LOG_FORMAT`.
+fn init_logging(format: cli::Format, default_level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        cli::Format::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        cli::Format::Json => {
+            // Still one thread: no other reads the environment yet.
+            std::env::set_var("LOG_FORMAT", "json");
+            builder.json().with_current_span(false).with_ansi(false).init();
         }
     }
 }
@@ -450,7 +469,7 @@ async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error>
         Command::Topics(TopicsCommand::Check(args)) => ops::topics(&args, false).await,
         Command::Publish(args) => ops::publish(args, &registry).await,
         Command::Tail(args) => ops::tail(args).await,
-        Command::Status(args) => ops::status(&args.log, &registry).await,
+        Command::Status(args) => ops::status(&args.log, args.output, &registry).await,
         Command::DeadLetters(DeadLettersCommand::List { log, transformer }) => {
             ops::dead_letters(&log, &transformer).await
         }

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 
-use crate::cli::{ExportArgs, LogArgs, PublishArgs, RedriveArgs, TailArgs};
+use crate::cli::{ExportArgs, Format, LogArgs, PublishArgs, RedriveArgs, TailArgs};
 use crate::config::Config;
 use crate::ownership::{Owners, Tool};
 use crate::reading::{dead_letter_line, each_canonical, read_dead_letters, read_dead_letters_with_details, readable};
@@ -168,10 +168,13 @@ pub(super) async fn tail(args: TailArgs) -> Result<(), Error> {
 }
 
 /// `status`.
-pub(super) async fn status(args: &LogArgs, registry: &Registry) -> Result<(), Error> {
+pub(super) async fn status(args: &LogArgs, output: Format, registry: &Registry) -> Result<(), Error> {
     let owners = owners(args, registry)?;
     let log = connect(args).await?;
     let summary = LogSummary::read(log.as_ref()).await?;
+    if output == Format::Json {
+        return out(format_args!("{}", summary.to_json(&log.config().topic, &owners)));
+    }
     let keys = summary.keys();
     let width = keys.iter().map(|(k, _)| k.as_str().len()).max().unwrap_or(0).max(3);
     out(format_args!(

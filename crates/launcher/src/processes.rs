@@ -90,6 +90,9 @@ impl ChildReplica {
             .arg("run")
             .arg("--config")
             .arg(&self.args.config)
+            // Only a launcher holding its replicas' status serves metrics; children must not
+            // contend for the config's port.
+            .arg("--no-metrics")
             .args(["--only", &self.transformer, "--replicas", "1", "--replica-id", &self.prefix])
             .args(["--first-number", &self.number.to_string(), "--stagger-rank", &self.args.stagger_rank.to_string()])
             .kill_on_drop(true);

@@ -191,6 +191,60 @@ impl LogSummary {
         lines
     }
 
+    /// `status --output json`: the whole summary as one JSON document (README.md, Operating
+    /// it, describes each field).
+    pub fn to_json(&self, topic: &str, owners: &Owners) -> serde_json::Value {
+        let keys: Vec<serde_json::Value> = self
+            .keys()
+            .into_iter()
+            .map(|(key, stats)| {
+                let writers: Vec<serde_json::Value> = self
+                    .writers(&key)
+                    .into_iter()
+                    .map(|(writer, tally)| {
+                        serde_json::json!({
+                            "writer": writer, "won": tally.won, "lost": tally.lost,
+                            "divergent": tally.divergent, "rejected": tally.rejected,
+                        })
+                    })
+                    .collect();
+                let copies: Vec<serde_json::Value> = self
+                    .divergent_copies(&key)
+                    .iter()
+                    .map(|copy| {
+                        serde_json::json!({
+                            "offset": copy.at.offset, "index": copy.at.index,
+                            "writer": copy.writer, "canonical_offset": copy.canonical_offset,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "key": key.as_str(), "canonical": stats.canonical, "duplicates": stats.duplicates,
+                    "divergent": stats.divergent, "rejected": stats.rejected,
+                    "writers": writers, "divergent_copies": copies,
+                })
+            })
+            .collect();
+        let foreign: Vec<serde_json::Value> = self
+            .foreign_writes(owners)
+            .into_iter()
+            .map(|write| {
+                let reason = match write.foreign {
+                    Foreign::NotAReplica => "not_a_replica",
+                    Foreign::NoCause => "no_cause",
+                };
+                serde_json::json!({
+                    "det": write.det, "key": write.key.as_str(), "writer": write.writer, "reason": reason,
+                    "events": write.events, "offset": write.offset, "index": write.index,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "topic": topic, "records": self.records(), "malformed": self.malformed(),
+            "keys": keys, "foreign_writes": foreign,
+        })
+    }
+
     /// Records that did not decode.
     pub fn malformed(&self) -> u64 {
         self.rule.malformed()
@@ -326,5 +380,25 @@ mod tests {
         );
         assert!(summary.streams_report(&Owners::new()).is_empty(), "`in` is nobody's stream");
         assert!(LogSummary::read(&forged_log()).await.unwrap().foreign_writes(&Owners::new()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_json_summary_holds_the_keys_divergent_copies_and_foreign_writes() {
+        let summary = LogSummary::read(&forged_log()).await.unwrap();
+        let json = summary.to_json("pipeline", &owners());
+        assert_eq!((json["topic"].as_str(), json["records"].as_u64()), (Some("pipeline"), Some(summary.records())));
+        let echo = json["keys"].as_array().unwrap().iter().find(|k| k["key"] == "echo").unwrap();
+        assert_eq!((echo["canonical"].as_u64(), echo["divergent"].as_u64()), (Some(3), Some(2)));
+        assert_eq!(echo["divergent_copies"][0]["writer"], "host-echo-2");
+        assert_eq!(echo["divergent_copies"][0]["canonical_offset"], 4);
+        let foreign = json["foreign_writes"].as_array().unwrap();
+        assert_eq!(foreign.len(), 2);
+        assert_eq!(
+            (foreign[0]["writer"].as_str(), foreign[0]["reason"].as_str()),
+            (Some("host-publish"), Some("not_a_replica"))
+        );
+        assert_eq!(foreign[1]["reason"], "no_cause");
+        // What `status --output json` prints parses back to the same document.
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&json.to_string()).unwrap(), json);
     }
 }

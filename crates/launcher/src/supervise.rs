@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use crate::cli::RunArgs;
 use crate::config::Codec;
 use crate::config::{Config, ConfigError, SNAPSHOT_EVERY_INPUTS_DEFAULT};
+use crate::metrics;
 use crate::registry::Registry;
 use crate::restart::Restarts;
 use crate::{host_name, signals, Error, Exit, SchemaStep, StopReason, StoppedReplica};
@@ -169,6 +170,9 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
     }
     let prefix = args.replica_id.clone().unwrap_or_else(host_name);
     if args.processes {
+        if metrics_address(&config, &args).is_some() {
+            tracing::warn!("metrics are not served with --processes: only replicas run as tasks publish their status");
+        }
         return crate::processes::run(&args, &plan, &prefix).await;
     }
     let schemas = schema_registry(&config)?;
@@ -185,12 +189,18 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
     for slot in &slots {
         slot.lock().expect("slot lock").services.snapshots = snapshots.clone();
     }
+    let metrics = serve_metrics(&config, &args, &slots).await?;
     let shutdown = signals::listen()?;
     let tasks = start_supervisors(registry, &log_config, &slots, &shutdown);
-    let tables = tokio::spawn(print_race_tables(slots.clone()));
+    let tables = (!args.log_json).then(|| tokio::spawn(print_race_tables(slots.clone())));
     let endings = await_endings(tasks, &slots).await;
-    tables.abort();
-    eprint!("{}", render_race_table(&slots));
+    if let Some(tables) = tables {
+        tables.abort();
+        eprint!("{}", render_race_table(&slots));
+    }
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     endings
 }
 
@@ -389,6 +399,57 @@ where
         }
         Err(error) => Err(Failure::Transient(format!("its task ended: {error}").into())),
     }
+}
+
+/// Where metrics are served: `--metrics-listen`, else the config's `[metrics] listen`; nowhere
+/// for a `--processes` child.
+fn metrics_address(config: &Config, args: &RunArgs) -> Option<std::net::SocketAddr> {
+    if args.no_metrics {
+        return None;
+    }
+    args.metrics_listen.or_else(|| config.metrics.as_ref().map(|metrics| metrics.listen))
+}
+
+/// Starts serving `/metrics`, `/healthz` and `/readyz` on the configured address, if any; an
+/// address it cannot listen on stops the launcher before any replica starts.
+async fn serve_metrics(config: &Config, args: &RunArgs, slots: &[SharedSlot]) -> Result<Option<JoinHandle<()>>, Error> {
+    let Some(address) = metrics_address(config, args) else { return Ok(None) };
+    let listener = metrics::bind(address).await.map_err(|error| {
+        let origin = if args.metrics_listen.is_some() { "--metrics-listen".into() } else { config.origin.clone() };
+        Error::Config(ConfigError::Invalid {
+            origin,
+            key: "metrics.listen".into(),
+            problem: format!("cannot listen on {address} ({error}); choose a free port"),
+        })
+    })?;
+    tracing::info!(%address, "serving /metrics, /healthz and /readyz");
+    let exporter = Arc::new(metrics::Exporter::new(replica_views(slots.to_vec())));
+    Ok(Some(tokio::spawn(metrics::serve(listener, exporter))))
+}
+
+/// The exporter's window on the slots: each replica's status watch and readiness.
+fn replica_views(slots: Vec<SharedSlot>) -> metrics::Views {
+    Arc::new(move || {
+        slots
+            .iter()
+            .map(|slot| {
+                let slot = slot.lock().expect("slot lock");
+                let catching_up = slot.status.as_ref().is_none_or(|status| status.borrow().catching_up);
+                let readiness = match slot.state {
+                    State::Running if !catching_up => metrics::Readiness::Live,
+                    State::Diverged | State::Failed => metrics::Readiness::Stopped,
+                    _ => metrics::Readiness::NotYet,
+                };
+                metrics::ReplicaView {
+                    transformer: slot.transformer.clone(),
+                    replica: slot.replica_id.clone(),
+                    status: slot.status.clone(),
+                    restarts: slot.restarts,
+                    readiness,
+                }
+            })
+            .collect()
+    })
 }
 
 /// Prints the race table every [`RACE_TABLE_EVERY`] when it changed.

@@ -1,0 +1,190 @@
+//! Operating the launcher like a Kafka service, on the real broker: `run` serves Prometheus
+//! metrics and readiness, logs JSON lines with `--log-format json`, and `status --output json`
+//! prints one JSON document. Needs `KAFKA_BOOTSTRAP` (`scripts/test.sh` sets it).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LAUNCHER: &str = env!("CARGO_BIN_EXE_transformer-launcher");
+const ORDERS: usize = 12;
+
+fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP")
+        .expect("no Kafka broker: set KAFKA_BOOTSTRAP=host:port, or run the tests with `scripts/test.sh` (scripts/kafka.sh start)")
+}
+
+fn unique_topic(what: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{what}-{}-{nanos}", std::process::id())
+}
+
+fn launcher(args: &[&str]) -> String {
+    let output = Command::new(LAUNCHER).args(args).args(["--bootstrap", &bootstrap()]).output().unwrap();
+    assert!(output.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn publish_orders(topic: &str) {
+    let lines: Vec<String> = (0..ORDERS)
+        .map(|i| {
+            let side = if i % 2 == 0 { "buy" } else { "sell" };
+            format!(
+                r#"{{"type":"limit","order_id":"o{i}","account":"a{}","side":"{side}","price":100,"quantity":1}}"#,
+                i % 3
+            )
+        })
+        .collect();
+    let mut child = Command::new(LAUNCHER)
+        .args(["publish", "--key", "orders", "--topic", topic, "--bootstrap", &bootstrap(), "--effective-time-ms", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(lines.join("\n").as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// A GET over plain HTTP/1.1: the status code and the body.
+fn get(address: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(address).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n").as_bytes()).ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let code = answer.split_whitespace().nth(1)?.parse().ok()?;
+    let body = answer.split_once("\r\n\r\n")?.1.to_string();
+    Some((code, body))
+}
+
+/// The values of one metric, one per replica, from the exposition text.
+fn values(metrics: &str, name: &str) -> Vec<f64> {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .map(|line| line.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// A port nobody listens on now.
+fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// The launcher under test, killed if the test fails before stopping it.
+struct Launcher(std::process::Child);
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn run_serves_metrics_and_readiness_and_logs_json() {
+    let topic = unique_topic("operating");
+    launcher(&["topics", "create", "--topic", &topic]);
+    let address = free_address();
+    let config = std::env::temp_dir().join(format!("{topic}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\ntopic = {topic:?}\n\n[[transformer]]\nname = \"matching-engine\"\nreplicas = 2\n\n[metrics]\nlisten = {address:?}\n"
+        ),
+    )
+    .unwrap();
+    let mut run = Launcher(
+        Command::new(LAUNCHER)
+            .args(["run", "--log-format", "json", "--replica-id", "ops", "--bootstrap", &bootstrap(), "--config"])
+            .arg(&config)
+            .env_remove("SCHEMA_REGISTRY_URL")
+            .env_remove("KAFKA_TOPIC")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = run.0.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).unwrap();
+        text
+    });
+    wait_for("/healthz never answered 200", Duration::from_secs(20), || {
+        get(&address, "/healthz").is_some_and(|(code, _)| code == 200)
+    });
+    wait_for("/readyz never turned 200", Duration::from_secs(30), || {
+        get(&address, "/readyz").is_some_and(|(code, _)| code == 200)
+    });
+    publish_orders(&topic);
+    let mut metrics = String::new();
+    wait_for("the replicas did not apply every order", Duration::from_secs(60), || {
+        metrics = get(&address, "/metrics").map(|(_, body)| body).unwrap_or_default();
+        let applied = values(&metrics, "transformer_inputs_applied_total");
+        // Races are counted once a replica reads its outputs back: every canonical event on
+        // the DET's streams was won by exactly one replica.
+        let won: f64 = values(&metrics, "transformer_races_won_total").iter().sum();
+        let first = |name: &str| values(&metrics, name).first().copied().unwrap_or(0.0);
+        let streams = first("transformer_outputs_total") + first("transformer_dead_letters_total");
+        applied.len() == 2 && applied.iter().all(|n| *n == ORDERS as f64) && won > 0.0 && won == streams
+    });
+    assert!(values(&metrics, "transformer_races_won_total").iter().sum::<f64>() > 0.0, "{metrics}");
+    assert_eq!(values(&metrics, "transformer_catching_up"), [0.0, 0.0], "{metrics}");
+    assert_eq!(values(&metrics, "transformer_divergences_total"), [0.0, 0.0], "{metrics}");
+    assert!(metrics.contains(r#"transformer="matching-engine",replica="ops-matching-engine-1""#), "{metrics}");
+    assert!(metrics.contains("# TYPE transformer_lag_records gauge"), "{metrics}");
+
+    assert!(Command::new("kill").args(["-TERM", &run.0.id().to_string()]).status().unwrap().success());
+    assert!(run.0.wait().unwrap().success());
+    let stderr = reader.join().unwrap();
+    // Every line is one JSON object: the race table, text for people, is left out.
+    let logs: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
+        .collect();
+    assert!(logs.iter().any(|log| log["level"] == "INFO" && log["fields"]["message"].is_string()), "{stderr}");
+    let _ = std::fs::remove_file(config);
+}
+
+#[test]
+fn status_prints_one_json_document() {
+    let topic = unique_topic("status-json");
+    launcher(&["topics", "create", "--topic", &topic]);
+    publish_orders(&topic);
+    let text = launcher(&["status", "--topic", &topic, "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|error| panic!("{error}: {text}"));
+    assert_eq!(status["topic"], topic.as_str());
+    assert_eq!(status["records"], ORDERS as u64);
+    assert_eq!(status["malformed"], 0);
+    let orders = status["keys"].as_array().unwrap().iter().find(|key| key["key"] == "orders").unwrap();
+    assert_eq!(orders["canonical"], ORDERS as u64);
+    assert_eq!(orders["writers"][0]["won"], ORDERS as u64);
+    assert_eq!(status["foreign_writes"].as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn a_failure_is_one_json_line_with_log_format_json() {
+    let output = Command::new(LAUNCHER)
+        .args(["--log-format", "json", "topics", "check", "--bootstrap", "127.0.0.1:1", "--topic", "nowhere"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = stderr.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let last = lines.last().unwrap_or_else(|| panic!("no log line: {stderr}"));
+    assert_eq!(last["level"], "ERROR");
+    assert_eq!(last["fields"]["exit_code"], 1);
+    assert!(last["fields"]["message"].as_str().unwrap().contains("cannot reach Kafka"), "{stderr}");
+}
