@@ -11,7 +11,8 @@ use competing_transformers::{Event, EventSourceKey, MemoryLog};
 use competing_transformers_kafka::admin::create_snapshot_topics;
 use competing_transformers_kafka::snapshot_store::{KafkaSnapshotStore, Snapshots};
 use competing_transformers_kafka::{
-    run_replica_with, KafkaLog, KafkaLogConfig, Pipeline, ReplicaError, ReplicaServices, ReplicaStatus, ShutdownTrigger,
+    run_replica_with, KafkaLog, KafkaLogConfig, LogError, Pipeline, ReplicaError, ReplicaServices, ReplicaStatus,
+    ShutdownTrigger,
 };
 use integration_tests::fresh_log_config;
 use matching_engine::MatchingEngine;
@@ -131,6 +132,12 @@ async fn on_a_truncated_log_a_replica_with_a_snapshot_goes_on_and_one_without_is
     before.add_partition_offset(&config.topic, 0, KafkaOffset::Offset(position as i64)).unwrap();
     admin.delete_records(&before, &AdminOptions::new()).await.unwrap();
     publish(&config, 60..80).await;
+
+    // A reader from offset 0 is told, in one sentence, not left with librdkafka's code.
+    let reader = Pipeline::new(Arc::new(KafkaLog::connect(config.clone()).await.unwrap()), "reader");
+    let error = reader.count(&key("orders")).await.unwrap_err();
+    assert!(matches!(error, LogError::Truncated { offset: 0, .. }), "{error}");
+    assert!(error.to_string().contains("its older records were deleted"), "{error}");
 
     let (without, _, _) = start(&config, ReplicaServices::default(), "no-snapshot").await;
     let error = tokio::time::timeout(Duration::from_secs(20), without).await.unwrap().unwrap().unwrap_err();

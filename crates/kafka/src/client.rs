@@ -260,6 +260,10 @@ pub(crate) fn classify(error: KafkaError, topic: &str, partition: Option<i32>, o
         Some(code @ (RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)) => {
             return LogError::Fenced { topic, code, source: Box::new(error) }
         }
+        // `auto.offset.reset=error`: the offset asked for is gone.
+        Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange) => {
+            return LogError::Truncated { topic, offset: offset.unwrap_or_default(), source: Box::new(error) }
+        }
         _ => {}
     }
     let transient = match &error {

@@ -59,6 +59,19 @@ pub enum LogError {
         /// What librdkafka said (boxed: it is large, and this is the cold path).
         source: Box<KafkaError>,
     },
+    /// A reader asked for an offset the log no longer holds: retention (or an operator)
+    /// deleted the records before it.
+    #[error(
+        "topic `{topic}` no longer holds offset {offset}: its older records were deleted; a reader must start at or after the log's first offset (replicas resume from a snapshot, docs/DESIGN.md \"Snapshots\"; tail, status, dead-letters, export and the ledger projection read from offset 0 and need a log that keeps its records)"
+    )]
+    Truncated {
+        /// The topic.
+        topic: String,
+        /// The offset the reader asked for.
+        offset: Offset,
+        /// What librdkafka said.
+        source: Box<KafkaError>,
+    },
     /// The client cannot go on (librdkafka says so, or the error is not one a retry fixes):
     /// make a new one.
     #[error("event log client failed on topic `{topic}`: {source}")]
@@ -192,6 +205,7 @@ impl LogError {
                 | LogError::Unauthorized { .. }
                 | LogError::ConfigsDenied { .. }
                 | LogError::Unauthenticated { .. }
+                | LogError::Truncated { .. }
         )
     }
 
