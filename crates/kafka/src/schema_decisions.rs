@@ -18,12 +18,12 @@ use std::time::Duration;
 
 use competing_transformers::codec::{SchemaCache, Unresolved};
 use competing_transformers::event::Offset;
-use competing_transformers::record::{Record, RecordView};
-use competing_transformers::{CanonicalRule, Event, EventSourceKey, Verdict};
+use competing_transformers::record::Record;
+use competing_transformers::{Event, EventSourceKey};
 use serde::{Deserialize, Serialize};
 
 use crate::error::LogError;
-use crate::log::{EventLog, LogCursor};
+use crate::log::{EventLog, EventStream, Pipeline};
 use crate::schema_registry::{RegistryError, SchemaRegistry};
 
 /// What begins the names of the framework's own ESKs: no tool publishes under them.
@@ -67,8 +67,7 @@ pub enum DecisionError {
 pub struct SchemaDecisions {
     key: EventSourceKey,
     writer: String,
-    cursor: Option<Box<dyn LogCursor>>,
-    rule: CanonicalRule,
+    stream: Option<EventStream>,
     first: BTreeMap<u32, Decision>,
 }
 
@@ -78,8 +77,7 @@ impl SchemaDecisions {
         Self {
             key: EventSourceKey::new(SCHEMA_DECISIONS_KEY).expect("a valid constant key"),
             writer: writer.into(),
-            cursor: None,
-            rule: CanonicalRule::new(1),
+            stream: None,
             first: BTreeMap::new(),
         }
     }
@@ -123,34 +121,28 @@ impl SchemaDecisions {
 
     /// Reads decisions from every record below `until`.
     async fn read_to<L: EventLog>(&mut self, log: &Arc<L>, until: Offset) -> Result<(), LogError> {
-        if self.cursor.is_none() {
-            self.cursor = Some(log.cursor(0).await?);
+        if self.stream.is_none() {
+            let pipeline = Pipeline::new(log.clone(), self.writer.clone());
+            self.stream = Some(pipeline.stream_events(std::slice::from_ref(&self.key), 0).await?);
         }
-        let cursor = self.cursor.as_mut().expect("just opened");
-        while cursor.position() < until {
-            for fetched in cursor.next_batch(FETCH_WAIT).await? {
-                let view = RecordView::parse_fetched_unverified(&fetched);
-                let key = self.key.as_str();
-                let holds_key = view.as_ref().is_ok_and(|v| v.events.iter().any(|e| e.key == key));
-                if !holds_key {
-                    self.rule.pass(fetched.offset);
-                    continue;
+        let stream = self.stream.as_mut().expect("just opened");
+        let mut wait = FETCH_WAIT;
+        loop {
+            // Past `until`, only what the last fetch already decoded is taken.
+            if stream.position() >= until {
+                wait = Duration::ZERO;
+            }
+            let Some(canonical) = stream.next_within(wait).await? else {
+                if wait.is_zero() {
+                    return Ok(());
                 }
-                let view = view.and_then(|v| v.verify().map(|()| v));
-                let Ok(verdicts) = self.rule.apply_view_where(fetched.offset, view.as_ref(), |k| k == key) else {
-                    continue;
-                };
-                for (event, verdict) in view.expect("decoded").events.iter().zip(verdicts) {
-                    if matches!(verdict, Some(Verdict::Canonical { .. })) {
-                        // A payload that is not a decision decides nothing.
-                        if let Ok(decision) = serde_json::from_slice::<Decision>(event.payload) {
-                            self.first.entry(decision.id).or_insert(decision);
-                        }
-                    }
-                }
+                continue;
+            };
+            // A payload that is not a decision decides nothing.
+            if let Ok(decision) = serde_json::from_slice::<Decision>(&canonical.event.payload) {
+                self.first.entry(decision.id).or_insert(decision);
             }
         }
-        Ok(())
     }
 }
 

@@ -572,28 +572,37 @@ impl<L: EventLog, I: SnapshotIndex> SnapshotStore<L, I> {
         Ok(snapshot)
     }
 
-    /// The newest snapshot of `transformer` that loads and that `accept` takes (a restore,
-    /// say), newest first: each that does not is logged and the one before is tried. `None`
-    /// when none does: the caller starts from the log's start.
+    /// [`load_newest`] from this store.
     pub async fn load_newest<T>(
         &self,
         transformer: &str,
-        mut accept: impl FnMut(Snapshot) -> Result<T, String>,
+        accept: impl FnMut(Snapshot) -> Result<T, String>,
     ) -> Result<Option<T>, SnapshotStoreError> {
-        for stored in self.manifests(transformer).await? {
-            let position = stored.manifest.position;
-            match self.load(&stored).await {
-                Ok(snapshot) => match accept(snapshot) {
-                    Ok(accepted) => return Ok(Some(accepted)),
-                    Err(why) => tracing::warn!(transformer, position, why, "snapshot refused; trying the one before"),
-                },
-                Err(error) => {
-                    tracing::warn!(transformer, position, %error, "snapshot does not load; trying the one before")
-                }
+        load_newest(self, transformer, accept).await
+    }
+}
+
+/// The newest snapshot of `transformer` in `store` that loads and that `accept` takes (a
+/// restore, say), newest first: each that does not is logged and the one before is tried.
+/// `None` when none does: the caller starts from the log's start.
+pub async fn load_newest<T>(
+    store: &dyn Snapshots,
+    transformer: &str,
+    mut accept: impl FnMut(Snapshot) -> Result<T, String>,
+) -> Result<Option<T>, SnapshotStoreError> {
+    for stored in store.manifests(transformer).await? {
+        let position = stored.manifest.position;
+        match store.load(&stored).await {
+            Ok(snapshot) => match accept(snapshot) {
+                Ok(accepted) => return Ok(Some(accepted)),
+                Err(why) => tracing::warn!(transformer, position, why, "snapshot refused; trying the one before"),
+            },
+            Err(error) => {
+                tracing::warn!(transformer, position, %error, "snapshot does not load; trying the one before")
             }
         }
-        Ok(None)
     }
+    Ok(None)
 }
 
 /// `existing` with `stored` added, newest first, at most [`INDEX_MANIFESTS_MAX`]: an entry

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
-use crate::snapshot_store::{SnapshotStoreError, Snapshots, Stored};
+use crate::snapshot_store::{load_newest, SnapshotStoreError, Snapshots, Stored};
 use competing_transformers::event::Offset;
 use competing_transformers::replica::{ReplicaConfig, ReplicaCore};
 use competing_transformers::snapshot::Snapshot;
@@ -24,40 +24,34 @@ pub(super) async fn resume_or_start<T: Transform>(
         tracing::info!(replica, log_end = end, "replica starting: catching up from offset 0");
         return ReplicaCore::new(transform, config, end);
     };
-    let manifests = match store.manifests(transform.name()).await {
-        Ok(manifests) => manifests,
-        Err(error) => {
-            tracing::warn!(replica, %error, "cannot read the snapshot index; catching up from offset 0");
-            Vec::new()
-        }
+    let name = transform.name().to_string();
+    // The transform goes into each restore tried and comes back from a refused one.
+    let mut transform = Some(transform);
+    let restore = |snapshot: Snapshot| {
+        let tried = transform.take().expect("given back by every refusal");
+        ReplicaCore::restore(tried, config.clone(), &snapshot, end).map(|core| (core, snapshot)).map_err(
+            |(back, error)| {
+                transform = Some(back);
+                error.to_string()
+            },
+        )
     };
-    let mut transform = transform;
-    for stored in manifests {
-        let position = stored.manifest.position;
-        let snapshot = match store.load(&stored).await {
-            Ok(snapshot) => snapshot,
-            Err(error) => {
-                tracing::warn!(replica, position, %error, "snapshot does not load; trying the one before");
-                continue;
-            }
-        };
-        match ReplicaCore::restore(transform, config.clone(), &snapshot, end) {
-            Ok(core) => {
-                tracing::info!(
-                    replica,
-                    position,
-                    inputs = snapshot.inputs,
-                    log_end = end,
-                    "replica starting from a snapshot: catching up from offset {position}"
-                );
-                return core;
-            }
-            Err((back, error)) => {
-                tracing::warn!(replica, position, %error, "snapshot refused; trying the one before");
-                transform = back;
-            }
+    match load_newest(store, &name, restore).await {
+        Ok(Some((core, snapshot))) => {
+            let position = snapshot.position;
+            tracing::info!(
+                replica,
+                position,
+                inputs = snapshot.inputs,
+                log_end = end,
+                "replica starting from a snapshot: catching up from offset {position}"
+            );
+            return core;
         }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(replica, %error, "cannot read the snapshot index"),
     }
+    let transform = transform.expect("given back by every refusal");
     tracing::info!(replica, log_end = end, "replica starting: no snapshot to resume from; catching up from offset 0");
     ReplicaCore::new(transform, config, end)
 }
