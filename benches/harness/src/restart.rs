@@ -203,7 +203,8 @@ impl<'a> LogUnderTest<'a> {
         let wanted = self.events - self.events % self.args.snapshot_every_inputs.max(1);
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            let newest = store.manifests(self.det.name()).await?.into_iter().map(|m| m.manifest).max_by_key(|m| m.inputs);
+            let newest =
+                store.manifests(self.det.name()).await?.into_iter().map(|m| m.manifest).max_by_key(|m| m.inputs);
             match newest {
                 Some(manifest) if manifest.inputs >= wanted => return Ok(manifest),
                 _ if Instant::now() > deadline => bail!("no snapshot at {wanted} inputs was stored within 300 s"),
@@ -246,9 +247,15 @@ impl<'a> LogUnderTest<'a> {
     async fn answered(&self, input: u64, since: Instant, wait_max: Duration) -> anyhow::Result<Instant> {
         let deadline = since + wait_max;
         loop {
-            let seen = self.timeline.lock().expect("timeline").seen.iter().rev().take(100_000).find_map(
-                |(cause, at)| (*cause == input && *at >= since).then_some(*at),
-            );
+            let seen = self
+                .timeline
+                .lock()
+                .expect("timeline")
+                .seen
+                .iter()
+                .rev()
+                .take(100_000)
+                .find_map(|(cause, at)| (*cause == input && *at >= since).then_some(*at));
             if let Some(at) = seen {
                 return Ok(at);
             }
