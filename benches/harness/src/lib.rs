@@ -29,4 +29,15 @@ impl Transform for Identity {
         out.emit(input.content_type, input.payload.to_vec());
         Ok(())
     }
+    // Stateless: an empty state, so that its replicas resume from snapshots too.
+    fn save_state(&self) -> Option<Vec<u8>> {
+        Some(Vec::new())
+    }
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        if state.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("the identity DET has no state, and was given {} bytes", state.len()))
+        }
+    }
 }

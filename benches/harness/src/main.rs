@@ -5,6 +5,8 @@
 //!   `<out>/latest.json` and `<out>/latest.md` (`benches/run.sh` is the one command).
 //! - `bench replica …`: one replica in this process (the transactional write mode, which
 //!   the launcher's config cannot select).
+//! - `bench restart`: restart to first output against log length, with and without
+//!   snapshots.
 //! - `bench micro`: the per-event cost of each step of the hot path, without Kafka.
 //! - `bench conformance`: Kafka Streams' matching engine against the Rust one on inputs that
 //!   reach every rule.
@@ -12,7 +14,7 @@
 //! Layout: [`load`] (the generator), [`framework`] (sender, observer and replica of the
 //! framework), [`raw`] (plain rdkafka: the limit, plain observers, write amplification),
 //! [`procs`] (child processes and faults), [`measure`] (histograms), [`conformance`] (Kafka
-//! Streams' matching engine against the Rust one), [`micro`].
+//! Streams' matching engine against the Rust one), [`micro`], [`restart`].
 
 // The harness is a driver: it reads clocks to measure latency (the workspace's clippy.toml
 // forbids that in the framework's pure core, not here). `%` stays readable on rust 1.85.
@@ -25,6 +27,7 @@ mod measure;
 mod micro;
 mod procs;
 mod raw;
+mod restart;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,6 +71,9 @@ enum Command {
         #[arg(long)]
         transactional: bool,
     },
+    /// Time from all replicas' restart to their first output, against the log's length,
+    /// with and without snapshots; writes `<out>/restart.json`.
+    Restart(restart::RestartArgs),
     /// Time each step of the hot path per event, without Kafka.
     Micro,
     /// Copy every record of one topic to another with plain clients until SIGTERM (the
@@ -272,6 +278,7 @@ fn main() -> anyhow::Result<()> {
             };
             runtime.block_on(framework::run_one_replica(bootstrap, topic, replica_id, det, transactional))
         }
+        Command::Restart(args) => runtime.block_on(restart::run(args)),
         Command::Micro => {
             println!("{}", serde_json::to_string_pretty(&micro::run(200_000))?);
             Ok(())

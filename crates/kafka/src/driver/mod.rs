@@ -231,6 +231,7 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
         shutdown: &mut Shutdown,
     ) -> Result<Option<Self>, ReplicaError> {
         let replica_id = config.replica_id.clone();
+        log.prepare_writes()?;
         let Some(end) = retry(shutdown, || log.end_offset()).await? else { return Ok(None) };
         let core = snapshots::resume_or_start(services.snapshots.as_deref(), transform, config, end).await;
         let from = core.position();

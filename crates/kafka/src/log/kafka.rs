@@ -107,6 +107,15 @@ fn to_headers(headers: &[(&str, Vec<u8>)]) -> OwnedHeaders {
 
 #[async_trait::async_trait]
 impl EventLog for KafkaLog {
+    fn prepare_writes(&self) -> Result<(), LogError> {
+        // An idempotent producer asks for its id as it is made; a first attempt made before
+        // its connection is up is retried only after 500 ms.
+        match &self.writer {
+            Writer::Groups(producer) => self.producer(producer).map(drop),
+            Writer::Transactional(_) => Ok(()),
+        }
+    }
+
     fn append(&self, record: &Record) -> Delivery {
         self.append_with_details(record, &[])
     }

@@ -45,6 +45,13 @@ pub trait EventLog: Send + Sync + 'static {
         self.append(record)
     }
 
+    /// Readies the writer before the first append, so that what a writer needs from the
+    /// backend first (Kafka: a producer id) is had while the caller catches up, not at its
+    /// first write. Readers never call it: they need no right to write.
+    fn prepare_writes(&self) -> Result<(), LogError> {
+        Ok(())
+    }
+
     /// A cursor reading records in offset order, starting at `from`.
     async fn cursor(&self, from: Offset) -> Result<Box<dyn LogCursor>, LogError>;
 
