@@ -6,8 +6,10 @@ Usage: scripts/postgres.sh COMMAND
 
   fetch     Install PostgreSQL from Debian's packages (apt-get) if initdb/pg_ctl are missing.
   start     Create the cluster (once; its data is kept across restarts) and start the server
-            on 127.0.0.1, wait until it accepts connections.
-            stdout: DATABASE_URL=postgres://postgres@127.0.0.1:<port>/postgres  (eval/export it)
+            on 127.0.0.1, wait until it accepts connections. It offers TLS with a certificate
+            for 127.0.0.1 signed by a CA made on the first start (RUN_DIR/tls/ca.pem).
+            stdout, one line (eval "export $(scripts/postgres.sh start)"):
+              DATABASE_URL=postgres://postgres@127.0.0.1:<port>/postgres DATABASE_CA_FILE=<RUN_DIR>/tls/ca.pem
   stop      Stop the server (fast shutdown: open transactions are rolled back).
   status    Say whether the server runs (exit 0) or not (exit 3).
 
@@ -85,6 +87,28 @@ grant_traversal() {
 }
 
 
+# A CA and a server certificate for 127.0.0.1 and localhost, made once: the projection's
+# TLS test (sslmode=require, verified against this CA) needs a server that offers TLS.
+make_tls() {
+  local dir=$RUN_DIR/tls user
+  user=$(server_user)
+  [ -f "$dir/server.pem" ] && [ -f "$dir/server.key" ] && [ -f "$dir/ca.pem" ] && return 0
+  mkdir -p "$dir"
+  command -v openssl >/dev/null 2>&1 || die "openssl is missing; install it (apt-get install -y openssl) to give the test server a TLS certificate."
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=competing-transformers test PostgreSQL CA" \
+      -keyout "$dir/ca.key" -out "$dir/ca.pem" &&
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$dir/server.key" -out "$dir/server.csr" &&
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$dir/server.ext" &&
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 3650 \
+      -extfile "$dir/server.ext" -out "$dir/server.pem"
+  } >"$dir/openssl.log" 2>&1 || die "openssl could not make the test server's certificate; see $dir/openssl.log."
+  # PostgreSQL refuses a key that others can read.
+  chmod 600 "$dir/server.key" "$dir/ca.key"
+  [ "$(id -u)" = 0 ] && chown "$user" "$dir/server.key" "$dir/server.pem"
+  return 0
+}
+
 # Whether the postmaster of $DATA lives: its pid file's first line, readable by us.
 running() {
   local pid
@@ -110,15 +134,16 @@ cmd_start() {
     as_server "$bin/initdb" -D "$DATA" -U postgres --auth=trust --encoding=UTF8 --no-locale >"$RUN_DIR/initdb.log" 2>&1 \
       || die "initdb failed; see $RUN_DIR/initdb.log."
   fi
+  make_tls
   [ -f "$LOG" ] && mv -f "$LOG" "$LOG.prev"
   [ "$(id -u)" = 0 ] && { touch "$LOG"; chown "$user" "$LOG"; }
   if ! as_server "$bin/pg_ctl" -D "$DATA" -l "$LOG" -w -t "$START_TIMEOUT" \
-      -o "-c listen_addresses=127.0.0.1 -p $PORT -k $RUN_DIR -c fsync=off" start >/dev/null 2>&1; then
+      -o "-c listen_addresses=127.0.0.1 -p $PORT -k $RUN_DIR -c fsync=off -c ssl=on -c ssl_cert_file=$RUN_DIR/tls/server.pem -c ssl_key_file=$RUN_DIR/tls/server.key" start >/dev/null 2>&1; then
     tail -n 20 "$LOG" >&2 2>/dev/null || true
     die "the server did not start within ${START_TIMEOUT}s; see $LOG (last lines above)."
   fi
   log "running on 127.0.0.1:$PORT as $user, data in $DATA, log $LOG"
-  echo "DATABASE_URL=$URL"
+  echo "DATABASE_URL=$URL DATABASE_CA_FILE=$RUN_DIR/tls/ca.pem"
 }
 
 cmd_stop() {
@@ -133,7 +158,7 @@ cmd_stop() {
 
 cmd_status() {
   if running; then
-    echo "postgres: running on 127.0.0.1:$PORT, data $DATA, log $LOG; DATABASE_URL=$URL"
+    echo "postgres: running on 127.0.0.1:$PORT, data $DATA, log $LOG; DATABASE_URL=$URL DATABASE_CA_FILE=$RUN_DIR/tls/ca.pem"
   else
     echo "postgres: not running"
     exit 3

@@ -347,7 +347,9 @@ impl SchemaRegistry {
             }
         }
         let mut builder = SrSettings::new_builder(url.clone());
-        builder.set_timeout(REQUEST_TIMEOUT).no_proxy();
+        // No proxy setting here: reqwest follows HTTPS_PROXY, HTTP_PROXY and NO_PROXY, as the
+        // networks that require a proxy expect.
+        builder.set_timeout(REQUEST_TIMEOUT);
         if let Some((user, password)) = &access.basic {
             builder.set_basic_authorization(user, Some(password));
         }

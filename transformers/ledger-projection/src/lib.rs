@@ -44,6 +44,13 @@ pub enum ProjectionError {
     /// The event log failed.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The TLS handshake with PostgreSQL failed: most often a certificate signed by a CA
+    /// this process does not trust.
+    #[error("the TLS handshake with PostgreSQL failed ({source}); if its certificate is signed by a private CA, set {PG_SSL_ROOT_CERT_ENV} to that CA's PEM file")]
+    Handshake {
+        /// The client's error.
+        source: tokio_postgres::Error,
+    },
     /// The TLS settings for PostgreSQL are unusable.
     #[error("PostgreSQL TLS: {message}")]
     Tls {
@@ -230,6 +237,18 @@ fn tls_connector() -> Result<postgres_native_tls::MakeTlsConnector, ProjectionEr
     Ok(postgres_native_tls::MakeTlsConnector::new(connector))
 }
 
+/// A failed connection: a TLS handshake failure is told apart, since its fix is a CA.
+fn connect_error(error: tokio_postgres::Error) -> ProjectionError {
+    let mut cause = std::error::Error::source(&error);
+    while let Some(inner) = cause {
+        if inner.is::<native_tls::Error>() {
+            return ProjectionError::Handshake { source: error };
+        }
+        cause = inner.source();
+    }
+    ProjectionError::Database(error)
+}
+
 /// The balances projection over one PostgreSQL schema.
 pub struct Projection {
     client: Client,
@@ -244,7 +263,8 @@ impl Projection {
     /// `topic` is the log topic projected: one schema projects one log.
     pub async fn connect(database_url: &str, schema: &str, topic: &str) -> Result<Self, ProjectionError> {
         check_schema(schema)?;
-        let (client, connection) = tokio_postgres::connect(database_url, tls_connector()?).await?;
+        let (client, connection) =
+            tokio_postgres::connect(database_url, tls_connector()?).await.map_err(connect_error)?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::warn!(%error, "PostgreSQL connection ended");
