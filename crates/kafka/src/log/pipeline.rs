@@ -67,11 +67,13 @@ pub struct CanonicalEvent {
 /// own offset: events of a key before its offset are stepped over, and from there on the key
 /// is judged from its count. A key with no count is not followed at all: its verdicts cannot
 /// be known without the log before.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resume {
     position: Offset,
-    /// `None`: every key, from offset 0, at count 0.
-    known: Option<BTreeMap<EventSourceKey, KnownCount>>,
+    /// Keys known from an offset at or after `position`, with their counts there.
+    known: BTreeMap<EventSourceKey, KnownCount>,
+    /// Whether every other key is known too: at count 0 from `position` on.
+    every_key: bool,
 }
 
 /// A key's canonical count at a record offset.
@@ -83,22 +85,41 @@ pub struct KnownCount {
     pub count: u64,
 }
 
+impl Default for Resume {
+    fn default() -> Self {
+        Self::origin()
+    }
+}
+
 impl Resume {
-    /// The log's start: every key, at count 0.
+    /// The log's start: every key, at count 0. The same as resuming at offset 0 with no counts.
     pub fn origin() -> Self {
-        Self::default()
+        Self::every_key(0, [])
     }
 
-    /// At `position`, knowing `counts` there (keys absent from it are not followed).
+    /// At `position`, knowing `counts` there; keys absent from it are not followed.
     pub fn at(position: Offset, counts: impl IntoIterator<Item = (EventSourceKey, u64)>) -> Self {
         Self::per_key(position, counts.into_iter().map(|(key, count)| (key, KnownCount { from: position, count })))
     }
 
-    /// Reading from `position`, each key from its own offset (at or after `position`) on.
+    /// At `position`, knowing `counts` there and every other key at count 0 (had no canonical
+    /// event before `position`): what a reader of every key stores.
+    pub fn every_key(position: Offset, counts: impl IntoIterator<Item = (EventSourceKey, u64)>) -> Self {
+        Self { every_key: true, ..Self::at(position, counts) }
+    }
+
+    /// Reading from `position`, each key from its own offset (at or after `position`) on;
+    /// keys absent are not followed.
     pub fn per_key(position: Offset, keys: impl IntoIterator<Item = (EventSourceKey, KnownCount)>) -> Self {
         let known: BTreeMap<_, _> = keys.into_iter().collect();
         assert!(known.values().all(|k| k.from >= position), "a key is taken up at or after the reader's position");
-        Self { position, known: Some(known) }
+        Self { position, known, every_key: false }
+    }
+
+    /// This start for a reader of `keys` alone: each as known here, the others not followed.
+    pub fn restricted(&self, keys: &[EventSourceKey]) -> Self {
+        let known = keys.iter().filter_map(|key| self.known(key).map(|known| (key.clone(), known)));
+        Self::per_key(self.position, known)
     }
 
     /// Where the reader's cursor opens.
@@ -108,30 +129,29 @@ impl Resume {
 
     /// Whether this is the log's start, every key known.
     pub fn is_origin(&self) -> bool {
-        self.known.is_none()
+        self.position == 0 && self.every_key && self.known.values().all(|k| k.from == 0 && k.count == 0)
     }
 
-    /// What is known of `key`: from offset 0 at count 0 at the log's start.
+    /// What is known of `key`, if anything.
     pub fn known(&self, key: &EventSourceKey) -> Option<KnownCount> {
-        match &self.known {
-            None => Some(KnownCount { from: 0, count: 0 }),
-            Some(known) => known.get(key).copied(),
+        match self.known.get(key) {
+            Some(known) => Some(*known),
+            None => self.every_key.then_some(KnownCount { from: self.position, count: 0 }),
         }
     }
 
     /// Whether a reader from here judges `key`'s event in the record at `offset`.
     fn follows(&self, key: &str, offset: Offset) -> bool {
-        match &self.known {
-            None => true,
-            Some(known) => known.get(key).is_some_and(|k| offset >= k.from),
+        match self.known.get(key) {
+            Some(known) => offset >= known.from,
+            None => self.every_key,
         }
     }
 
     /// The rule at the reader's position: it judges a key's events only from the key's offset
     /// on, so its count there is its count at the position as far as the rule can tell.
     fn rule(&self) -> CanonicalRule {
-        let counts: Vec<(EventSourceKey, u64)> =
-            self.known.iter().flatten().map(|(key, known)| (key.clone(), known.count)).collect();
+        let counts: Vec<(EventSourceKey, u64)> = self.known.iter().map(|(key, known)| (key.clone(), known.count)).collect();
         CanonicalRule::resumed(DIGEST_WINDOW_DEFAULT, self.position, &counts)
     }
 }
@@ -273,10 +293,8 @@ impl<L: EventLog> Pipeline<L> {
     /// other reader's.
     pub async fn stream_events(&self, keys: &[EventSourceKey], from: Offset) -> Result<EventStream, LogError> {
         let followed = |key: &EventSourceKey| keys.is_empty() || keys.contains(key);
-        let handed = match &self.start.known {
-            None => HashMap::new(),
-            Some(known) => known.iter().filter(|(k, _)| followed(k)).map(|(k, c)| (k.clone(), c.count)).collect(),
-        };
+        let handed =
+            self.start.known.iter().filter(|(k, _)| followed(k)).map(|(k, known)| (k.clone(), known.count)).collect();
         Ok(EventStream {
             cursor: self.log.cursor(self.start.position).await?,
             rule: self.start.rule(),
