@@ -274,9 +274,15 @@ pub struct TailArgs {
     pub key: EventSourceKey,
     #[command(flatten)]
     pub log: LogArgs,
-    /// Print only events whose record is at this offset or later
-    #[arg(long, value_name = "OFFSET", default_value_t = 0)]
-    pub from: u64,
+    /// Print only events whose record is at this offset or later (read from the newest
+    /// snapshot at or before it) [default: from the newest snapshot holding the key's count,
+    /// else offset 0]
+    #[arg(long, value_name = "OFFSET", conflicts_with = "from_start")]
+    pub from: Option<u64>,
+    /// Print every event still on the log: from offset 0, or on a truncated log from the
+    /// oldest snapshot at or after its first offset
+    #[arg(long)]
+    pub from_start: bool,
     /// Keep printing new events as they become canonical, until interrupted
     #[arg(long, short = 'f')]
     pub follow: bool,

@@ -141,16 +141,18 @@ impl Resume {
     }
 
     /// Whether a reader from here judges `key`'s event in the record at `offset`.
-    fn follows(&self, key: &str, offset: Offset) -> bool {
+    pub fn follows(&self, key: &str, offset: Offset) -> bool {
         match self.known.get(key) {
             Some(known) => offset >= known.from,
             None => self.every_key,
         }
     }
 
-    /// The rule at the reader's position: it judges a key's events only from the key's offset
-    /// on, so its count there is its count at the position as far as the rule can tell.
-    fn rule(&self) -> CanonicalRule {
+    /// The rule at the reader's position, to apply to records from there with
+    /// [`CanonicalRule::apply_view_where`] and [`Resume::follows`]: it judges a key's events
+    /// only from the key's offset on, so the key's count at the position is, as far as the
+    /// rule can tell, its count there.
+    pub fn rule(&self) -> CanonicalRule {
         let counts: Vec<(EventSourceKey, u64)> = self.known.iter().map(|(key, known)| (key.clone(), known.count)).collect();
         CanonicalRule::resumed(DIGEST_WINDOW_DEFAULT, self.position, &counts)
     }
