@@ -61,7 +61,7 @@ async fn publish(log: &Arc<KafkaLog>, first: u64, count: u64) {
         let size = (1 + i % 3).min(first + count - i);
         let events = (i..i + size).map(|n| Event::json(transfers.clone(), n as i64, &command(n))).collect();
         source.write(&transfers, events).await.unwrap();
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             source.write(&key("noise"), vec![Event::json(key("noise"), 0, &json!({"n": i}))]).await.unwrap();
         }
         i += size;
@@ -124,7 +124,8 @@ async fn exported(topic: &str) -> Vec<(String, Vec<u8>)> {
     let mut records = Vec::new();
     while let Ok(message) = tokio::time::timeout(Duration::from_secs(3), consumer.recv()).await {
         let message = message.unwrap();
-        records.push((String::from_utf8(message.key().unwrap().to_vec()).unwrap(), message.payload().unwrap().to_vec()));
+        records
+            .push((String::from_utf8(message.key().unwrap().to_vec()).unwrap(), message.payload().unwrap().to_vec()));
     }
     records
 }
@@ -136,7 +137,12 @@ async fn export(config: &KafkaLogConfig, log: &Arc<KafkaLog>, target: &str) -> R
     Ok(exporter)
 }
 
-async fn project(url: &str, schema: &str, config: &KafkaLogConfig, log: &Arc<KafkaLog>) -> Result<Projection, ProjectionError> {
+async fn project(
+    url: &str,
+    schema: &str,
+    config: &KafkaLogConfig,
+    log: &Arc<KafkaLog>,
+) -> Result<Projection, ProjectionError> {
     let mut projection = Projection::connect(url, schema, &config.topic).await?;
     projection.run(log.clone(), RunOptions { batch_events_max: 7, ..RunOptions::default() }).await?;
     Ok(projection)
@@ -222,9 +228,10 @@ async fn on_a_truncated_log_every_reader_resumes_and_reads_what_a_read_from_zero
     assert_eq!(listed, want, "every dead letter still on the log, at its index");
 
     // `status`: the whole log's counts, since the cut.
-    let status = LogSummary::read_from(log.as_ref(), kafka_start(&log, "status", None, StartFrom::LogStart).await.unwrap())
-        .await
-        .unwrap();
+    let status =
+        LogSummary::read_from(log.as_ref(), kafka_start(&log, "status", None, StartFrom::LogStart).await.unwrap())
+            .await
+            .unwrap();
     assert_eq!(status.since(), cut);
     for key in [key(LEDGER_KEY), dead_letters.clone(), key(TRANSFERS_KEY)] {
         assert_eq!(status.key(&key).canonical, whole_status.key(&key).canonical, "`{key}`");

@@ -561,7 +561,9 @@ impl<L: EventLog, I: SnapshotIndex> SnapshotStore<L, I> {
         for (transformer, value) in values {
             match serde_json::from_slice::<Vec<StoredManifest>>(&value) {
                 Ok(manifests) => all.extend(manifests),
-                Err(error) => tracing::warn!(transformer, %error, "snapshot index entry is not a list of manifests; skipped"),
+                Err(error) => {
+                    tracing::warn!(transformer, %error, "snapshot index entry is not a list of manifests; skipped")
+                }
             }
         }
         all.sort_by_key(|m| std::cmp::Reverse(m.manifest.position));

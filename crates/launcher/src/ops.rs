@@ -271,6 +271,13 @@ pub(super) async fn dead_letters(args: &LogArgs, transformer: &EventSourceKey) -
     let log = connect(args).await?;
     let key = transformer.dead_letters();
     let start = kafka_start(&log, "dead-letters list", Some(std::slice::from_ref(&key)), StartFrom::LogStart).await?;
+    let log_start = log.start_offset().await?;
+    if start.position() > log_start {
+        eprintln!(
+            "the log's records before offset {log_start} are deleted: listing from offset {}, its oldest snapshot of `{transformer}`; dead letters between cannot be numbered",
+            start.position()
+        );
+    }
     let letters = read_dead_letters_from(log, &key, start).await?;
     for (letter, detail) in &letters {
         out(format_args!("{}", dead_letter_line(letter, detail.as_ref())))?;

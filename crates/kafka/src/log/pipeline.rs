@@ -153,7 +153,8 @@ impl Resume {
     /// only from the key's offset on, so the key's count at the position is, as far as the
     /// rule can tell, its count there.
     pub fn rule(&self) -> CanonicalRule {
-        let counts: Vec<(EventSourceKey, u64)> = self.known.iter().map(|(key, known)| (key.clone(), known.count)).collect();
+        let counts: Vec<(EventSourceKey, u64)> =
+            self.known.iter().map(|(key, known)| (key.clone(), known.count)).collect();
         CanonicalRule::resumed(DIGEST_WINDOW_DEFAULT, self.position, &counts)
     }
 }
@@ -233,7 +234,10 @@ impl<L: EventLog> Pipeline<L> {
         index: u64,
         events: Vec<Event>,
     ) -> Result<WriteOutcome, LogError> {
-        assert!(self.start.known(key).is_some(), "`{key}` is written with exists_or_write only by a pipeline whose start knows its count");
+        assert!(
+            self.start.known(key).is_some(),
+            "`{key}` is written with exists_or_write only by a pipeline whose start knows its count"
+        );
         let mut guard = self.tail.lock().await;
         let tail = self.tail(&mut guard).await?;
         let first_digest = events.first().map(|e| e.digest);
@@ -352,7 +356,8 @@ impl EventStream {
     /// Applies the rule to one record and queues its canonical events of the stream's keys.
     fn read(&mut self, fetched: &FetchedRecord) {
         let (keys, start, offset) = (&self.keys, &self.start, fetched.offset);
-        let follows = |key: &str| (keys.is_empty() || keys.iter().any(|k| k.as_str() == key)) && start.follows(key, offset);
+        let follows =
+            |key: &str| (keys.is_empty() || keys.iter().any(|k| k.as_str() == key)) && start.follows(key, offset);
         let decoded = if self.keys.is_empty() && self.start.is_origin() {
             RecordView::parse_fetched(fetched)
         } else {
