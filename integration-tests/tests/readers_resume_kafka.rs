@@ -6,6 +6,8 @@
 //!
 //! PostgreSQL comes from `DATABASE_URL` (`scripts/test.sh` starts one and sets it).
 
+use std::path::PathBuf;
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -265,7 +267,11 @@ async fn a_reader_with_no_snapshot_or_position_on_a_truncated_log_is_told_the_fi
     publish(&log, 0, 40).await;
     run_ledger(&config, &store, "only", 40).await;
     let cut = store.manifests(LEDGER_KEY).await.unwrap()[0].manifest.position;
+    let whole = canonical(&log, &[key(LEDGER_KEY)], Resume::origin()).await;
     truncate(&config, cut).await;
+    let source = Pipeline::new(log.clone(), "source");
+    source.write(&key("noise"), vec![Event::json(key("noise"), 0, &json!({"after": "the cut"}))]).await.unwrap();
+    the_commands_say_where_they_read(&config, cut, whole.iter().filter(|e| e.0 >= cut).count());
 
     // `noise` is in no snapshot: tail, status's line and the others name the fix.
     let noise = [key("noise")];
@@ -281,4 +287,43 @@ async fn a_reader_with_no_snapshot_or_position_on_a_truncated_log_is_told_the_fi
     assert!(matches!(error, ProjectionError::Log(LogError::Truncated { offset: 0, .. })), "{error}");
     let error = export(&config, &log, &unique_topic("readers-none-export")).await.err().unwrap();
     assert!(matches!(error, LogError::Truncated { offset: 0, .. }), "{error}");
+}
+
+/// The `transformer-launcher` binary next to this test's (`cargo test --workspace` builds it).
+fn launcher(config: &KafkaLogConfig, args: &[&str]) -> Output {
+    let exe = std::env::current_exe().unwrap();
+    let path: PathBuf = exe.parent().unwrap().parent().unwrap().join("transformer-launcher");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p bundled-transformers --bin transformer-launcher`",
+        path.display()
+    );
+    Command::new(path)
+        .args(args)
+        .args(["--topic", &config.topic])
+        .env("KAFKA_BOOTSTRAP", &config.bootstrap_servers)
+        .env_remove("TRANSFORMER_LAUNCHER_CONFIG")
+        .output()
+        .unwrap()
+}
+
+/// The operator commands on a log truncated at `cut`, where `ledger` has `events` events.
+fn the_commands_say_where_they_read(config: &KafkaLogConfig, cut: Offset, events: usize) {
+    let text = |output: &Output| {
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    };
+    let tail = launcher(config, &["tail", LEDGER_KEY, "--from-start"]);
+    assert!(tail.status.success(), "{}", text(&tail));
+    assert_eq!(String::from_utf8_lossy(&tail.stdout).lines().count(), events, "{}", text(&tail));
+    let noise = launcher(config, &["tail", "noise"]);
+    assert_eq!(noise.status.code(), Some(4), "{}", text(&noise));
+    assert!(text(&noise).contains("run a DET that reads or writes `noise` with snapshots on"), "{}", text(&noise));
+    let status = launcher(config, &["status"]);
+    assert!(status.status.success(), "{}", text(&status));
+    assert!(text(&status).contains(&format!("since offset {cut}:")), "{}", text(&status));
+    assert!(text(&status).contains("not summarised: `noise`"), "{}", text(&status));
+    let letters = launcher(config, &["dead-letters", "list", "--transformer", LEDGER_KEY]);
+    assert!(letters.status.success(), "{}", text(&letters));
+    let both = launcher(config, &["tail", LEDGER_KEY, "--from-start", "--from", "3"]);
+    assert_eq!(both.status.code(), Some(2), "{}", text(&both));
 }

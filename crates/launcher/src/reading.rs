@@ -118,6 +118,11 @@ pub async fn kafka_start(
     }
     let store = match KafkaSnapshotStore::connect(log.config()).await {
         Ok(store) => Some(store),
+        // A log without snapshot topics is common, and read from offset 0 quietly.
+        Err(error) if error.is_topic_missing() && log_start == 0 => {
+            tracing::debug!(%error, "no snapshots to start from");
+            None
+        }
         Err(error) => {
             tracing::warn!(%error, "no snapshots to start from");
             None
