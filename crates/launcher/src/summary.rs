@@ -314,6 +314,7 @@ mod tests {
     use competing_transformers::event::Event;
     use competing_transformers::record::Record;
     use competing_transformers::MemoryLog;
+    use competing_transformers_kafka::KnownCount;
 
     fn fetched(offset: u64, writer: &str, index: Option<u64>, payload: &[u8]) -> FetchedRecord {
         let key = EventSourceKey::new("out").unwrap();
@@ -432,6 +433,26 @@ mod tests {
         );
         assert!(summary.streams_report(&Owners::new()).is_empty(), "`in` is nobody's stream");
         assert!(LogSummary::read(&forged_log()).await.unwrap().foreign_writes(&Owners::new()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_summary_from_a_stored_start_has_the_whole_logs_counts_and_names_the_keys_it_cannot_judge() {
+        let log = forged_log();
+        log.publish(&key("noise"), vec![Event::new(key("noise"), None, None, 0, "text/plain", b"n".to_vec())]);
+        let whole = LogSummary::read(&log).await.unwrap();
+        // `echo`'s count before offset 4 is 1; `in` is taken up at offset 3 with its count 1.
+        let start = Resume::per_key(
+            3,
+            [(key("echo"), KnownCount { from: 4, count: 1 }), (key("in"), KnownCount { from: 3, count: 1 })],
+        );
+        let since = LogSummary::read_from(&log, start).await.unwrap();
+        assert_eq!(since.since(), 3);
+        for k in ["echo", "in"] {
+            assert_eq!(since.key(&key(k)).canonical, whole.key(&key(k)).canonical, "`{k}`");
+        }
+        assert_eq!(since.key(&key("echo")).divergent, whole.key(&key("echo")).divergent, "all after the start");
+        assert_eq!(since.unsummarised(), (vec!["noise".to_string()], false));
+        assert_eq!(since.key(&key("noise")), KeyStats::default());
     }
 
     #[tokio::test]
