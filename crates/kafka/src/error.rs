@@ -62,7 +62,7 @@ pub enum LogError {
     /// A reader asked for an offset the log no longer holds: retention (or an operator)
     /// deleted the records before it.
     #[error(
-        "topic `{topic}` no longer holds offset {offset}: its older records were deleted; a reader must start at or after the log's first offset (replicas resume from a snapshot, docs/DESIGN.md \"Snapshots\"; tail, status, dead-letters, export and the ledger projection read from offset 0 and need a log that keeps its records)"
+        "topic `{topic}` no longer holds offset {offset}: its older records were deleted; a reader must start at or after the log's first offset: replicas, tail, status and dead-letters start from a snapshot, export and the ledger projection from their stored position (docs/DESIGN.md \"Snapshots\"), and a new export or projection needs a log that keeps its records"
     )]
     Truncated {
         /// The topic.

@@ -21,9 +21,20 @@
 //! A batch never splits a log record: a record can hold several canonical events (batched
 //! groups), and the stored offset must mean "everything before it is exported".
 //!
+//! **Resuming, not replaying.** The committed offset's metadata string (written by
+//! `send_offsets_to_transaction` in the same transaction) holds the canonical counts of the
+//! exported keys at that offset ([`ResumeCounts`], JSON), so a restart opens its reader there
+//! with the rule resumed (`Pipeline::resumed`) and reads only the log since: the log before
+//! may be truncated. Kafka keeps at most `offset.metadata.max.bytes` (4096 by default,
+//! [`OFFSET_METADATA_BYTES_MAX`]) of metadata: when the counts do not fit (an export of every
+//! key on a log of many keys), the offset is committed without them, a warning says so, and
+//! the next run reads the log from offset 0 up to its position as before. An offset committed
+//! by an older exporter has no counts either: that run reads from offset 0 once.
+//!
 //! Cost, as the design says: an open export transaction delays only the target topic's
 //! `read_committed` readers, never the event log's.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +49,7 @@ use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 use crate::admin::{creation_refused, unreachable_broker};
 use crate::client::{blocking, classify, creation_error, KafkaLogConfig};
 use crate::error::LogError;
-use crate::log::{CanonicalEvent, EventLog, KafkaLog, Pipeline};
+use crate::log::{CanonicalEvent, EventLog, KafkaLog, Pipeline, Resume};
 use crate::shutdown::Shutdown;
 use competing_transformers::dead_letter::{DeadLetter, Detail, CONTENT_TYPE_DEAD_LETTER};
 use competing_transformers::event::{EventSourceKey, Offset};
@@ -49,6 +60,48 @@ pub const BATCH_EVENTS_MAX_DEFAULT: usize = 500;
 const IDLE_WAIT: Duration = Duration::from_millis(300);
 /// How long a transaction call (init, offsets, commit) may take.
 const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most bytes of committed-offset metadata a broker keeps by default
+/// (`offset.metadata.max.bytes`); longer counts are not stored.
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+/// The [`ResumeCounts`] format this build writes and reads.
+pub const RESUME_COUNTS_FORMAT: u32 = 1;
+
+/// The canonical counts at the committed offset, as its metadata string holds them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResumeCounts {
+    /// [`RESUME_COUNTS_FORMAT`].
+    pub format: u32,
+    /// Whether the export was of every key: keys absent from `counts` had no canonical event.
+    pub every_key: bool,
+    /// Each exported key's canonical count before the committed offset.
+    pub counts: BTreeMap<String, u64>,
+}
+
+impl ResumeCounts {
+    /// The metadata string, or `None` when it does not fit [`OFFSET_METADATA_BYTES_MAX`].
+    pub fn encode(&self) -> Option<String> {
+        let text = serde_json::to_string(self).expect("counts serialize");
+        (text.len() <= OFFSET_METADATA_BYTES_MAX).then_some(text)
+    }
+
+    /// Reads a metadata string back; `None` for an empty one (an older exporter's, or counts
+    /// that did not fit) or one this build does not read.
+    pub fn decode(metadata: &str) -> Option<Self> {
+        serde_json::from_str::<Self>(metadata).ok().filter(|counts| counts.format == RESUME_COUNTS_FORMAT)
+    }
+
+    /// Where a reader of `keys` (every key when empty) resumes at `position` with these
+    /// counts; `None` when they do not cover `keys`.
+    pub fn resume(&self, position: Offset, keys: &[EventSourceKey]) -> Option<Resume> {
+        let counts = self.counts.iter().map(|(k, c)| EventSourceKey::new(k.as_str()).map(|k| (k, *c)));
+        let counts: Vec<(EventSourceKey, u64)> = counts.collect::<Result<_, _>>().ok()?;
+        if keys.is_empty() {
+            return self.every_key.then(|| Resume::every_key(position, counts));
+        }
+        let covered = self.every_key || keys.iter().all(|k| self.counts.contains_key(k.as_str()));
+        covered.then(|| Resume::every_key(position, counts).restricted(keys))
+    }
+}
 
 /// What to export and where.
 #[derive(Clone, Debug)]
@@ -118,6 +171,8 @@ pub struct Exporter {
     producer: FutureProducer,
     group: Arc<ConsumerGroupMetadata>,
     position: Offset,
+    /// Where the next run's reader starts, with the rule's counts there.
+    start: Resume,
 }
 
 impl Exporter {
@@ -167,12 +222,17 @@ impl Exporter {
         .await?
         .map_err(|e| config.log.classify(e))?;
         let stored = committed.find_partition(&config.log.topic, config.log.partition).and_then(|p| match p.offset() {
-            KafkaOffset::Offset(offset) if offset >= 0 => Some(offset as Offset),
+            KafkaOffset::Offset(offset) if offset >= 0 => Some((offset as Offset, p.metadata().to_string())),
             _ => None,
         });
-        let position = stored.unwrap_or(config.from_offset);
-        tracing::info!(target = %config.target_topic, position, stored = stored.is_some(), "exporter started");
-        Ok(Self { config, producer, group, position })
+        let position = stored.as_ref().map_or(config.from_offset, |(offset, _)| *offset);
+        let start = match &stored {
+            Some((offset, metadata)) => resume_at(&config, *offset, metadata),
+            None => Resume::origin(),
+        };
+        let resumed = !start.is_origin();
+        tracing::info!(target = %config.target_topic, position, stored = stored.is_some(), resumed, "exporter started");
+        Ok(Self { config, producer, group, position, start })
     }
 
     /// The log offset the exporter reads next: everything before it is exported.
@@ -180,11 +240,17 @@ impl Exporter {
         self.position
     }
 
+    /// Where its next run's reader opens, with the counts there: the log's start when the
+    /// committed offset carries no counts.
+    pub fn resume(&self) -> &Resume {
+        &self.start
+    }
+
     /// Exports canonical events from the position: until the log end seen at the start, or
     /// with `follow` until `shutdown`.
     pub async fn run(&mut self, log: Arc<KafkaLog>, options: ExportRunOptions) -> Result<ExportStats, LogError> {
         let end = log.end_offset().await?;
-        let pipeline = Pipeline::new(log, format!("export-{}", self.config.target_topic));
+        let pipeline = Pipeline::resumed(log, format!("export-{}", self.config.target_topic), self.start.clone());
         let mut stream = pipeline.stream_events(&self.config.keys, self.position).await?;
         let mut stats = ExportStats { position: self.position, ..ExportStats::default() };
         let mut batch: Vec<CanonicalEvent> = Vec::new();
@@ -200,7 +266,13 @@ impl Exporter {
                         && batch.last().is_some_and(|l| l.offset != event.offset)
                     {
                         let next_offset = batch.last().expect("non-empty").offset + 1;
-                        self.commit(&std::mem::take(&mut batch), next_offset, &options, &mut stats).await?;
+                        // The counts before this event's record: it is the first of it handed out.
+                        let mut counts = stream.counts_handed();
+                        let index = event.event.index.expect("canonical events carry their index");
+                        counts.retain(|(key, _)| key != &event.event.key);
+                        counts.push((event.event.key.clone(), index));
+                        let batch = std::mem::take(&mut batch);
+                        self.commit(&batch, next_offset, counts, &options, &mut stats).await?;
                     }
                     batch.push(event);
                 }
@@ -208,7 +280,8 @@ impl Exporter {
                     // Nothing is waiting in the stream: every record read so far is complete.
                     if !batch.is_empty() {
                         let next_offset = stream.rule().next_offset();
-                        self.commit(&std::mem::take(&mut batch), next_offset, &options, &mut stats).await?;
+                        let batch = std::mem::take(&mut batch);
+                        self.commit(&batch, next_offset, stream.counts_handed(), &options, &mut stats).await?;
                     }
                     if stopping {
                         return Ok(stats);
@@ -224,11 +297,48 @@ impl Exporter {
         }
     }
 
+    /// The progress committed with a batch: `next_offset`, and in its metadata the `counts`
+    /// of the exported keys there when they fit.
+    /// Returns the offsets to send and where a next run resumes.
+    fn progress(
+        &self,
+        next_offset: Offset,
+        counts: Vec<(EventSourceKey, u64)>,
+    ) -> Result<(TopicPartitionList, Resume), LogError> {
+        let every_key = self.config.keys.is_empty();
+        let mut stored: BTreeMap<String, u64> = self.config.keys.iter().map(|k| (k.to_string(), 0)).collect();
+        stored.extend(counts.into_iter().map(|(k, c)| (k.to_string(), c)));
+        let counts = ResumeCounts { format: RESUME_COUNTS_FORMAT, every_key, counts: stored };
+        let resume = counts.resume(next_offset, &self.config.keys);
+        let metadata = counts.encode().filter(|_| resume.is_some()).unwrap_or_else(|| {
+            tracing::warn!(
+                target = %self.config.target_topic,
+                keys = counts.counts.len(),
+                "the counts of the exported keys exceed {OFFSET_METADATA_BYTES_MAX} bytes of offset metadata: committing the offset without them, so the next export reads the log from offset 0 to its position (export fewer keys to resume instead)"
+            );
+            String::new()
+        });
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(
+                &self.config.log.topic,
+                self.config.log.partition,
+                KafkaOffset::Offset(next_offset as i64),
+            )
+            .map_err(|e| self.config.log.classify(e))?;
+        if let Some(mut element) = offsets.find_partition(&self.config.log.topic, self.config.log.partition) {
+            element.set_metadata(metadata.as_str());
+        }
+        let resume = if metadata.is_empty() { Resume::origin() } else { resume.unwrap_or_default() };
+        Ok((offsets, resume))
+    }
+
     /// One transaction: the batch's records, then the progress, then the commit.
     async fn commit(
         &mut self,
         batch: &[CanonicalEvent],
         next_offset: Offset,
+        counts: Vec<(EventSourceKey, u64)>,
         options: &ExportRunOptions,
         stats: &mut ExportStats,
     ) -> Result<(), LogError> {
@@ -252,14 +362,7 @@ impl Exporter {
                 Err((error, _)) => return Err(self.abort(target_error(&self.config, error)).await),
             }
         }
-        let mut offsets = TopicPartitionList::new();
-        offsets
-            .add_partition_offset(
-                &self.config.log.topic,
-                self.config.log.partition,
-                KafkaOffset::Offset(next_offset as i64),
-            )
-            .map_err(|e| self.config.log.classify(e))?;
+        let (offsets, resume) = self.progress(next_offset, counts)?;
         let (producer, group) = (self.producer.clone(), self.group.clone());
         let sent = blocking(move || {
             // Flushing first costs nothing (the commit flushes anyway) and makes a crash
@@ -287,6 +390,7 @@ impl Exporter {
             .await?
             .map_err(|e| target_error(&self.config, e))?;
         self.position = next_offset;
+        self.start = resume;
         stats.batches += 1;
         stats.events += batch.len() as u64;
         stats.position = next_offset;
@@ -300,6 +404,22 @@ impl Exporter {
             tracing::warn!(%abort, "aborting the export transaction failed; the next start fences it");
         }
         error
+    }
+}
+
+/// Where an export whose committed offset is `offset`, with `metadata`, resumes: there with
+/// the stored counts, or from offset 0 (hiding what is before `offset`) when it has none.
+fn resume_at(config: &ExportConfig, offset: Offset, metadata: &str) -> Resume {
+    match ResumeCounts::decode(metadata).and_then(|counts| counts.resume(offset, &config.keys)) {
+        Some(start) => start,
+        None => {
+            tracing::info!(
+                target = %config.target_topic,
+                offset,
+                "the committed offset carries no counts of the exported keys (an older exporter's, too many keys, or other keys): reading the log from offset 0 to it once"
+            );
+            Resume::origin()
+        }
     }
 }
 
@@ -383,4 +503,41 @@ async fn ensure_target_topic(config: &ExportConfig) -> Result<(), LogError> {
 /// exporter to the same target fences this one ([`LogError::Fenced`]).
 fn target_error(config: &ExportConfig, error: KafkaError) -> LogError {
     classify(error, &config.target_topic, Some(0), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> EventSourceKey {
+        EventSourceKey::new(name).unwrap()
+    }
+
+    #[test]
+    fn stored_counts_resume_the_keys_they_cover_and_only_those() {
+        let counts = ResumeCounts {
+            format: RESUME_COUNTS_FORMAT,
+            every_key: false,
+            counts: [("a".to_string(), 3), ("b".to_string(), 0)].into(),
+        };
+        let read = ResumeCounts::decode(&counts.encode().unwrap()).unwrap();
+        assert_eq!(read, counts);
+        let start = read.resume(10, &[key("a"), key("b")]).unwrap();
+        assert_eq!(start.position(), 10);
+        assert_eq!(start.known(&key("a")).map(|k| k.count), Some(3));
+        assert_eq!(start.known(&key("b")).map(|k| k.count), Some(0));
+        assert_eq!(start.known(&key("c")), None, "a key not exported is not followed");
+        assert!(read.resume(10, &[key("a"), key("c")]).is_none(), "a key added since is not covered");
+        assert!(read.resume(10, &[]).is_none(), "nor every key");
+        let every = ResumeCounts { every_key: true, ..counts };
+        assert_eq!(every.resume(10, &[]).unwrap().known(&key("c")).map(|k| k.count), Some(0));
+        assert!(ResumeCounts::decode("").is_none(), "an older exporter's offset");
+    }
+
+    #[test]
+    fn counts_longer_than_the_brokers_metadata_limit_are_not_stored() {
+        let counts = (0..400).map(|i| (format!("key-{i}"), i)).collect();
+        let many = ResumeCounts { format: RESUME_COUNTS_FORMAT, every_key: true, counts };
+        assert_eq!(many.encode(), None);
+    }
 }

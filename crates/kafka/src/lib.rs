@@ -38,5 +38,7 @@ pub use driver::{
     run_replica, run_replica_with, run_replica_with_registry, ReplicaError, ReplicaServices, ReplicaStatus,
 };
 pub use error::LogError;
-pub use log::{CanonicalEvent, Delivery, EventLog, EventStream, KafkaLog, LogCursor, Pipeline, WriteOutcome};
+pub use log::{
+    CanonicalEvent, Delivery, EventLog, EventStream, KafkaLog, KnownCount, LogCursor, Pipeline, Resume, WriteOutcome,
+};
 pub use shutdown::{Shutdown, ShutdownTrigger};

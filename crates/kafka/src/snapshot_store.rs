@@ -312,6 +312,8 @@ pub trait SnapshotIndex: Send + Sync + 'static {
     async fn read(&self, transformer: &str) -> Result<Option<Vec<u8>>, LogError>;
     /// Writes `value` for `transformer`, replacing the one before.
     async fn write(&self, transformer: &str, value: Vec<u8>) -> Result<(), LogError>;
+    /// The latest value of every DET: the index is small, read whole.
+    async fn read_all(&self) -> Result<BTreeMap<String, Vec<u8>>, LogError>;
 }
 
 /// An index in memory, for tests and the simulation. Clones share the entries.
@@ -329,6 +331,10 @@ impl SnapshotIndex for MemoryIndex {
     async fn write(&self, transformer: &str, value: Vec<u8>) -> Result<(), LogError> {
         self.entries.lock().expect("index lock").insert(transformer.to_string(), value);
         Ok(())
+    }
+
+    async fn read_all(&self) -> Result<BTreeMap<String, Vec<u8>>, LogError> {
+        Ok(self.entries.lock().expect("index lock").clone())
     }
 }
 
@@ -355,6 +361,10 @@ impl KafkaIndex {
 #[async_trait::async_trait]
 impl SnapshotIndex for KafkaIndex {
     async fn read(&self, transformer: &str) -> Result<Option<Vec<u8>>, LogError> {
+        Ok(self.read_all().await?.remove(transformer))
+    }
+
+    async fn read_all(&self) -> Result<BTreeMap<String, Vec<u8>>, LogError> {
         let consumer: StreamConsumer =
             self.config.consumer_config().create().map_err(|e| creation_error(&self.config, e))?;
         let consumer = Arc::new(consumer);
@@ -363,25 +373,28 @@ impl SnapshotIndex for KafkaIndex {
             blocking(move || consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10))).await?
         }
         .map_err(|e| self.failed(e))?;
+        let mut values = BTreeMap::new();
         if high <= low {
-            return Ok(None);
+            return Ok(values);
         }
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(&self.config.topic, 0, KafkaOffset::Offset(low)).map_err(|e| self.failed(e))?;
         consumer.assign(&assignment).map_err(|e| self.failed(e))?;
-        // Compacted: the last value of the key up to the high watermark is its value.
-        let mut value = None;
+        // Compacted: the last value of a key up to the high watermark is its value.
         loop {
             let wait = Duration::from_millis(READ_STALL_MS_MAX);
             let message = match tokio::time::timeout(wait, consumer.recv()).await {
                 Err(_) => return Err(self.failed(KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut))),
                 Ok(message) => message.map_err(|e| self.failed(e))?,
             };
-            if message.key() == Some(transformer.as_bytes()) {
-                value = message.payload().map(<[u8]>::to_vec);
+            if let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                match message.payload() {
+                    Some(value) => values.insert(key.to_string(), value.to_vec()),
+                    None => values.remove(key),
+                };
             }
             if message.offset() + 1 >= high {
-                return Ok(value);
+                return Ok(values);
             }
         }
     }
@@ -539,6 +552,24 @@ impl<L: EventLog, I: SnapshotIndex> SnapshotStore<L, I> {
         Ok(manifests)
     }
 
+    /// Every DET's stored manifests the index holds, newest first: for readers that look for
+    /// a snapshot of some keys, whatever DET took it. An entry that does not parse is left
+    /// out, with a warning.
+    pub async fn all_manifests(&self) -> Result<Vec<StoredManifest>, SnapshotStoreError> {
+        let values = self.index.read_all().await.map_err(|source| SnapshotStoreError::Index { source })?;
+        let mut all = Vec::new();
+        for (transformer, value) in values {
+            match serde_json::from_slice::<Vec<StoredManifest>>(&value) {
+                Ok(manifests) => all.extend(manifests),
+                Err(error) => {
+                    tracing::warn!(transformer, %error, "snapshot index entry is not a list of manifests; skipped")
+                }
+            }
+        }
+        all.sort_by_key(|m| std::cmp::Reverse(m.manifest.position));
+        Ok(all)
+    }
+
     /// Reads the snapshot `stored` names: its chunks from its manifest's offset on, checked
     /// against the manifest's digest.
     pub async fn load(&self, stored: &StoredManifest) -> Result<Snapshot, LoadError> {
@@ -603,6 +634,19 @@ pub async fn load_newest<T>(
         }
     }
     Ok(None)
+}
+
+/// The canonical counts `snapshot` holds at its position: of each input key, of the DET's
+/// output key (its name) and of its dead-letter key. What a reader of those keys resumes
+/// with.
+pub fn snapshot_counts(snapshot: &Snapshot) -> Result<Vec<(EventSourceKey, u64)>, InvalidKey> {
+    let output = EventSourceKey::new(snapshot.transformer.as_str())?;
+    let mut counts = vec![(output.dead_letters(), snapshot.own_counts.dead_letters)];
+    counts.push((output, snapshot.own_counts.output));
+    for (key, count) in &snapshot.input_counts {
+        counts.push((EventSourceKey::new(key.as_str())?, *count));
+    }
+    Ok(counts)
 }
 
 /// `existing` with `stored` added, newest first, at most [`INDEX_MANIFESTS_MAX`]: an entry

@@ -89,7 +89,10 @@ are refused: only the DET's replicas write them; publish to its input key.")]
     #[command(long_about = "Print the canonical events of one key as \
 `offset index writer payload` lines, in log order: what every subscriber sees. Duplicates, \
 rejected and malformed records are not printed (see `status`). Stops at the log end unless \
---follow is given.")]
+--follow is given.\n\n\
+Like `tail -f`, it starts at the newest replica snapshot holding the key's count (found \
+through the snapshot index beside the log; offset 0 when none does): --from-start prints every \
+event still on the log, --from OFFSET those from an offset on.")]
     Tail(TailArgs),
     /// Summarise the whole log: verdicts per key and who won the races.
     #[command(long_about = "Read the whole log once and print, per event-source key, the \
@@ -98,7 +101,10 @@ rejected writes; the malformed records; and, per key, each writer's share of the
 events (races won).\n\n\
 For the streams of each DET this launcher registers or --config FILE names: every canonical \
 event from a writer that is not one of its replicas (FOREIGN WRITE: it stops the DET's \
-replicas as diverged), and its divergent copies with who wrote them and where.")]
+replicas as diverged), and its divergent copies with who wrote them and where.\n\n\
+On a truncated log it reads each key from the oldest snapshot at or after the log's first \
+offset holding its count, says \"since offset P\" (canonical counts are the whole log's, the \
+rest what came since) and names the keys no snapshot holds.")]
     Status(StatusArgs),
     /// List the dead letters of a transformer.
     #[command(name = "dead-letters", subcommand)]
@@ -274,9 +280,15 @@ pub struct TailArgs {
     pub key: EventSourceKey,
     #[command(flatten)]
     pub log: LogArgs,
-    /// Print only events whose record is at this offset or later
-    #[arg(long, value_name = "OFFSET", default_value_t = 0)]
-    pub from: u64,
+    /// Print only events whose record is at this offset or later (read from the newest
+    /// snapshot at or before it) [default: from the newest snapshot holding the key's count,
+    /// else offset 0]
+    #[arg(long, value_name = "OFFSET", conflicts_with = "from_start")]
+    pub from: Option<u64>,
+    /// Print every event still on the log: from offset 0, or on a truncated log from the
+    /// oldest snapshot at or after its first offset
+    #[arg(long)]
+    pub from_start: bool,
     /// Keep printing new events as they become canonical, until interrupted
     #[arg(long, short = 'f')]
     pub follow: bool,
@@ -291,7 +303,8 @@ pub struct StatusArgs {
     /// "malformed", "keys": [{"key", "canonical", "duplicates", "divergent", "rejected",
     /// "writers": [{"writer", "won", "lost", "divergent", "rejected"}], "divergent_copies":
     /// [{"offset", "index", "writer", "canonical_offset"}]}], "foreign_writes": [{"det", "key",
-    /// "writer", "reason" ("not_a_replica" or "no_cause"), "events", "offset", "index"}]}
+    /// "writer", "reason" ("not_a_replica" or "no_cause"), "events", "offset", "index"}],
+    /// "since_offset", "not_summarised": [key]}
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
 }
@@ -303,7 +316,9 @@ pub enum DeadLettersCommand {
     #[command(long_about = "Print each canonical dead letter of a transformer (the events of \
 `<NAME>.dead-letters`) as one sentence: where the failed input is, which transformer failed \
 on it, and why; then, in brackets, its detail when its record carries one: the version that \
-computed it and the library's, panic's or registry's own text, which is not digested.")]
+computed it and the library's, panic's or registry's own text, which is not digested.\n\n\
+On a truncated log it reads from the oldest snapshot of the transformer at or after the log's \
+first offset: dead letters before that snapshot cannot be numbered and are not listed.")]
     List {
         #[command(flatten)]
         log: LogArgs,

@@ -131,6 +131,17 @@ pub enum Error {
         /// Each replica whose process exited with a permanent code, and that code.
         stopped: Vec<(String, Exit)>,
     },
+    /// A reader needs a key's canonical count at a position: the log before its first offset
+    /// is deleted and no snapshot at or after it holds that count.
+    #[error("{reader} cannot read `{key}`: the log's records before offset {start} are deleted and no snapshot from offset {start} on holds `{key}`'s count; run a DET that reads or writes `{key}` with snapshots on (snapshot_every_inputs, and the snapshot topics `topics create` makes) until one is stored, or read a log that keeps its records")]
+    NoSnapshot {
+        /// The command reading.
+        reader: String,
+        /// The key it cannot judge.
+        key: String,
+        /// The log's first offset.
+        start: u64,
+    },
     /// A redrive could not place an event: other sources kept taking the index it tried.
     #[error("could not place the event on `{key}` in {attempts} attempts: other sources keep writing; retry (it is idempotent)")]
     Contended {
@@ -155,7 +166,7 @@ impl Error {
     /// Which class of failure this is: the process's [`Exit`].
     pub fn exit(&self) -> Exit {
         match self {
-            Error::Config(_) => Exit::Configuration,
+            Error::Config(_) | Error::NoSnapshot { .. } => Exit::Configuration,
             Error::Log(error) => Exit::of_log(error),
             Error::Registry(error) | Error::OutputSchema { source: error, .. } => Exit::of_registry(error),
             Error::Usage(_) | Error::Read { .. } => Exit::Usage,

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use crate::cli::{ExportArgs, Format, LogArgs, PublishArgs, RedriveArgs, TailArgs};
 use crate::config::Config;
 use crate::ownership::{Owners, Tool};
-use crate::reading::{dead_letter_line, each_canonical, read_dead_letters, read_dead_letters_with_details, readable};
+use crate::reading::{dead_letter_line, each_canonical, kafka_start, read_dead_letters_from, readable, StartFrom};
 use crate::registry::Registry;
 use crate::summary::LogSummary;
 use crate::{out, signals, wall_clock_ms, writer_id, Error};
 use competing_transformers::codec::SchemaCache;
-use competing_transformers::event::{Event, EventSourceKey, CONTENT_TYPE_JSON};
+use competing_transformers::event::{Event, EventSourceKey, Offset, CONTENT_TYPE_JSON};
 use competing_transformers_kafka::export::{ExportConfig, ExportRunOptions, Exporter};
 use competing_transformers_kafka::schema_registry::SchemaRegistry;
 use competing_transformers_kafka::{
@@ -151,12 +151,26 @@ pub(super) async fn publish(args: PublishArgs, registry: &Registry) -> Result<()
     Ok(())
 }
 
-/// `tail`.
+/// `tail`: from the newest snapshot holding the key's count (like `tail -f`, it shows the
+/// end), or every event still on the log with `--from-start`.
 pub(super) async fn tail(args: TailArgs) -> Result<(), Error> {
     let log = connect(&args.log).await?;
     let end = log.end_offset().await?;
-    let pipeline = Pipeline::new(log, "tail");
-    let mut stream = pipeline.stream_events(std::slice::from_ref(&args.key), args.from).await?;
+    let from = match args.from {
+        _ if args.from_start => StartFrom::LogStart,
+        Some(offset) => StartFrom::Newest { up_to: offset },
+        None => StartFrom::Newest { up_to: Offset::MAX },
+    };
+    let start = kafka_start(&log, "tail", Some(std::slice::from_ref(&args.key)), from).await?;
+    if args.from.is_none() && start.position() > 0 {
+        eprintln!(
+            "`{}` from offset {}, its newest snapshot; --from-start prints every event still on the log",
+            args.key,
+            start.position()
+        );
+    }
+    let pipeline = Pipeline::resumed(log, "tail", start);
+    let mut stream = pipeline.stream_events(std::slice::from_ref(&args.key), args.from.unwrap_or(0)).await?;
     let registry = SchemaRegistry::from_env().transpose()?;
     let mut schemas = SchemaCache::new();
     each_canonical(&mut stream, end, args.follow, |canonical| {
@@ -171,7 +185,8 @@ pub(super) async fn tail(args: TailArgs) -> Result<(), Error> {
 pub(super) async fn status(args: &LogArgs, output: Format, registry: &Registry) -> Result<(), Error> {
     let owners = owners(args, registry)?;
     let log = connect(args).await?;
-    let summary = LogSummary::read(log.as_ref()).await?;
+    let start = kafka_start(&log, "status", None, StartFrom::LogStart).await?;
+    let summary = LogSummary::read_from(log.as_ref(), start).await?;
     if output == Format::Json {
         return out(format_args!("{}", summary.to_json(&log.config().topic, &owners)));
     }
@@ -183,6 +198,7 @@ pub(super) async fn status(args: &LogArgs, output: Format, registry: &Registry) 
         log.config().topic,
         summary.malformed()
     ))?;
+    since_lines(&summary)?;
     if keys.is_empty() {
         return out(format_args!("no events yet"));
     }
@@ -222,6 +238,26 @@ pub(super) async fn status(args: &LogArgs, output: Format, registry: &Registry) 
     summary.streams_report(&owners).iter().try_for_each(|line| out(format_args!("{line}")))
 }
 
+/// `status`' lines on a truncated log: since where it summarises, and the keys it cannot.
+fn since_lines(summary: &LogSummary) -> Result<(), Error> {
+    if summary.since() == 0 {
+        return Ok(());
+    }
+    out(format_args!(
+        "since offset {}: the log's older records are deleted; canonical counts are the whole log's (from snapshots), the other columns count what came since",
+        summary.since()
+    ))?;
+    let (keys, more) = summary.unsummarised();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let more = if more { " and more" } else { "" };
+    let names = keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+    out(format_args!(
+        "not summarised: {names}{more}: no snapshot holds their counts; run a DET that reads or writes them with snapshots on, or read a log that keeps its records"
+    ))
+}
+
 fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
@@ -234,7 +270,15 @@ fn percent(part: u64, whole: u64) -> f64 {
 pub(super) async fn dead_letters(args: &LogArgs, transformer: &EventSourceKey) -> Result<(), Error> {
     let log = connect(args).await?;
     let key = transformer.dead_letters();
-    let letters = read_dead_letters_with_details(log, &key).await?;
+    let start = kafka_start(&log, "dead-letters list", Some(std::slice::from_ref(&key)), StartFrom::LogStart).await?;
+    let log_start = log.start_offset().await?;
+    if start.position() > log_start {
+        eprintln!(
+            "the log's records before offset {log_start} are deleted: listing from offset {}, its oldest snapshot of `{transformer}`; dead letters between cannot be numbered",
+            start.position()
+        );
+    }
+    let letters = read_dead_letters_from(log, &key, start).await?;
     for (letter, detail) in &letters {
         out(format_args!("{}", dead_letter_line(letter, detail.as_ref())))?;
     }
@@ -255,11 +299,18 @@ pub(super) async fn redrive(args: RedriveArgs, registry: &Registry) -> Result<()
     }
     let writer = writer_id(args.writer.clone(), "redrive")?;
     let log = connect(&args.log).await?;
+    let start = |keys: Vec<EventSourceKey>| {
+        let log = log.clone();
+        async move { kafka_start(&log, "dead-letters redrive", Some(&keys), StartFrom::LogStart).await }
+    };
     if args.to.is_none() {
-        let letters = read_dead_letters(log.clone(), &args.transformer.dead_letters()).await?;
+        let key = args.transformer.dead_letters();
+        let letters = read_dead_letters_from(log.clone(), &key, start(vec![key.clone()]).await?).await?;
+        let letters: Vec<_> = letters.into_iter().map(|(letter, _)| letter).collect();
         owners.refuse_redrive_home(&letters, args.index)?;
     }
-    crate::redrive::redrive(log, &args.transformer, args.index, args.to.as_ref(), &writer).await.map(|_| ())
+    let (transformer, to) = (&args.transformer, args.to.as_ref());
+    crate::redrive::redrive_from(log.clone(), transformer, args.index, to, &writer, start).await.map(|_| ())
 }
 
 /// `export`: until the log end, or with --follow until SIGINT/SIGTERM.

@@ -24,6 +24,14 @@
 //! between the two writes finds its event on retry and writes only the missing provenance.
 //! (Two dead letters in one record holding byte-identical events with the same effective time
 //! share a digest: the second counts as redriven with the first.)
+//!
+//! **On a truncated log** ([`redrive_from`]) the readers start where `dead-letters list`'s
+//! does: each key at the oldest snapshot at or after the log's first offset holding its
+//! count (`reading::start_for`), so every dead letter still on the log, and every redrive of
+//! it (written after it), is read. No snapshot holds the count of `<NAME>.redrives`, so
+//! there the provenance event is written unconditionally, and only by the redrive that wrote
+//! the event itself: at most once per dead letter (a redrive that died between its two
+//! writes leaves none), rather than exactly once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -32,11 +40,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::out;
-use crate::reading::{read_dead_letters, ReadDeadLetter};
+use crate::reading::{read_dead_letters_from, ReadDeadLetter};
 use crate::Error;
 use competing_transformers::dead_letter::DeadLetter;
 use competing_transformers::event::{Digest, Event, EventSourceKey, Offset};
-use competing_transformers_kafka::{EventLog, EventStream, Pipeline, WriteOutcome};
+use competing_transformers_kafka::{EventLog, EventStream, Pipeline, Resume, WriteOutcome};
 
 /// Content type of `<NAME>.redrives` events.
 pub const CONTENT_TYPE_REDRIVE: &str = "application/vnd.competing-transformers.redrive+json";
@@ -97,24 +105,29 @@ struct Seen {
     counts: HashMap<EventSourceKey, u64>,
     /// Dead-letter index → index of its provenance event on `redrives`.
     provenance: BTreeMap<u64, u64>,
+    /// Where the reading started: the counts of keys with no event read yet.
+    start: Resume,
 }
 
 impl Seen {
-    /// Reads the canonical events of `targets` and `redrives` up to the log end.
+    /// Reads the canonical events of `targets` and `redrives` (when `start` knows its count)
+    /// from `start` up to the log end.
     async fn read<L: EventLog>(
         log: Arc<L>,
         targets: &[EventSourceKey],
         redrives: &EventSourceKey,
+        start: Resume,
     ) -> Result<Self, Error> {
         let mut keys = targets.to_vec();
         keys.push(redrives.clone());
-        let stream = Pipeline::new(log.clone(), "redrive").stream_events(&keys, 0).await?;
+        let stream = Pipeline::resumed(log.clone(), "redrive", start.clone()).stream_events(&keys, 0).await?;
         let mut seen = Seen {
             stream,
             redrives: redrives.clone(),
             digests: HashMap::new(),
             counts: HashMap::new(),
             provenance: BTreeMap::new(),
+            start,
         };
         seen.read_on(log.as_ref()).await?;
         Ok(seen)
@@ -154,7 +167,13 @@ impl Seen {
     }
 
     fn count(&self, key: &EventSourceKey) -> u64 {
-        self.counts.get(key).copied().unwrap_or(0)
+        let at_start = || self.start.known(key).map_or(0, |known| known.count);
+        self.counts.get(key).copied().unwrap_or_else(at_start)
+    }
+
+    /// Whether the provenance stream's count is known, so its events are placed exactly once.
+    fn knows_provenance(&self) -> bool {
+        self.start.known(&self.redrives).is_some()
     }
 }
 
@@ -203,6 +222,7 @@ pub struct RedriveReport {
 
 /// `dead-letters redrive`: redrives dead letter `index` of `transformer` (all when `None`)
 /// to its input key or `to`, printing one line per dead letter. Records carry `writer`.
+/// Reads the log from offset 0.
 pub async fn redrive<L: EventLog>(
     log: Arc<L>,
     transformer: &EventSourceKey,
@@ -210,13 +230,35 @@ pub async fn redrive<L: EventLog>(
     to: Option<&EventSourceKey>,
     writer: &str,
 ) -> Result<RedriveReport, Error> {
+    redrive_from(log, transformer, index, to, writer, |_| async { Ok(Resume::origin()) }).await
+}
+
+/// [`redrive`], its readers of some keys starting where `start` says for those keys.
+pub async fn redrive_from<L: EventLog, S>(
+    log: Arc<L>,
+    transformer: &EventSourceKey,
+    index: Option<u64>,
+    to: Option<&EventSourceKey>,
+    writer: &str,
+    start: impl Fn(Vec<EventSourceKey>) -> S,
+) -> Result<RedriveReport, Error>
+where
+    S: std::future::Future<Output = Result<Resume, Error>>,
+{
     let dead_letters_key = transformer.dead_letters();
-    let letters: Vec<ReadDeadLetter> = read_dead_letters(log.clone(), &dead_letters_key).await?;
+    let letters_start = start(vec![dead_letters_key.clone()]).await?;
+    let letters: Vec<ReadDeadLetter> = read_dead_letters_from(log.clone(), &dead_letters_key, letters_start)
+        .await?
+        .into_iter()
+        .map(|(letter, _)| letter)
+        .collect();
     let plans = plan(choose(&letters, index, transformer)?, to)?;
     let redrives = redrives_key(transformer);
     let targets: Vec<EventSourceKey> = plans.iter().map(|plan| plan.event.key.clone()).collect();
-    let mut seen = Seen::read(log.clone(), &targets, &redrives).await?;
-    let pipeline = Pipeline::new(log, writer);
+    let targets_start = start(targets.clone()).await?;
+    check_targets_start(&targets_start, &plans)?;
+    let mut seen = Seen::read(log.clone(), &targets, &redrives, targets_start.clone()).await?;
+    let pipeline = Pipeline::resumed(log, writer, targets_start);
     let mut report = RedriveReport::default();
     for plan in plans {
         let (offset, letter_index, target) = (plan.offset, plan.letter_index, plan.event.key.clone());
@@ -238,6 +280,23 @@ pub async fn redrive<L: EventLog>(
         report.written, report.existing
     );
     Ok(report)
+}
+
+/// A redrive of a dead letter is written after it: a target read from after a dead letter
+/// could miss its redrive, and write it twice.
+fn check_targets_start(start: &Resume, plans: &[Plan]) -> Result<(), Error> {
+    for plan in plans {
+        let from = start.known(&plan.event.key).map_or(Offset::MAX, |known| known.from);
+        if from > plan.offset {
+            return Err(Error::Usage(format!(
+                "dead letter {} is at offset {}, but `{}` can be read only from offset {from} (the log before is deleted and no older snapshot holds its count), so a redrive of it in between would go unseen; redrive it to a key read from before it (--to)",
+                plan.letter_index,
+                plan.offset,
+                plan.event.key
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Dead letter `index` of `letters`, or all of them when `None`.
@@ -314,6 +373,11 @@ async fn redrive_one<L: EventLog>(
     let payload = serde_json::to_vec(&redrive).expect("a redrive always serializes");
     // Time 0 rather than the wall clock: a retry, or a concurrent redrive, builds the same bytes.
     let provenance = Event::new(redrives.clone(), None, Some(offset), 0, CONTENT_TYPE_REDRIVE, payload);
-    place(pipeline, seen, provenance, |seen| seen.provenance.get(&letter_index).copied()).await?;
+    if seen.knows_provenance() {
+        place(pipeline, seen, provenance, |seen| seen.provenance.get(&letter_index).copied()).await?;
+    } else if wrote {
+        // No count to place it at (a truncated log): only the writer of the event writes it.
+        pipeline.write(redrives, vec![provenance]).await?;
+    }
     Ok((to_index, wrote))
 }

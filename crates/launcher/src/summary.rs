@@ -2,15 +2,18 @@
 //! and whether anyone but a DET's replicas wrote its streams.
 //!
 //! [`LogSummary::apply`] is pure (records in, tallies out); [`LogSummary::read`] feeds it the
-//! log once, up to the end seen when it starts.
+//! log once, up to the end seen when it starts. [`LogSummary::read_from`] starts at a stored
+//! position instead (a truncated log: `reading::start_for`): canonical counts are then the
+//! whole log's, the other tallies only what came since, and keys the start holds no count of
+//! are not summarised, only named.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use competing_transformers::canonical::{CanonicalRule, KeyStats, Verdict};
 use competing_transformers::event::{EventSourceKey, Offset};
-use competing_transformers::record::{FetchedRecord, Record};
-use competing_transformers_kafka::{EventLog, LogError};
+use competing_transformers::record::{FetchedRecord, RecordView};
+use competing_transformers_kafka::{EventLog, LogError, Resume};
 
 use crate::ownership::{Foreign, ForeignWrite, Owners};
 
@@ -18,6 +21,8 @@ use crate::ownership::{Foreign, ForeignWrite, Owners};
 const FETCH_WAIT: Duration = Duration::from_millis(200);
 /// Most divergent copies kept per key, to show where they are; all are counted.
 pub const DIVERGENT_COPIES_KEPT_MAX: usize = 10;
+/// Most keys named as not summarised (no count known at the start); more are counted.
+pub const UNSUMMARISED_KEPT_MAX: usize = 20;
 
 /// Where an event sits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,25 +63,42 @@ pub struct WriterTally {
     pub first_won_uncaused: Option<Place>,
 }
 
-/// The canonical rule over the whole log, plus per writer tallies.
+/// The canonical rule over the whole log (or from a start), plus per writer tallies.
 #[derive(Clone, Debug, Default)]
 pub struct LogSummary {
     rule: CanonicalRule,
+    start: Resume,
     writers: BTreeMap<(EventSourceKey, String), WriterTally>,
     divergent_copies: BTreeMap<EventSourceKey, Vec<DivergentCopy>>,
+    /// Keys with events read whose count the start does not know (the first few).
+    unsummarised: BTreeSet<String>,
+    unsummarised_more: bool,
     records: u64,
 }
 
 impl LogSummary {
+    /// A summary of the records from `start` on.
+    pub fn starting_at(start: Resume) -> Self {
+        Self { rule: start.rule(), start, ..Self::default() }
+    }
+
     /// Applies the rule to one record (in offset order) and tallies its events by writer.
     pub fn apply(&mut self, fetched: &FetchedRecord) {
         self.records += 1;
-        let decoded = Record::decode_fetched(fetched);
-        let Ok(verdicts) = self.rule.apply(fetched.offset, decoded.as_ref()) else { return };
+        let offset = fetched.offset;
+        let decoded = RecordView::parse_fetched(fetched);
+        let start = &self.start;
+        let Ok(verdicts) = self.rule.apply_view_where(offset, decoded.as_ref(), |k| start.follows(k, offset)) else {
+            return;
+        };
         let record = decoded.expect("the rule judged it, so it decoded");
         for (event, verdict) in record.events.iter().zip(verdicts) {
-            let tally = self.writers.entry((event.key.clone(), record.writer.clone())).or_default();
-            let offset = fetched.offset;
+            let Some(verdict) = verdict else {
+                self.not_summarised(event.key);
+                continue;
+            };
+            let key = EventSourceKey::checked(event.key);
+            let tally = self.writers.entry((key.clone(), record.writer.to_string())).or_default();
             match verdict {
                 Verdict::Canonical { index } => {
                     tally.won += 1;
@@ -89,10 +111,10 @@ impl LogSummary {
                 Verdict::Duplicate { .. } => tally.lost += 1,
                 Verdict::Divergent { index, winner } => {
                     tally.divergent += 1;
-                    let copies = self.divergent_copies.entry(event.key.clone()).or_default();
+                    let copies = self.divergent_copies.entry(key).or_default();
                     if copies.len() < DIVERGENT_COPIES_KEPT_MAX {
                         let at = Place { offset, index };
-                        copies.push(DivergentCopy { at, writer: record.writer.clone(), canonical_offset: winner });
+                        copies.push(DivergentCopy { at, writer: record.writer.to_string(), canonical_offset: winner });
                     }
                 }
                 Verdict::Rejected { .. } => tally.rejected += 1,
@@ -100,11 +122,29 @@ impl LogSummary {
         }
     }
 
+    /// Notes `key`, whose count the start does not know (before its first offset, it is
+    /// merely not yet followed).
+    fn not_summarised(&mut self, key: &str) {
+        if self.start.known(&EventSourceKey::checked(key)).is_some() || self.unsummarised.contains(key) {
+            return;
+        }
+        if self.unsummarised.len() < UNSUMMARISED_KEPT_MAX {
+            self.unsummarised.insert(key.to_string());
+        } else {
+            self.unsummarised_more = true;
+        }
+    }
+
     /// Reads `log` from its start to the end seen now.
     pub async fn read<L: EventLog>(log: &L) -> Result<Self, LogError> {
+        Self::read_from(log, Resume::origin()).await
+    }
+
+    /// Reads `log` from `start` to the end seen now.
+    pub async fn read_from<L: EventLog>(log: &L, start: Resume) -> Result<Self, LogError> {
         let end = log.end_offset().await?;
-        let mut cursor = log.cursor(0).await?;
-        let mut summary = Self::default();
+        let mut cursor = log.cursor(start.position()).await?;
+        let mut summary = Self::starting_at(start);
         while cursor.position() < end {
             for fetched in cursor.next_batch(FETCH_WAIT).await? {
                 summary.apply(&fetched);
@@ -242,7 +282,19 @@ impl LogSummary {
         serde_json::json!({
             "topic": topic, "records": self.records(), "malformed": self.malformed(),
             "keys": keys, "foreign_writes": foreign,
+            "since_offset": self.since(), "not_summarised": self.unsummarised().0,
         })
+    }
+
+    /// The offset the summary reads from: 0 unless it started at a stored position.
+    pub fn since(&self) -> Offset {
+        self.start.position()
+    }
+
+    /// Keys with events read that are not summarised, the start holding no count of them (the
+    /// first [`UNSUMMARISED_KEPT_MAX`]), and whether there are more.
+    pub fn unsummarised(&self) -> (Vec<String>, bool) {
+        (self.unsummarised.iter().cloned().collect(), self.unsummarised_more)
     }
 
     /// Records that did not decode.
@@ -262,6 +314,7 @@ mod tests {
     use competing_transformers::event::Event;
     use competing_transformers::record::Record;
     use competing_transformers::MemoryLog;
+    use competing_transformers_kafka::KnownCount;
 
     fn fetched(offset: u64, writer: &str, index: Option<u64>, payload: &[u8]) -> FetchedRecord {
         let key = EventSourceKey::new("out").unwrap();
@@ -380,6 +433,26 @@ mod tests {
         );
         assert!(summary.streams_report(&Owners::new()).is_empty(), "`in` is nobody's stream");
         assert!(LogSummary::read(&forged_log()).await.unwrap().foreign_writes(&Owners::new()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_summary_from_a_stored_start_has_the_whole_logs_counts_and_names_the_keys_it_cannot_judge() {
+        let log = forged_log();
+        log.publish(&key("noise"), vec![Event::new(key("noise"), None, None, 0, "text/plain", b"n".to_vec())]);
+        let whole = LogSummary::read(&log).await.unwrap();
+        // `echo`'s count before offset 4 is 1; `in` is taken up at offset 3 with its count 1.
+        let start = Resume::per_key(
+            3,
+            [(key("echo"), KnownCount { from: 4, count: 1 }), (key("in"), KnownCount { from: 3, count: 1 })],
+        );
+        let since = LogSummary::read_from(&log, start).await.unwrap();
+        assert_eq!(since.since(), 3);
+        for k in ["echo", "in"] {
+            assert_eq!(since.key(&key(k)).canonical, whole.key(&key(k)).canonical, "`{k}`");
+        }
+        assert_eq!(since.key(&key("echo")).divergent, whole.key(&key("echo")).divergent, "all after the start");
+        assert_eq!(since.unsummarised(), (vec!["noise".to_string()], false));
+        assert_eq!(since.key(&key("noise")), KeyStats::default());
     }
 
     #[tokio::test]

@@ -11,7 +11,16 @@
 //! - `position`, one row: the log topic it projects, `next_index` (the `ledger` index to apply
 //!   next), `resume_offset` (the log offset of the record holding the last applied event, where
 //!   a restart reads from; a record can hold several inputs' events, so the index decides
-//!   which of its events are new) and `events_applied`.
+//!   which of its events are new), `resume_count` (the `ledger` count in the log before
+//!   `resume_offset`: the canonical rule's state there) and `events_applied`.
+//!
+//! **Resuming, not replaying.** A restart opens its reader at `resume_offset` with the rule
+//! resumed from `resume_count` (`Pipeline::resumed`), so it reads only the log since its last
+//! batch, and the log before may be truncated. The pair is exact whatever the records hold:
+//! the record at `resume_offset` is read again whole, its events judged from the count
+//! before it, and those below `next_index` skipped. Both are written in the batch's own
+//! transaction. A position row of an older layout has no `resume_count` (NULL): that
+//! projection reads from offset 0 once, says so, and stores the count from its first batch.
 //!
 //! Transfers are applied as deltas (`balance - amount`, `balance + amount`) and the result is
 //! checked against the balances the entry carries: an event applied twice, or a table edited
@@ -24,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use competing_transformers::{EventSourceKey, Offset};
-use competing_transformers_kafka::{CanonicalEvent, EventLog, LogError, Pipeline, Shutdown};
+use competing_transformers_kafka::{CanonicalEvent, EventLog, LogError, Pipeline, Resume, Shutdown};
 use tokio_postgres::Client;
 
 use ledger::{Entry, LEDGER_KEY};
@@ -115,6 +124,9 @@ pub struct Position {
     pub next_index: u64,
     /// The log offset a restart reads from.
     pub resume_offset: Offset,
+    /// Canonical `ledger` events in the log before `resume_offset`; `None` in a row an older
+    /// projection stored, which did not keep it.
+    pub resume_count: Option<u64>,
     /// Events applied so far (rejections included).
     pub events_applied: u64,
 }
@@ -279,12 +291,13 @@ impl Projection {
                        log_topic text NOT NULL,
                        next_index bigint NOT NULL,
                        resume_offset bigint NOT NULL,
-                       events_applied bigint NOT NULL);"#
+                       events_applied bigint NOT NULL);
+                   ALTER TABLE "{schema}".position ADD COLUMN IF NOT EXISTS resume_count bigint;"#
             ))
             .await?;
         client
             .execute(
-                &format!(r#"INSERT INTO "{schema}".position (log_topic, next_index, resume_offset, events_applied) VALUES ($1, 0, 0, 0) ON CONFLICT DO NOTHING"#),
+                &format!(r#"INSERT INTO "{schema}".position (log_topic, next_index, resume_offset, resume_count, events_applied) VALUES ($1, 0, 0, 0, 0) ON CONFLICT DO NOTHING"#),
                 &[&topic],
             )
             .await?;
@@ -301,7 +314,9 @@ impl Projection {
         let row = self
             .client
             .query_one(
-                &format!(r#"SELECT log_topic, next_index, resume_offset, events_applied FROM "{schema}".position"#),
+                &format!(
+                    r#"SELECT log_topic, next_index, resume_offset, events_applied, resume_count FROM "{schema}".position"#
+                ),
                 &[],
             )
             .await?;
@@ -310,7 +325,12 @@ impl Projection {
             return Err(ProjectionError::OtherTopic { schema: schema.clone(), stored, topic: self.topic.clone() });
         }
         let unsigned = |i: usize| row.get::<_, i64>(i) as u64;
-        Ok(Position { next_index: unsigned(1), resume_offset: unsigned(2), events_applied: unsigned(3) })
+        Ok(Position {
+            next_index: unsigned(1),
+            resume_offset: unsigned(2),
+            resume_count: row.get::<_, Option<i64>>(4).map(|count| count as u64),
+            events_applied: unsigned(3),
+        })
     }
 
     /// The projected balances.
@@ -325,28 +345,34 @@ impl Projection {
     pub async fn run<L: EventLog>(&mut self, log: Arc<L>, options: RunOptions) -> Result<RunStats, ProjectionError> {
         assert!(options.batch_events_max > 0, "a batch holds at least one event");
         let end = log.end_offset().await?;
-        let pipeline = Pipeline::new(log, "ledger-projection");
+        let pipeline = Pipeline::resumed(log, "ledger-projection", self.start());
         let mut stream = pipeline.stream_events(std::slice::from_ref(&self.key), self.position.resume_offset).await?;
         let mut stats = RunStats { position: self.position, ..RunStats::default() };
         let mut batch: Vec<CanonicalEvent> = Vec::new();
+        // The record of the last event read, and the index of its first `ledger` event: the
+        // count before it.
+        let mut record = (self.position.resume_offset, self.position.resume_count.unwrap_or(0));
         loop {
             let stopping = options.shutdown.is_requested();
             let next = if stopping { None } else { stream.next_within(IDLE_WAIT).await? };
             match next {
                 Some(event) => {
                     let index = event.event.index.expect("canonical events carry their index");
+                    if event.offset != record.0 {
+                        record = (event.offset, index);
+                    }
                     // Events of the record we resumed at that were applied before.
                     if index < self.position.next_index + batch.len() as u64 {
                         continue;
                     }
                     batch.push(event);
                     if batch.len() >= options.batch_events_max {
-                        self.apply_batch(&std::mem::take(&mut batch), &options, &mut stats).await?;
+                        self.apply_batch(&std::mem::take(&mut batch), record.1, &options, &mut stats).await?;
                     }
                 }
                 None => {
                     if !batch.is_empty() {
-                        self.apply_batch(&std::mem::take(&mut batch), &options, &mut stats).await?;
+                        self.apply_batch(&std::mem::take(&mut batch), record.1, &options, &mut stats).await?;
                     }
                     if stopping {
                         return Ok(stats);
@@ -362,10 +388,28 @@ impl Projection {
         }
     }
 
+    /// Where the reader starts: at the stored position with the `ledger` count there, or for
+    /// a row an older projection stored, at the log's start.
+    fn start(&self) -> Resume {
+        match self.position.resume_count {
+            Some(count) => Resume::at(self.position.resume_offset, [(self.key.clone(), count)]),
+            None => {
+                tracing::info!(
+                    schema = %self.schema,
+                    resume_offset = self.position.resume_offset,
+                    "the stored position is of an older layout, without the `ledger` count there: reading the log from offset 0 once; the next batch stores it"
+                );
+                Resume::origin()
+            }
+        }
+    }
+
     /// One transaction: lock and check the position, apply the batch, advance the position.
+    /// `resume_count` is the `ledger` count before the last event's record.
     async fn apply_batch(
         &mut self,
         batch: &[CanonicalEvent],
+        resume_count: u64,
         options: &RunOptions,
         stats: &mut RunStats,
     ) -> Result<(), ProjectionError> {
@@ -412,14 +456,18 @@ impl Projection {
         let position = Position {
             next_index: last.event.index.expect("indexed") + 1,
             resume_offset: last.offset,
+            resume_count: Some(resume_count),
             events_applied: self.position.events_applied + batch.len() as u64,
         };
         transaction
             .execute(
-                &format!(r#"UPDATE "{schema}".position SET next_index = $1, resume_offset = $2, events_applied = $3"#),
+                &format!(
+                    r#"UPDATE "{schema}".position SET next_index = $1, resume_offset = $2, resume_count = $3, events_applied = $4"#
+                ),
                 &[
                     &to_bigint(position.next_index),
                     &to_bigint(position.resume_offset),
+                    &to_bigint(resume_count),
                     &to_bigint(position.events_applied),
                 ],
             )

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use kafka::KafkaLog;
-pub use pipeline::{CanonicalEvent, EventStream, Pipeline, WriteOutcome};
+pub use pipeline::{CanonicalEvent, EventStream, KnownCount, Pipeline, Resume, WriteOutcome};
 
 use competing_transformers::event::Offset;
 use competing_transformers::record::{FetchedRecord, Record};
