@@ -307,6 +307,11 @@ pub struct StatusArgs {
     /// "since_offset", "not_summarised": [key]}
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
+    /// Summarise each key from its newest replica snapshot, not from the log's start: quick
+    /// on a long log. Canonical counts stay the whole log's; duplicates, races and
+    /// divergences count what came since; keys no snapshot holds are named, not counted
+    #[arg(long)]
+    pub recent: bool,
 }
 
 /// `dead-letters`.

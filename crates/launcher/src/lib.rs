@@ -480,7 +480,7 @@ async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error>
         Command::Topics(TopicsCommand::Check(args)) => ops::topics(&args, false).await,
         Command::Publish(args) => ops::publish(args, &registry).await,
         Command::Tail(args) => ops::tail(args).await,
-        Command::Status(args) => ops::status(&args.log, args.output, &registry).await,
+        Command::Status(args) => ops::status(&args.log, args.output, args.recent, &registry).await,
         Command::DeadLetters(DeadLettersCommand::List { log, transformer }) => {
             ops::dead_letters(&log, &transformer).await
         }

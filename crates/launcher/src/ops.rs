@@ -181,11 +181,13 @@ pub(super) async fn tail(args: TailArgs) -> Result<(), Error> {
     .await
 }
 
-/// `status`.
-pub(super) async fn status(args: &LogArgs, output: Format, registry: &Registry) -> Result<(), Error> {
+/// `status`: every record still on the log, or with `recent` each key from its newest
+/// snapshot.
+pub(super) async fn status(args: &LogArgs, output: Format, recent: bool, registry: &Registry) -> Result<(), Error> {
     let owners = owners(args, registry)?;
     let log = connect(args).await?;
-    let start = kafka_start(&log, "status", None, StartFrom::LogStart).await?;
+    let from = if recent { StartFrom::Newest { up_to: Offset::MAX } } else { StartFrom::LogStart };
+    let start = kafka_start(&log, "status", None, from).await?;
     let summary = LogSummary::read_from(log.as_ref(), start).await?;
     if output == Format::Json {
         return out(format_args!("{}", summary.to_json(&log.config().topic, &owners)));
@@ -238,13 +240,14 @@ pub(super) async fn status(args: &LogArgs, output: Format, registry: &Registry) 
     summary.streams_report(&owners).iter().try_for_each(|line| out(format_args!("{line}")))
 }
 
-/// `status`' lines on a truncated log: since where it summarises, and the keys it cannot.
+/// `status`' lines when it starts from snapshots (`--recent`, or a truncated log): since
+/// where it summarises, and the keys it cannot.
 fn since_lines(summary: &LogSummary) -> Result<(), Error> {
     if summary.since() == 0 {
         return Ok(());
     }
     out(format_args!(
-        "since offset {}: the log's older records are deleted; canonical counts are the whole log's (from snapshots), the other columns count what came since",
+        "since offset {}: canonical counts are the whole log's (from snapshots), the other columns count what came since",
         summary.since()
     ))?;
     let (keys, more) = summary.unsummarised();

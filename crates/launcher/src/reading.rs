@@ -56,7 +56,7 @@ pub async fn start_for(
     keys: Option<&[EventSourceKey]>,
     from: StartFrom,
 ) -> Result<Resume, Error> {
-    if log_start == 0 && (from == StartFrom::LogStart || keys.is_none()) {
+    if log_start == 0 && from == StartFrom::LogStart {
         return Ok(Resume::origin());
     }
     let mut known: BTreeMap<EventSourceKey, KnownCount> = BTreeMap::new();
@@ -99,6 +99,10 @@ pub async fn start_for(
         }
         known.insert(key.clone(), KnownCount { from: 0, count: 0 });
     }
+    if keys.is_none() && known.is_empty() && log_start == 0 {
+        // Every key, and no snapshot holds any: the log's start is the only place to begin.
+        return Ok(Resume::origin());
+    }
     let position = known.values().map(|k| k.from).min().unwrap_or(log_start);
     Ok(Resume::per_key(position, known))
 }
@@ -113,7 +117,7 @@ pub async fn kafka_start(
     from: StartFrom,
 ) -> Result<Resume, Error> {
     let log_start = log.start_offset().await?;
-    if log_start == 0 && (from == StartFrom::LogStart || keys.is_none()) {
+    if log_start == 0 && from == StartFrom::LogStart {
         return Ok(Resume::origin());
     }
     let store = match KafkaSnapshotStore::connect(log.config()).await {
@@ -307,6 +311,30 @@ mod tests {
         let error = start(&store, 7, &[EventSourceKey::new("in").unwrap()], StartFrom::LogStart).await.unwrap_err();
         assert!(matches!(&error, Error::NoSnapshot { key, start: 7, .. } if key == "in"), "{error}");
         assert!(error.to_string().contains("with snapshots on"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_reader_of_every_key_starts_at_the_newest_snapshots_or_at_zero_without_any() {
+        let store = store(&[(4, 2), (9, 5)]).await;
+        let newest = StartFrom::Newest { up_to: Offset::MAX };
+        let recent = start_for(
+            0,
+            Some(SnapshotSource { store: &store, manifests: store.all_manifests().await.unwrap() }),
+            "test",
+            None,
+            newest,
+        )
+        .await
+        .unwrap();
+        assert_eq!(recent.position(), 9, "every key the newest snapshot holds, from there");
+        assert_eq!(recent.known(&EventSourceKey::new("in").unwrap()).map(|k| k.count), Some(5));
+        assert!(
+            recent.known(&EventSourceKey::new("other").unwrap()).is_none(),
+            "a key no snapshot holds is not followed"
+        );
+        let empty = SnapshotStore::new(Arc::new(MemoryLog::new()), MemoryIndex::default());
+        let none = SnapshotSource { store: &empty, manifests: Vec::new() };
+        assert!(start_for(0, Some(none), "test", None, newest).await.unwrap().is_origin(), "no snapshot: from 0");
     }
 
     #[tokio::test]
