@@ -182,7 +182,11 @@ impl CanonicalRule {
         let record = self.enter(offset, record)?;
         let trust = self.trust.clone();
         let mut authority = trust.record(None);
-        Ok(record.events.iter().map(|e| self.judge(offset, e.key.as_str(), e.index, e.digest, &mut authority)).collect())
+        Ok(record
+            .events
+            .iter()
+            .map(|e| self.judge(offset, e.key.as_str(), e.index, e.digest, &mut authority))
+            .collect())
     }
 
     /// [`CanonicalRule::apply`] to a record decoded in place, its signature included.
@@ -497,7 +501,8 @@ mod tests {
         }
 
         fn ledger_protected_by(signers: &[&Signer]) -> CanonicalRule {
-            CanonicalRule::default().with_trust(Trust::new().protect(&key("ledger"), signers.iter().map(|s| s.public_key())))
+            CanonicalRule::default()
+                .with_trust(Trust::new().protect(&key("ledger"), signers.iter().map(|s| s.public_key())))
         }
 
         #[test]

@@ -264,10 +264,7 @@ mod tests {
         assert_eq!(PublicKey::from_base64(&signer.public_key().to_base64()).unwrap(), signer.public_key());
         assert!(!format!("{signer:?}").contains(&signer.secret_base64()));
         assert_eq!(Signer::from_base64("not base64!").unwrap_err(), KeyError::NotBase64);
-        assert_eq!(
-            PublicKey::from_base64("AAAA").unwrap_err(),
-            KeyError::WrongLength { expected: 32, found: 3 }
-        );
+        assert_eq!(PublicKey::from_base64("AAAA").unwrap_err(), KeyError::WrongLength { expected: 32, found: 3 });
     }
 
     #[test]
