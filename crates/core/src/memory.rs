@@ -7,7 +7,7 @@ use std::task::{Context, Poll, Waker};
 use crate::canonical::{CanonicalRule, Verdict};
 use crate::event::{Event, EventSourceKey, Offset};
 use crate::record::{EncodeError, FetchedRecord, Record, RecordView};
-use crate::signature::{Signer, Trust};
+use crate::signature::{PublicKey, Signer, Trust};
 
 /// An event log held in memory, shared by cloning. Each handle has its own signer (the key
 /// its appends are signed with, if any) and trust table (what its readers apply).
@@ -39,6 +39,11 @@ impl MemoryLog {
     /// This log through a handle whose readers apply `trust`.
     pub fn with_trust(&self, trust: Trust) -> Self {
         Self { trust, ..self.clone() }
+    }
+
+    /// The public key this handle's appends are signed with, if any.
+    pub fn signer(&self) -> Option<PublicKey> {
+        self.signer.as_ref().map(Signer::public_key)
     }
 
     /// The trust table this handle's readers apply.

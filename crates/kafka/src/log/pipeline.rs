@@ -106,6 +106,7 @@ impl<L: EventLog> Pipeline<L> {
     /// Appends `events` under `key` unconditionally, as one atomic group; each takes the
     /// next index of its key. Returns where the record landed.
     pub async fn write(&self, key: &EventSourceKey, events: Vec<Event>) -> Result<Offset, LogError> {
+        self.log.check_signer(key.as_str())?;
         let events = events.into_iter().map(|e| Event { key: key.clone(), index: None, ..e }).collect();
         self.log.append(&Record { source: key.clone(), writer: self.writer.clone(), events }).await
     }
@@ -119,6 +120,7 @@ impl<L: EventLog> Pipeline<L> {
         index: u64,
         events: Vec<Event>,
     ) -> Result<WriteOutcome, LogError> {
+        self.log.check_signer(key.as_str())?;
         let mut guard = self.tail.lock().await;
         let tail = self.tail(&mut guard).await?;
         let first_digest = events.first().map(|e| e.digest);
@@ -151,6 +153,13 @@ impl<L: EventLog> Pipeline<L> {
                 WriteOutcome::Exists { index, winner: Some(winner), same_digest: Some(false) }
             }
             Verdict::Rejected { index, count } => WriteOutcome::Rejected { index, count },
+            // Checked before writing: only a trust table changed since can bring this.
+            Verdict::Unauthorized { .. } => {
+                return Err(LogError::Unsigned {
+                    key: key.to_string(),
+                    signer: self.log.signer().map(|signer| signer.to_base64()),
+                })
+            }
         })
     }
 
@@ -179,7 +188,7 @@ impl<L: EventLog> Pipeline<L> {
     pub async fn stream_events(&self, keys: &[EventSourceKey], from: Offset) -> Result<EventStream, LogError> {
         Ok(EventStream {
             cursor: self.log.cursor(0).await?,
-            rule: CanonicalRule::default(),
+            rule: CanonicalRule::default().with_trust(self.log.trust()),
             keys: keys.to_vec(),
             from,
             ready: VecDeque::new(),
@@ -188,7 +197,10 @@ impl<L: EventLog> Pipeline<L> {
 
     async fn tail<'a>(&self, guard: &'a mut Option<Tail>) -> Result<&'a mut Tail, LogError> {
         if guard.is_none() {
-            *guard = Some(Tail { cursor: self.log.cursor(0).await?, rule: CanonicalRule::default() });
+            *guard = Some(Tail {
+                cursor: self.log.cursor(0).await?,
+                rule: CanonicalRule::default().with_trust(self.log.trust()),
+            });
         }
         Ok(guard.as_mut().expect("just set"))
     }
