@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use competing_transformers::canonical::{CanonicalRule, KeyStats, Verdict};
 use competing_transformers::event::{EventSourceKey, Offset};
-use competing_transformers::record::{FetchedRecord, Record};
+use competing_transformers::record::{FetchedRecord, RecordView};
+use competing_transformers::signature::Trust;
 use competing_transformers_kafka::{EventLog, LogError};
 
 use crate::ownership::{Foreign, ForeignWrite, Owners};
@@ -50,6 +51,8 @@ pub struct WriterTally {
     pub divergent: u64,
     /// Its copies whose index was ahead of the count.
     pub rejected: u64,
+    /// Its events on a protected key, in records not signed by one of the key's writers.
+    pub unauthorized: u64,
     /// Its first canonical event.
     pub first_won: Option<Place>,
     /// Its canonical events that name no cause (event sources' events; never a replica's).
@@ -68,14 +71,20 @@ pub struct LogSummary {
 }
 
 impl LogSummary {
+    /// A summary applying the log's trust table (see [`CanonicalRule::with_trust`]).
+    pub fn with_trust(trust: Trust) -> Self {
+        Self { rule: CanonicalRule::default().with_trust(trust), ..Self::default() }
+    }
+
     /// Applies the rule to one record (in offset order) and tallies its events by writer.
     pub fn apply(&mut self, fetched: &FetchedRecord) {
         self.records += 1;
-        let decoded = Record::decode_fetched(fetched);
-        let Ok(verdicts) = self.rule.apply(fetched.offset, decoded.as_ref()) else { return };
+        let decoded = RecordView::parse_fetched(fetched);
+        let Ok(verdicts) = self.rule.apply_view(fetched.offset, decoded.as_ref()) else { return };
         let record = decoded.expect("the rule judged it, so it decoded");
         for (event, verdict) in record.events.iter().zip(verdicts) {
-            let tally = self.writers.entry((event.key.clone(), record.writer.clone())).or_default();
+            let key = EventSourceKey::checked(event.key);
+            let tally = self.writers.entry((key.clone(), record.writer.to_string())).or_default();
             let offset = fetched.offset;
             match verdict {
                 Verdict::Canonical { index } => {
@@ -89,13 +98,14 @@ impl LogSummary {
                 Verdict::Duplicate { .. } => tally.lost += 1,
                 Verdict::Divergent { index, winner } => {
                     tally.divergent += 1;
-                    let copies = self.divergent_copies.entry(event.key.clone()).or_default();
+                    let copies = self.divergent_copies.entry(key.clone()).or_default();
                     if copies.len() < DIVERGENT_COPIES_KEPT_MAX {
                         let at = Place { offset, index };
-                        copies.push(DivergentCopy { at, writer: record.writer.clone(), canonical_offset: winner });
+                        copies.push(DivergentCopy { at, writer: record.writer.to_string(), canonical_offset: winner });
                     }
                 }
                 Verdict::Rejected { .. } => tally.rejected += 1,
+                Verdict::Unauthorized { .. } => tally.unauthorized += 1,
             }
         }
     }
@@ -104,7 +114,7 @@ impl LogSummary {
     pub async fn read<L: EventLog>(log: &L) -> Result<Self, LogError> {
         let end = log.end_offset().await?;
         let mut cursor = log.cursor(0).await?;
-        let mut summary = Self::default();
+        let mut summary = Self::with_trust(log.trust());
         while cursor.position() < end {
             for fetched in cursor.next_batch(FETCH_WAIT).await? {
                 summary.apply(&fetched);
@@ -205,6 +215,7 @@ impl LogSummary {
                         serde_json::json!({
                             "writer": writer, "won": tally.won, "lost": tally.lost,
                             "divergent": tally.divergent, "rejected": tally.rejected,
+                            "unauthorized": tally.unauthorized,
                         })
                     })
                     .collect();
@@ -221,7 +232,7 @@ impl LogSummary {
                 serde_json::json!({
                     "key": key.as_str(), "canonical": stats.canonical, "duplicates": stats.duplicates,
                     "divergent": stats.divergent, "rejected": stats.rejected,
-                    "writers": writers, "divergent_copies": copies,
+                    "unauthorized": stats.unauthorized, "writers": writers, "divergent_copies": copies,
                 })
             })
             .collect();
