@@ -1028,4 +1028,38 @@ mod worked_example {
             FetchedRecord { offset: 0, key: Some(encoded.key), value: Some(encoded.value), ..Default::default() };
         assert_eq!(Record::decode_fetched(&fetched), Ok(example()));
     }
+
+    /// RFC 8032's first test key, as the spec's signed example uses it.
+    const RFC_8032_SECRET: &str = "nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=";
+
+    #[test]
+    fn the_spec_s_signed_record_is_what_the_code_writes_and_reads() {
+        let signer = Signer::from_base64(RFC_8032_SECRET).unwrap();
+        assert_eq!(signer.public_key().to_base64(), "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=");
+        let encoded = example().encode_signed(true, Some(&signer)).unwrap();
+        let mut expected = bytes("record-value");
+        expected[2] = SIGNED_FORMAT_VERSION;
+        expected.extend(bytes("signed-record-seal"));
+        assert_eq!(hex(&encoded.value), hex(&expected), "the spec's signed value");
+        assert_eq!(encoded.value.len(), 250 + SEAL_BYTES);
+        let format = encoded.headers.iter().find(|(name, _)| *name == headers::FORMAT).map(|(_, v)| v.clone());
+        assert_eq!(format.as_deref(), Some(&b"2"[..]));
+        let view = RecordView::parse(&encoded.value).unwrap();
+        let seal = view.seal.expect("a signed record has a seal");
+        assert_eq!(seal.public_key, signer.public_key());
+        assert!(seal.verify());
+        assert_eq!(seal.signed, &encoded.value[..encoded.value.len() - SIGNATURE_BYTES]);
+        // The events read as the unsigned record's: no digest covers the signature.
+        assert_eq!(view.to_record(), example());
+        assert_eq!(RecordView::parse(&example().encode().unwrap().value).unwrap().seal, None);
+    }
+
+    #[test]
+    fn a_signed_value_too_short_for_its_seal_is_malformed() {
+        let mut value = bytes("record-value");
+        value[2] = SIGNED_FORMAT_VERSION;
+        assert!(RecordView::parse(&value).is_err(), "the last 96 bytes are taken as the seal");
+        value.truncate(3 + SEAL_BYTES - 1);
+        assert_eq!(RecordView::parse(&value), Err(DecodeError::Truncated("seal")));
+    }
 }
