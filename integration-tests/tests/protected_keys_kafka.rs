@@ -1,7 +1,8 @@
 //! Authenticated writers on the real broker: the ledger's streams are protected (the
 //! launcher config's `[[trust.protected]]`, its replicas signing with `[signing] key_file`)
 //! and a forger that may write the topic writes their next index before and while the
-//! replicas run, unsigned and signed with a key of its own. The replicas never stop, and
+//! replicas run, unsigned, signed with a key of its own, or signed by the writer's key and
+//! then changed. The replicas never stop, and
 //! every reader ignores the forged events alike: `tail`'s stream, `status`'s summary, the
 //! exporter, the ledger projection (PostgreSQL from `DATABASE_URL`) and `interop/reader.py`,
 //! whose verdicts equal the Rust reader's. A reader without the table is fooled, as before.
@@ -19,9 +20,10 @@ use competing_transformers_kafka::ShutdownTrigger;
 use competing_transformers_kafka::{run_replica, EventLog, KafkaLog, KafkaLogConfig, Pipeline, ReplicaStatus};
 use competing_transformers_launcher::config::{Config, Overrides};
 use competing_transformers_launcher::summary::LogSummary;
-use integration_tests::{fresh_log_config, python_reader, raw_consumer, unique_topic, wait_for_count};
+use integration_tests::{fresh_log_config, python_reader, raw_consumer, raw_producer, unique_topic, wait_for_count};
 use ledger::{Command, Ledger, LEDGER_KEY, TRANSFERS_KEY};
 use ledger_projection::{Projection, RunOptions};
+use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -85,6 +87,18 @@ async fn forge(log: &KafkaLogConfig, stream: &EventSourceKey, index: u64, signer
     let forger = KafkaLog::connect(config).await.unwrap();
     let event = Event::json(stream.clone(), 0, &json!({"forged": true})).with_index(index);
     forger.append(&Record { source: stream.clone(), writer: "forger".into(), events: vec![event] }).await.unwrap();
+}
+
+/// Appends a record the writer signed whose signature was then changed in one bit: it
+/// claims the writer's key, and no reader may take it for the writer's.
+async fn append_tampered(log: &KafkaLogConfig, stream: &EventSourceKey, writer: &Signer) {
+    let event = Event::json(stream.clone(), 0, &json!({"forged": "tampered"})).with_index(0);
+    let record = Record { source: stream.clone(), writer: "forger".into(), events: vec![event] };
+    let mut encoded = record.encode_signed(false, Some(writer)).unwrap();
+    *encoded.value.last_mut().unwrap() ^= 1;
+    let producer = raw_producer(&[]).await;
+    let sent = FutureRecord::<[u8], [u8]>::to(&log.topic).partition(0).key(&encoded.key).payload(&encoded.value);
+    producer.send(sent, Duration::from_secs(10)).await.unwrap();
 }
 
 /// The Rust reader's verdicts under `trust`, in the shape interop/reader.py prints them.
@@ -163,6 +177,7 @@ async fn forged_events_on_a_protected_det_are_ignored_by_every_reader_and_stop_n
     forge(&log, &ledger, 0, None).await;
     forge(&log, &ledger, 0, Some(&forger)).await;
     forge(&log, &dead_letters, 0, None).await;
+    append_tampered(&log, &ledger, &writer).await;
     let replicas = start_replicas(&replica_config).await;
     let source = Pipeline::new(Arc::new(KafkaLog::connect(reader_config.clone()).await.unwrap()), "source");
     let reader = Pipeline::new(Arc::new(KafkaLog::connect(reader_config.clone()).await.unwrap()), "reader");
@@ -193,7 +208,7 @@ async fn forged_events_on_a_protected_det_are_ignored_by_every_reader_and_stop_n
     // `status`: every forged event counted as unauthorized, none canonical.
     let summary = LogSummary::read(reader.log().as_ref()).await.unwrap();
     let forged_events = summary.key(&ledger).unauthorized + summary.key(&dead_letters).unauthorized;
-    assert!(forged_events >= 5, "{forged_events} forged events counted");
+    assert!(forged_events >= 6, "{forged_events} forged events counted");
     assert_eq!(summary.key(&ledger).canonical, entries);
     assert_eq!(summary.key(&ledger).divergent, 0);
 
