@@ -192,11 +192,17 @@ fn scenarios(quick: bool, streams: bool, backlog_events: Option<u64>) -> Vec<Sce
     let backlog = Load::Backlog { events: backlog_events.unwrap_or(if quick { 2_000 } else { 1_000_000 }) };
     let stall = Fault::Stall { stall_ms: 300, every_ms: 2_000 };
     let kill = Fault::Kill { at_fraction: 0.4, restart_after_ms: Some(1_000) };
-    let fw =
-        |det, replicas, transactional| System::Framework { det, replicas, transactional, stagger_ms: None, signed: false };
+    let fw = |det, replicas, transactional| System::Framework {
+        det,
+        replicas,
+        transactional,
+        stagger_ms: None,
+        signed: false,
+    };
     let staggered =
         System::Framework { det: Det::Identity, replicas: 3, transactional: false, stagger_ms: Some(5), signed: false };
-    let signed = System::Framework { det: Det::Identity, replicas: 1, transactional: false, stagger_ms: None, signed: true };
+    let signed =
+        System::Framework { det: Det::Identity, replicas: 1, transactional: false, stagger_ms: None, signed: true };
     let s = |name: &str, system, load, fault| Scenario { name: name.into(), system, load, fault };
     let mut all = vec![
         s("raw-idempotent", System::RawIdempotent, at_rate, Fault::None),
