@@ -183,6 +183,11 @@ struct ScenarioResult {
     error: Option<String>,
 }
 
+/// Racing replicas of the framework, all writing at once, unsigned.
+fn fw(det: Det, replicas: usize, transactional: bool) -> System {
+    System::Framework { det, replicas, transactional, stagger_ms: None, signed: false }
+}
+
 fn scenarios(quick: bool, streams: bool, backlog_events: Option<u64>) -> Vec<Scenario> {
     let (secs, rate, flat_secs) = if quick { (3.0, 200, 2.0) } else { (15.0, 1_000, 10.0) };
     let at_rate = Load::Rate { per_s: rate, secs };
@@ -192,13 +197,6 @@ fn scenarios(quick: bool, streams: bool, backlog_events: Option<u64>) -> Vec<Sce
     let backlog = Load::Backlog { events: backlog_events.unwrap_or(if quick { 2_000 } else { 1_000_000 }) };
     let stall = Fault::Stall { stall_ms: 300, every_ms: 2_000 };
     let kill = Fault::Kill { at_fraction: 0.4, restart_after_ms: Some(1_000) };
-    let fw = |det, replicas, transactional| System::Framework {
-        det,
-        replicas,
-        transactional,
-        stagger_ms: None,
-        signed: false,
-    };
     let staggered =
         System::Framework { det: Det::Identity, replicas: 3, transactional: false, stagger_ms: Some(5), signed: false };
     let signed =
