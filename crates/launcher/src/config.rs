@@ -300,6 +300,16 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
+    /// The signing key's file could not be read.
+    #[error(
+        "cannot read the signing key file {path} ({source}); check --signing-key-file, TRANSFORMER_SIGNING_KEY_FILE or [signing] key_file"
+    )]
+    ReadKey {
+        /// The path given.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The file is not TOML, or holds an unknown key or a value of the wrong type.
     #[error("config file {origin}, line {line} (`{text}`): {message}; fix that line")]
     Syntax {
@@ -445,7 +455,7 @@ impl Config {
         };
         let origin = path.display().to_string();
         let text =
-            std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
+            std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadKey { path: origin.clone(), source })?;
         Signer::from_base64(&text).map(Some).map_err(|error| unusable(format!("signing key file {origin}"), error))
     }
 
@@ -738,6 +748,9 @@ replicas = 3
         assert!(error.contains("launcher.key") && error.contains("base64"), "{error}");
         assert!(!error.contains("planted-secret"), "{error}");
         assert!(!format!("{overrides:?}").contains(&other.secret_base64()));
+        std::fs::remove_file(dir.join("launcher.key")).unwrap();
+        let error = config.log_config(&Overrides::default()).unwrap_err().to_string();
+        assert!(error.starts_with("cannot read the signing key file") && error.contains("launcher.key"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
