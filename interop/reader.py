@@ -13,9 +13,16 @@ manifest's offset, reassembled and checked against the manifest's digest; a corr
 missing one falls back to the one before. It prints {"skipped": [positions that did not
 load], "manifest": ..., "snapshot": ...} (both null when none loads).
 
+Protected keys (docs/RECORD_FORMAT.md, "Signed records"): with --trust CONFIG (a launcher
+config whose [[trust.protected]] entries name the keys and their writers' Ed25519 public keys),
+an event on a protected key counts only in a record signed by one of them; others are
+"unauthorized" (counted, hidden, no count changes). Signatures are checked with the
+`cryptography` package, and only for records holding a protected key.
+
 Usage:
-  reader.py BOOTSTRAP TOPIC [DIGEST_WINDOW]    read the log, keeping DIGEST_WINDOW digests per
-                                               key (at least 65536 to follow the format)
+  reader.py [--trust CONFIG] BOOTSTRAP TOPIC [DIGEST_WINDOW]
+                               read the log, keeping DIGEST_WINDOW digests per key (at least
+                               65536 to follow the format), applying CONFIG's trust table
   reader.py vectors SPEC       check the worked examples of SPEC (docs/RECORD_FORMAT.md)
   reader.py snapshot BOOTSTRAP LOG_TOPIC DET   read DET's newest snapshot of the log on LOG_TOPIC
 """
@@ -27,6 +34,9 @@ import struct
 import sys
 
 MAGIC = b"CT"
+UNSIGNED, SIGNED = 1, 2
+# A signed record ends with the signer's public key and an Ed25519 signature.
+PUBLIC_KEY_BYTES, SIGNATURE_BYTES = 32, 64
 EVENTS_MAX = 10_000
 # The name rule: source, event keys and writer ids.
 NAME = re.compile(rb"[A-Za-z0-9._:-]{1,255}")
@@ -92,13 +102,29 @@ def digest(cause, effective, content_type, payload):
 
 
 def decode(kafka_key, value):
-    """Returns the events of a record as (key, index, digest) tuples, or raises Malformed."""
+    """Returns the events of a record as (key, index, digest, payload) tuples, or raises
+    Malformed. See decode_sealed for the signature."""
+    return decode_sealed(kafka_key, value)[0]
+
+
+def decode_sealed(kafka_key, value):
+    """(events, seal): seal is None for an unsigned record (version 1), else (public key,
+    signature, signed bytes) of a signed one (version 2), unchecked."""
     if value is None:
         raise Malformed("no value")
     r = Reader(value)
     if r.take(2) != MAGIC:
         raise Malformed("magic")
-    if r.u8() != 1:
+    version, seal = r.u8(), None
+    if version == SIGNED:
+        end = len(value) - PUBLIC_KEY_BYTES - SIGNATURE_BYTES
+        if end < r.at:
+            raise Malformed("seal")
+        signature_at = len(value) - SIGNATURE_BYTES
+        seal = (value[end:signature_at], value[signature_at:], value[:signature_at])
+        r = Reader(value[:end])
+        r.at = 3
+    elif version != UNSIGNED:
         raise Malformed("version")
     source = r.name("source")
     r.name("writer")
@@ -120,18 +146,64 @@ def decode(kafka_key, value):
         if digest(cause, effective, content_type, payload) != stored:
             raise Malformed("digest")
         events.append((key, index, stored, payload))
-    if r.at != len(value):
+    if r.at != len(r.data):
         raise Malformed("trailing bytes")
     if kafka_key is None or kafka_key != source.encode("ascii"):
         raise Malformed("kafka key")
-    return events
+    return events, seal
+
+
+def load_trust(path):
+    """{protected key: set of public keys (bytes)} from a launcher config's [[trust.protected]]."""
+    import base64
+    import tomllib
+
+    with open(path, "rb") as file:
+        config = tomllib.load(file)
+    trust = {}
+    for entry in config.get("trust", {}).get("protected", []):
+        writers = {base64.b64decode(text, validate=True) for text in entry["public_keys"]}
+        for key in entry["keys"]:
+            trust.setdefault(key, set()).update(writers)
+    return trust
+
+
+def verify(seal):
+    """Whether the seal's signature is its public key's over the signed bytes (RFC 8032)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    public_key, signature, signed = seal
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, signed)
+        return True
+    except (InvalidSignature, ValueError):
+        return False
+
+
+class Authority:
+    """Whether a record's events may count: a key the table protects needs the record signed
+    by one of its writers; the signature is checked once, and only if needed."""
+
+    def __init__(self, trust, seal):
+        self.trust, self.seal, self.verified = trust, seal, None
+
+    def authorizes(self, key):
+        writers = self.trust.get(key)
+        if writers is None:
+            return True
+        if self.seal is None or self.seal[0] not in writers:
+            return False
+        if self.verified is None:
+            self.verified = verify(self.seal)
+        return self.verified
 
 
 class Rule:
     """The canonical rule, keeping the last `window` canonical digests of each key."""
 
-    def __init__(self, window=DIGEST_WINDOW):
-        self.window = window
+    def __init__(self, window=DIGEST_WINDOW, trust=None):
+        self.window, self.trust = window, trust or {}
         self.counts, self.digests, self.stats = {}, {}, {}
         self.canonical, self.malformed = [], 0
         # Rejected events of keys with no canonical event yet: such keys get no entry.
@@ -140,17 +212,21 @@ class Rule:
     def apply(self, offset, kafka_key, value):
         """Judges the record's events; returns the canonical ones as (key, index, payload)."""
         try:
-            events = decode(kafka_key, value)
+            events, seal = decode_sealed(kafka_key, value)
         except Malformed:
             self.malformed += 1
             return []
-        canonical = []
+        canonical, authority = [], Authority(self.trust, seal)
         for key, index, event_digest, payload in events:
+            if not authority.authorizes(key):
+                # Protected keys are few: each gets an entry, counting what was ignored.
+                self.stats.setdefault(key, self.new_stats())["unauthorized"] += 1
+                continue
             count = self.counts.get(key, 0)
             if key not in self.stats and index is not None and index > 0:
                 self.rejected_unseen += 1
                 continue
-            s = self.stats.setdefault(key, {"canonical": 0, "duplicates": 0, "divergent": 0, "rejected": 0})
+            s = self.stats.setdefault(key, self.new_stats())
             window = self.digests.setdefault(key, collections.deque(maxlen=self.window))
             i = count if index is None else index
             if i == count:
@@ -169,6 +245,12 @@ class Rule:
             else:
                 s["rejected"] += 1
         return canonical
+
+    def new_stats(self):
+        stats = {"canonical": 0, "duplicates": 0, "divergent": 0, "rejected": 0}
+        if self.trust:
+            stats["unauthorized"] = 0
+        return stats
 
 
 def spec_vector(spec, name):
@@ -199,6 +281,17 @@ def check_vectors(path):
             raise AssertionError(f"Kafka key {bad_key!r} accepted")
         except Malformed:
             pass
+    # The signed example: version 2, the same events, a seal that verifies with RFC 8032's key.
+    seal = spec_vector(spec, "signed-record-seal")
+    signed = value[:2] + bytes([SIGNED]) + value[3:] + seal
+    events_signed, found = decode_sealed(key, signed)
+    assert events_signed == events and found[0] == seal[:PUBLIC_KEY_BYTES], found
+    trust = {"matching-engine": {seal[:PUBLIC_KEY_BYTES]}}
+    assert Authority(trust, found).authorizes("matching-engine")
+    assert not Authority(trust, None).authorizes("matching-engine")
+    assert Authority(trust, None).authorizes("orders")
+    tampered = signed[:-1] + bytes([signed[-1] ^ 1])
+    assert not Authority(trust, decode_sealed(key, tampered)[1]).authorizes("matching-engine")
     for name in [b"orders", b"matching-engine.dead-letters", b"host-a:2", b"A_1." * 63]:
         assert NAME.fullmatch(name), name
     for name in [b"", b"orders\n", b"or ders", b"a,b", b"a/b", "orders\u200b".encode(), b"k" * 256]:
@@ -233,8 +326,8 @@ def records(bootstrap, topic, start):
         consumer.close()
 
 
-def read(bootstrap, topic, window):
-    rule = Rule(window)
+def read(bootstrap, topic, window, trust):
+    rule = Rule(window, trust)
     for offset, key, value in records(bootstrap, topic, 0):
         rule.apply(offset, key, value)
     json.dump({"malformed": rule.malformed, "rejected_on_unseen_keys": rule.rejected_unseen,
@@ -303,7 +396,10 @@ def main():
     elif sys.argv[1] == "snapshot":
         read_snapshot(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
-        read(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else DIGEST_WINDOW)
+        args, trust = sys.argv[1:], {}
+        if args[0] == "--trust":
+            trust, args = load_trust(args[1]), args[2:]
+        read(args[0], args[1], int(args[2]) if len(args) > 2 else DIGEST_WINDOW, trust)
 
 
 if __name__ == "__main__":

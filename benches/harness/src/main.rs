@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use competing_transformers::signature::{Signer, Trust};
 use competing_transformers_kafka::{admin, KafkaLog, KafkaLogConfig};
 use serde::Serialize;
 
@@ -137,8 +138,9 @@ enum System {
     /// consume: the two hops of a replica without the framework.
     RawRelay,
     /// Racing replicas of the framework, each its own process; `stagger_ms`: replica k
-    /// writes after k × that unless beaten (the launcher's `stagger_ms`).
-    Framework { det: Det, replicas: usize, transactional: bool, stagger_ms: Option<u64> },
+    /// writes after k × that unless beaten (the launcher's `stagger_ms`); `signed`: the DET's
+    /// keys are protected, its replicas sign every record and the observer verifies them.
+    Framework { det: Det, replicas: usize, transactional: bool, stagger_ms: Option<u64>, signed: bool },
     /// Kafka Streams (exactly_once_v2) running `det`, `instances` processes in one group, one
     /// standby.
     KafkaStreams { instances: usize, det: Det },
@@ -150,12 +152,13 @@ impl System {
             System::RawIdempotent => "raw rdkafka, idempotent".into(),
             System::RawTransactional => "raw rdkafka, transactions".into(),
             System::RawRelay => "raw rdkafka relay process, idempotent".into(),
-            System::Framework { det, replicas, transactional, stagger_ms } => format!(
-                "{} × {replicas} replica{}{}{}",
+            System::Framework { det, replicas, transactional, stagger_ms, signed } => format!(
+                "{} × {replicas} replica{}{}{}{}",
                 det.name(),
                 if replicas == 1 { "" } else { "s" },
                 if transactional { ", transactional mode" } else { "" },
-                stagger_ms.map(|ms| format!(", staggered {ms} ms")).unwrap_or_default()
+                stagger_ms.map(|ms| format!(", staggered {ms} ms")).unwrap_or_default(),
+                if signed { ", signed records on protected keys" } else { "" }
             ),
             System::KafkaStreams { instances, det } => {
                 format!("Kafka Streams {}, EOS v2, {instances} instances", det.name())
@@ -186,6 +189,11 @@ struct ScenarioResult {
     error: Option<String>,
 }
 
+/// Racing replicas of the framework, all writing at once, unsigned.
+fn fw(det: Det, replicas: usize, transactional: bool) -> System {
+    System::Framework { det, replicas, transactional, stagger_ms: None, signed: false }
+}
+
 fn scenarios(quick: bool, streams: bool, backlog_events: Option<u64>) -> Vec<Scenario> {
     let (secs, rate, flat_secs) = if quick { (3.0, 200, 2.0) } else { (15.0, 1_000, 10.0) };
     let at_rate = Load::Rate { per_s: rate, secs };
@@ -195,20 +203,24 @@ fn scenarios(quick: bool, streams: bool, backlog_events: Option<u64>) -> Vec<Sce
     let backlog = Load::Backlog { events: backlog_events.unwrap_or(if quick { 2_000 } else { 1_000_000 }) };
     let stall = Fault::Stall { stall_ms: 300, every_ms: 2_000 };
     let kill = Fault::Kill { at_fraction: 0.4, restart_after_ms: Some(1_000) };
-    let fw = |det, replicas, transactional| System::Framework { det, replicas, transactional, stagger_ms: None };
-    let staggered = System::Framework { det: Det::Identity, replicas: 3, transactional: false, stagger_ms: Some(5) };
+    let staggered =
+        System::Framework { det: Det::Identity, replicas: 3, transactional: false, stagger_ms: Some(5), signed: false };
+    let signed =
+        System::Framework { det: Det::Identity, replicas: 1, transactional: false, stagger_ms: None, signed: true };
     let s = |name: &str, system, load, fault| Scenario { name: name.into(), system, load, fault };
     let mut all = vec![
         s("raw-idempotent", System::RawIdempotent, at_rate, Fault::None),
         s("raw-transactional", System::RawTransactional, at_rate, Fault::None),
         s("raw-transactional-naive", System::RawTransactional, at_rate, Fault::None),
         s("identity-1", fw(Det::Identity, 1, false), at_rate, Fault::None),
+        s("identity-1-signed", signed, at_rate, Fault::None),
     ];
     if !quick {
         all.extend([
             s("raw-idempotent-flat", System::RawIdempotent, flat, Fault::None),
             s("raw-transactional-flat", System::RawTransactional, flat, Fault::None),
             s("identity-1-flat", fw(Det::Identity, 1, false), flat, Fault::None),
+            s("identity-1-flat-signed", signed, flat, Fault::None),
             s("raw-relay-flat", System::RawRelay, flat, Fault::None),
             s("identity-3-flat", fw(Det::Identity, 3, false), flat, Fault::None),
             s("identity-2", fw(Det::Identity, 2, false), at_rate, Fault::None),
@@ -580,8 +592,8 @@ impl<'a> ScenarioRun<'a> {
         match self.scenario.system {
             System::RawRelay => self.start_relay().await,
             System::RawIdempotent | System::RawTransactional => self.start_raw().await,
-            System::Framework { det, replicas, transactional, stagger_ms } => {
-                self.start_framework(det, replicas, transactional, stagger_ms).await
+            System::Framework { det, replicas, transactional, stagger_ms, signed } => {
+                self.start_framework(det, replicas, transactional, stagger_ms, signed).await
             }
             System::KafkaStreams { instances, det } => self.start_kafka_streams(instances, det, notes).await,
         }
@@ -639,10 +651,15 @@ impl<'a> ScenarioRun<'a> {
         replicas: usize,
         transactional: bool,
         stagger_ms: Option<u64>,
+        signed: bool,
     ) -> anyhow::Result<Started> {
-        let log_config = KafkaLogConfig::new(&self.bootstrap, &self.topic);
+        let mut log_config = KafkaLogConfig::new(&self.bootstrap, &self.topic);
         admin::create_topic(&log_config).await?;
         let config = self.launcher_config(det, stagger_ms)?;
+        if signed {
+            // The observer reads through the same trust table, so it verifies what it reads.
+            log_config.trust = self.protect(&config, det)?;
+        }
         let mut procs = Vec::new();
         for i in 0..replicas {
             procs.push(self.spawn_replica(i, det, transactional, stagger_ms, &config)?);
@@ -662,6 +679,25 @@ impl<'a> ScenarioRun<'a> {
         let stagger = stagger_ms.map(|ms| format!("stagger_ms = {ms}\n")).unwrap_or_default();
         std::fs::write(&config, format!("[kafka]\nbootstrap_servers = {bootstrap:?}\ntopic = {topic:?}\n\n[[transformer]]\nname = {:?}\nreplicas = 1\n{stagger}", det.name()))?;
         Ok(config)
+    }
+
+    /// Protects `det`'s keys in the launcher `config` with a bench key the replicas sign
+    /// with; returns the trust table, for the observer.
+    fn protect(&self, config: &Path, det: Det) -> anyhow::Result<Trust> {
+        let signer = Signer::from_secret(&[0x5e; 32]);
+        let key_file = self.dir.join("bench.key");
+        std::fs::write(&key_file, signer.secret_base64())?;
+        let output = det.output_key();
+        let mut text = std::fs::read_to_string(config)?;
+        text.push_str(&format!(
+            "\n[[trust.protected]]\nkeys = [{:?}, {:?}]\npublic_keys = [{:?}]\n\n[signing]\nkey_file = {:?}\n",
+            output.as_str(),
+            output.dead_letters().as_str(),
+            signer.public_key().to_base64(),
+            key_file.display().to_string()
+        ));
+        std::fs::write(config, text)?;
+        Ok(Trust::new().protect(&output, [signer.public_key()]).protect(&output.dead_letters(), [signer.public_key()]))
     }
 
     /// Replica `i`: `bench replica --transactional`, or the launcher with `config`.

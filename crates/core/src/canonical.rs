@@ -15,6 +15,10 @@
 //!
 //! A record that does not decode is **malformed**: skipped and counted.
 //!
+//! Before all of that, an event on a key the rule's [`Trust`] table protects, in a record not
+//! signed by one of that key's writers, is **unauthorized**: hidden, counted, and it changes no
+//! count, so a forged event takes no index a writer's group needs (`crate::signature`).
+//!
 //! Malformed, canonical (with its index), rejected and duplicate-or-divergent are functions
 //! of the records alone: every reader agrees on them. Telling a divergent duplicate from a
 //! plain one needs the canonical digest, kept for the last [`DIGEST_WINDOW_DEFAULT`] indexes
@@ -24,6 +28,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::event::{Digest, EventSourceKey, Offset};
 use crate::record::{DecodeError, Record, RecordView};
+use crate::signature::{RecordAuthority, Trust};
 
 /// How many recent canonical digests per key a rule keeps by default, to check duplicates
 /// for divergence. Duplicates older than the window are counted but not compared.
@@ -68,6 +73,12 @@ pub enum Verdict {
         /// The key's count when the event was read.
         count: u64,
     },
+    /// The key is protected and the record is not signed by one of its writers: a forgery,
+    /// or a writer without its key. Hidden from subscribers; changes no count.
+    Unauthorized {
+        /// The index it claimed, if any.
+        index: Option<u64>,
+    },
 }
 
 impl Verdict {
@@ -89,6 +100,8 @@ pub struct KeyStats {
     pub divergent: u64,
     /// Events whose index was ahead of the count.
     pub rejected: u64,
+    /// Events on the key, protected, in records not signed by one of its writers.
+    pub unauthorized: u64,
 }
 
 /// Recent canonical digests of one key, with where each event sits.
@@ -107,6 +120,8 @@ pub struct CanonicalRule {
     rejected_unseen: u64,
     digest_window: usize,
     next_offset: Offset,
+    /// Which keys need a writer's signature.
+    trust: Trust,
 }
 
 impl Default for CanonicalRule {
@@ -119,7 +134,26 @@ impl CanonicalRule {
     /// A rule that has read nothing, keeping `digest_window` digests per key.
     pub fn new(digest_window: usize) -> Self {
         assert!(digest_window > 0, "the digest window must hold at least one digest");
-        Self { keys: HashMap::new(), malformed: 0, rejected_unseen: 0, digest_window, next_offset: 0 }
+        Self {
+            keys: HashMap::new(),
+            malformed: 0,
+            rejected_unseen: 0,
+            digest_window,
+            next_offset: 0,
+            trust: Trust::default(),
+        }
+    }
+
+    /// The rule with the log's trust table: events on its protected keys count only in
+    /// records their writers signed. Every reader of a log must use the same table.
+    pub fn with_trust(mut self, trust: Trust) -> Self {
+        self.trust = trust;
+        self
+    }
+
+    /// The trust table the rule applies.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
     }
 
     /// A rule resumed at `next_offset` from `counts` (the keys' canonical counts there, as a
@@ -137,23 +171,34 @@ impl CanonicalRule {
 
     /// Applies the rule to the record at `offset`, returning one verdict per event, or the
     /// decode error for a malformed record. Offsets must increase from call to call.
+    ///
+    /// An owned [`Record`] carries no signature: its events on protected keys are
+    /// unauthorized. Readers of a log with protected keys apply [`RecordView`]s.
     pub fn apply(
         &mut self,
         offset: Offset,
         record: Result<&Record, &DecodeError>,
     ) -> Result<Vec<Verdict>, DecodeError> {
         let record = self.enter(offset, record)?;
-        Ok(record.events.iter().map(|e| self.judge(offset, e.key.as_str(), e.index, e.digest)).collect())
+        let trust = self.trust.clone();
+        let mut authority = trust.record(None);
+        Ok(record
+            .events
+            .iter()
+            .map(|e| self.judge(offset, e.key.as_str(), e.index, e.digest, &mut authority))
+            .collect())
     }
 
-    /// [`CanonicalRule::apply`] to a record decoded in place.
+    /// [`CanonicalRule::apply`] to a record decoded in place, its signature included.
     pub fn apply_view(
         &mut self,
         offset: Offset,
         record: Result<&RecordView<'_>, &DecodeError>,
     ) -> Result<Vec<Verdict>, DecodeError> {
         let record = self.enter(offset, record)?;
-        Ok(record.events.iter().map(|e| self.judge(offset, e.key, e.index, e.digest)).collect())
+        let trust = self.trust.clone();
+        let mut authority = trust.record(record.seal.as_ref());
+        Ok(record.events.iter().map(|e| self.judge(offset, e.key, e.index, e.digest, &mut authority)).collect())
     }
 
     /// [`CanonicalRule::apply_view`] for a reader that follows only the keys `follows`
@@ -165,7 +210,13 @@ impl CanonicalRule {
         follows: impl Fn(&str) -> bool,
     ) -> Result<Vec<Option<Verdict>>, DecodeError> {
         let record = self.enter(offset, record)?;
-        Ok(record.events.iter().map(|e| follows(e.key).then(|| self.judge(offset, e.key, e.index, e.digest))).collect())
+        let trust = self.trust.clone();
+        let mut authority = trust.record(record.seal.as_ref());
+        Ok(record
+            .events
+            .iter()
+            .map(|e| follows(e.key).then(|| self.judge(offset, e.key, e.index, e.digest, &mut authority)))
+            .collect())
     }
 
     /// Steps over the record at `offset` without applying it: for a reader that follows
@@ -188,7 +239,20 @@ impl CanonicalRule {
         })
     }
 
-    fn judge(&mut self, offset: Offset, key: &str, index: Option<u64>, digest: Digest) -> Verdict {
+    fn judge(
+        &mut self,
+        offset: Offset,
+        key: &str,
+        index: Option<u64>,
+        digest: Digest,
+        authority: &mut RecordAuthority<'_, '_>,
+    ) -> Verdict {
+        if !authority.authorizes(key) {
+            // Protected keys are few (the table's): an entry per key costs nothing lasting.
+            let (stats, _) = self.keys.entry(EventSourceKey::checked(key)).or_default();
+            stats.unauthorized += 1;
+            return Verdict::Unauthorized { index };
+        }
         let window_max = self.digest_window;
         let (stats, window) = match self.keys.get_mut(key) {
             Some(entry) => entry,
@@ -416,6 +480,99 @@ mod tests {
         apply(&mut rule, 5, vec![event("a", None, b"x")]);
     }
 
+    mod protected {
+        use super::*;
+        use crate::record::FetchedRecord;
+        use crate::signature::{Signer, Trust};
+
+        fn signer(byte: u8) -> Signer {
+            Signer::from_secret(&[byte; 32])
+        }
+
+        /// The record as a reader fetches it, signed by `signer` if given.
+        fn fetched(offset: Offset, events: Vec<Event>, signer: Option<&Signer>) -> FetchedRecord {
+            let encoded = record(events).encode_signed(false, signer).unwrap();
+            FetchedRecord { offset, key: Some(encoded.key), value: Some(encoded.value), ..Default::default() }
+        }
+
+        fn judge(rule: &mut CanonicalRule, record: &FetchedRecord) -> Vec<Verdict> {
+            let view = RecordView::parse_fetched(record).unwrap();
+            rule.apply_view(record.offset, Ok(&view)).unwrap()
+        }
+
+        fn ledger_protected_by(signers: &[&Signer]) -> CanonicalRule {
+            CanonicalRule::default()
+                .with_trust(Trust::new().protect(&key("ledger"), signers.iter().map(|s| s.public_key())))
+        }
+
+        #[test]
+        fn a_forged_event_on_a_protected_key_is_unauthorized_and_changes_no_count() {
+            let (writer, forger) = (signer(1), signer(2));
+            let mut rule = ledger_protected_by(&[&writer]);
+            let unsigned = fetched(0, vec![event("ledger", Some(0), b"forged")], None);
+            let forged = fetched(1, vec![event("ledger", Some(0), b"forged")], Some(&forger));
+            assert_eq!(judge(&mut rule, &unsigned), [Verdict::Unauthorized { index: Some(0) }]);
+            assert_eq!(judge(&mut rule, &forged), [Verdict::Unauthorized { index: Some(0) }]);
+            assert_eq!(rule.count(&key("ledger")), 0);
+            // The writer's own event at the same index is canonical, whatever came before.
+            let honest = fetched(2, vec![event("ledger", Some(0), b"real")], Some(&writer));
+            assert_eq!(judge(&mut rule, &honest), [Verdict::Canonical { index: 0 }]);
+            let stats = rule.stats(&key("ledger"));
+            assert_eq!((stats.canonical, stats.unauthorized, stats.divergent), (1, 2, 0));
+            // A forged copy after it is no divergence either.
+            let late = fetched(3, vec![event("ledger", Some(0), b"forged")], None);
+            assert_eq!(judge(&mut rule, &late), [Verdict::Unauthorized { index: Some(0) }]);
+            assert_eq!(rule.stats(&key("ledger")).divergent, 0);
+        }
+
+        #[test]
+        fn only_events_on_protected_keys_need_the_signature() {
+            let writer = signer(1);
+            let mut rule = ledger_protected_by(&[&writer]);
+            let mixed = fetched(0, vec![event("orders", None, b"o"), event("ledger", Some(0), b"l")], None);
+            assert_eq!(
+                judge(&mut rule, &mixed),
+                [Verdict::Canonical { index: 0 }, Verdict::Unauthorized { index: Some(0) }]
+            );
+            // A signed record on an unprotected key reads as an unsigned one would.
+            let signed = fetched(1, vec![event("orders", None, b"p")], Some(&signer(9)));
+            assert_eq!(judge(&mut rule, &signed), [Verdict::Canonical { index: 1 }]);
+        }
+
+        #[test]
+        fn a_tampered_signed_record_is_unauthorized() {
+            let writer = signer(1);
+            let mut rule = ledger_protected_by(&[&writer]);
+            let mut record = fetched(0, vec![event("ledger", Some(0), b"x")], Some(&writer));
+            let value = record.value.as_mut().unwrap();
+            let last = value.len() - 1;
+            value[last] ^= 1;
+            assert_eq!(judge(&mut rule, &record), [Verdict::Unauthorized { index: Some(0) }]);
+        }
+
+        #[test]
+        fn a_key_rotates_by_trusting_both_for_a_while() {
+            let (old, new) = (signer(1), signer(2));
+            let mut both = ledger_protected_by(&[&old, &new]);
+            let mut only_new = ledger_protected_by(&[&new]);
+            let by_old = fetched(0, vec![event("ledger", Some(0), b"a")], Some(&old));
+            let by_new = fetched(1, vec![event("ledger", Some(1), b"b")], Some(&new));
+            assert_eq!(judge(&mut both, &by_old), [Verdict::Canonical { index: 0 }]);
+            assert_eq!(judge(&mut both, &by_new), [Verdict::Canonical { index: 1 }]);
+            // A table without the old key reads the old key's records as forged: drop a key
+            // only from a log whose readers all agree (a new log, or a table by position).
+            assert_eq!(judge(&mut only_new, &by_old), [Verdict::Unauthorized { index: Some(0) }]);
+            assert_eq!(judge(&mut only_new, &by_new), [Verdict::Rejected { index: 1, count: 0 }]);
+        }
+
+        #[test]
+        fn an_owned_record_carries_no_signature() {
+            let mut rule = ledger_protected_by(&[&signer(1)]);
+            let verdicts = rule.apply(0, Ok(&record(vec![event("ledger", Some(0), b"x")]))).unwrap();
+            assert_eq!(verdicts, [Verdict::Unauthorized { index: Some(0) }]);
+        }
+    }
+
     fn arbitrary_log() -> impl Strategy<Value = Vec<Result<Record, DecodeError>>> {
         let event = (0..3usize, proptest::option::of(0u64..6), 0u8..3)
             .prop_map(|(k, index, payload)| event(["a", "b", "c"][k], index, &[payload]));
@@ -432,6 +589,7 @@ mod tests {
             Verdict::Canonical { index } => (0, index),
             Verdict::Duplicate { index, .. } | Verdict::Divergent { index, .. } => (1, index),
             Verdict::Rejected { index, .. } => (2, index),
+            Verdict::Unauthorized { index } => (3, index.unwrap_or(u64::MAX)),
         }
     }
 

@@ -9,6 +9,7 @@
 //! - [`event`]: event-source keys, events, digests.
 //! - [`record`]: the record codec, the only definition of bytes on the log.
 //! - [`canonical`]: the canonical rule that emulates `exists_or_write`.
+//! - [`signature`]: protected keys and signed records (authenticated writers).
 //! - [`transform`]: the contract a DET author implements.
 //! - [`codec`]: payload codecs (JSON, Avro in the Confluent wire format).
 //! - [`dead_letter`]: what a failed input becomes.
@@ -24,6 +25,7 @@ pub mod memory;
 pub mod panic;
 pub mod record;
 pub mod replica;
+pub mod signature;
 pub mod snapshot;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

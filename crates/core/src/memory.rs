@@ -6,12 +6,16 @@ use std::task::{Context, Poll, Waker};
 
 use crate::canonical::{CanonicalRule, Verdict};
 use crate::event::{Event, EventSourceKey, Offset};
-use crate::record::{EncodeError, FetchedRecord, Record};
+use crate::record::{EncodeError, FetchedRecord, Record, RecordView};
+use crate::signature::{PublicKey, Signer, Trust};
 
-/// An event log held in memory, shared by cloning.
+/// An event log held in memory, shared by cloning. Each handle has its own signer (the key
+/// its appends are signed with, if any) and trust table (what its readers apply).
 #[derive(Clone, Default)]
 pub struct MemoryLog {
     inner: Arc<Mutex<Inner>>,
+    signer: Option<Signer>,
+    trust: Trust,
 }
 
 #[derive(Default)]
@@ -25,6 +29,26 @@ impl MemoryLog {
     /// An empty log.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// This log through a handle whose appends are signed by `signer` (`None`: unsigned).
+    pub fn signed_by(&self, signer: Option<Signer>) -> Self {
+        Self { signer, ..self.clone() }
+    }
+
+    /// This log through a handle whose readers apply `trust`.
+    pub fn with_trust(&self, trust: Trust) -> Self {
+        Self { trust, ..self.clone() }
+    }
+
+    /// The public key this handle's appends are signed with, if any.
+    pub fn signer(&self) -> Option<PublicKey> {
+        self.signer.as_ref().map(Signer::public_key)
+    }
+
+    /// The trust table this handle's readers apply.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
     }
 
     /// Appends raw bytes as a record, as a foreign or broken writer might.
@@ -76,7 +100,7 @@ impl MemoryLog {
     /// [`crate::record::headers::DEAD_LETTER_DETAIL`]) as a Kafka record would: read back in
     /// [`FetchedRecord::details`].
     pub fn append_now_with_details(&self, record: &Record, details: &[Vec<u8>]) -> Result<Offset, EncodeError> {
-        let encoded = record.encode()?;
+        let encoded = record.encode_signed(true, self.signer.as_ref())?;
         Ok(self.push(FetchedRecord {
             offset: 0,
             timestamp_ms: None,
@@ -100,14 +124,17 @@ impl MemoryLog {
 
     /// The canonical events of `key` with the offsets of their records.
     pub fn canonical_with_offsets(&self, key: &EventSourceKey) -> Vec<(Offset, Event)> {
-        let mut rule = CanonicalRule::default();
+        let mut rule = CanonicalRule::default().with_trust(self.trust.clone());
         let mut events = Vec::new();
         for fetched in self.records() {
-            let decoded = Record::decode_fetched(&fetched);
-            if let Ok(verdicts) = rule.apply(fetched.offset, decoded.as_ref()) {
-                for (event, verdict) in decoded.expect("decoded").events.into_iter().zip(verdicts) {
-                    if let (true, Verdict::Canonical { index }) = (&event.key == key, verdict) {
-                        events.push((fetched.offset, Event { index: Some(index), ..event }));
+            let decoded = RecordView::parse_fetched(&fetched);
+            if let Ok(verdicts) = rule.apply_view(fetched.offset, decoded.as_ref()) {
+                for (event, verdict) in decoded.expect("decoded").events.iter().zip(verdicts) {
+                    if let (true, Verdict::Canonical { index }) = (event.key == key.as_str(), verdict) {
+                        events.push((
+                            fetched.offset,
+                            Event { index: Some(index), ..event.to_event_with_key(key.clone()) },
+                        ));
                     }
                 }
             }

@@ -10,11 +10,15 @@
 //! its value together: the key must be exactly the value's `source`.
 
 use crate::event::{first_bad_character, Digest, Event, EventSourceKey, InvalidKey, Offset, CONTENT_TYPE_BYTES_MAX};
+use crate::signature::{PublicKey, Seal, Signer, PUBLIC_KEY_BYTES, SEAL_BYTES, SIGNATURE_BYTES};
 
 /// First two bytes of every record value.
 pub const MAGIC: [u8; 2] = *b"CT";
-/// The format version this code writes and reads.
+/// The format version of an unsigned record.
 pub const FORMAT_VERSION: u8 = 1;
+/// The format version of a signed record: version 1's layout, then a seal (the signer's
+/// public key and an Ed25519 signature over every byte before the signature).
+pub const SIGNED_FORMAT_VERSION: u8 = 2;
 /// Most events one record may hold; a writer splits larger batches.
 pub const EVENTS_PER_RECORD_MAX: usize = 10_000;
 /// Longest writer id (a replica id), in bytes (one length byte on the wire).
@@ -170,7 +174,7 @@ pub enum DecodeError {
     BadMagic,
     /// Written by a newer format version.
     #[error(
-        "record format version {0} is not supported (this reader knows version {FORMAT_VERSION}); upgrade the reader"
+        "record format version {0} is not supported (this reader knows versions {FORMAT_VERSION} and {SIGNED_FORMAT_VERSION}); upgrade the reader"
     )]
     UnsupportedVersion(u8),
     /// The value ended inside a field.
@@ -255,6 +259,28 @@ impl Record {
     /// Encodes the record, with its summary headers only if `summary_headers` (building
     /// them costs more than the value of a small record).
     pub fn encode_with(&self, summary_headers: bool) -> Result<EncodedRecord, EncodeError> {
+        self.encode_signed(summary_headers, None)
+    }
+
+    /// Encodes the record, signed by `signer` if one is given: format version 2, the value
+    /// of version 1 with the signer's public key and the signature of all of it after it.
+    pub fn encode_signed(&self, summary_headers: bool, signer: Option<&Signer>) -> Result<EncodedRecord, EncodeError> {
+        let mut encoded = self.encode_unsigned(summary_headers)?;
+        if let Some(signer) = signer {
+            let value = &mut encoded.value;
+            value.reserve_exact(SEAL_BYTES);
+            value[2] = SIGNED_FORMAT_VERSION;
+            value.extend_from_slice(signer.public_key().as_bytes());
+            let signature = signer.sign(value);
+            value.extend_from_slice(&signature);
+            if let Some((_, format)) = encoded.headers.iter_mut().find(|(name, _)| *name == headers::FORMAT) {
+                *format = SIGNED_FORMAT_VERSION.to_string().into_bytes();
+            }
+        }
+        Ok(encoded)
+    }
+
+    fn encode_unsigned(&self, summary_headers: bool) -> Result<EncodedRecord, EncodeError> {
         if self.events.is_empty() {
             return Err(EncodeError::NoEvents);
         }
@@ -349,6 +375,9 @@ pub struct RecordView<'a> {
     pub writer: &'a str,
     /// The events, in the order they take indexes.
     pub events: Vec<EventView<'a>>,
+    /// The signature block of a signed record (format version 2): not checked by parsing,
+    /// only by a reader whose [`crate::signature::Trust`] protects one of the record's keys.
+    pub seal: Option<Seal<'a>>,
 }
 
 /// One event of a [`RecordView`]: an [`Event`] that borrows its text and payload.
@@ -465,9 +494,11 @@ impl<'a> RecordView<'a> {
             return Err(DecodeError::BadMagic);
         }
         let version = reader.u8("version")?;
-        if version != FORMAT_VERSION {
-            return Err(DecodeError::UnsupportedVersion(version));
-        }
+        let seal = match version {
+            FORMAT_VERSION => None,
+            SIGNED_FORMAT_VERSION => Some(reader.take_seal(value)?),
+            _ => return Err(DecodeError::UnsupportedVersion(version)),
+        };
         let source = reader.short_str("source")?;
         EventSourceKey::check(source).map_err(DecodeError::InvalidSource)?;
         let writer = reader.short_str("writer")?;
@@ -503,7 +534,7 @@ impl<'a> RecordView<'a> {
         if !reader.bytes.is_empty() {
             return Err(DecodeError::TrailingBytes(reader.bytes.len()));
         }
-        Ok(RecordView { source, writer, events })
+        Ok(RecordView { source, writer, events, seal })
     }
 }
 
@@ -534,6 +565,21 @@ impl<'a> Reader<'a> {
     }
     fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.take(8, field)?.try_into().expect("8 bytes")))
+    }
+    /// Takes the seal off the end of `value`, whose unread bytes these are: the events are
+    /// read from what is left.
+    fn take_seal(&mut self, value: &'a [u8]) -> Result<Seal<'a>, DecodeError> {
+        let Some(body) = self.bytes.len().checked_sub(SEAL_BYTES) else {
+            return Err(DecodeError::Truncated("seal"));
+        };
+        let (rest, seal) = self.bytes.split_at(body);
+        self.bytes = rest;
+        let (public_key, signature) = seal.split_at(PUBLIC_KEY_BYTES);
+        Ok(Seal {
+            public_key: PublicKey::from_bytes(public_key.try_into().expect("32 bytes")),
+            signature: <[u8; SIGNATURE_BYTES]>::try_from(signature).expect("64 bytes"),
+            signed: &value[..value.len() - SIGNATURE_BYTES],
+        })
     }
     fn short_str(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
         let len = self.u8(field)? as usize;
@@ -605,7 +651,8 @@ mod tests {
     #[test]
     fn rejects_foreign_and_future_records_by_name() {
         assert_eq!(Record::decode(b"{\"json\":true}"), Err(DecodeError::BadMagic));
-        assert_eq!(Record::decode(b"CT\x02"), Err(DecodeError::UnsupportedVersion(2)));
+        assert_eq!(Record::decode(b"CT\x03"), Err(DecodeError::UnsupportedVersion(3)));
+        assert_eq!(Record::decode(b"CT\x02"), Err(DecodeError::Truncated("seal")));
         assert_eq!(Record::decode(b""), Err(DecodeError::Truncated("magic")));
         let mut value = sample().encode().unwrap().value;
         value.push(0);
@@ -980,5 +1027,39 @@ mod worked_example {
         let fetched =
             FetchedRecord { offset: 0, key: Some(encoded.key), value: Some(encoded.value), ..Default::default() };
         assert_eq!(Record::decode_fetched(&fetched), Ok(example()));
+    }
+
+    /// RFC 8032's first test key, as the spec's signed example uses it.
+    const RFC_8032_SECRET: &str = "nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=";
+
+    #[test]
+    fn the_spec_s_signed_record_is_what_the_code_writes_and_reads() {
+        let signer = Signer::from_base64(RFC_8032_SECRET).unwrap();
+        assert_eq!(signer.public_key().to_base64(), "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=");
+        let encoded = example().encode_signed(true, Some(&signer)).unwrap();
+        let mut expected = bytes("record-value");
+        expected[2] = SIGNED_FORMAT_VERSION;
+        expected.extend(bytes("signed-record-seal"));
+        assert_eq!(hex(&encoded.value), hex(&expected), "the spec's signed value");
+        assert_eq!(encoded.value.len(), 250 + SEAL_BYTES);
+        let format = encoded.headers.iter().find(|(name, _)| *name == headers::FORMAT).map(|(_, v)| v.clone());
+        assert_eq!(format.as_deref(), Some(&b"2"[..]));
+        let view = RecordView::parse(&encoded.value).unwrap();
+        let seal = view.seal.expect("a signed record has a seal");
+        assert_eq!(seal.public_key, signer.public_key());
+        assert!(seal.verify());
+        assert_eq!(seal.signed, &encoded.value[..encoded.value.len() - SIGNATURE_BYTES]);
+        // The events read as the unsigned record's: no digest covers the signature.
+        assert_eq!(view.to_record(), example());
+        assert_eq!(RecordView::parse(&example().encode().unwrap().value).unwrap().seal, None);
+    }
+
+    #[test]
+    fn a_signed_value_too_short_for_its_seal_is_malformed() {
+        let mut value = bytes("record-value");
+        value[2] = SIGNED_FORMAT_VERSION;
+        assert!(RecordView::parse(&value).is_err(), "the last 96 bytes are taken as the seal");
+        value.truncate(3 + SEAL_BYTES - 1);
+        assert_eq!(RecordView::parse(&value), Err(DecodeError::Truncated("seal")));
     }
 }

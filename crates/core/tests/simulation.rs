@@ -12,7 +12,10 @@
 //! faults.
 //!
 //! A second test makes a foreign event canonical on the output key: every replica must
-//! then stop and name the writer and the offset.
+//! then stop and name the writer and the offset. A third protects the DET's keys (replicas
+//! sign their records) while a forger writes the next index of its streams again and again,
+//! unsigned or signed with a key of its own: no replica may stop, and the streams must still
+//! be a lone replica's.
 //!
 //! `SIM_SEEDS=N` runs N seeds (default 400; the foreign-write test runs a quarter of them);
 //! `SIM_SEED=S` replays one seed.
@@ -22,9 +25,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Once;
 
+use competing_transformers::canonical::CanonicalRule;
 use competing_transformers::dead_letter::DeadLetter;
-use competing_transformers::record::Record;
+use competing_transformers::record::{Record, RecordView};
 use competing_transformers::replica::{run_to_end, ReplicaConfig, ReplicaCore, Stagger};
+use competing_transformers::signature::{Signer, Trust};
 use competing_transformers::snapshot::{state_from_bytes, state_to_bytes, Snapshot};
 use competing_transformers::Digest;
 use competing_transformers::{Event, EventSourceKey, Input, MemoryLog, Offset, Outputs, Transform, TransformError};
@@ -215,6 +220,15 @@ fn append_foreign_duplicate(log: &MemoryLog, rng: &mut Rng) -> bool {
     true
 }
 
+/// Appends, as a forger, an event at the next index of one of the DET's streams, where every
+/// replica computed its own: unsigned, or signed by the forger's own key.
+fn append_forgery(log: &MemoryLog, rng: &mut Rng) {
+    let stream = &streams()[rng.below(2) as usize];
+    let next = log.canonical(stream).len() as u64;
+    let forger = rng.chance(50).then(|| Signer::from_secret(&[0xf0; 32]));
+    log.signed_by(forger).append_now(&forged(stream, Some(next))).unwrap();
+}
+
 /// The inputs (key and index) of one input record.
 type Causes = Vec<(String, u64)>;
 
@@ -275,6 +289,8 @@ struct Faults {
     /// stream outgrew the window.
     small_seeds: u64,
     window_wraps: u64,
+    /// Events forged at the next index of a protected stream.
+    forgeries: u64,
 }
 
 impl Faults {
@@ -298,6 +314,7 @@ impl Faults {
         self.multi_key_seeds += f.multi_key_seeds;
         self.small_seeds += f.small_seeds;
         self.window_wraps += f.window_wraps;
+        self.forgeries += f.forgeries;
     }
 }
 
@@ -324,6 +341,10 @@ struct SimReplica {
     resumed: bool,
     /// Records of a dead run still on their way to the log.
     late: Vec<Record>,
+    /// The key its records are signed with, if the DET's keys are protected.
+    signer: Option<Signer>,
+    /// The log's trust table, which its runs apply.
+    trust: Trust,
 }
 
 /// The first snapshot stored at each position, as the snapshot store keeps it.
@@ -350,6 +371,7 @@ impl SimReplica {
             config.resend_after_ms = scale.resend_after_ms;
         }
         config.snapshot_every_inputs = self.snapshot_every;
+        config.trust = self.trust.clone();
         let transform = RunningSum::new(self.build.clone());
         let mut store = self.store.borrow_mut();
         // Every other start of a seed with snapshots resumes from the newest one stored.
@@ -381,6 +403,9 @@ impl SimReplica {
     /// One step of normal work: fetch some records, queue writes, deliver one.
     fn work(&mut self, log: &MemoryLog, rng: &mut Rng, now_ms: u64, faults: &mut Faults, allow_faults: bool) {
         self.store_snapshots();
+        // Its producer signs what it writes, when it holds a key.
+        let signing = log.signed_by(self.signer.clone());
+        let log = &signing;
         let Some(core) = self.core.as_mut() else { return };
         match rng.below(4) {
             0 | 1 => {
@@ -437,6 +462,8 @@ impl SimReplica {
     }
 
     fn crash(&mut self, log: &MemoryLog, rng: &mut Rng) {
+        let signing = log.signed_by(self.signer.clone());
+        let log = &signing;
         // A dying producer: each queued record either made it whole or not at all, now or
         // (the broker still holding it) later, after the replica came back.
         for (_, record) in self.in_flight.drain(..) {
@@ -482,6 +509,8 @@ struct Sim {
     bump_at: Option<u64>,
     faults: Faults,
     now_ms: u64,
+    /// Whether the DET's keys are protected, its replicas signing and a forger at work.
+    protected: bool,
 }
 
 impl Sim {
@@ -518,6 +547,8 @@ impl Sim {
                 store: store.clone(),
                 resumed: false,
                 late: Vec::new(),
+                signer: None,
+                trust: Trust::default(),
             })
             .collect();
         for replica in &mut replicas {
@@ -534,7 +565,37 @@ impl Sim {
             small_seeds: u64::from(scale.is_some()),
             ..Faults::default()
         };
-        Self { seed, rng, log, build, scale, replicas, input_count, inputs: Vec::new(), bump_at, faults, now_ms: 0 }
+        Self {
+            seed,
+            rng,
+            log,
+            build,
+            scale,
+            replicas,
+            input_count,
+            inputs: Vec::new(),
+            bump_at,
+            faults,
+            now_ms: 0,
+            protected: false,
+        }
+    }
+
+    /// The seed's world with the DET's keys protected: every replica signs with a key of its
+    /// own (each in the table, as in a rotation), and every reader applies the table.
+    fn protected(seed: u64) -> Self {
+        let mut sim = Self::new(seed);
+        let signers: Vec<Signer> = (0..sim.replicas.len()).map(|n| Signer::from_secret(&[n as u8 + 1; 32])).collect();
+        let trust = streams()
+            .iter()
+            .fold(Trust::new(), |trust, stream| trust.protect(stream, signers.iter().map(Signer::public_key)));
+        sim.log = sim.log.with_trust(trust.clone());
+        sim.protected = true;
+        for (replica, signer) in sim.replicas.iter_mut().zip(signers) {
+            (replica.signer, replica.trust) = (Some(signer), trust.clone());
+            replica.start(&sim.log);
+        }
+        sim
     }
 
     fn publish_next(&mut self) {
@@ -582,6 +643,10 @@ impl Sim {
                     append_malformed(log, rng, &self.build.inputs);
                 }
                 9 => faults.foreign_duplicates += u64::from(append_foreign_duplicate(log, rng)),
+                13..=15 if self.protected => {
+                    faults.forgeries += 1;
+                    append_forgery(log, rng);
+                }
                 // The rolling restart: one replica at a time goes down and comes back on the
                 // new build, while the others go on.
                 10..=12 if replica.upgrade_due() => {
@@ -814,6 +879,31 @@ fn a_foreign_event_canonical_on_the_output_key_stops_every_replica_naming_its_wr
     for seed in seeds(4) {
         run_foreign_seed(seed);
     }
+}
+
+/// The DET's streams are protected and a forger keeps writing their next index, unsigned or
+/// signed by its own key: every reader calls those events unauthorized, so no replica stops
+/// and the streams are a lone replica's.
+#[test]
+fn forged_events_on_protected_streams_stop_no_replica() {
+    quiet_transform_panics();
+    let mut forgeries = 0;
+    for seed in seeds(8) {
+        let mut sim = Sim::protected(seed);
+        sim.run_faults();
+        sim.quiesce();
+        sim.check();
+        forgeries += sim.faults.forgeries;
+        let mut rule = CanonicalRule::default().with_trust(sim.log.trust().clone());
+        for fetched in sim.log.records() {
+            let _ = rule.apply_view(fetched.offset, RecordView::parse_fetched(&fetched).as_ref());
+        }
+        let unauthorized: u64 = streams().iter().map(|stream| rule.stats(stream).unauthorized).sum();
+        // The forger's events, and the foreign duplicates (unsigned too): nothing else.
+        let forged = sim.faults.forgeries + sim.faults.foreign_duplicates;
+        assert_eq!(unauthorized, forged, "seed {seed}: every forged event, and nothing else, is unauthorized");
+    }
+    assert!(forgeries > 0 || seeds(8).len() < 10, "the forger was at work");
 }
 
 /// Seed 8 with small records re-sent after 300 ms: replica r2 catches up with a backlog

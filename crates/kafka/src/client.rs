@@ -11,6 +11,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 
 use competing_transformers::event::Offset;
+use competing_transformers::signature::{Signer, Trust};
 
 use crate::error::{code_of, is_authentication_code, is_authorization_code, LogError};
 
@@ -47,6 +48,12 @@ pub struct KafkaLogConfig {
     /// Off by default: no reader needs them, and for small records they cost a quarter of
     /// the throughput (BENCHMARKS.md).
     pub summary_headers: bool,
+    /// The log's trust table: which keys count only in records their writers signed. Part of
+    /// the log's configuration, like the topic: every reader of the log must use the same.
+    pub trust: Trust,
+    /// The key this client signs every record it writes with (format version 2), if any.
+    /// Its `Debug` shows the public key only.
+    pub signer: Option<Signer>,
 }
 
 impl KafkaLogConfig {
@@ -59,6 +66,8 @@ impl KafkaLogConfig {
             mode: WriteMode::RecordGroups,
             client_properties: BTreeMap::new(),
             summary_headers: false,
+            trust: Trust::default(),
+            signer: None,
         }
     }
 

@@ -159,6 +159,15 @@ pub enum LogError {
     /// The record could not be encoded.
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    /// The key is protected (the log's trust table) and this writer does not sign with one of
+    /// its writers' keys: every reader would ignore what it writes there.
+    #[error("{}", unsigned_sentence(key, signer.as_deref()))]
+    Unsigned {
+        /// The protected key.
+        key: String,
+        /// This writer's public key (base64), if it signs at all.
+        signer: Option<String>,
+    },
     /// A Kafka call could not run: a blocking call panicked, or a thread could not start.
     #[error("cannot run a Kafka call ({source})")]
     Runtime {
@@ -206,6 +215,7 @@ impl LogError {
                 | LogError::ConfigsDenied { .. }
                 | LogError::Unauthenticated { .. }
                 | LogError::Truncated { .. }
+                | LogError::Unsigned { .. }
         )
     }
 
@@ -221,6 +231,19 @@ impl LogError {
             _ => None,
         }
     }
+}
+
+/// "`ledger` is protected …; give this writer a key the trust table lists".
+fn unsigned_sentence(key: &str, signer: Option<&str>) -> String {
+    let signs = match signer {
+        Some(public_key) => {
+            format!("this writer signs with public key {public_key}, which the table does not list for it")
+        }
+        None => "this writer signs nothing".to_string(),
+    };
+    format!(
+        "`{key}` is a protected key of the log (its [[trust.protected]] table): every reader ignores an event there unless its record is signed by one of the key's writers, and {signs}; give this writer the key's signing key (--signing-key-file or TRANSFORMER_SIGNING_KEY_FILE)"
+    )
 }
 
 /// "Kafka at k:9093 refused this client's credentials (…); fix …".

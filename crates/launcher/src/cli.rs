@@ -133,6 +133,25 @@ its code (5: credentials or an ACL; see docs/SECURITY.md).")]
     /// Register or check a transformer's Avro output schema in the schema registry.
     #[command(subcommand)]
     Schemas(SchemasCommand),
+    /// Make signing keys for protected keys (docs/DESIGN.md "Authenticated writers").
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `keys`.
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Write a new Ed25519 secret key to a new file (mode 0600) and print its public key.
+    #[command(long_about = "Write a new Ed25519 secret key (base64) to a new file readable by \
+this user only, and print its public key (base64) on stdout. The writers of a protected key \
+sign with the secret (--signing-key-file, TRANSFORMER_SIGNING_KEY_FILE or [signing] key_file); \
+every launcher and reader of the log lists the public key under [[trust.protected]]. An \
+existing file is never replaced.")]
+    Generate {
+        /// The new file for the secret key
+        #[arg(long, value_name = "FILE")]
+        secret_file: PathBuf,
+    },
 }
 
 /// `schemas`.
@@ -168,6 +187,11 @@ pub struct KafkaArgs {
     /// The log's topic [default: the config file's]
     #[arg(long, env = "KAFKA_TOPIC")]
     pub topic: Option<String>,
+    /// File holding this writer's signing key, for keys the log protects
+    /// ([[trust.protected]]); TRANSFORMER_SIGNING_KEY (the key itself) wins [default: the
+    /// config's [signing] key_file]
+    #[arg(long, env = "TRANSFORMER_SIGNING_KEY_FILE", hide_env_values = true, value_name = "FILE")]
+    pub signing_key_file: Option<PathBuf>,
 }
 
 impl KafkaArgs {
@@ -179,6 +203,11 @@ impl KafkaArgs {
             topic: self.topic.clone(),
             properties_file: std::env::var(crate::config::PROPERTIES_FILE_VAR).ok().filter(|p| !p.is_empty()),
             properties: crate::config::environment_properties(std::env::vars()),
+            signing_key_file: self.signing_key_file.as_ref().map(|path| path.display().to_string()),
+            signing_key: std::env::var(crate::config::SIGNING_KEY_VAR)
+                .ok()
+                .filter(|key| !key.trim().is_empty())
+                .map(crate::config::SecretText),
         }
     }
 }

@@ -29,6 +29,14 @@
 //!
 //! [metrics]                             # optional: `run` serves /metrics, /healthz, /readyz
 //! listen = "127.0.0.1:9464"             # IP:port; --metrics-listen wins
+//!
+//! [[trust.protected]]                   # optional: keys only their writers' signed records count on
+//! keys = ["matching-engine", "matching-engine.dead-letters"]
+//! public_keys = ["<base64>"]            # from `transformer-launcher keys generate`; several to rotate
+//!
+//! [signing]                             # optional: this launcher's signing key, for the keys it writes
+//! key_file = "launcher.key"             # a path, never the key; --signing-key-file,
+//!                                       # TRANSFORMER_SIGNING_KEY_FILE or TRANSFORMER_SIGNING_KEY win
 //! ```
 
 use std::collections::BTreeMap;
@@ -38,6 +46,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::registry::Registry;
+use competing_transformers::event::EventSourceKey;
+use competing_transformers::signature::{KeyError, PublicKey, Signer, Trust};
 use competing_transformers_kafka::KafkaLogConfig;
 
 /// Where the log is when neither a flag, the environment nor the file says.
@@ -67,6 +77,13 @@ pub struct Config {
     /// Where `run` serves its metrics and health endpoints, if anywhere.
     #[serde(default)]
     pub metrics: Option<MetricsSection>,
+    /// Which keys only their writers' signed records count on: part of the log, like its
+    /// topic, so every launcher and reader of the log must have the same table.
+    #[serde(default)]
+    pub trust: TrustSection,
+    /// Where this launcher's signing key is.
+    #[serde(default)]
+    pub signing: Option<SigningSection>,
     /// Where the configuration came from, for error messages.
     #[serde(skip)]
     pub origin: String,
@@ -208,6 +225,48 @@ pub struct MetricsSection {
     pub listen: std::net::SocketAddr,
 }
 
+/// The `[trust]` table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustSection {
+    /// The `[[trust.protected]]` entries.
+    #[serde(default)]
+    pub protected: Vec<ProtectedSection>,
+}
+
+/// One `[[trust.protected]]` entry: keys, and the public keys that may write them.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectedSection {
+    /// Event-source keys, e.g. a DET's `<name>` and `<name>.dead-letters`.
+    pub keys: Vec<String>,
+    /// Base64 Ed25519 public keys of their writers (`keys generate` prints one).
+    pub public_keys: Vec<String>,
+}
+
+/// The `[signing]` table.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSection {
+    /// The file holding the base64 secret key, relative to the config file.
+    pub key_file: String,
+}
+
+/// The environment variable naming the signing key's file (as `--signing-key-file`).
+pub const SIGNING_KEY_FILE_VAR: &str = "TRANSFORMER_SIGNING_KEY_FILE";
+/// The environment variable holding the signing key itself (base64), winning over files.
+pub const SIGNING_KEY_VAR: &str = "TRANSFORMER_SIGNING_KEY";
+
+/// A secret's text: compared and cloned, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SecretText(pub String);
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
 fn one() -> u32 {
     1
 }
@@ -223,6 +282,10 @@ pub struct Overrides {
     pub properties_file: Option<String>,
     /// `KAFKA_PROPERTY_*` variables ([`environment_properties`]).
     pub properties: BTreeMap<String, String>,
+    /// `--signing-key-file` / `TRANSFORMER_SIGNING_KEY_FILE`.
+    pub signing_key_file: Option<String>,
+    /// `TRANSFORMER_SIGNING_KEY`: the key itself, base64.
+    pub signing_key: Option<SecretText>,
 }
 
 /// Why the configuration cannot be used. Each is one sentence naming the key and the fix.
@@ -232,6 +295,16 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {path} ({source}); check the path given to --config")]
     Read {
+        /// The path given.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The signing key's file could not be read.
+    #[error(
+        "cannot read the signing key file {path} ({source}); check --signing-key-file, TRANSFORMER_SIGNING_KEY_FILE or [signing] key_file"
+    )]
+    ReadKey {
         /// The path given.
         path: String,
         /// Why.
@@ -329,7 +402,69 @@ impl Config {
             ));
         }
         config.summary_headers = self.kafka.summary_headers;
+        config.trust = self.trust()?;
+        config.signer = self.signer(overrides)?;
         Ok(config)
+    }
+
+    /// The log's trust table from `[[trust.protected]]`: every key and public key checked.
+    pub fn trust(&self) -> Result<Trust, ConfigError> {
+        let mut trust = Trust::new();
+        for (position, entry) in self.trust.protected.iter().enumerate().map(|(i, e)| (i + 1, e)) {
+            let invalid = |key: String, problem: String| ConfigError::Invalid {
+                origin: self.origin_or_flags(),
+                key: format!("trust.protected[{position}].{key}"),
+                problem,
+            };
+            if entry.keys.is_empty() || entry.public_keys.is_empty() {
+                let which = if entry.keys.is_empty() { "keys" } else { "public_keys" };
+                return Err(invalid(which.into(), "is empty; list at least one (or remove the entry)".into()));
+            }
+            let mut writers = Vec::with_capacity(entry.public_keys.len());
+            for (at, text) in entry.public_keys.iter().enumerate() {
+                let key = PublicKey::from_base64(text).map_err(|error| {
+                    invalid(format!("public_keys[{}]", at + 1), format!("{error}; paste what `keys generate` printed"))
+                })?;
+                writers.push(key);
+            }
+            for (at, name) in entry.keys.iter().enumerate() {
+                let key = EventSourceKey::new(name.as_str())
+                    .map_err(|error| invalid(format!("keys[{}]", at + 1), format!("{error}")))?;
+                trust = trust.protect(&key, writers.iter().copied());
+            }
+        }
+        Ok(trust)
+    }
+
+    /// This launcher's signing key: `TRANSFORMER_SIGNING_KEY`, else the file of
+    /// `--signing-key-file` / `TRANSFORMER_SIGNING_KEY_FILE`, else `[signing] key_file`
+    /// (relative to the config file). Errors name where the key came from, never its text.
+    pub fn signer(&self, overrides: &Overrides) -> Result<Option<Signer>, ConfigError> {
+        let unusable = |origin: String, error: KeyError| ConfigError::Invalid {
+            origin,
+            key: "signing key".into(),
+            problem: format!("{error}; write a new one with `transformer-launcher keys generate`"),
+        };
+        if let Some(SecretText(text)) = &overrides.signing_key {
+            return Signer::from_base64(text).map(Some).map_err(|error| unusable(SIGNING_KEY_VAR.into(), error));
+        }
+        let path = match (&overrides.signing_key_file, &self.signing) {
+            (Some(path), _) => std::path::PathBuf::from(path),
+            (None, Some(signing)) => self.relative(&signing.key_file),
+            (None, None) => return Ok(None),
+        };
+        let origin = path.display().to_string();
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadKey { path: origin.clone(), source })?;
+        Signer::from_base64(&text).map(Some).map_err(|error| unusable(format!("signing key file {origin}"), error))
+    }
+
+    /// `path` as written in the config file: relative to the file's directory.
+    fn relative(&self, path: &str) -> std::path::PathBuf {
+        match Path::new(&self.origin).parent() {
+            Some(dir) if !self.origin.is_empty() => dir.join(path),
+            _ => Path::new(path).to_path_buf(),
+        }
     }
 
     /// `[kafka.properties]`, then the properties file, then the environment's properties.
@@ -586,5 +721,46 @@ replicas = 3
         let config = parse("[kafka]\ntopic = \"t\"\n[kafka.properties]\n\"bootstrap.servers\" = \"x:1\"\n").unwrap();
         let error = config.log_config(&Overrides::default()).unwrap_err().to_string();
         assert!(error.contains("bootstrap.servers") && error.contains("remove it"), "{error}");
+    }
+
+    #[test]
+    fn the_trust_table_and_the_signing_key_come_from_the_config_and_the_environment() {
+        let writer = Signer::from_secret(&[3; 32]);
+        let dir = std::env::temp_dir().join(format!("ct-trust-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("launcher.key"), format!("{}\n", writer.secret_base64())).unwrap();
+        let text = format!(
+            "[kafka]\ntopic = \"t\"\n[[trust.protected]]\nkeys = [\"echo\", \"echo.dead-letters\"]\npublic_keys = [\"{}\"]\n[signing]\nkey_file = \"launcher.key\"\n",
+            writer.public_key()
+        );
+        let config = Config::parse(&text, &dir.join("launcher.toml").display().to_string()).unwrap();
+        let log = config.log_config(&Overrides::default()).unwrap();
+        assert_eq!(log.trust.writers("echo.dead-letters"), Some(&[writer.public_key()][..]));
+        assert!(log.trust.writers("in").is_none());
+        assert_eq!(log.signer.map(|s| s.public_key()), Some(writer.public_key()));
+        // The environment's key wins over the file's.
+        let other = Signer::from_secret(&[4; 32]);
+        let overrides = Overrides { signing_key: Some(SecretText(other.secret_base64())), ..Overrides::default() };
+        assert_eq!(config.signer(&overrides).unwrap().map(|s| s.public_key()), Some(other.public_key()));
+        // A bad key names where it came from and never shows what it holds.
+        std::fs::write(dir.join("launcher.key"), "planted-secret\n").unwrap();
+        let error = config.log_config(&Overrides::default()).unwrap_err().to_string();
+        assert!(error.contains("launcher.key") && error.contains("base64"), "{error}");
+        assert!(!error.contains("planted-secret"), "{error}");
+        assert!(!format!("{overrides:?}").contains(&other.secret_base64()));
+        std::fs::remove_file(dir.join("launcher.key")).unwrap();
+        let error = config.log_config(&Overrides::default()).unwrap_err().to_string();
+        assert!(error.starts_with("cannot read the signing key file") && error.contains("launcher.key"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_protected_entry_with_a_bad_public_key_or_no_keys_is_refused() {
+        let bad = parse("[[trust.protected]]\nkeys = [\"echo\"]\npublic_keys = [\"AAAA\"]\n").unwrap();
+        let error = bad.trust().unwrap_err().to_string();
+        assert!(error.contains("trust.protected[1].public_keys[1]") && error.contains("32 bytes"), "{error}");
+        let empty = parse("[[trust.protected]]\nkeys = []\npublic_keys = []\n").unwrap();
+        assert!(empty.trust().unwrap_err().to_string().contains("trust.protected[1].keys"));
+        assert!(parse("").unwrap().trust().unwrap().is_empty());
     }
 }

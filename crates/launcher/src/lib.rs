@@ -39,6 +39,7 @@
 mod cli;
 pub mod config;
 mod doctor;
+mod keys;
 mod metrics;
 mod ops;
 pub mod ownership;
@@ -489,6 +490,7 @@ async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error>
         Command::Doctor(args) => doctor::doctor(&args).await,
         Command::Schemas(cli::SchemasCommand::Register(args)) => schemas::run(&registry, &args, true).await,
         Command::Schemas(cli::SchemasCommand::Check(args)) => schemas::run(&registry, &args, false).await,
+        Command::Keys(cli::KeysCommand::Generate { secret_file }) => keys::generate(&secret_file),
     }
 }
 

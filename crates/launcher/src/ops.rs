@@ -219,6 +219,17 @@ pub(super) async fn status(args: &LogArgs, output: Format, recent: bool, registr
             stats.rejected
         ))?;
     }
+    let unauthorized: Vec<String> = keys
+        .iter()
+        .filter(|(_, stats)| stats.unauthorized > 0)
+        .map(|(key, stats)| format!("`{key}` {}", stats.unauthorized))
+        .collect();
+    if !unauthorized.is_empty() {
+        out(format_args!(
+            "unauthorized events, ignored (protected keys, records not signed by their writers): {}",
+            unauthorized.join(", ")
+        ))?;
+    }
     out(format_args!(""))?;
     out(format_args!("races won: who wrote the canonical copy of each event"))?;
     let writers: Vec<_> = keys.iter().map(|(key, stats)| (key, stats, summary.writers(key))).collect();
@@ -350,7 +361,14 @@ mod tests {
 
     /// A log nobody listens on: a refusal must come before any connection.
     fn nowhere() -> LogArgs {
-        LogArgs { kafka: KafkaArgs { bootstrap: Some("127.0.0.1:1".into()), topic: Some("log".into()) }, config: None }
+        LogArgs {
+            kafka: KafkaArgs {
+                bootstrap: Some("127.0.0.1:1".into()),
+                topic: Some("log".into()),
+                ..KafkaArgs::default()
+            },
+            config: None,
+        }
     }
 
     fn key(name: &str) -> EventSourceKey {

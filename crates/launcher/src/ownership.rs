@@ -7,10 +7,16 @@
 //! Kafka cannot refuse such a write (its ACLs are per topic), so the launcher's own tools
 //! refuse it ([`Owners::refuse`]), and its reports tell such a write from a transform that is
 //! not deterministic ([`stop_clause`], [`ForeignWrite`] in `status`).
+//!
+//! The defence is to protect the DET's keys (`[[trust.protected]]`, docs/DESIGN.md
+//! "Authenticated writers"): an event there counts only in a record its replicas signed, so a
+//! foreign write is unauthorized to every reader and stops nothing. [`check_signing`] makes
+//! sure the replicas `run` starts can sign for the keys they write.
 
 use std::fmt;
 
 use competing_transformers::event::{EventSourceKey, Offset};
+use competing_transformers::signature::{PublicKey, Trust};
 use competing_transformers_kafka::schema_decisions::{RESERVED_PREFIX, SCHEMA_DECISIONS_KEY};
 
 use crate::config::Config;
@@ -20,6 +26,36 @@ use crate::{Error, StopReason, StoppedReplica};
 
 /// Where an operator reads what to do after a foreign write on a DET's stream.
 pub const WAY_BACK: &str = "see docs/DESIGN.md 'A way back'";
+/// How to have foreign writes on a DET's streams ignored from now on.
+pub const PROTECT: &str =
+    "protect the DET's keys with [[trust.protected]] so that every reader ignores such writes (docs/DESIGN.md 'Authenticated writers')";
+
+/// Refuses to run replicas of `transformers` that could not sign for their protected keys:
+/// their records would be unauthorized to every reader, so none of their groups would ever
+/// become canonical. The keys a DET writes are `<name>` and `<name>.dead-letters`.
+pub fn check_signing<'a>(
+    trust: &Trust,
+    signer: Option<PublicKey>,
+    transformers: impl IntoIterator<Item = &'a str>,
+) -> Result<(), Error> {
+    for name in transformers {
+        let Ok(output) = EventSourceKey::new(name) else { continue };
+        for key in [output.clone(), output.dead_letters()] {
+            if trust.writers(key.as_str()).is_none() || signer.is_some_and(|signer| trust.allows(key.as_str(), &signer))
+            {
+                continue;
+            }
+            let signs = match signer {
+                Some(signer) => format!("its signing key's public key {signer} is not listed for it"),
+                None => "this launcher has no signing key".to_string(),
+            };
+            return Err(Error::Usage(format!(
+                "cannot run `{name}`: `{key}` is protected ([[trust.protected]]) and {signs}, so every reader would ignore its replicas' writes; pass --signing-key-file (or set TRANSFORMER_SIGNING_KEY_FILE, or [signing] key_file) with a key whose public key the table lists for `{key}`"
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// One DET a launcher knows of.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -196,7 +232,7 @@ pub(crate) fn stop_clause(replica: &StoppedReplica, run: &[StoppedReplica]) -> S
             format!("; the canonical copy at offset {offset} was written by `{writer}`, which looks like a replica of {det}")
         }
         Some(writer) => format!(
-            "; the canonical copy at offset {offset} was written by `{writer}`, which is not a replica of {det}: a foreign write on the DET's stream, not a fault of the transform; {WAY_BACK}"
+            "; the canonical copy at offset {offset} was written by `{writer}`, which is not a replica of {det}: a foreign write on the DET's stream, not a fault of the transform; {WAY_BACK}; {PROTECT}"
         ),
     }
 }
@@ -343,7 +379,7 @@ mod tests {
         let clause = stop_clause(&foreign, std::slice::from_ref(&foreign));
         assert_eq!(
             clause,
-            "; the canonical copy at offset 9 was written by `host-publish`, which is not a replica of echo: a foreign write on the DET's stream, not a fault of the transform; see docs/DESIGN.md 'A way back'"
+            "; the canonical copy at offset 9 was written by `host-publish`, which is not a replica of echo: a foreign write on the DET's stream, not a fault of the transform; see docs/DESIGN.md 'A way back'; protect the DET's keys with [[trust.protected]] so that every reader ignores such writes (docs/DESIGN.md 'Authenticated writers')"
         );
         let replica = stopped("host-echo-1", Some("other-echo-2"));
         let clause = stop_clause(&replica, std::slice::from_ref(&replica));
@@ -464,5 +500,18 @@ mod tests {
         // Once the new name is registered, its streams are refused to tools too.
         let owners = Owners::known(&Registry::new().with("echo-v2", || Echo("echo-v2")), &Config::default());
         assert!(owners.refuse(&key("echo-v2"), Tool::Publish).is_err());
+    }
+
+    #[test]
+    fn run_refuses_replicas_that_cannot_sign_for_their_protected_keys() {
+        use competing_transformers::signature::Signer;
+        let (writer, other) = (Signer::from_secret(&[1; 32]), Signer::from_secret(&[2; 32]));
+        let trust = Trust::new().protect(&key("echo.dead-letters"), [writer.public_key()]);
+        assert!(check_signing(&trust, Some(writer.public_key()), ["echo"]).is_ok());
+        assert!(check_signing(&Trust::new(), None, ["echo"]).is_ok());
+        let error = check_signing(&trust, None, ["echo"]).unwrap_err().to_string();
+        assert!(error.contains("`echo.dead-letters` is protected") && error.contains("no signing key"), "{error}");
+        let error = check_signing(&trust, Some(other.public_key()), ["echo"]).unwrap_err().to_string();
+        assert!(error.contains(&other.public_key().to_base64()), "{error}");
     }
 }

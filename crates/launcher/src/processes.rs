@@ -102,6 +102,9 @@ impl ChildReplica {
         if let Some(topic) = &self.args.kafka.topic {
             command.args(["--topic", topic]);
         }
+        if let Some(key_file) = &self.args.kafka.signing_key_file {
+            command.arg("--signing-key-file").arg(key_file);
+        }
         die_with_parent(&mut command);
         command.spawn()
     }

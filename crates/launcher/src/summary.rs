@@ -13,6 +13,7 @@ use std::time::Duration;
 use competing_transformers::canonical::{CanonicalRule, KeyStats, Verdict};
 use competing_transformers::event::{EventSourceKey, Offset};
 use competing_transformers::record::{FetchedRecord, RecordView};
+use competing_transformers::signature::Trust;
 use competing_transformers_kafka::{EventLog, LogError, Resume};
 
 use crate::ownership::{Foreign, ForeignWrite, Owners};
@@ -55,6 +56,8 @@ pub struct WriterTally {
     pub divergent: u64,
     /// Its copies whose index was ahead of the count.
     pub rejected: u64,
+    /// Its events on a protected key, in records not signed by one of the key's writers.
+    pub unauthorized: u64,
     /// Its first canonical event.
     pub first_won: Option<Place>,
     /// Its canonical events that name no cause (event sources' events; never a replica's).
@@ -77,9 +80,10 @@ pub struct LogSummary {
 }
 
 impl LogSummary {
-    /// A summary of the records from `start` on.
-    pub fn starting_at(start: Resume) -> Self {
-        Self { rule: start.rule(), start, ..Self::default() }
+    /// A summary of the records from `start` on, applying the log's trust table (see
+    /// [`CanonicalRule::with_trust`]).
+    pub fn starting_at(start: Resume, trust: Trust) -> Self {
+        Self { rule: start.rule().with_trust(trust), start, ..Self::default() }
     }
 
     /// Applies the rule to one record (in offset order) and tallies its events by writer.
@@ -118,6 +122,7 @@ impl LogSummary {
                     }
                 }
                 Verdict::Rejected { .. } => tally.rejected += 1,
+                Verdict::Unauthorized { .. } => tally.unauthorized += 1,
             }
         }
     }
@@ -144,7 +149,7 @@ impl LogSummary {
     pub async fn read_from<L: EventLog>(log: &L, start: Resume) -> Result<Self, LogError> {
         let end = log.end_offset().await?;
         let mut cursor = log.cursor(start.position()).await?;
-        let mut summary = Self::starting_at(start);
+        let mut summary = Self::starting_at(start, log.trust());
         while cursor.position() < end {
             for fetched in cursor.next_batch(FETCH_WAIT).await? {
                 summary.apply(&fetched);
@@ -245,6 +250,7 @@ impl LogSummary {
                         serde_json::json!({
                             "writer": writer, "won": tally.won, "lost": tally.lost,
                             "divergent": tally.divergent, "rejected": tally.rejected,
+                            "unauthorized": tally.unauthorized,
                         })
                     })
                     .collect();
@@ -261,7 +267,7 @@ impl LogSummary {
                 serde_json::json!({
                     "key": key.as_str(), "canonical": stats.canonical, "duplicates": stats.duplicates,
                     "divergent": stats.divergent, "rejected": stats.rejected,
-                    "writers": writers, "divergent_copies": copies,
+                    "unauthorized": stats.unauthorized, "writers": writers, "divergent_copies": copies,
                 })
             })
             .collect();

@@ -168,6 +168,11 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
     if let Some(only) = &args.only {
         plan.retain(|(name, _)| name == only);
     }
+    crate::ownership::check_signing(
+        &log_config.trust,
+        log_config.signer.as_ref().map(|signer| signer.public_key()),
+        plan.iter().map(|(name, _)| name.as_str()),
+    )?;
     let prefix = args.replica_id.clone().unwrap_or_else(host_name);
     if args.processes {
         if metrics_address(&config, &args).is_some() {

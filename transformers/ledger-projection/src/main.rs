@@ -53,6 +53,8 @@ fn log_config(args: &Args) -> anyhow::Result<KafkaLogConfig> {
         topic: args.topic.clone(),
         properties_file: std::env::var(config::PROPERTIES_FILE_VAR).ok().filter(|p| !p.is_empty()),
         properties: config::environment_properties(std::env::vars()),
+        // A reader: the log's trust table comes with the config; it signs nothing.
+        ..Overrides::default()
     };
     Ok(config.log_config(&overrides)?)
 }

@@ -62,6 +62,7 @@ use crate::record::{
     encoded_event_len, encoded_header_len, DecodeError, EventView, FetchedRecord, Record, RecordView,
     EVENTS_PER_RECORD_MAX,
 };
+use crate::signature::Trust;
 use crate::snapshot::{PendingEvent, PendingGroup, Snapshot, SnapshotError, Streams, SNAPSHOT_FORMAT};
 use crate::transform::{
     Input, Output, Outputs, Transform, GROUP_BYTES_MAX, OUTPUT_BYTES_MAX, OUTPUT_EVENTS_MAX, RECORD_BYTES_MAX,
@@ -105,6 +106,10 @@ pub struct ReplicaConfig {
     /// Snapshots: one after every this many canonical inputs, at the end of the record
     /// holding the last (see [`crate::snapshot`]), when the DET saves its state. `None`: none.
     pub snapshot_every_inputs: Option<u64>,
+    /// The log's trust table: which keys count only in records their writers signed. The
+    /// replica applies it to its inputs and its own keys; it signs nothing itself (the log
+    /// it writes through does).
+    pub trust: Trust,
 }
 
 /// How replicas take turns to write first, trading a little latency under a stall for
@@ -133,6 +138,7 @@ impl ReplicaConfig {
             stagger: None,
             output_codec: OutputCodec::Json,
             snapshot_every_inputs: None,
+            trust: Trust::default(),
         }
     }
 }
@@ -457,7 +463,7 @@ impl<T: Transform> ReplicaCore<T> {
             EventSourceKey::new(transform.name()).expect("a transform's name must be a valid event-source key");
         let dead_letter_key = output_key.dead_letters();
         let subscriptions = transform.subscriptions();
-        let own = CanonicalRule::new(config.digest_window);
+        let own = CanonicalRule::new(config.digest_window).with_trust(config.trust.clone());
         let phase = if catch_up_until == 0 { Phase::Live } else { Phase::CatchingUp { until: catch_up_until } };
         let next_snapshot_at = config.snapshot_every_inputs.unwrap_or(0);
         Self {
@@ -518,7 +524,8 @@ impl<T: Transform> ReplicaCore<T> {
             (core.output_key.clone(), snapshot.own_counts.output),
             (core.dead_letter_key.clone(), snapshot.own_counts.dead_letters),
         ];
-        core.own = CanonicalRule::resumed(core.config.digest_window, snapshot.position, &counts);
+        core.own = CanonicalRule::resumed(core.config.digest_window, snapshot.position, &counts)
+            .with_trust(core.config.trust.clone());
         core.own_next = snapshot.position;
         core.inputs = InputPosition { offset: snapshot.position, event: 0 };
         core.input_counts = snapshot.input_counts.iter().map(|(_, count)| *count).collect();
@@ -642,12 +649,15 @@ impl<T: Transform> ReplicaCore<T> {
     fn transform_record(&mut self, offset: Offset, view: Result<&RecordView<'_>, &DecodeError>, schemas: &SchemaCache) {
         let skip = if offset == self.inputs.offset { self.inputs.event } else { 0 };
         if let Ok(record) = view {
+            let trust = self.config.trust.clone();
+            let mut authority = trust.record(record.seal.as_ref());
             for (at, event) in record.events.iter().enumerate().skip(skip) {
                 let Some(subscription) = self.subscriptions.iter().position(|k| k.as_str() == event.key) else {
                     continue;
                 };
                 let count = self.input_counts[subscription];
-                if event.index.is_some_and(|index| index != count) {
+                // Unauthorized (a protected key, not signed by its writers) or not at the count.
+                if event.index.is_some_and(|index| index != count) || !authority.authorizes(event.key) {
                     continue;
                 }
                 if self.holds_over(1) {

@@ -232,6 +232,11 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
     ) -> Result<Option<Self>, ReplicaError> {
         let replica_id = config.replica_id.clone();
         log.prepare_writes()?;
+        let mut config = config;
+        // The log's trust table is every reader's, the replica's too.
+        if !log.trust().is_empty() {
+            config.trust = log.trust();
+        }
         let Some(end) = retry(shutdown, || log.end_offset()).await? else { return Ok(None) };
         let core = snapshots::resume_or_start(services.snapshots.as_deref(), transform, config, end).await;
         let from = core.position();

@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 
 use competing_transformers::event::Offset;
 use competing_transformers::record::{headers, EncodedRecord, FetchedRecord, Record};
+use competing_transformers::signature::{PublicKey, Signer, Trust};
 
 use super::{Delivery, EventLog, LogCursor};
 use crate::client::{blocking, classify, creation_error, KafkaLogConfig, LogContext, WriteMode};
@@ -123,7 +124,9 @@ impl EventLog for KafkaLog {
     fn append_with_details(&self, record: &Record, details: &[Vec<u8>]) -> Delivery {
         // Details are not summaries: written whatever `summary_headers` says.
         let encode = |record: &Record| {
-            record.encode_with(self.config.summary_headers).map(|encoded| encoded.with_details(details))
+            record
+                .encode_signed(self.config.summary_headers, self.config.signer.as_ref())
+                .map(|encoded| encoded.with_details(details))
         };
         match &self.writer {
             Writer::Groups(producer) => {
@@ -178,6 +181,14 @@ impl EventLog for KafkaLog {
                 })
             }
         }
+    }
+
+    fn trust(&self) -> Trust {
+        self.config.trust.clone()
+    }
+
+    fn signer(&self) -> Option<PublicKey> {
+        self.config.signer.as_ref().map(Signer::public_key)
     }
 
     async fn cursor(&self, from: Offset) -> Result<Box<dyn LogCursor>, LogError> {

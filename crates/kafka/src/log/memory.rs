@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use competing_transformers::event::Offset;
 use competing_transformers::record::{FetchedRecord, Record};
+use competing_transformers::signature::{PublicKey, Trust};
 use competing_transformers::MemoryLog;
 
 use super::{Delivery, EventLog, LogCursor};
@@ -18,6 +19,14 @@ impl EventLog for MemoryLog {
     fn append_with_details(&self, record: &Record, details: &[Vec<u8>]) -> Delivery {
         let result = self.append_now_with_details(record, details).map_err(LogError::from);
         Box::pin(async move { result })
+    }
+
+    fn trust(&self) -> Trust {
+        MemoryLog::trust(self).clone()
+    }
+
+    fn signer(&self) -> Option<PublicKey> {
+        MemoryLog::signer(self)
     }
 
     async fn cursor(&self, from: Offset) -> Result<Box<dyn LogCursor>, LogError> {

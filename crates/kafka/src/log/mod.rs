@@ -23,6 +23,7 @@ pub use pipeline::{CanonicalEvent, EventStream, KnownCount, Pipeline, Resume, Wr
 
 use competing_transformers::event::Offset;
 use competing_transformers::record::{FetchedRecord, Record};
+use competing_transformers::signature::{PublicKey, Trust};
 
 use crate::error::LogError;
 
@@ -67,6 +68,31 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Waits until every appended record is delivered or failed.
     async fn flush(&self, timeout: Duration) -> Result<(), LogError>;
+
+    /// The log's trust table (`competing_transformers::signature`): which keys count only
+    /// in records their writers signed. Every reader of the log applies it.
+    fn trust(&self) -> Trust {
+        Trust::default()
+    }
+
+    /// The public key this client signs its records with, if it signs.
+    fn signer(&self) -> Option<PublicKey> {
+        None
+    }
+
+    /// Whether what this client writes on `key` counts: the key is not protected, or this
+    /// client signs with one of its writers' keys. A [`LogError::Unsigned`] otherwise.
+    fn check_signer(&self, key: &str) -> Result<(), LogError> {
+        let trust = self.trust();
+        let signer = self.signer();
+        match (trust.writers(key), signer) {
+            (None, _) => Ok(()),
+            (Some(writers), Some(signer)) if writers.contains(&signer) => Ok(()),
+            (Some(_), signer) => {
+                Err(LogError::Unsigned { key: key.to_string(), signer: signer.map(|key| key.to_base64()) })
+            }
+        }
+    }
 }
 
 /// Reads records in offset order.

@@ -221,6 +221,7 @@ impl<L: EventLog> Pipeline<L> {
     /// Appends `events` under `key` unconditionally, as one atomic group; each takes the
     /// next index of its key. Returns where the record landed.
     pub async fn write(&self, key: &EventSourceKey, events: Vec<Event>) -> Result<Offset, LogError> {
+        self.log.check_signer(key.as_str())?;
         let events = events.into_iter().map(|e| Event { key: key.clone(), index: None, ..e }).collect();
         self.log.append(&Record { source: key.clone(), writer: self.writer.clone(), events }).await
     }
@@ -238,6 +239,7 @@ impl<L: EventLog> Pipeline<L> {
             self.start.known(key).is_some(),
             "`{key}` is written with exists_or_write only by a pipeline whose start knows its count"
         );
+        self.log.check_signer(key.as_str())?;
         let mut guard = self.tail.lock().await;
         let tail = self.tail(&mut guard).await?;
         let first_digest = events.first().map(|e| e.digest);
@@ -270,6 +272,13 @@ impl<L: EventLog> Pipeline<L> {
                 WriteOutcome::Exists { index, winner: Some(winner), same_digest: Some(false) }
             }
             Verdict::Rejected { index, count } => WriteOutcome::Rejected { index, count },
+            // Checked before writing: only a trust table changed since can bring this.
+            Verdict::Unauthorized { .. } => {
+                return Err(LogError::Unsigned {
+                    key: key.to_string(),
+                    signer: self.log.signer().map(|signer| signer.to_base64()),
+                })
+            }
         })
     }
 
@@ -303,7 +312,7 @@ impl<L: EventLog> Pipeline<L> {
             self.start.known.iter().filter(|(k, _)| followed(k)).map(|(k, known)| (k.clone(), known.count)).collect();
         Ok(EventStream {
             cursor: self.log.cursor(self.start.position).await?,
-            rule: self.start.rule(),
+            rule: self.start.rule().with_trust(self.log.trust()),
             start: self.start.clone(),
             keys: keys.to_vec(),
             from,
@@ -315,7 +324,8 @@ impl<L: EventLog> Pipeline<L> {
     async fn tail<'a>(&self, guard: &'a mut Option<Tail>) -> Result<&'a mut Tail, LogError> {
         if guard.is_none() {
             let cursor = self.log.cursor(self.start.position).await?;
-            *guard = Some(Tail { cursor, rule: self.start.rule(), start: self.start.clone() });
+            let rule = self.start.rule().with_trust(self.log.trust());
+            *guard = Some(Tail { cursor, rule, start: self.start.clone() });
         }
         Ok(guard.as_mut().expect("just set"))
     }
