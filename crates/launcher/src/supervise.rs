@@ -37,6 +37,8 @@ use competing_transformers_kafka::snapshot_store::{KafkaSnapshotStore, Snapshots
 use competing_transformers_kafka::{admin, EventLog, KafkaLog, KafkaLogConfig, LogError, Shutdown};
 use competing_transformers_kafka::{run_replica_with, ReplicaError, ReplicaServices, ReplicaStatus};
 
+/// How often librdkafka reports its statistics when metrics are served.
+const CLIENT_STATISTICS_EVERY_MS: u64 = 5_000;
 /// How often the race table is printed, when anything in it changed.
 const RACE_TABLE_EVERY: Duration = Duration::from_secs(2);
 
@@ -163,7 +165,14 @@ async fn snapshot_store(log_config: &KafkaLogConfig) -> Option<Arc<dyn Snapshots
 /// stopped for good.
 pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> {
     let config = Config::load(&args.config)?;
-    let log_config = config.log_config(&args.kafka.overrides())?;
+    let mut log_config = config.log_config(&args.kafka.overrides())?;
+    if metrics_address(&config, &args).is_some() {
+        // librdkafka's statistics feed a few of the metrics; a configured interval wins.
+        log_config
+            .client_properties
+            .entry("statistics.interval.ms".into())
+            .or_insert_with(|| CLIENT_STATISTICS_EVERY_MS.to_string());
+    }
     let mut plan = config.replica_plan(&registry, args.replicas)?;
     if let Some(only) = &args.only {
         plan.retain(|(name, _)| name == only);

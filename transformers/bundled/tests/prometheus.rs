@@ -161,5 +161,11 @@ fn a_real_prometheus_scrapes_lag_and_races_won() {
         assert_eq!(labels["transformer"], "matching-engine", "{labels}");
         assert!(labels["replica"].as_str().unwrap().starts_with("prom-matching-engine-"), "{labels}");
     }
+    // Input→canonical-output latency, and librdkafka's own statistics (every 5 s).
+    let latency = query(&prometheus, &format!("sum(transformer_output_latency_seconds_count{selector})"));
+    assert!(latency.first().is_some_and(|series| series.1 > 0.0), "no latency observed: {latency:?}");
+    wait_for("librdkafka's statistics never reached Prometheus", Duration::from_secs(30), || {
+        query(&prometheus, &format!("transformer_kafka_broker_rtt_seconds{selector}")).len() == 2
+    });
     let _ = std::fs::remove_file(config);
 }

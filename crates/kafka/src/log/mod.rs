@@ -60,6 +60,12 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Waits until every appended record is delivered or failed.
     async fn flush(&self, timeout: Duration) -> Result<(), LogError>;
+
+    /// What its clients last reported of themselves (librdkafka's statistics, when
+    /// `statistics.interval.ms` is set); `None` for a backend without any.
+    fn client_statistics(&self) -> Option<crate::client::ClientStatistics> {
+        None
+    }
 }
 
 /// Reads records in offset order.
