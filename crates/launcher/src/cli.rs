@@ -61,8 +61,10 @@ transforms each new input and races the other replicas to append the outputs. A 
 fails (broker trouble, a panic) is restarted with exponential backoff; a replica that diverges \
 (its outputs differ from the canonical ones: the transform is not deterministic) is stopped for \
 good and the launcher exits non-zero when it ends. On SIGINT or SIGTERM the replicas flush what \
-is in flight and the launcher exits 0. Every 2 s, when anything changed, and at exit, a race \
-table goes to stderr (not with --log-format json, which keeps stderr one JSON object a line).\n\n\
+is in flight and the launcher exits 0. At exit a race table (per replica: inputs, races won \
+and lost, dead letters, lag) goes to stderr; with --race-table also every 2 s when anything \
+changed. Never with --log-format json, which keeps stderr one JSON object a line; /metrics has \
+the same numbers.\n\n\
 Replica ids are <replica-id>-<transformer>-<n>, n from 1; <replica-id> defaults to the host \
 name. Ids must differ between hosts: they say who won each race.\n\n\
 With --metrics-listen IP:PORT (or [metrics] listen in the config) it serves, over HTTP on that \
@@ -220,6 +222,10 @@ pub struct RunArgs {
     /// Run only this transformer of the config (used for --processes children)
     #[arg(long, value_name = "NAME", hide = true)]
     pub only: Option<String>,
+    /// Print the race table to stderr every 2 s when anything changed, not only at exit
+    /// (never with --log-format json)
+    #[arg(long, env = "RACE_TABLE")]
+    pub race_table: bool,
     /// Whether log lines are JSON (from the global --log-format): the race table, text for
     /// people, is then left out of stderr; /metrics has the same numbers.
     #[arg(skip)]
@@ -237,12 +243,25 @@ pub enum TopicsCommand {
 total order), cleanup.policy=delete with retention.ms=-1 and retention.bytes=-1 (nothing is ever \
 deleted, so replicas can replay), and on 3 or more brokers replication factor 3 with \
 min.insync.replicas=2. Prints what the cluster reports.")]
-    Create(LogArgs),
+    Create(TopicsArgs),
     /// Check that the log's topic has the layout the log needs.
     #[command(long_about = "Check that the log's topic exists with the layout the log needs \
 (1 partition, no compaction, infinite retention, enough replication), print what the cluster \
 reports, and exit non-zero with the fix if anything is off.")]
-    Check(LogArgs),
+    Check(TopicsArgs),
+}
+
+/// `topics create|check`.
+#[derive(Args, Debug)]
+pub struct TopicsArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// `text` for people; `json` for one JSON document on stdout: {"topic", "bootstrap",
+    /// "partitions", "replication_factor", "brokers", "min_insync_replicas",
+    /// "cleanup_policy", "retention_ms", "retention_bytes", "snapshot_topics": {"snapshots":
+    /// {"topic", "cleanup_policy"}, "index": {…}} or null when missing}
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
 }
 
 /// `publish`.
@@ -280,6 +299,11 @@ pub struct TailArgs {
     /// Keep printing new events as they become canonical, until interrupted
     #[arg(long, short = 'f')]
     pub follow: bool,
+    /// `text` for `offset index writer payload` lines; `json` for one JSON object a line:
+    /// {"offset", "index", "key", "writer", "effective_time_ms", "content_type", "payload"
+    /// (the JSON value for a JSON or decoded Avro payload, else a string)}
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
 }
 
 /// `status`.
@@ -310,6 +334,11 @@ computed it and the library's, panic's or registry's own text, which is not dige
         /// The transformer's name (its output key)
         #[arg(long, value_name = "NAME")]
         transformer: EventSourceKey,
+        /// `text` for one sentence a dead letter; `json` for one JSON object a line:
+        /// {"offset", "index", "dead_letter" (the letter as stored, or null if unreadable),
+        /// "raw" (its text when unreadable), "detail" ({"index", "version", "error"} or null)}
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        output: Format,
     },
     /// Write dead letters' original events back, as new events, for a fixed transformer.
     #[command(long_about = "Write the original event of a dead letter (or of all) back to the \

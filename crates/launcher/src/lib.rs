@@ -465,13 +465,13 @@ async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error>
             args.replica_id = Some(replica_prefix(args.replica_id.take())?);
             supervise::run(registry, args).await
         }
-        Command::Topics(TopicsCommand::Create(args)) => ops::topics(&args, true).await,
-        Command::Topics(TopicsCommand::Check(args)) => ops::topics(&args, false).await,
+        Command::Topics(TopicsCommand::Create(args)) => ops::topics(&args.log, true, args.output).await,
+        Command::Topics(TopicsCommand::Check(args)) => ops::topics(&args.log, false, args.output).await,
         Command::Publish(args) => ops::publish(args, &registry).await,
         Command::Tail(args) => ops::tail(args).await,
         Command::Status(args) => ops::status(&args.log, args.output, &registry).await,
-        Command::DeadLetters(DeadLettersCommand::List { log, transformer }) => {
-            ops::dead_letters(&log, &transformer).await
+        Command::DeadLetters(DeadLettersCommand::List { log, transformer, output }) => {
+            ops::dead_letters(&log, &transformer, output).await
         }
         Command::DeadLetters(DeadLettersCommand::Redrive(args)) => ops::redrive(args, &registry).await,
         Command::Export(args) => ops::export(args).await,

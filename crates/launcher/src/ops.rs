@@ -1,7 +1,9 @@
 //! The operator commands: `topics`, `publish`, `tail`, `status`, `dead-letters`, `export`.
 //!
 //! Each connects with the same checks as a replica (the topic must have the log's layout),
-//! prints plain text to stdout, and says what went wrong as one sentence.
+//! prints plain text to stdout (JSON with `--output json` on `topics`, `tail`, `status` and
+//! `dead-letters list`: one document, or one object a line for streams), and says what went
+//! wrong as one sentence.
 
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use std::sync::Arc;
 use crate::cli::{ExportArgs, Format, LogArgs, PublishArgs, RedriveArgs, TailArgs};
 use crate::config::Config;
 use crate::ownership::{Owners, Tool};
+use crate::reading::DetailedDeadLetter;
 use crate::reading::{dead_letter_line, each_canonical, read_dead_letters, read_dead_letters_with_details, readable};
 use crate::registry::Registry;
 use crate::summary::LogSummary;
@@ -43,9 +46,13 @@ async fn connect(args: &LogArgs) -> Result<Arc<KafkaLog>, Error> {
     Ok(Arc::new(KafkaLog::connect(log_config(args)?).await?))
 }
 
-pub(super) async fn topics(args: &LogArgs, create: bool) -> Result<(), Error> {
+pub(super) async fn topics(args: &LogArgs, create: bool, output: Format) -> Result<(), Error> {
     let config = log_config(args)?;
     let facts = if create { admin::create_topic(&config).await? } else { admin::check_topic(&config).await? };
+    if output == Format::Json {
+        let snapshots = snapshot_topics_json(&config, create).await?;
+        return out(format_args!("{}", topic_json(&facts, &config.bootstrap_servers, snapshots)));
+    }
     out(format_args!(
         "topic `{}` on {}: {} partition, replication factor {} on {} broker(s), min.insync.replicas={}, cleanup.policy={}, retention.ms={}, retention.bytes={}: ready for the event log",
         facts.topic,
@@ -74,6 +81,35 @@ async fn snapshot_topics(config: &KafkaLogConfig, create: bool) -> Result<(), Er
         Err(LogError::TopicMissing { topic, .. }) => out(format_args!(
             "snapshot topic `{topic}` does not exist: replicas run without snapshots and replay the log from its start; create it with `transformer-launcher topics create`"
         )),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `topics --output json`: the log topic's facts and its snapshot topics' (null when missing).
+fn topic_json(facts: &admin::TopicFacts, bootstrap: &str, snapshots: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "topic": facts.topic,
+        "bootstrap": bootstrap,
+        "partitions": facts.partitions,
+        "replication_factor": facts.replication_factor,
+        "brokers": facts.brokers,
+        "min_insync_replicas": facts.min_insync_replicas,
+        "cleanup_policy": facts.cleanup_policy,
+        "retention_ms": facts.retention_ms,
+        "retention_bytes": facts.retention_bytes,
+        "snapshot_topics": snapshots,
+    })
+}
+
+/// The snapshot topics as JSON for `topics --output json`; null when one is missing.
+async fn snapshot_topics_json(config: &KafkaLogConfig, create: bool) -> Result<serde_json::Value, Error> {
+    let checked =
+        if create { admin::create_snapshot_topics(config).await } else { admin::check_snapshot_topics(config).await };
+    let topic =
+        |facts: &admin::TopicFacts| serde_json::json!({"topic": facts.topic, "cleanup_policy": facts.cleanup_policy});
+    match checked {
+        Ok(facts) => Ok(serde_json::json!({"snapshots": topic(&facts.snapshots), "index": topic(&facts.index)})),
+        Err(LogError::TopicMissing { .. }) => Ok(serde_json::Value::Null),
         Err(error) => Err(error.into()),
     }
 }
@@ -162,9 +198,29 @@ pub(super) async fn tail(args: TailArgs) -> Result<(), Error> {
     each_canonical(&mut stream, end, args.follow, |canonical| {
         let payload = readable(&canonical.event, registry.as_ref(), &mut schemas);
         let index = canonical.event.index.expect("canonical events carry their index");
-        out(format_args!("{} {} {} {}", canonical.offset, index, canonical.writer, payload))
+        match args.output {
+            Format::Text => out(format_args!("{} {} {} {}", canonical.offset, index, canonical.writer, payload)),
+            Format::Json => out(format_args!("{}", tail_json(&canonical, index, &payload))),
+        }
     })
     .await
+}
+
+/// One line of `tail --output json`: the payload as JSON when it is JSON (a JSON payload, or
+/// Avro decoded to JSON), else as a string.
+fn tail_json(canonical: &competing_transformers_kafka::CanonicalEvent, index: u64, payload: &str) -> serde_json::Value {
+    let event = &canonical.event;
+    let payload = serde_json::from_str::<serde_json::Value>(payload)
+        .unwrap_or_else(|_| serde_json::Value::String(payload.to_string()));
+    serde_json::json!({
+        "offset": canonical.offset,
+        "index": index,
+        "key": event.key.as_str(),
+        "writer": canonical.writer,
+        "effective_time_ms": event.effective_time_ms,
+        "content_type": event.content_type,
+        "payload": payload,
+    })
 }
 
 /// `status`.
@@ -231,15 +287,33 @@ fn percent(part: u64, whole: u64) -> f64 {
 }
 
 /// `dead-letters list`.
-pub(super) async fn dead_letters(args: &LogArgs, transformer: &EventSourceKey) -> Result<(), Error> {
+pub(super) async fn dead_letters(args: &LogArgs, transformer: &EventSourceKey, output: Format) -> Result<(), Error> {
     let log = connect(args).await?;
     let key = transformer.dead_letters();
     let letters = read_dead_letters_with_details(log, &key).await?;
-    for (letter, detail) in &letters {
-        out(format_args!("{}", dead_letter_line(letter, detail.as_ref())))?;
+    for letter in &letters {
+        match output {
+            Format::Text => out(format_args!("{}", dead_letter_line(&letter.0, letter.1.as_ref())))?,
+            Format::Json => out(format_args!("{}", dead_letter_json(letter)))?,
+        }
     }
     eprintln!("{} dead letter(s) in `{key}`", letters.len());
     Ok(())
+}
+
+/// One line of `dead-letters list --output json`.
+fn dead_letter_json(((offset, index, letter), detail): &DetailedDeadLetter) -> serde_json::Value {
+    let (letter, raw) = match letter {
+        Ok(letter) => (serde_json::to_value(letter).unwrap_or_default(), serde_json::Value::Null),
+        Err(raw) => (serde_json::Value::Null, serde_json::Value::String(raw.clone())),
+    };
+    serde_json::json!({
+        "offset": offset,
+        "index": index,
+        "dead_letter": letter,
+        "raw": raw,
+        "detail": detail.as_ref().map(|detail| serde_json::to_value(detail).unwrap_or_default()),
+    })
 }
 
 /// `dead-letters redrive`.

@@ -201,10 +201,12 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
     let metrics = serve_metrics(&config, &args, &slots).await?;
     let shutdown = signals::listen()?;
     let tasks = start_supervisors(registry, &log_config, &slots, &shutdown);
-    let tables = (!args.log_json).then(|| tokio::spawn(print_race_tables(slots.clone())));
+    let tables = (args.race_table && !args.log_json).then(|| tokio::spawn(print_race_tables(slots.clone())));
     let endings = await_endings(tasks, &slots).await;
     if let Some(tables) = tables {
         tables.abort();
+    }
+    if !args.log_json {
         eprint!("{}", render_race_table(&slots));
     }
     if let Some(metrics) = metrics {
