@@ -129,6 +129,33 @@ its code (5: credentials or an ACL; see docs/SECURITY.md).")]
     /// Register or check a transformer's Avro output schema in the schema registry.
     #[command(subcommand)]
     Schemas(SchemasCommand),
+    /// Print a shell completion script for this command line.
+    #[command(long_about = "Print a completion script for SHELL on stdout, generated from this \
+command line, e.g.\n\n\
+  transformer-launcher completions bash > /etc/bash_completion.d/transformer-launcher\n\
+  transformer-launcher completions zsh > \"${fpath[1]}/_transformer-launcher\"")]
+    Completions {
+        /// The shell to complete in
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) for this command line.
+    #[command(long_about = "Print the man page of transformer-launcher (roff, section 1) on \
+stdout, generated from this command line, e.g.\n\n\
+  transformer-launcher man > /usr/local/share/man/man1/transformer-launcher.1")]
+    Man,
+}
+
+/// Writes the completion script for `shell` to `out`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "transformer-launcher", out);
+}
+
+/// Writes the man page to `out`.
+pub fn man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    clap_mangen::Man::new(Cli::command()).render(out)
 }
 
 /// `schemas`.
@@ -404,6 +431,22 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn completions_and_the_man_page_come_from_the_command_line() {
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+            let mut script = Vec::new();
+            completions(shell, &mut script);
+            let script = String::from_utf8(script).unwrap();
+            assert!(script.contains("transformer-launcher"), "{shell}: {script}");
+            assert!(script.contains("dead-letters") && script.contains("metrics-listen"), "{shell}");
+        }
+        let mut page = Vec::new();
+        man(&mut page).unwrap();
+        let page = String::from_utf8(page).unwrap();
+        assert!(page.starts_with(".ie") || page.contains(".TH transformer-launcher 1"), "{page}");
+        assert!(page.contains("Exit codes"), "the man page carries the exit codes");
     }
 
     #[test]

@@ -43,6 +43,7 @@ mod metrics;
 mod ops;
 pub mod ownership;
 mod processes;
+mod progress;
 pub mod reading;
 pub mod redrive;
 pub mod registry;
@@ -478,6 +479,12 @@ async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error>
         Command::Doctor(args) => doctor::doctor(&args).await,
         Command::Schemas(cli::SchemasCommand::Register(args)) => schemas::run(&registry, &args, true).await,
         Command::Schemas(cli::SchemasCommand::Check(args)) => schemas::run(&registry, &args, false).await,
+        Command::Completions { shell } => {
+            let mut stdout = std::io::stdout().lock();
+            cli::completions(shell, &mut stdout);
+            std::io::Write::flush(&mut stdout).map_err(Error::Output)
+        }
+        Command::Man => cli::man(&mut std::io::stdout().lock()).map_err(Error::Output),
     }
 }
 

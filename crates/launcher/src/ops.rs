@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::cli::{ExportArgs, Format, LogArgs, PublishArgs, RedriveArgs, TailArgs};
 use crate::config::Config;
 use crate::ownership::{Owners, Tool};
+use crate::progress;
 use crate::reading::DetailedDeadLetter;
 use crate::reading::{dead_letter_line, each_canonical, read_dead_letters, read_dead_letters_with_details, readable};
 use crate::registry::Registry;
@@ -195,15 +196,24 @@ pub(super) async fn tail(args: TailArgs) -> Result<(), Error> {
     let mut stream = pipeline.stream_events(std::slice::from_ref(&args.key), args.from).await?;
     let registry = SchemaRegistry::from_env().transpose()?;
     let mut schemas = SchemaCache::new();
-    each_canonical(&mut stream, end, args.follow, |canonical| {
+    let bar = progress::offsets("tail", end);
+    let printed = each_canonical(&mut stream, end, args.follow, |canonical| {
         let payload = readable(&canonical.event, registry.as_ref(), &mut schemas);
         let index = canonical.event.index.expect("canonical events carry their index");
-        match args.output {
+        // With --follow the bar goes once the log end it started at is reached.
+        if canonical.offset < end {
+            bar.set_position(canonical.offset + 1);
+        } else if !bar.is_finished() {
+            bar.finish_and_clear();
+        }
+        bar.suspend(|| match args.output {
             Format::Text => out(format_args!("{} {} {} {}", canonical.offset, index, canonical.writer, payload)),
             Format::Json => out(format_args!("{}", tail_json(&canonical, index, &payload))),
-        }
+        })
     })
-    .await
+    .await;
+    bar.finish_and_clear();
+    printed
 }
 
 /// One line of `tail --output json`: the payload as JSON when it is JSON (a JSON payload, or
@@ -227,7 +237,10 @@ fn tail_json(canonical: &competing_transformers_kafka::CanonicalEvent, index: u6
 pub(super) async fn status(args: &LogArgs, output: Format, registry: &Registry) -> Result<(), Error> {
     let owners = owners(args, registry)?;
     let log = connect(args).await?;
-    let summary = LogSummary::read(log.as_ref()).await?;
+    let reading = progress::spinner("reading the whole log");
+    let summary = LogSummary::read(log.as_ref()).await;
+    reading.finish_and_clear();
+    let summary = summary?;
     if output == Format::Json {
         return out(format_args!("{}", summary.to_json(&log.config().topic, &owners)));
     }
@@ -333,7 +346,10 @@ pub(super) async fn redrive(args: RedriveArgs, registry: &Registry) -> Result<()
         let letters = read_dead_letters(log.clone(), &args.transformer.dead_letters()).await?;
         owners.refuse_redrive_home(&letters, args.index)?;
     }
-    crate::redrive::redrive(log, &args.transformer, args.index, args.to.as_ref(), &writer).await.map(|_| ())
+    let replaying = progress::spinner("reading the dead letters and redriving");
+    let redriven = crate::redrive::redrive(log, &args.transformer, args.index, args.to.as_ref(), &writer).await;
+    replaying.finish_and_clear();
+    redriven.map(|_| ())
 }
 
 /// `export`: until the log end, or with --follow until SIGINT/SIGTERM.
@@ -350,7 +366,10 @@ pub(super) async fn export(args: ExportArgs) -> Result<(), Error> {
     // Without --follow the export ends at the log end; a signal ends the process as usual.
     let shutdown = if args.follow { signals::listen()? } else { Shutdown::never() };
     let options = ExportRunOptions { follow: args.follow, shutdown, before_commit: None };
-    let stats = exporter.run(log, options).await?;
+    let exporting = progress::spinner(&format!("exporting to `{}`", args.to));
+    let stats = exporter.run(log, options).await;
+    exporting.finish_and_clear();
+    let stats = stats?;
     let keys = if args.keys.is_empty() {
         "every key".to_string()
     } else {
