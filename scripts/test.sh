@@ -49,7 +49,7 @@ if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
   if scripts/kafka.sh status >/dev/null 2>&1; then
     export KAFKA_BOOTSTRAP=127.0.0.1:${KAFKA_PORT:-9092}
   else
-    eval "export $(scripts/kafka.sh start)"
+    eval "export $(scripts/kafka.sh start --fresh)"
     started_single=1
   fi
 fi

@@ -19,6 +19,7 @@ use crate::summary::LogSummary;
 use crate::{out, signals, wall_clock_ms, writer_id, Error};
 use competing_transformers::codec::SchemaCache;
 use competing_transformers::event::{Event, EventSourceKey, CONTENT_TYPE_JSON};
+use competing_transformers::record::Record;
 use competing_transformers_kafka::export::{ExportConfig, ExportRunOptions, Exporter};
 use competing_transformers_kafka::schema_registry::SchemaRegistry;
 use competing_transformers_kafka::{
@@ -115,7 +116,14 @@ async fn snapshot_topics_json(config: &KafkaLogConfig, create: bool) -> Result<s
     }
 }
 
-/// `publish`: one event per non-empty line.
+/// Most unconditional `publish` writes in flight at once: enough to keep the producer's
+/// batches full, far below librdkafka's queue (100,000 records), and a short range of lines
+/// in doubt if one fails.
+const PUBLISH_IN_FLIGHT_MAX: usize = 10_000;
+
+/// `publish`: one event per non-empty line. Unconditional writes are pipelined (up to
+/// [`PUBLISH_IN_FLIGHT_MAX`] in flight, in order: one idempotent producer keeps a caller's
+/// appends in order); `--start-index` writes go one at a time, each reading the count.
 pub(super) async fn publish(args: PublishArgs, registry: &Registry) -> Result<(), Error> {
     owners(&args.log, registry)?.refuse(&args.key, Tool::Publish)?;
     let (source, reader): (String, Box<dyn BufRead>) = match &args.file {
@@ -128,10 +136,8 @@ pub(super) async fn publish(args: PublishArgs, registry: &Registry) -> Result<()
     };
     let writer = writer_id(args.writer.clone(), "publish")?;
     let log = connect(&args.log).await?;
-    let pipeline = Pipeline::new(log, writer);
-    let key = &args.key;
+    let mut publisher = Publisher::new(log, writer, &args);
     let mut lines = reader.lines();
-    let (mut events, mut written, mut existing) = (0u64, 0u64, 0u64);
     let mut number = 0usize;
     // Reading stdin blocks; keep it off the async workers' backs.
     while let Some(line) = tokio::task::block_in_place(|| lines.next()) {
@@ -142,50 +148,135 @@ pub(super) async fn publish(args: PublishArgs, registry: &Registry) -> Result<()
             continue;
         }
         if let Err(error) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            publisher.finish().await?;
             return Err(Error::Usage(format!(
-                "line {number} of {source} is not one JSON value ({error}); {written} event(s) before it were published: fix the line and publish the rest"
+                "line {number} of {source} is not one JSON value ({error}); {} event(s) before it were published: fix the line and publish the rest",
+                publisher.written
             )));
         }
         let time_ms = args.effective_time_ms.unwrap_or_else(wall_clock_ms);
-        let event = Event::new(key.clone(), None, None, time_ms, CONTENT_TYPE_JSON, text.as_bytes().to_vec());
-        match args.start_index {
-            None => {
-                let offset = pipeline.write(key, vec![event]).await?;
-                written += 1;
-                out(format_args!("line {number}: written at offset {offset}"))?;
-            }
-            Some(start) => match pipeline.exists_or_write(key, start + events, vec![event]).await? {
-                WriteOutcome::Written { offset, index } => {
-                    written += 1;
-                    out(format_args!("line {number}: written as index {index} at offset {offset}"))?;
-                }
-                WriteOutcome::Exists { index, winner, same_digest } => {
-                    existing += 1;
-                    let at = winner.map(|o| format!(" at offset {o}")).unwrap_or_default();
-                    let same = match same_digest {
-                        Some(true) => "the same event",
-                        Some(false) => "a different event (another payload or effective time; pass --effective-time-ms to retry exactly)",
-                        None => "too old to compare",
-                    };
-                    out(format_args!("line {number}: exists as index {index}{at}: {same}"))?;
-                }
-                WriteOutcome::Rejected { index, count } => {
-                    // The start index that would put this line at the count.
-                    let fix = match count.checked_sub(events) {
-                        Some(start) => format!("publish the file again with --start-index {start}"),
-                        None => format!("publish the events before index {index} first"),
-                    };
-                    return Err(Error::Usage(format!(
-                        "line {number}: index {index} is ahead of `{key}`'s count {count}, so it was not written (nor any line after it); {fix}"
-                    )));
-                }
-            },
-        }
-        events += 1;
+        let event = Event::new(args.key.clone(), None, None, time_ms, CONTENT_TYPE_JSON, text.as_bytes().to_vec());
+        publisher.line(number, event).await?;
     }
-    let existed = if args.start_index.is_some() { format!(", {existing} already existed") } else { String::new() };
-    eprintln!("published {written} event(s) under `{key}` from {source}{existed}");
+    publisher.finish().await?;
+    let existed =
+        if args.start_index.is_some() { format!(", {} already existed", publisher.existing) } else { String::new() };
+    eprintln!("published {} event(s) under `{}` from {source}{existed}", publisher.written, args.key);
     Ok(())
+}
+
+/// `publish`'s writes and their tally, with a progress line on a terminal.
+struct Publisher {
+    log: Arc<KafkaLog>,
+    pipeline: Pipeline<KafkaLog>,
+    key: EventSourceKey,
+    writer: String,
+    start_index: Option<u64>,
+    /// Unconditional writes not yet delivered, by line number, oldest first.
+    in_flight: std::collections::VecDeque<(usize, competing_transformers_kafka::Delivery)>,
+    /// Events handed to the log so far (the next one's place after `start_index`).
+    events: u64,
+    written: u64,
+    existing: u64,
+    progress: indicatif::ProgressBar,
+}
+
+impl Publisher {
+    fn new(log: Arc<KafkaLog>, writer: String, args: &PublishArgs) -> Self {
+        Self {
+            pipeline: Pipeline::new(log.clone(), writer.clone()),
+            log,
+            key: args.key.clone(),
+            writer,
+            start_index: args.start_index,
+            in_flight: std::collections::VecDeque::new(),
+            events: 0,
+            written: 0,
+            existing: 0,
+            progress: progress::counter(&format!("publishing under `{}`", args.key)),
+        }
+    }
+
+    /// Writes the event of line `number`.
+    async fn line(&mut self, number: usize, event: Event) -> Result<(), Error> {
+        match self.start_index {
+            None => {
+                let record = Record { source: self.key.clone(), writer: self.writer.clone(), events: vec![event] };
+                self.in_flight.push_back((number, self.log.append(&record)));
+                while self.in_flight.len() >= PUBLISH_IN_FLIGHT_MAX {
+                    self.settle_oldest().await?;
+                }
+            }
+            Some(start) => {
+                let outcome = self.pipeline.exists_or_write(&self.key, start + self.events, vec![event]).await?;
+                self.report(number, outcome)?;
+            }
+        }
+        self.events += 1;
+        Ok(())
+    }
+
+    /// Waits for the oldest write in flight and prints where it landed. A failure names the
+    /// lines whose writes were still in flight behind it: they may or may not have landed.
+    async fn settle_oldest(&mut self) -> Result<(), Error> {
+        let Some((number, delivery)) = self.in_flight.pop_front() else { return Ok(()) };
+        match delivery.await {
+            Ok(offset) => {
+                self.written += 1;
+                self.progress.inc(1);
+                self.progress.suspend(|| out(format_args!("line {number}: written at offset {offset}")))
+            }
+            Err(error) => {
+                self.progress.finish_and_clear();
+                if let Some((last, _)) = self.in_flight.back() {
+                    tracing::warn!("line {number} was not written; lines {}..={last} were in flight and may have been: `tail` shows which", number + 1);
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Waits for every write in flight.
+    async fn finish(&mut self) -> Result<(), Error> {
+        while !self.in_flight.is_empty() {
+            self.settle_oldest().await?;
+        }
+        self.progress.finish_and_clear();
+        Ok(())
+    }
+
+    /// Prints what an `exists_or_write` did; a rejected write ends the publish.
+    fn report(&mut self, number: usize, outcome: WriteOutcome) -> Result<(), Error> {
+        let key = &self.key;
+        match outcome {
+            WriteOutcome::Written { offset, index } => {
+                self.written += 1;
+                self.progress.inc(1);
+                self.progress
+                    .suspend(|| out(format_args!("line {number}: written as index {index} at offset {offset}")))
+            }
+            WriteOutcome::Exists { index, winner, same_digest } => {
+                self.existing += 1;
+                let at = winner.map(|o| format!(" at offset {o}")).unwrap_or_default();
+                let same = match same_digest {
+                    Some(true) => "the same event",
+                    Some(false) => "a different event (another payload or effective time; pass --effective-time-ms to retry exactly)",
+                    None => "too old to compare",
+                };
+                self.progress.suspend(|| out(format_args!("line {number}: exists as index {index}{at}: {same}")))
+            }
+            WriteOutcome::Rejected { index, count } => {
+                // The start index that would put this line at the count.
+                let fix = match count.checked_sub(self.events) {
+                    Some(start) => format!("publish the file again with --start-index {start}"),
+                    None => format!("publish the events before index {index} first"),
+                };
+                Err(Error::Usage(format!(
+                    "line {number}: index {index} is ahead of `{key}`'s count {count}, so it was not written (nor any line after it); {fix}"
+                )))
+            }
+        }
+    }
 }
 
 /// `tail`.

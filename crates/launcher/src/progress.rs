@@ -45,6 +45,18 @@ pub(crate) fn spinner(what: &str) -> ProgressBar {
     bar
 }
 
+/// A running count with its rate, for work whose size is not known (lines from stdin);
+/// hidden unless [`wanted`].
+pub(crate) fn counter(what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, target());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg}: {pos} ({per_sec}, {elapsed})").expect("a valid template"),
+    );
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(Duration::from_millis(TICK_EVERY_MS));
+    bar
+}
+
 /// Bars of several replicas at once (`run`'s catch-up); hidden unless [`wanted`].
 pub(crate) fn group() -> MultiProgress {
     MultiProgress::with_draw_target(target())
