@@ -69,7 +69,8 @@ Replica ids are <replica-id>-<transformer>-<n>, n from 1; <replica-id> defaults 
 name. Ids must differ between hosts: they say who won each race.\n\n\
 With --metrics-listen IP:PORT (or [metrics] listen in the config) it serves, over HTTP on that \
 address: /metrics (Prometheus metrics per transformer and replica: inputs applied, outputs, \
-races won and lost, lag, catching up; see README.md, Operating it), /healthz (200 while the \
+races won and lost, lag, catching up, input-to-output latency, snapshot age, librdkafka's \
+statistics; see README.md, Operating it), /healthz (200 while the \
 process runs) and /readyz (200 while every replica has caught up and runs live, 503 while any \
 starts, catches up, restarts or has stopped for good). Not served with --processes.")]
     Run(RunArgs),

@@ -28,6 +28,8 @@
 //! - [`signals`]: SIGINT and SIGTERM: the first stops, a second exits at once.
 //! - `ops`: `topics`, `publish`, `tail`, `status`, `dead-letters`, `export`.
 //! - `doctor`: what the build supports; whether a configuration reaches the log.
+//! - `metrics`: `run`'s `/metrics`, `/healthz` and `/readyz`.
+//! - `progress`: progress bars on a terminal (catch-up, long scans, publish).
 //! - [`reading`]: canonical events, readable payloads and dead letters, for operators.
 //! - [`redrive`]: `dead-letters redrive`, idempotent, with provenance.
 //! - [`summary`]: the whole log's verdicts and race winners (pure, plus one read).
