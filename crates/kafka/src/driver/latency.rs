@@ -71,7 +71,13 @@ impl LatencyTracker {
         live: bool,
         now: Instant,
     ) {
+        let named = |source: &[u8]| answers.iter().copied().chain(inputs).any(|key| key.as_str().as_bytes() == source);
         for record in records {
+            // Only records under a key it follows are parsed (a record's Kafka key is its
+            // source; a replica's records go under its output key, dead letters included).
+            if !record.key.as_deref().is_some_and(named) {
+                continue;
+            }
             let Some(Ok(view)) = record.value.as_deref().map(RecordView::parse_unverified) else { continue };
             for event in &view.events {
                 if answers.iter().any(|key| key.as_str() == event.key) {
@@ -93,6 +99,41 @@ impl LatencyTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use competing_transformers::event::Event;
+    use competing_transformers::record::Record;
+
+    fn key(name: &str) -> EventSourceKey {
+        EventSourceKey::new(name).unwrap()
+    }
+
+    /// A fetched record at `offset` holding one event under `source`, answering `cause`.
+    fn fetched(offset: Offset, source: &str, cause: Option<Offset>) -> FetchedRecord {
+        let event = Event::new(key(source), Some(0), cause, 1, "application/json", b"{}".to_vec());
+        let encoded = Record { source: key(source), writer: "w".into(), events: vec![event] }.encode().unwrap();
+        FetchedRecord {
+            offset,
+            timestamp_ms: None,
+            key: Some(encoded.key),
+            value: Some(encoded.value),
+            details: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_input_is_timed_to_its_first_answer_only_and_only_when_read_live() {
+        let (input, output, dead) = (key("in"), key("echo"), key("echo.dead-letters"));
+        let mut tracker = LatencyTracker::default();
+        let start = Instant::now();
+        // Offset 0 read while catching up: never timed. Offset 1 read live.
+        tracker.on_batch(&[fetched(0, "in", None)], std::slice::from_ref(&input), [&output, &dead], false, start);
+        tracker.on_batch(&[fetched(1, "in", None)], std::slice::from_ref(&input), [&output, &dead], true, start);
+        let later = start + std::time::Duration::from_millis(3);
+        let answers = [fetched(2, "echo", Some(0)), fetched(3, "echo", Some(1)), fetched(4, "echo", Some(1))];
+        tracker.on_batch(&answers, std::slice::from_ref(&input), [&output, &dead], true, later);
+        assert_eq!(tracker.histogram.count, 1, "one live input, its duplicate answer not counted again");
+        assert_eq!(tracker.histogram.sum_us, 3_000);
+        assert!(tracker.awaited.is_empty());
+    }
 
     #[test]
     fn a_latency_lands_in_the_first_bucket_that_holds_it() {
