@@ -450,6 +450,13 @@ fn init_logging(format: cli::Format, default_level: &str) {
     }
 }
 
+/// Writes `bytes` to stdout as they are.
+fn write_stdout(bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(bytes).and_then(|()| stdout.flush()).map_err(Error::Output)
+}
+
 /// Prints one line of a command's output on stdout.
 fn out(line: std::fmt::Arguments<'_>) -> Result<(), Error> {
     use std::io::Write as _;
@@ -481,12 +488,18 @@ async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error>
         Command::Doctor(args) => doctor::doctor(&args).await,
         Command::Schemas(cli::SchemasCommand::Register(args)) => schemas::run(&registry, &args, true).await,
         Command::Schemas(cli::SchemasCommand::Check(args)) => schemas::run(&registry, &args, false).await,
+        // Made in memory, then written: clap_complete panics on a write error such as a closed
+        // pipe (`… | head`), which is a success here like any command's.
         Command::Completions { shell } => {
-            let mut stdout = std::io::stdout().lock();
-            cli::completions(shell, &mut stdout);
-            std::io::Write::flush(&mut stdout).map_err(Error::Output)
+            let mut script = Vec::new();
+            cli::completions(shell, &mut script);
+            write_stdout(&script)
         }
-        Command::Man => cli::man(&mut std::io::stdout().lock()).map_err(Error::Output),
+        Command::Man => {
+            let mut page = Vec::new();
+            cli::man(&mut page).map_err(Error::Output)?;
+            write_stdout(&page)
+        }
     }
 }
 

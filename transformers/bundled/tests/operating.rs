@@ -244,3 +244,17 @@ fn tail_dead_letters_and_topics_print_json() {
     assert!(letters[1]["dead_letter"].is_null(), "{}", letters[1]);
     assert_eq!(letters[1]["raw"], "\"unreadable\"");
 }
+
+#[test]
+fn completions_and_the_man_page_print_from_the_binary() {
+    for (args, expected) in [
+        (&["completions", "bash"][..], "_transformer__launcher()"),
+        (&["completions", "fish"][..], "complete -c transformer-launcher"),
+        (&["man"][..], ".TH transformer-launcher 1"),
+    ] {
+        let output = Command::new(LAUNCHER).args(args).output().unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        let text = String::from_utf8(output.stdout).unwrap();
+        assert!(text.contains(expected), "{args:?} printed no {expected:?}");
+    }
+}
