@@ -439,7 +439,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
 /// format through `LOG_FORMAT`.
 fn init_logging(format: cli::Format, default_level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| progress::LogWriter);
     match format {
         cli::Format::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         cli::Format::Json => {

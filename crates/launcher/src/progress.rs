@@ -57,9 +57,36 @@ pub(crate) fn counter(what: &str) -> ProgressBar {
     bar
 }
 
+/// The one group every multi-bar display draws in, so log lines can step around it.
+static GROUP: std::sync::OnceLock<MultiProgress> = std::sync::OnceLock::new();
+
 /// Bars of several replicas at once (`run`'s catch-up); hidden unless [`wanted`].
 pub(crate) fn group() -> MultiProgress {
-    MultiProgress::with_draw_target(target())
+    GROUP.get_or_init(|| MultiProgress::with_draw_target(target())).clone()
+}
+
+/// Log lines' way to stderr: bars drawn meanwhile are lifted off while a line is written, so
+/// lines and bars do not overwrite each other.
+pub(crate) struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
+        match GROUP.get() {
+            Some(group) => group.suspend(|| std::io::stderr().write(buffer)),
+            None => std::io::stderr().write(buffer),
+        }
+    }
+
+    fn write_all(&mut self, buffer: &[u8]) -> std::io::Result<()> {
+        match GROUP.get() {
+            Some(group) => group.suspend(|| std::io::stderr().write_all(buffer)),
+            None => std::io::stderr().write_all(buffer),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 #[cfg(test)]
