@@ -31,7 +31,7 @@ stop_broker() {
     scripts/registry.sh stop || true
   fi
   if [[ $started_broker == yes ]]; then
-    echo "demo: stopping the broker this script started (its topics go with it; run scripts/kafka.sh start yourself to keep one to explore)" >&2
+    echo "demo: stopping the broker this script started; its data stays (scripts/kafka.sh start brings it back with the demo's topic)" >&2
     scripts/kafka.sh stop || true
   fi
 }
@@ -60,4 +60,6 @@ if [[ -z ${KAFKA_BOOTSTRAP:-} ]]; then
   fi
 fi
 
-"target/$profile/demo" --bootstrap "$KAFKA_BOOTSTRAP" "$@"
+broker_stops=()
+[[ $started_broker == yes ]] && broker_stops=(--broker-stops)
+"target/$profile/demo" --bootstrap "$KAFKA_BOOTSTRAP" "${broker_stops[@]}" "$@"

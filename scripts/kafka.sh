@@ -6,9 +6,12 @@ usage() {
 Usage: scripts/kafka.sh COMMAND
 
   fetch [--quiet]         Download the Kafka jars into the cache (once; later calls reuse it).
-  start                   Start a single-node broker+controller, wait until it is ready.
+  start [--fresh]         Start a single-node broker+controller, wait until it is ready. Its
+                          data (topics, records) is kept across stop/start; --fresh wipes it
+                          first (new storage, new cluster id).
                           stdout: KAFKA_BOOTSTRAP=127.0.0.1:<port>  (eval/export it)
   stop                    Stop the single-node broker (SIGTERM, SIGKILL after 30 s).
+  restart [--fresh]       stop, then start (data kept unless --fresh).
   status                  Say whether the single node runs (exit 0) or not (exit 3).
   cluster-start           Start a 3-node cluster (each node broker+controller), wait for all.
                           stdout: KAFKA_CLUSTER_BOOTSTRAP=127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
@@ -18,7 +21,9 @@ Usage: scripts/kafka.sh COMMAND
   cluster-stop-node N     Stop node N gracefully (controlled shutdown).
   cluster-restart-node N  Start node N again on its existing data (after kill/stop-node).
 
-Every start formats fresh storage (data wiped, new random cluster id); restart-node keeps it.
+The single node keeps its data unless started with --fresh (scripts/test.sh and the demo pass
+it). Every cluster-start formats fresh storage (data wiped, new random cluster id);
+cluster-restart-node keeps it.
 
 Environment (defaults):
   KAFKA_CACHE_DIR        $HOME/.cache/competing-transformers/kafka-<version>  (jars in libs/)
@@ -255,7 +260,14 @@ stop_dirs() {
   STOPPED=$stopped
 }
 
+# cmd_start [--fresh]: on the data of the last run unless --fresh (or there is none).
 cmd_start() {
+  local fresh=no
+  case ${1:-} in
+    --fresh) fresh=yes ;;
+    "") ;;
+    *) die "unknown option '$1' for start; the only one is --fresh (wipe the broker's data first)." ;;
+  esac
   need_java "Kafka $KAFKA_VERSION"
   cmd_fetch --quiet
   lock_dir "$RUN_DIR"
@@ -265,8 +277,13 @@ cmd_start() {
     die "a broker from $RUN_DIR is already running (pid $pid); stop it with 'scripts/kafka.sh stop'."
   fi
   write_config "$RUN_DIR" 1 "$PORT" "$CONTROLLER_PORT" "1@127.0.0.1:$CONTROLLER_PORT" 1 1
-  format_node "$RUN_DIR" "$(new_cluster_id)" ||
-    die "formatting $RUN_DIR/data failed; see $RUN_DIR/format.log."
+  if [[ $fresh == yes || ! -f $RUN_DIR/data/meta.properties ]]; then
+    format_node "$RUN_DIR" "$(new_cluster_id)" ||
+      die "formatting $RUN_DIR/data failed; see $RUN_DIR/format.log."
+    log "fresh storage in $RUN_DIR/data"
+  else
+    log "keeping the data in $RUN_DIR/data (its topics and records); 'start --fresh' wipes it"
+  fi
   launch "$RUN_DIR" -Xmx512m -Xms256m
   STOP_ON_FAIL=("$RUN_DIR")
   wait_ready "$RUN_DIR" "$PORT"
@@ -404,8 +421,9 @@ cmd_cluster_restart_node() {
 
 case ${1:-} in
   fetch) cmd_fetch "${2:-}" ;;
-  start) cmd_start ;;
+  start) cmd_start "${2:-}" ;;
   stop) cmd_stop ;;
+  restart) cmd_stop; cmd_start "${2:-}" ;;
   status) cmd_status ;;
   cluster-start) cmd_cluster_start ;;
   cluster-stop) cmd_cluster_stop ;;

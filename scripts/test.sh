@@ -2,10 +2,11 @@
 # Checks formatting and lints, then runs every test against real Kafka: unit, simulation and
 # doc tests, the EventLog conformance suite on a single broker in both write modes, the replica
 # race tests, the failover test on a 3-broker cluster, every role on a secured broker (SASL_SSL
-# and mTLS with ACLs: scripts/kafka-secure.sh), and the ledger's projection into
-# PostgreSQL; then a smoke run of the benchmark harness (tiny load, debug build: it fails if a
-# scenario fails or an input goes unanswered, and asserts no timing) and the demo. Starts the
-# brokers and the database it needs and stops what it started.
+# and mTLS with ACLs: scripts/kafka-secure.sh), the ledger's projection into PostgreSQL, and
+# a real Prometheus scraping a launcher (scripts/prometheus.sh); then a smoke run of the
+# benchmark harness (tiny load, debug build: it fails if a scenario fails or an input goes
+# unanswered, and asserts no timing) and the demo. Starts the servers it needs and stops what
+# it started.
 #
 # Usage: scripts/test.sh [extra cargo test args]   (with args, the smoke run and the demo are skipped)
 set -euo pipefail
@@ -16,7 +17,9 @@ started_cluster=0
 started_postgres=0
 started_registry=0
 started_secure=0
+started_prometheus=0
 cleanup() {
+  if [ "$started_prometheus" = 1 ]; then scripts/prometheus.sh stop >/dev/null 2>&1 || true; fi
   if [ "$started_secure" = 1 ]; then scripts/kafka-secure.sh stop >/dev/null 2>&1 || true; fi
   if [ "$started_registry" = 1 ]; then scripts/registry.sh stop >/dev/null 2>&1 || true; fi
   if [ "$started_postgres" = 1 ]; then scripts/postgres.sh stop >/dev/null 2>&1 || true; fi
@@ -46,7 +49,7 @@ if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
   if scripts/kafka.sh status >/dev/null 2>&1; then
     export KAFKA_BOOTSTRAP=127.0.0.1:${KAFKA_PORT:-9092}
   else
-    eval "export $(scripts/kafka.sh start)"
+    eval "export $(scripts/kafka.sh start --fresh)"
     started_single=1
   fi
 fi
@@ -89,7 +92,18 @@ if [ -z "${KAFKA_SECURE_BOOTSTRAP_SASL:-}" ]; then
     started_secure=1
   fi
 fi
+# A real Prometheus scraping a launcher (transformers/bundled/tests/prometheus.rs).
+if [ -z "${PROMETHEUS_URL:-}" ]; then
+  if scripts/prometheus.sh status >/dev/null 2>&1; then
+    export PROMETHEUS_URL=http://127.0.0.1:${PROMETHEUS_PORT:-9090}
+    export PROMETHEUS_TARGETS_DIR=${PROMETHEUS_RUN_DIR:-$HOME/.cache/competing-transformers/run/prometheus}/targets
+  else
+    eval "export $(scripts/prometheus.sh start | tr '\n' ' ')"
+    started_prometheus=1
+  fi
+fi
 echo "test: schema registry $SCHEMA_REGISTRY_URL" >&2
+echo "test: Prometheus $PROMETHEUS_URL, targets in $PROMETHEUS_TARGETS_DIR" >&2
 echo "test: secured broker SASL_SSL $KAFKA_SECURE_BOOTSTRAP_SASL, mTLS $KAFKA_SECURE_BOOTSTRAP_MTLS" >&2
 echo "test: single broker $KAFKA_BOOTSTRAP, cluster $KAFKA_CLUSTER_BOOTSTRAP, PostgreSQL $DATABASE_URL" >&2
 

@@ -128,13 +128,71 @@ impl KafkaLogConfig {
     }
 }
 
+/// A few of librdkafka's statistics (`statistics.interval.ms`) of one log's clients, as plain
+/// numbers; `None` until a client has reported one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientStatistics {
+    /// Records between the reader's position and the partition's high watermark, as
+    /// librdkafka's consumer last saw them (`consumer_lag`).
+    pub consumer_lag_records: Option<i64>,
+    /// Records in the producer's queue: waiting to be sent or awaiting their acknowledgement
+    /// (`msg_cnt`).
+    pub producer_queue_records: Option<u64>,
+    /// The largest of the brokers' average request round-trip times, in microseconds, over
+    /// librdkafka's last statistics window (`brokers[].rtt.avg`).
+    pub broker_rtt_avg_us: Option<i64>,
+}
+
+/// Which of a log's clients a [`LogContext`] serves: what its statistics say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClientRole {
+    Producer,
+    Reader,
+}
+
+/// Where a log's clients leave their statistics for [`crate::EventLog::client_statistics`].
+pub(crate) type StatisticsSink = Arc<Mutex<ClientStatistics>>;
+
 /// The context of the log's producers and readers. librdkafka's global errors go to the
 /// log; a denied ACL only at debug level, since it also fails the call that needs it, while a
 /// reader's unused group and a read-only principal's producer id are denied without harm.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct LogContext;
+/// With a sink, its statistics are kept there.
+#[derive(Clone, Debug, Default)]
+pub struct LogContext {
+    statistics: Option<(StatisticsSink, ClientRole)>,
+}
+
+impl LogContext {
+    /// A context whose client leaves its statistics, as `role` sees them, in `sink`.
+    pub(crate) fn reporting(sink: &StatisticsSink, role: ClientRole) -> Self {
+        Self { statistics: Some((sink.clone(), role)) }
+    }
+}
 
 impl ClientContext for LogContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some((sink, role)) = &self.statistics else { return };
+        let rtt = statistics.brokers.values().filter_map(|broker| broker.rtt.as_ref()).map(|rtt| rtt.avg).max();
+        let mut kept = sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match role {
+            ClientRole::Producer => kept.producer_queue_records = Some(statistics.msg_cnt),
+            ClientRole::Reader => {
+                // One assigned partition; librdkafka's internal -1 partition has no lag.
+                let lag = statistics
+                    .topics
+                    .values()
+                    .flat_map(|topic| topic.partitions.values())
+                    .filter(|partition| partition.partition >= 0 && partition.consumer_lag >= 0)
+                    .map(|partition| partition.consumer_lag)
+                    .max();
+                kept.consumer_lag_records = lag.or(kept.consumer_lag_records);
+            }
+        }
+        if rtt.is_some_and(|rtt| rtt > 0) {
+            kept.broker_rtt_avg_us = rtt;
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         match error.rdkafka_error_code() {
             Some(code) if is_authorization_code(code) => {

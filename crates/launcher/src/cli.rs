@@ -61,13 +61,16 @@ transforms each new input and races the other replicas to append the outputs. A 
 fails (broker trouble, a panic) is restarted with exponential backoff; a replica that diverges \
 (its outputs differ from the canonical ones: the transform is not deterministic) is stopped for \
 good and the launcher exits non-zero when it ends. On SIGINT or SIGTERM the replicas flush what \
-is in flight and the launcher exits 0. Every 2 s, when anything changed, and at exit, a race \
-table goes to stderr (not with --log-format json, which keeps stderr one JSON object a line).\n\n\
+is in flight and the launcher exits 0. At exit a race table (per replica: inputs, races won \
+and lost, dead letters, lag) goes to stderr; with --race-table also every 2 s when anything \
+changed. Never with --log-format json, which keeps stderr one JSON object a line; /metrics has \
+the same numbers.\n\n\
 Replica ids are <replica-id>-<transformer>-<n>, n from 1; <replica-id> defaults to the host \
 name. Ids must differ between hosts: they say who won each race.\n\n\
 With --metrics-listen IP:PORT (or [metrics] listen in the config) it serves, over HTTP on that \
 address: /metrics (Prometheus metrics per transformer and replica: inputs applied, outputs, \
-races won and lost, lag, catching up; see README.md, Operating it), /healthz (200 while the \
+races won and lost, lag, catching up, input-to-output latency, snapshot age, librdkafka's \
+statistics; see README.md, Operating it), /healthz (200 while the \
 process runs) and /readyz (200 while every replica has caught up and runs live, 503 while any \
 starts, catches up, restarts or has stopped for good). Not served with --processes.")]
     Run(RunArgs),
@@ -136,6 +139,33 @@ its code (5: credentials or an ACL; see docs/SECURITY.md).")]
     /// Make signing keys for protected keys (docs/DESIGN.md "Authenticated writers").
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print a shell completion script for this command line.
+    #[command(long_about = "Print a completion script for SHELL on stdout, generated from this \
+command line, e.g.\n\n\
+  transformer-launcher completions bash > /etc/bash_completion.d/transformer-launcher\n\
+  transformer-launcher completions zsh > \"${fpath[1]}/_transformer-launcher\"")]
+    Completions {
+        /// The shell to complete in
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) for this command line.
+    #[command(long_about = "Print the man page of transformer-launcher (roff, section 1) on \
+stdout, generated from this command line, e.g.\n\n\
+  transformer-launcher man > /usr/local/share/man/man1/transformer-launcher.1")]
+    Man,
+}
+
+/// Writes the completion script for `shell` to `out`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "transformer-launcher", out);
+}
+
+/// Writes the man page to `out`.
+pub fn man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    clap_mangen::Man::new(Cli::command()).render(out)
 }
 
 /// `keys`.
@@ -255,6 +285,10 @@ pub struct RunArgs {
     /// Run only this transformer of the config (used for --processes children)
     #[arg(long, value_name = "NAME", hide = true)]
     pub only: Option<String>,
+    /// Print the race table to stderr every 2 s when anything changed, not only at exit
+    /// (never with --log-format json)
+    #[arg(long, env = "RACE_TABLE")]
+    pub race_table: bool,
     /// Whether log lines are JSON (from the global --log-format): the race table, text for
     /// people, is then left out of stderr; /metrics has the same numbers.
     #[arg(skip)]
@@ -272,12 +306,25 @@ pub enum TopicsCommand {
 total order), cleanup.policy=delete with retention.ms=-1 and retention.bytes=-1 (nothing is ever \
 deleted, so replicas can replay), and on 3 or more brokers replication factor 3 with \
 min.insync.replicas=2. Prints what the cluster reports.")]
-    Create(LogArgs),
+    Create(TopicsArgs),
     /// Check that the log's topic has the layout the log needs.
     #[command(long_about = "Check that the log's topic exists with the layout the log needs \
 (1 partition, no compaction, infinite retention, enough replication), print what the cluster \
 reports, and exit non-zero with the fix if anything is off.")]
-    Check(LogArgs),
+    Check(TopicsArgs),
+}
+
+/// `topics create|check`.
+#[derive(Args, Debug)]
+pub struct TopicsArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// `text` for people; `json` for one JSON document on stdout: {"topic", "bootstrap",
+    /// "partitions", "replication_factor", "brokers", "min_insync_replicas",
+    /// "cleanup_policy", "retention_ms", "retention_bytes", "snapshot_topics": {"snapshots":
+    /// {"topic", "cleanup_policy"}, "index": {…}} or null when missing}
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
 }
 
 /// `publish`.
@@ -321,6 +368,11 @@ pub struct TailArgs {
     /// Keep printing new events as they become canonical, until interrupted
     #[arg(long, short = 'f')]
     pub follow: bool,
+    /// `text` for `offset index writer payload` lines; `json` for one JSON object a line:
+    /// {"offset", "index", "key", "writer", "effective_time_ms", "content_type", "payload"
+    /// (the JSON value for a JSON or decoded Avro payload, else a string)}
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
 }
 
 /// `status`.
@@ -359,6 +411,11 @@ first offset: dead letters before that snapshot cannot be numbered and are not l
         /// The transformer's name (its output key)
         #[arg(long, value_name = "NAME")]
         transformer: EventSourceKey,
+        /// `text` for one sentence a dead letter; `json` for one JSON object a line:
+        /// {"offset", "index", "dead_letter" (the letter as stored, or null if unreadable),
+        /// "raw" (its text when unreadable), "detail" ({"index", "version", "error"} or null)}
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        output: Format,
     },
     /// Write dead letters' original events back, as new events, for a fixed transformer.
     #[command(long_about = "Write the original event of a dead letter (or of all) back to the \
@@ -424,6 +481,22 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn completions_and_the_man_page_come_from_the_command_line() {
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+            let mut script = Vec::new();
+            completions(shell, &mut script);
+            let script = String::from_utf8(script).unwrap();
+            assert!(script.contains("transformer-launcher"), "{shell}: {script}");
+            assert!(script.contains("dead-letters") && script.contains("metrics-listen"), "{shell}");
+        }
+        let mut page = Vec::new();
+        man(&mut page).unwrap();
+        let page = String::from_utf8(page).unwrap();
+        assert!(page.starts_with(".ie") || page.contains(".TH transformer-launcher 1"), "{page}");
+        assert!(page.contains("Exit codes"), "the man page carries the exit codes");
     }
 
     #[test]

@@ -28,6 +28,8 @@
 //! - [`signals`]: SIGINT and SIGTERM: the first stops, a second exits at once.
 //! - `ops`: `topics`, `publish`, `tail`, `status`, `dead-letters`, `export`.
 //! - `doctor`: what the build supports; whether a configuration reaches the log.
+//! - `metrics`: `run`'s `/metrics`, `/healthz` and `/readyz`.
+//! - `progress`: progress bars on a terminal (catch-up, long scans, publish).
 //! - [`reading`]: canonical events, readable payloads and dead letters, for operators.
 //! - [`redrive`]: `dead-letters redrive`, idempotent, with provenance.
 //! - [`summary`]: the whole log's verdicts and race winners (pure, plus one read).
@@ -44,6 +46,7 @@ mod metrics;
 mod ops;
 pub mod ownership;
 mod processes;
+mod progress;
 pub mod reading;
 pub mod redrive;
 pub mod registry;
@@ -448,7 +451,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
 /// format through `LOG_FORMAT`.
 fn init_logging(format: cli::Format, default_level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| progress::LogWriter);
     match format {
         cli::Format::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         cli::Format::Json => {
@@ -457,6 +460,13 @@ fn init_logging(format: cli::Format, default_level: &str) {
             builder.json().with_current_span(false).with_ansi(false).init();
         }
     }
+}
+
+/// Writes `bytes` to stdout as they are.
+fn write_stdout(bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(bytes).and_then(|()| stdout.flush()).map_err(Error::Output)
 }
 
 /// Prints one line of a command's output on stdout.
@@ -477,13 +487,13 @@ async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error>
             args.replica_id = Some(replica_prefix(args.replica_id.take())?);
             supervise::run(registry, args).await
         }
-        Command::Topics(TopicsCommand::Create(args)) => ops::topics(&args, true).await,
-        Command::Topics(TopicsCommand::Check(args)) => ops::topics(&args, false).await,
+        Command::Topics(TopicsCommand::Create(args)) => ops::topics(&args.log, true, args.output).await,
+        Command::Topics(TopicsCommand::Check(args)) => ops::topics(&args.log, false, args.output).await,
         Command::Publish(args) => ops::publish(args, &registry).await,
         Command::Tail(args) => ops::tail(args).await,
         Command::Status(args) => ops::status(&args.log, args.output, args.recent, &registry).await,
-        Command::DeadLetters(DeadLettersCommand::List { log, transformer }) => {
-            ops::dead_letters(&log, &transformer).await
+        Command::DeadLetters(DeadLettersCommand::List { log, transformer, output }) => {
+            ops::dead_letters(&log, &transformer, output).await
         }
         Command::DeadLetters(DeadLettersCommand::Redrive(args)) => ops::redrive(args, &registry).await,
         Command::Export(args) => ops::export(args).await,
@@ -491,6 +501,18 @@ async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error>
         Command::Schemas(cli::SchemasCommand::Register(args)) => schemas::run(&registry, &args, true).await,
         Command::Schemas(cli::SchemasCommand::Check(args)) => schemas::run(&registry, &args, false).await,
         Command::Keys(cli::KeysCommand::Generate { secret_file }) => keys::generate(&secret_file),
+        // Made in memory, then written: clap_complete panics on a write error such as a closed
+        // pipe (`… | head`), which is a success here like any command's.
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            cli::completions(shell, &mut script);
+            write_stdout(&script)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            cli::man(&mut page).map_err(Error::Output)?;
+            write_stdout(&page)
+        }
     }
 }
 

@@ -15,15 +15,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::{Registry, Unit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use competing_transformers_kafka::driver::{LatencyHistogram, LATENCY_BOUNDS_US};
 use competing_transformers_kafka::ReplicaStatus;
 
 /// Most bytes of a request read before answering: a GET's request line and headers.
@@ -165,17 +167,26 @@ struct Tracked {
     run: Option<watch::Receiver<ReplicaStatus>>,
     /// Per [`COUNTERS`] entry: summed over ended runs, or the largest seen.
     carried: Vec<u64>,
+    /// The latencies of ended runs, added up.
+    latency_carried: LatencyHistogram,
+}
+
+/// What [`Tracked::observe`] reads: each counter's value and the latencies, over all runs.
+struct Observed {
+    counters: Vec<u64>,
+    latency: LatencyHistogram,
 }
 
 impl Tracked {
     /// Follows `current` (the replica's run now) and returns each counter's value.
-    fn observe(&mut self, current: Option<&watch::Receiver<ReplicaStatus>>) -> Vec<u64> {
+    fn observe(&mut self, current: Option<&watch::Receiver<ReplicaStatus>>) -> Observed {
         self.carried.resize(COUNTERS.len(), 0);
         if let Some(current) = current {
             match &self.run {
                 Some(run) if run.same_channel(current) => {}
                 Some(ended) => {
                     let last = ended.borrow().clone();
+                    self.latency_carried = self.latency_carried.plus(&last.output_latency);
                     for (carried, spec) in self.carried.iter_mut().zip(COUNTERS) {
                         *carried = if spec.summed {
                             *carried + (spec.read)(&last)
@@ -189,7 +200,7 @@ impl Tracked {
             }
         }
         let now = self.run.as_ref().map(|run| run.borrow().clone()).unwrap_or_default();
-        COUNTERS
+        let counters = COUNTERS
             .iter()
             .zip(&self.carried)
             .map(
@@ -201,9 +212,75 @@ impl Tracked {
                     }
                 },
             )
-            .collect()
+            .collect();
+        Observed { counters, latency: self.latency_carried.plus(&now.output_latency) }
     }
 }
+
+/// The input→canonical-output latency histogram of one replica, set whole at each sample
+/// from the numbers the driver keeps (it has no Prometheus types).
+#[derive(Clone, Debug, Default)]
+struct Latency(Arc<Mutex<LatencyHistogram>>);
+
+impl EncodeMetric for Latency {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let histogram = self.0.lock().expect("latency lock").clone();
+        let bounds = LATENCY_BOUNDS_US.iter().map(|bound| *bound as f64 / 1e6).chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds.zip(histogram.buckets).collect();
+        encoder.encode_histogram::<NoLabelSet>(histogram.sum_us as f64 / 1e6, histogram.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+impl TypedMetric for Latency {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+/// Gauges read from a replica's status, each absent until its value is known.
+struct GaugeSpec {
+    name: &'static str,
+    help: &'static str,
+    unit: Option<Unit>,
+    read: fn(&ReplicaStatus, now_ms: u64) -> Option<f64>,
+}
+
+/// The gauges beyond lag and catch-up: snapshot age and librdkafka's statistics.
+const GAUGES: &[GaugeSpec] = &[
+    GaugeSpec {
+        name: "transformer_snapshot_age_records",
+        help: "Log records between the newest snapshot the replica resumed from or stored and its read position",
+        unit: None,
+        read: |s, _| s.snapshot_position.map(|at| s.position.saturating_sub(at) as f64),
+    },
+    GaugeSpec {
+        name: "transformer_snapshot_age",
+        help: "Seconds since the replica last stored a snapshot, on this host's clock",
+        unit: Some(Unit::Seconds),
+        read: |s, now_ms| s.snapshot_stored_at_ms.map(|at| now_ms.saturating_sub(at) as f64 / 1e3),
+    },
+    GaugeSpec {
+        name: "transformer_kafka_consumer_lag_records",
+        help:
+            "Records behind the partition's high watermark, as librdkafka's consumer reports (statistics consumer_lag)",
+        unit: None,
+        read: |s, _| s.client.and_then(|c| c.consumer_lag_records).map(|lag| lag as f64),
+    },
+    GaugeSpec {
+        name: "transformer_kafka_producer_queue_records",
+        help: "Records in the producer's queue, unsent or unacknowledged (librdkafka statistics msg_cnt)",
+        unit: None,
+        read: |s, _| s.client.and_then(|c| c.producer_queue_records).map(|n| n as f64),
+    },
+    GaugeSpec {
+        name: "transformer_kafka_broker_rtt",
+        help: "The largest broker's average request round-trip time over librdkafka's last statistics window",
+        unit: Some(Unit::Seconds),
+        read: |s, _| s.client.and_then(|c| c.broker_rtt_avg_us).map(|us| us as f64 / 1e6),
+    },
+];
 
 /// The metrics of every replica, refreshed from their views at each scrape.
 pub(crate) struct Exporter {
@@ -213,6 +290,8 @@ pub(crate) struct Exporter {
     restarts: Family<Labels, Counter>,
     lag: Family<Labels, Gauge>,
     catching_up: Family<Labels, Gauge>,
+    latency: Family<Labels, Latency>,
+    gauges: Vec<Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>>,
     tracked: Mutex<BTreeMap<String, Tracked>>,
 }
 
@@ -240,7 +319,26 @@ impl Exporter {
             "1 while the replica replays the log before going live, else 0",
             catching_up.clone(),
         );
-        Exporter { views, registry, counters, restarts, lag, catching_up, tracked: Mutex::new(BTreeMap::new()) }
+        let latency = Family::default();
+        registry.register_with_unit(
+            "transformer_output_latency",
+            "Time from the replica reading an input live to reading its canonical output or dead letter, on its own clock",
+            Unit::Seconds,
+            latency.clone(),
+        );
+        let gauges = GAUGES
+            .iter()
+            .map(|spec| {
+                let family = Family::default();
+                match &spec.unit {
+                    Some(unit) => registry.register_with_unit(spec.name, spec.help, unit.clone(), family.clone()),
+                    None => registry.register(spec.name, spec.help, family.clone()),
+                }
+                family
+            })
+            .collect();
+        let tracked = Mutex::new(BTreeMap::new());
+        Exporter { views, registry, counters, restarts, lag, catching_up, latency, gauges, tracked }
     }
 
     /// The metrics now, as OpenMetrics text.
@@ -256,8 +354,9 @@ impl Exporter {
         let mut tracked = self.tracked.lock().expect("exporter lock");
         for view in (self.views)() {
             let labels = Labels { transformer: view.transformer, replica: view.replica.clone() };
-            let values = tracked.entry(view.replica).or_default().observe(view.status.as_ref());
-            for (family, value) in self.counters.iter().zip(values) {
+            let observed = tracked.entry(view.replica).or_default().observe(view.status.as_ref());
+            *self.latency.get_or_create(&labels).0.lock().expect("latency lock") = observed.latency;
+            for (family, value) in self.counters.iter().zip(observed.counters) {
                 family.get_or_create(&labels).inner().store(value, std::sync::atomic::Ordering::Relaxed);
             }
             self.restarts
@@ -268,6 +367,19 @@ impl Exporter {
             self.lag.get_or_create(&labels).set(i64::try_from(status.lag()).unwrap_or(i64::MAX));
             let catching_up = view.status.is_none() || status.catching_up;
             self.catching_up.get_or_create(&labels).set(i64::from(catching_up));
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+            for (family, spec) in self.gauges.iter().zip(GAUGES) {
+                match (spec.read)(&status, now_ms) {
+                    Some(value) => {
+                        family.get_or_create(&labels).set(value);
+                    }
+                    None => {
+                        family.remove(&labels);
+                    }
+                }
+            }
         }
     }
 
@@ -431,6 +543,39 @@ mod tests {
         assert_eq!(value(&text, "transformer_catching_up{"), Some(1.0), "{text}");
         assert!(text.contains("transformer=\"echo\",replica=\"h-echo-1\""), "{text}");
         assert!(exporter.readiness().unwrap_err().contains("h-echo-1 not live yet"));
+    }
+
+    #[test]
+    fn latency_snapshot_age_and_client_statistics_are_exported() {
+        let mut latest = status(3, 3);
+        latest.output_latency.observe(1_500);
+        latest.position = 120;
+        latest.snapshot_position = Some(100);
+        latest.client = Some(competing_transformers_kafka::client::ClientStatistics {
+            consumer_lag_records: Some(4),
+            producer_queue_records: Some(2),
+            broker_rtt_avg_us: Some(250),
+        });
+        let (_sender, receiver) = watch::channel(latest);
+        let views: Views = Arc::new(move || {
+            vec![ReplicaView {
+                transformer: "echo".into(),
+                replica: "h-echo-1".into(),
+                status: Some(receiver.clone()),
+                restarts: 0,
+                readiness: Readiness::Live,
+            }]
+        });
+        let text = Exporter::new(views).render();
+        assert!(text.contains("# TYPE transformer_output_latency_seconds histogram"), "{text}");
+        assert_eq!(value(&text, "transformer_output_latency_seconds_bucket{le=\"0.001\","), Some(0.0), "{text}");
+        assert_eq!(value(&text, "transformer_output_latency_seconds_bucket{le=\"0.0025\","), Some(1.0), "{text}");
+        assert_eq!(value(&text, "transformer_output_latency_seconds_count{"), Some(1.0), "{text}");
+        assert_eq!(value(&text, "transformer_snapshot_age_records{"), Some(20.0), "{text}");
+        assert_eq!(value(&text, "transformer_snapshot_age_seconds{"), None, "stored by no run: {text}");
+        assert_eq!(value(&text, "transformer_kafka_consumer_lag_records{"), Some(4.0), "{text}");
+        assert_eq!(value(&text, "transformer_kafka_producer_queue_records{"), Some(2.0), "{text}");
+        assert_eq!(value(&text, "transformer_kafka_broker_rtt_seconds{"), Some(0.00025), "{text}");
     }
 
     #[tokio::test]

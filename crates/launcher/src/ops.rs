@@ -1,7 +1,9 @@
 //! The operator commands: `topics`, `publish`, `tail`, `status`, `dead-letters`, `export`.
 //!
 //! Each connects with the same checks as a replica (the topic must have the log's layout),
-//! prints plain text to stdout, and says what went wrong as one sentence.
+//! prints plain text to stdout (JSON with `--output json` on `topics`, `tail`, `status` and
+//! `dead-letters list`: one document, or one object a line for streams), and says what went
+//! wrong as one sentence.
 
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
@@ -9,12 +11,15 @@ use std::sync::Arc;
 use crate::cli::{ExportArgs, Format, LogArgs, PublishArgs, RedriveArgs, TailArgs};
 use crate::config::Config;
 use crate::ownership::{Owners, Tool};
+use crate::progress;
+use crate::reading::DetailedDeadLetter;
 use crate::reading::{dead_letter_line, each_canonical, kafka_start, read_dead_letters_from, readable, StartFrom};
 use crate::registry::Registry;
 use crate::summary::LogSummary;
 use crate::{out, signals, wall_clock_ms, writer_id, Error};
 use competing_transformers::codec::SchemaCache;
 use competing_transformers::event::{Event, EventSourceKey, Offset, CONTENT_TYPE_JSON};
+use competing_transformers::record::Record;
 use competing_transformers_kafka::export::{ExportConfig, ExportRunOptions, Exporter};
 use competing_transformers_kafka::schema_registry::SchemaRegistry;
 use competing_transformers_kafka::{
@@ -43,9 +48,13 @@ async fn connect(args: &LogArgs) -> Result<Arc<KafkaLog>, Error> {
     Ok(Arc::new(KafkaLog::connect(log_config(args)?).await?))
 }
 
-pub(super) async fn topics(args: &LogArgs, create: bool) -> Result<(), Error> {
+pub(super) async fn topics(args: &LogArgs, create: bool, output: Format) -> Result<(), Error> {
     let config = log_config(args)?;
     let facts = if create { admin::create_topic(&config).await? } else { admin::check_topic(&config).await? };
+    if output == Format::Json {
+        let snapshots = snapshot_topics_json(&config, create).await?;
+        return out(format_args!("{}", topic_json(&facts, &config.bootstrap_servers, snapshots)));
+    }
     out(format_args!(
         "topic `{}` on {}: {} partition, replication factor {} on {} broker(s), min.insync.replicas={}, cleanup.policy={}, retention.ms={}, retention.bytes={}: ready for the event log",
         facts.topic,
@@ -78,7 +87,43 @@ async fn snapshot_topics(config: &KafkaLogConfig, create: bool) -> Result<(), Er
     }
 }
 
-/// `publish`: one event per non-empty line.
+/// `topics --output json`: the log topic's facts and its snapshot topics' (null when missing).
+fn topic_json(facts: &admin::TopicFacts, bootstrap: &str, snapshots: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "topic": facts.topic,
+        "bootstrap": bootstrap,
+        "partitions": facts.partitions,
+        "replication_factor": facts.replication_factor,
+        "brokers": facts.brokers,
+        "min_insync_replicas": facts.min_insync_replicas,
+        "cleanup_policy": facts.cleanup_policy,
+        "retention_ms": facts.retention_ms,
+        "retention_bytes": facts.retention_bytes,
+        "snapshot_topics": snapshots,
+    })
+}
+
+/// The snapshot topics as JSON for `topics --output json`; null when one is missing.
+async fn snapshot_topics_json(config: &KafkaLogConfig, create: bool) -> Result<serde_json::Value, Error> {
+    let checked =
+        if create { admin::create_snapshot_topics(config).await } else { admin::check_snapshot_topics(config).await };
+    let topic =
+        |facts: &admin::TopicFacts| serde_json::json!({"topic": facts.topic, "cleanup_policy": facts.cleanup_policy});
+    match checked {
+        Ok(facts) => Ok(serde_json::json!({"snapshots": topic(&facts.snapshots), "index": topic(&facts.index)})),
+        Err(LogError::TopicMissing { .. }) => Ok(serde_json::Value::Null),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Most unconditional `publish` writes in flight at once: enough to keep the producer's
+/// batches full, far below librdkafka's queue (100,000 records), and a short range of lines
+/// in doubt if one fails.
+const PUBLISH_IN_FLIGHT_MAX: usize = 10_000;
+
+/// `publish`: one event per non-empty line. Unconditional writes are pipelined (up to
+/// [`PUBLISH_IN_FLIGHT_MAX`] in flight, in order: one idempotent producer keeps a caller's
+/// appends in order); `--start-index` writes go one at a time, each reading the count.
 pub(super) async fn publish(args: PublishArgs, registry: &Registry) -> Result<(), Error> {
     owners(&args.log, registry)?.refuse(&args.key, Tool::Publish)?;
     let (source, reader): (String, Box<dyn BufRead>) = match &args.file {
@@ -91,10 +136,11 @@ pub(super) async fn publish(args: PublishArgs, registry: &Registry) -> Result<()
     };
     let writer = writer_id(args.writer.clone(), "publish")?;
     let log = connect(&args.log).await?;
-    let pipeline = Pipeline::new(log, writer);
-    let key = &args.key;
+    // Unconditional writes go straight to the log: refuse a protected key without its
+    // writers' signing key here, before any line is written.
+    log.check_signer(args.key.as_str())?;
+    let mut publisher = Publisher::new(log, writer, &args);
     let mut lines = reader.lines();
-    let (mut events, mut written, mut existing) = (0u64, 0u64, 0u64);
     let mut number = 0usize;
     // Reading stdin blocks; keep it off the async workers' backs.
     while let Some(line) = tokio::task::block_in_place(|| lines.next()) {
@@ -105,50 +151,135 @@ pub(super) async fn publish(args: PublishArgs, registry: &Registry) -> Result<()
             continue;
         }
         if let Err(error) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            publisher.finish().await?;
             return Err(Error::Usage(format!(
-                "line {number} of {source} is not one JSON value ({error}); {written} event(s) before it were published: fix the line and publish the rest"
+                "line {number} of {source} is not one JSON value ({error}); {} event(s) before it were published: fix the line and publish the rest",
+                publisher.written
             )));
         }
         let time_ms = args.effective_time_ms.unwrap_or_else(wall_clock_ms);
-        let event = Event::new(key.clone(), None, None, time_ms, CONTENT_TYPE_JSON, text.as_bytes().to_vec());
-        match args.start_index {
-            None => {
-                let offset = pipeline.write(key, vec![event]).await?;
-                written += 1;
-                out(format_args!("line {number}: written at offset {offset}"))?;
-            }
-            Some(start) => match pipeline.exists_or_write(key, start + events, vec![event]).await? {
-                WriteOutcome::Written { offset, index } => {
-                    written += 1;
-                    out(format_args!("line {number}: written as index {index} at offset {offset}"))?;
-                }
-                WriteOutcome::Exists { index, winner, same_digest } => {
-                    existing += 1;
-                    let at = winner.map(|o| format!(" at offset {o}")).unwrap_or_default();
-                    let same = match same_digest {
-                        Some(true) => "the same event",
-                        Some(false) => "a different event (another payload or effective time; pass --effective-time-ms to retry exactly)",
-                        None => "too old to compare",
-                    };
-                    out(format_args!("line {number}: exists as index {index}{at}: {same}"))?;
-                }
-                WriteOutcome::Rejected { index, count } => {
-                    // The start index that would put this line at the count.
-                    let fix = match count.checked_sub(events) {
-                        Some(start) => format!("publish the file again with --start-index {start}"),
-                        None => format!("publish the events before index {index} first"),
-                    };
-                    return Err(Error::Usage(format!(
-                        "line {number}: index {index} is ahead of `{key}`'s count {count}, so it was not written (nor any line after it); {fix}"
-                    )));
-                }
-            },
-        }
-        events += 1;
+        let event = Event::new(args.key.clone(), None, None, time_ms, CONTENT_TYPE_JSON, text.as_bytes().to_vec());
+        publisher.line(number, event).await?;
     }
-    let existed = if args.start_index.is_some() { format!(", {existing} already existed") } else { String::new() };
-    eprintln!("published {written} event(s) under `{key}` from {source}{existed}");
+    publisher.finish().await?;
+    let existed =
+        if args.start_index.is_some() { format!(", {} already existed", publisher.existing) } else { String::new() };
+    eprintln!("published {} event(s) under `{}` from {source}{existed}", publisher.written, args.key);
     Ok(())
+}
+
+/// `publish`'s writes and their tally, with a progress line on a terminal.
+struct Publisher {
+    log: Arc<KafkaLog>,
+    pipeline: Pipeline<KafkaLog>,
+    key: EventSourceKey,
+    writer: String,
+    start_index: Option<u64>,
+    /// Unconditional writes not yet delivered, by line number, oldest first.
+    in_flight: std::collections::VecDeque<(usize, competing_transformers_kafka::Delivery)>,
+    /// Events handed to the log so far (the next one's place after `start_index`).
+    events: u64,
+    written: u64,
+    existing: u64,
+    progress: indicatif::ProgressBar,
+}
+
+impl Publisher {
+    fn new(log: Arc<KafkaLog>, writer: String, args: &PublishArgs) -> Self {
+        Self {
+            pipeline: Pipeline::new(log.clone(), writer.clone()),
+            log,
+            key: args.key.clone(),
+            writer,
+            start_index: args.start_index,
+            in_flight: std::collections::VecDeque::new(),
+            events: 0,
+            written: 0,
+            existing: 0,
+            progress: progress::counter(&format!("publishing under `{}`", args.key)),
+        }
+    }
+
+    /// Writes the event of line `number`.
+    async fn line(&mut self, number: usize, event: Event) -> Result<(), Error> {
+        match self.start_index {
+            None => {
+                let record = Record { source: self.key.clone(), writer: self.writer.clone(), events: vec![event] };
+                self.in_flight.push_back((number, self.log.append(&record)));
+                while self.in_flight.len() >= PUBLISH_IN_FLIGHT_MAX {
+                    self.settle_oldest().await?;
+                }
+            }
+            Some(start) => {
+                let outcome = self.pipeline.exists_or_write(&self.key, start + self.events, vec![event]).await?;
+                self.report(number, outcome)?;
+            }
+        }
+        self.events += 1;
+        Ok(())
+    }
+
+    /// Waits for the oldest write in flight and prints where it landed. A failure names the
+    /// lines whose writes were still in flight behind it: they may or may not have landed.
+    async fn settle_oldest(&mut self) -> Result<(), Error> {
+        let Some((number, delivery)) = self.in_flight.pop_front() else { return Ok(()) };
+        match delivery.await {
+            Ok(offset) => {
+                self.written += 1;
+                self.progress.inc(1);
+                self.progress.suspend(|| out(format_args!("line {number}: written at offset {offset}")))
+            }
+            Err(error) => {
+                self.progress.finish_and_clear();
+                if let Some((last, _)) = self.in_flight.back() {
+                    tracing::warn!("line {number} was not written; lines {}..={last} were in flight and may have been: `tail` shows which", number + 1);
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Waits for every write in flight.
+    async fn finish(&mut self) -> Result<(), Error> {
+        while !self.in_flight.is_empty() {
+            self.settle_oldest().await?;
+        }
+        self.progress.finish_and_clear();
+        Ok(())
+    }
+
+    /// Prints what an `exists_or_write` did; a rejected write ends the publish.
+    fn report(&mut self, number: usize, outcome: WriteOutcome) -> Result<(), Error> {
+        let key = &self.key;
+        match outcome {
+            WriteOutcome::Written { offset, index } => {
+                self.written += 1;
+                self.progress.inc(1);
+                self.progress
+                    .suspend(|| out(format_args!("line {number}: written as index {index} at offset {offset}")))
+            }
+            WriteOutcome::Exists { index, winner, same_digest } => {
+                self.existing += 1;
+                let at = winner.map(|o| format!(" at offset {o}")).unwrap_or_default();
+                let same = match same_digest {
+                    Some(true) => "the same event",
+                    Some(false) => "a different event (another payload or effective time; pass --effective-time-ms to retry exactly)",
+                    None => "too old to compare",
+                };
+                self.progress.suspend(|| out(format_args!("line {number}: exists as index {index}{at}: {same}")))
+            }
+            WriteOutcome::Rejected { index, count } => {
+                // The start index that would put this line at the count.
+                let fix = match count.checked_sub(self.events) {
+                    Some(start) => format!("publish the file again with --start-index {start}"),
+                    None => format!("publish the events before index {index} first"),
+                };
+                Err(Error::Usage(format!(
+                    "line {number}: index {index} is ahead of `{key}`'s count {count}, so it was not written (nor any line after it); {fix}"
+                )))
+            }
+        }
+    }
 }
 
 /// `tail`: from the newest snapshot holding the key's count (like `tail -f`, it shows the
@@ -173,12 +304,55 @@ pub(super) async fn tail(args: TailArgs) -> Result<(), Error> {
     let mut stream = pipeline.stream_events(std::slice::from_ref(&args.key), args.from.unwrap_or(0)).await?;
     let registry = SchemaRegistry::from_env().transpose()?;
     let mut schemas = SchemaCache::new();
-    each_canonical(&mut stream, end, args.follow, |canonical| {
+    let bar = progress::offsets("tail", end);
+    let printed = each_canonical(&mut stream, end, args.follow, |canonical| {
         let payload = readable(&canonical.event, registry.as_ref(), &mut schemas);
         let index = canonical.event.index.expect("canonical events carry their index");
-        out(format_args!("{} {} {} {}", canonical.offset, index, canonical.writer, payload))
+        // With --follow the bar goes once the log end it started at is reached.
+        if canonical.offset < end {
+            bar.set_position(canonical.offset + 1);
+        } else if !bar.is_finished() {
+            bar.finish_and_clear();
+        }
+        bar.suspend(|| match args.output {
+            Format::Text => out(format_args!("{} {} {} {}", canonical.offset, index, canonical.writer, payload)),
+            Format::Json => out(format_args!("{}", tail_json(&canonical, index, &payload))),
+        })
     })
-    .await
+    .await;
+    bar.finish_and_clear();
+    printed
+}
+
+/// One line of `tail --output json`: the payload as JSON when it is JSON (a JSON payload, or
+/// Avro decoded to JSON), else as a string.
+fn tail_json(canonical: &competing_transformers_kafka::CanonicalEvent, index: u64, payload: &str) -> serde_json::Value {
+    let event = &canonical.event;
+    let payload = serde_json::from_str::<serde_json::Value>(payload)
+        .unwrap_or_else(|_| serde_json::Value::String(payload.to_string()));
+    serde_json::json!({
+        "offset": canonical.offset,
+        "index": index,
+        "key": event.key.as_str(),
+        "writer": canonical.writer,
+        "effective_time_ms": event.effective_time_ms,
+        "content_type": event.content_type,
+        "payload": payload,
+    })
+}
+
+/// `status`' summary: of every record still on the log, or with `recent` of each key from
+/// its newest snapshot; a spinner meanwhile on a terminal.
+async fn summarise(log: &KafkaLog, recent: bool) -> Result<LogSummary, Error> {
+    let from = if recent { StartFrom::Newest { up_to: Offset::MAX } } else { StartFrom::LogStart };
+    let reading =
+        progress::spinner(if recent { "reading the log since its newest snapshots" } else { "reading the whole log" });
+    let summary = match kafka_start(log, "status", None, from).await {
+        Ok(start) => LogSummary::read_from(log, start).await.map_err(Error::from),
+        Err(error) => Err(error),
+    };
+    reading.finish_and_clear();
+    summary
 }
 
 /// `status`: every record still on the log, or with `recent` each key from its newest
@@ -186,9 +360,7 @@ pub(super) async fn tail(args: TailArgs) -> Result<(), Error> {
 pub(super) async fn status(args: &LogArgs, output: Format, recent: bool, registry: &Registry) -> Result<(), Error> {
     let owners = owners(args, registry)?;
     let log = connect(args).await?;
-    let from = if recent { StartFrom::Newest { up_to: Offset::MAX } } else { StartFrom::LogStart };
-    let start = kafka_start(&log, "status", None, from).await?;
-    let summary = LogSummary::read_from(log.as_ref(), start).await?;
+    let summary = summarise(&log, recent).await?;
     if output == Format::Json {
         return out(format_args!("{}", summary.to_json(&log.config().topic, &owners)));
     }
@@ -281,7 +453,7 @@ fn percent(part: u64, whole: u64) -> f64 {
 }
 
 /// `dead-letters list`.
-pub(super) async fn dead_letters(args: &LogArgs, transformer: &EventSourceKey) -> Result<(), Error> {
+pub(super) async fn dead_letters(args: &LogArgs, transformer: &EventSourceKey, output: Format) -> Result<(), Error> {
     let log = connect(args).await?;
     let key = transformer.dead_letters();
     let start = kafka_start(&log, "dead-letters list", Some(std::slice::from_ref(&key)), StartFrom::LogStart).await?;
@@ -293,11 +465,29 @@ pub(super) async fn dead_letters(args: &LogArgs, transformer: &EventSourceKey) -
         );
     }
     let letters = read_dead_letters_from(log, &key, start).await?;
-    for (letter, detail) in &letters {
-        out(format_args!("{}", dead_letter_line(letter, detail.as_ref())))?;
+    for letter in &letters {
+        match output {
+            Format::Text => out(format_args!("{}", dead_letter_line(&letter.0, letter.1.as_ref())))?,
+            Format::Json => out(format_args!("{}", dead_letter_json(letter)))?,
+        }
     }
     eprintln!("{} dead letter(s) in `{key}`", letters.len());
     Ok(())
+}
+
+/// One line of `dead-letters list --output json`.
+fn dead_letter_json(((offset, index, letter), detail): &DetailedDeadLetter) -> serde_json::Value {
+    let (letter, raw) = match letter {
+        Ok(letter) => (serde_json::to_value(letter).unwrap_or_default(), serde_json::Value::Null),
+        Err(raw) => (serde_json::Value::Null, serde_json::Value::String(raw.clone())),
+    };
+    serde_json::json!({
+        "offset": offset,
+        "index": index,
+        "dead_letter": letter,
+        "raw": raw,
+        "detail": detail.as_ref().map(|detail| serde_json::to_value(detail).unwrap_or_default()),
+    })
 }
 
 /// `dead-letters redrive`.
@@ -324,7 +514,10 @@ pub(super) async fn redrive(args: RedriveArgs, registry: &Registry) -> Result<()
         owners.refuse_redrive_home(&letters, args.index)?;
     }
     let (transformer, to) = (&args.transformer, args.to.as_ref());
-    crate::redrive::redrive_from(log.clone(), transformer, args.index, to, &writer, start).await.map(|_| ())
+    let replaying = progress::spinner("reading the dead letters and redriving");
+    let redriven = crate::redrive::redrive_from(log.clone(), transformer, args.index, to, &writer, start).await;
+    replaying.finish_and_clear();
+    redriven.map(|_| ())
 }
 
 /// `export`: until the log end, or with --follow until SIGINT/SIGTERM.
@@ -341,7 +534,10 @@ pub(super) async fn export(args: ExportArgs) -> Result<(), Error> {
     // Without --follow the export ends at the log end; a signal ends the process as usual.
     let shutdown = if args.follow { signals::listen()? } else { Shutdown::never() };
     let options = ExportRunOptions { follow: args.follow, shutdown, before_commit: None };
-    let stats = exporter.run(log, options).await?;
+    let exporting = progress::spinner(&format!("exporting to `{}`", args.to));
+    let stats = exporter.run(log, options).await;
+    exporting.finish_and_clear();
+    let stats = stats?;
     let keys = if args.keys.is_empty() {
         "every key".to_string()
     } else {

@@ -25,6 +25,7 @@ use crate::cli::RunArgs;
 use crate::config::Codec;
 use crate::config::{Config, ConfigError, SNAPSHOT_EVERY_INPUTS_DEFAULT};
 use crate::metrics;
+use crate::progress;
 use crate::registry::Registry;
 use crate::restart::Restarts;
 use crate::{host_name, signals, Error, Exit, SchemaStep, StopReason, StoppedReplica};
@@ -37,6 +38,10 @@ use competing_transformers_kafka::snapshot_store::{KafkaSnapshotStore, Snapshots
 use competing_transformers_kafka::{admin, EventLog, KafkaLog, KafkaLogConfig, LogError, Shutdown};
 use competing_transformers_kafka::{run_replica_with, ReplicaError, ReplicaServices, ReplicaStatus};
 
+/// How often librdkafka reports its statistics when metrics are served.
+const CLIENT_STATISTICS_EVERY_MS: u64 = 5_000;
+/// How often the catch-up bars are redrawn.
+const CATCH_UP_DRAW_EVERY: Duration = Duration::from_millis(250);
 /// How often the race table is printed, when anything in it changed.
 const RACE_TABLE_EVERY: Duration = Duration::from_secs(2);
 
@@ -163,7 +168,14 @@ async fn snapshot_store(log_config: &KafkaLogConfig) -> Option<Arc<dyn Snapshots
 /// stopped for good.
 pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> {
     let config = Config::load(&args.config)?;
-    let log_config = config.log_config(&args.kafka.overrides())?;
+    let mut log_config = config.log_config(&args.kafka.overrides())?;
+    if metrics_address(&config, &args).is_some() {
+        // librdkafka's statistics feed a few of the metrics; a configured interval wins.
+        log_config
+            .client_properties
+            .entry("statistics.interval.ms".into())
+            .or_insert_with(|| CLIENT_STATISTICS_EVERY_MS.to_string());
+    }
     let mut plan = config.replica_plan(&registry, args.replicas)?;
     if let Some(only) = &args.only {
         plan.retain(|(name, _)| name == only);
@@ -197,10 +209,13 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
     let metrics = serve_metrics(&config, &args, &slots).await?;
     let shutdown = signals::listen()?;
     let tasks = start_supervisors(registry, &log_config, &slots, &shutdown);
-    let tables = (!args.log_json).then(|| tokio::spawn(print_race_tables(slots.clone())));
+    let tables = (args.race_table && !args.log_json).then(|| tokio::spawn(print_race_tables(slots.clone())));
+    let catch_up = progress::wanted().then(|| tokio::spawn(show_catch_up(slots.clone())));
     let endings = await_endings(tasks, &slots).await;
-    if let Some(tables) = tables {
-        tables.abort();
+    for task in tables.into_iter().chain(catch_up) {
+        task.abort();
+    }
+    if !args.log_json {
         eprint!("{}", render_race_table(&slots));
     }
     if let Some(metrics) = metrics {
@@ -455,6 +470,38 @@ fn replica_views(slots: Vec<SharedSlot>) -> metrics::Views {
             })
             .collect()
     })
+}
+
+/// A bar per replica while it catches up (on a terminal only: `progress`), gone once it is
+/// live; a restarted replica's catch-up gets a new one.
+async fn show_catch_up(slots: Vec<SharedSlot>) {
+    let group = progress::group();
+    let mut bars: Vec<Option<indicatif::ProgressBar>> = slots.iter().map(|_| None).collect();
+    let mut every = tokio::time::interval(CATCH_UP_DRAW_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        for (slot, bar) in slots.iter().zip(bars.iter_mut()) {
+            let (replica_id, status) = {
+                let slot = slot.lock().expect("slot lock");
+                (slot.replica_id.clone(), slot.status.as_ref().map(|status| status.borrow().clone()))
+            };
+            match status {
+                Some(status) if status.catching_up => {
+                    let bar = bar.get_or_insert_with(|| {
+                        group.add(progress::offsets(&format!("{replica_id} catching up"), status.log_end))
+                    });
+                    bar.set_length(status.log_end);
+                    bar.set_position(status.position);
+                }
+                _ => {
+                    if let Some(done) = bar.take() {
+                        done.finish_and_clear();
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Prints the race table every [`RACE_TABLE_EVERY`] when it changed.

@@ -84,6 +84,10 @@ pub struct DemoArgs {
         default_value = "http://127.0.0.1:8081/apis/ccompat/v7"
     )]
     pub registry: String,
+    /// The broker stops when the demo ends (scripts/demo.sh started it for the demo): the
+    /// closing hints say to start it again first
+    #[arg(long, hide = true)]
+    pub broker_stops: bool,
 }
 
 /// One replica process.
@@ -273,7 +277,15 @@ impl Demo {
         } else {
             format!(" --bootstrap {}", self.args.bootstrap)
         };
-        println!("\ndemo finished in {:.1} s. The topic stays, to explore:", self.start.elapsed().as_secs_f64());
+        let elapsed = self.start.elapsed().as_secs_f64();
+        if self.args.broker_stops {
+            // The broker keeps its data across a stop (scripts/kafka.sh): the topic comes back.
+            println!(
+                "\ndemo finished in {elapsed:.1} s. The broker the demo started stops now; its data stays. To explore the topic, start it again (scripts/kafka.sh start), then:"
+            );
+        } else {
+            println!("\ndemo finished in {elapsed:.1} s. The topic stays, to explore:");
+        }
         for command in ["status", "tail matching-engine", "dead-letters list --transformer matching-engine"] {
             println!("  transformer-launcher {command} --topic {}{bootstrap}", self.topic);
         }

@@ -188,3 +188,73 @@ fn a_failure_is_one_json_line_with_log_format_json() {
     assert_eq!(last["fields"]["exit_code"], 1);
     assert!(last["fields"]["message"].as_str().unwrap().contains("cannot reach Kafka"), "{stderr}");
 }
+
+/// Each line of `text` as one JSON object, or a panic naming the line.
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}"))).collect()
+}
+
+#[test]
+fn tail_dead_letters_and_topics_print_json() {
+    let topic = unique_topic("json-output");
+    let created: serde_json::Value =
+        serde_json::from_str(&launcher(&["topics", "create", "--topic", &topic, "--output", "json"])).unwrap();
+    assert_eq!(created["topic"], topic.as_str());
+    assert_eq!(created["partitions"], 1);
+    assert_eq!(created["retention_ms"], -1);
+    assert!(created["snapshot_topics"]["snapshots"]["topic"].is_string(), "{created}");
+    let checked: serde_json::Value =
+        serde_json::from_str(&launcher(&["topics", "check", "--topic", &topic, "--output", "json"])).unwrap();
+    assert_eq!(checked, created);
+
+    publish_orders(&topic);
+    let events = json_lines(&launcher(&["tail", "orders", "--topic", &topic, "--output", "json"]));
+    assert_eq!(events.len(), ORDERS);
+    assert_eq!(events[0]["index"], 0);
+    assert_eq!(events[0]["key"], "orders");
+    assert_eq!(events[0]["content_type"], "application/json");
+    assert_eq!(events[0]["payload"]["order_id"], "o0", "the payload is JSON, not a string: {}", events[0]);
+    assert_eq!(events[ORDERS - 1]["payload"]["order_id"], format!("o{}", ORDERS - 1));
+
+    // Dead letters of a DET this launcher does not register: anyone may write them.
+    let letter = r#"{"transformer":"fixture","reason":"decode","message":"not JSON","input":{"key":"in","index":3,"offset":7,"effective_time_ms":1,"content_type":"text/plain","payload_base64":"eA=="}}"#;
+    let mut child = Command::new(LAUNCHER)
+        .args(["publish", "--key", "fixture.dead-letters", "--topic", &topic, "--bootstrap", &bootstrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{letter}\n\"unreadable\"\n").as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    let letters = json_lines(&launcher(&[
+        "dead-letters",
+        "list",
+        "--transformer",
+        "fixture",
+        "--topic",
+        &topic,
+        "--output",
+        "json",
+    ]));
+    assert_eq!(letters.len(), 2);
+    assert_eq!(letters[0]["index"], 0);
+    assert_eq!(letters[0]["dead_letter"]["reason"], "decode");
+    assert_eq!(letters[0]["dead_letter"]["input"]["offset"], 7);
+    assert!(letters[0]["raw"].is_null() && letters[0]["detail"].is_null(), "{}", letters[0]);
+    assert!(letters[1]["dead_letter"].is_null(), "{}", letters[1]);
+    assert_eq!(letters[1]["raw"], "\"unreadable\"");
+}
+
+#[test]
+fn completions_and_the_man_page_print_from_the_binary() {
+    for (args, expected) in [
+        (&["completions", "bash"][..], "_transformer__launcher()"),
+        (&["completions", "fish"][..], "complete -c transformer-launcher"),
+        (&["man"][..], ".TH transformer-launcher 1"),
+    ] {
+        let output = Command::new(LAUNCHER).args(args).output().unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        let text = String::from_utf8(output.stdout).unwrap();
+        assert!(text.contains(expected), "{args:?} printed no {expected:?}");
+    }
+}

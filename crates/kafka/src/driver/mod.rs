@@ -24,9 +24,13 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+mod latency;
 mod snapshots;
 
+pub use latency::{LatencyHistogram, LATENCY_BOUNDS_US};
+
 use crate::backoff::Backoff;
+use crate::client::ClientStatistics;
 use crate::error::LogError;
 use crate::log::{Delivery, EventLog, LogCursor};
 use crate::schema_decisions::{DecisionError, SchemaDecisions};
@@ -69,6 +73,16 @@ pub struct ReplicaStatus {
     pub outputs: u64,
     /// Canonical dead letters so far.
     pub dead_letters: u64,
+    /// How long this run waited from reading an input live to reading its canonical answer,
+    /// on its own clock (`driver::latency` says why not from the record's timestamp).
+    pub output_latency: LatencyHistogram,
+    /// The log position of the newest snapshot this run resumed from or stored.
+    pub snapshot_position: Option<Offset>,
+    /// When this run stored that snapshot, in ms since the Unix epoch on this host's clock;
+    /// `None` while its newest is the one it resumed from.
+    pub snapshot_stored_at_ms: Option<u64>,
+    /// What librdkafka last reported of the log's clients (with `statistics.interval.ms`).
+    pub client: Option<ClientStatistics>,
 }
 
 impl ReplicaStatus {
@@ -217,6 +231,9 @@ struct Driver<T: Transform, L: EventLog> {
     backoff: Backoff,
     last_progress: Instant,
     was_catching_up: bool,
+    latency: latency::LatencyTracker,
+    /// The newest snapshot resumed from at the start, if any.
+    resumed_at: Option<Offset>,
 }
 
 impl<T: Transform, L: EventLog> Driver<T, L> {
@@ -263,6 +280,8 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
             log_end: end,
             backoff: Backoff::for_retries(),
             last_progress: Instant::now(),
+            latency: latency::LatencyTracker::default(),
+            resumed_at: Some(from).filter(|from| *from > 0),
         }))
     }
 
@@ -284,6 +303,9 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
                 if !self.resolve_schemas(&records, shutdown).await? {
                     return Ok(ControlFlow::Break(()));
                 }
+                let live = !matches!(self.core.phase(), Phase::CatchingUp { .. });
+                let answers = [self.core.output_key(), self.core.dead_letter_key()];
+                self.latency.on_batch(&records, self.core.subscriptions(), answers, live, Instant::now());
                 self.core.on_fetched_with(&records, self.cursor.position(), &self.schemas);
                 if self.core.position() != self.cursor.position() {
                     return self.reopen_cursor(shutdown).await;
@@ -360,7 +382,7 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
             Err(error) => error,
         };
         self.core.on_delivery(write_id, Err(()));
-        self.status.send_replace(snapshot(&self.core, self.log_end));
+        self.status.send_replace(self.status_now());
         tracing::error!(replica = %self.replica_id, %error, "a write failed in a way sending it again cannot fix; the replica stops");
         Err(if error.is_refused_record() {
             ReplicaError::Unwritable { replica_id: self.replica_id.clone(), source: error }
@@ -390,14 +412,27 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
             tracing::info!(replica = %self.replica_id, position = self.core.input_position(), "caught up; live");
         }
         self.was_catching_up = catching_up;
-        self.status.send_replace(snapshot(&self.core, self.log_end));
+        self.status.send_replace(self.status_now());
+    }
+
+    /// The status now: the core's counts, the log end last seen, the latencies, the newest
+    /// snapshot and the clients' statistics.
+    fn status_now(&self) -> ReplicaStatus {
+        let stored = self.keeper.last_stored();
+        ReplicaStatus {
+            output_latency: self.latency.histogram.clone(),
+            snapshot_position: stored.map(|(position, _)| position).or(self.resumed_at),
+            snapshot_stored_at_ms: stored.map(|(_, at_ms)| at_ms),
+            client: self.log.client_statistics(),
+            ..snapshot(&self.core, self.log_end)
+        }
     }
 
     /// Stops the replica once its core has seen a divergence.
     fn drive_divergence(&self) -> Result<(), ReplicaError> {
         match self.core.divergence() {
             Some(divergence) => {
-                self.status.send_replace(snapshot(&self.core, self.log_end));
+                self.status.send_replace(self.status_now());
                 Err(ReplicaError::Diverged(Box::new(divergence.clone())))
             }
             None => Ok(()),
@@ -425,7 +460,7 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
         if flushed.is_err() {
             tracing::warn!(replica = %self.replica_id, "shutdown: some writes were still in flight; other replicas or a restart will write them");
         }
-        let last = snapshot(&self.core, self.log_end);
+        let last = self.status_now();
         self.status.send_replace(last.clone());
         tracing::info!(replica = %self.replica_id, "replica stopped");
         last
@@ -485,6 +520,7 @@ fn snapshot<T: Transform>(core: &ReplicaCore<T>, log_end: Offset) -> ReplicaStat
         catching_up: matches!(core.phase(), Phase::CatchingUp { .. }),
         outputs: core.own_rule().count(core.output_key()),
         dead_letters: core.own_rule().count(core.dead_letter_key()),
+        ..ReplicaStatus::default()
     }
 }
 

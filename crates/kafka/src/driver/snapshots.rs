@@ -62,11 +62,13 @@ pub(super) struct Keeper {
     store: Option<Arc<dyn Snapshots>>,
     writer: String,
     storing: Option<JoinHandle<(Offset, Result<Stored, SnapshotStoreError>)>>,
+    /// The newest snapshot stored: its position and when, in ms since the Unix epoch.
+    last_stored: Option<(Offset, u64)>,
 }
 
 impl Keeper {
     pub(super) fn new(store: Option<Arc<dyn Snapshots>>, writer: String) -> Self {
-        Self { store, writer, storing: None }
+        Self { store, writer, storing: None, last_stored: None }
     }
 
     /// Starts storing the core's next snapshot, if none is being stored.
@@ -84,6 +86,11 @@ impl Keeper {
         }
     }
 
+    /// The newest snapshot stored by this run: its position and when (ms since the epoch).
+    pub(super) fn last_stored(&self) -> Option<(Offset, u64)> {
+        self.last_stored
+    }
+
     /// Whether a snapshot is being stored: then [`Keeper::stored`] has something to wait for.
     pub(super) fn is_storing(&self) -> bool {
         self.storing.is_some()
@@ -96,16 +103,28 @@ impl Keeper {
         let outcome = storing.await;
         self.storing = None;
         match outcome {
-            Ok((position, Ok(stored))) => match stored.canonical.manifest.digest() {
-                Some(digest) => core.on_snapshot_stored(position, digest),
-                None => {
-                    tracing::warn!(replica = %self.writer, position, "the stored snapshot's manifest has no valid digest")
-                }
-            },
+            Ok((position, Ok(stored))) => {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+                self.last_stored = Some((position, now_ms));
+                Self::check_digest(core, &self.writer, position, &stored);
+            }
             Ok((position, Err(error))) => {
                 tracing::warn!(replica = %self.writer, position, %error, "could not store a snapshot; the next one will be tried")
             }
             Err(error) => tracing::warn!(replica = %self.writer, %error, "the snapshot store task failed"),
+        }
+    }
+}
+
+impl Keeper {
+    /// Tells the core what the store holds at `position`: a digest other than its own is a
+    /// state divergence, which the core reports.
+    fn check_digest<T: Transform>(core: &mut ReplicaCore<T>, writer: &str, position: Offset, stored: &Stored) {
+        match stored.canonical.manifest.digest() {
+            Some(digest) => core.on_snapshot_stored(position, digest),
+            None => tracing::warn!(replica = %writer, position, "the stored snapshot's manifest has no valid digest"),
         }
     }
 }

@@ -27,7 +27,10 @@ use competing_transformers::record::{headers, EncodedRecord, FetchedRecord, Reco
 use competing_transformers::signature::{PublicKey, Signer, Trust};
 
 use super::{Delivery, EventLog, LogCursor};
-use crate::client::{blocking, classify, creation_error, KafkaLogConfig, LogContext, WriteMode};
+use crate::client::{
+    blocking, classify, creation_error, ClientRole, ClientStatistics, KafkaLogConfig, LogContext, StatisticsSink,
+    WriteMode,
+};
 use crate::error::LogError;
 
 /// One partition of a Kafka topic as an [`EventLog`].
@@ -36,6 +39,8 @@ pub struct KafkaLog {
     config: Arc<KafkaLogConfig>,
     writer: Writer,
     watermarks: Arc<BaseConsumer<LogContext>>,
+    /// Where its producer and readers leave librdkafka's statistics.
+    statistics: StatisticsSink,
 }
 
 enum Writer {
@@ -56,13 +61,20 @@ impl KafkaLog {
 
     /// Connects without checking the topic's layout (tests of the check itself).
     pub async fn connect_unchecked(config: KafkaLogConfig) -> Result<Self, LogError> {
+        let statistics = StatisticsSink::default();
         let writer = match &config.mode {
             WriteMode::RecordGroups => Writer::Groups(OnceLock::new()),
-            WriteMode::Transactional { .. } => Writer::Transactional(spawn_transactional_writer(&config).await?),
+            WriteMode::Transactional { .. } => {
+                Writer::Transactional(spawn_transactional_writer(&config, &statistics).await?)
+            }
         };
-        let watermarks =
-            Arc::new(config.consumer_config().create_with_context(LogContext).map_err(|e| creation_error(&config, e))?);
-        Ok(Self { config: Arc::new(config), writer, watermarks })
+        let watermarks = Arc::new(
+            config
+                .consumer_config()
+                .create_with_context(LogContext::default())
+                .map_err(|e| creation_error(&config, e))?,
+        );
+        Ok(Self { config: Arc::new(config), writer, watermarks, statistics })
     }
 
     /// The configuration it was made from.
@@ -76,7 +88,8 @@ impl KafkaLog {
         cell: &'a OnceLock<Result<FutureProducer<LogContext>, LogError>>,
     ) -> Result<&'a FutureProducer<LogContext>, LogError> {
         let made = cell.get_or_init(|| {
-            self.config.producer_config().create_with_context(LogContext).map_err(|e| creation_error(&self.config, e))
+            let context = LogContext::reporting(&self.statistics, ClientRole::Producer);
+            self.config.producer_config().create_with_context(context).map_err(|e| creation_error(&self.config, e))
         });
         made.as_ref().map_err(Clone::clone)
     }
@@ -195,7 +208,7 @@ impl EventLog for KafkaLog {
         let consumer: StreamConsumer<LogContext> = self
             .config
             .consumer_config()
-            .create_with_context(LogContext)
+            .create_with_context(LogContext::reporting(&self.statistics, ClientRole::Reader))
             .map_err(|e| creation_error(&self.config, e))?;
         let (topic, partition) = (&self.config.topic, self.config.partition);
         let failed = |error| classify(error, topic, Some(partition), Some(from));
@@ -240,6 +253,10 @@ impl EventLog for KafkaLog {
             },
             Writer::Transactional(_) => Ok(()),
         }
+    }
+
+    fn client_statistics(&self) -> Option<ClientStatistics> {
+        Some(*self.statistics.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
 
@@ -341,9 +358,12 @@ impl KafkaCursor {
 /// up while a transaction was open goes into the next one.
 async fn spawn_transactional_writer(
     config: &KafkaLogConfig,
+    statistics: &StatisticsSink,
 ) -> Result<mpsc::Sender<(EncodedBatch, oneshot::Sender<Result<Offset, LogError>>)>, LogError> {
-    let producer: FutureProducer<LogContext> =
-        config.producer_config().create_with_context(LogContext).map_err(|e| creation_error(config, e))?;
+    let producer: FutureProducer<LogContext> = config
+        .producer_config()
+        .create_with_context(LogContext::reporting(statistics, ClientRole::Producer))
+        .map_err(|e| creation_error(config, e))?;
     let (ready_tx, ready_rx) = oneshot::channel();
     let (queue, incoming) = mpsc::channel::<(EncodedBatch, oneshot::Sender<Result<Offset, LogError>>)>();
     let (topic, partition) = (config.topic.clone(), config.partition);

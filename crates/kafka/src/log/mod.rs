@@ -93,6 +93,12 @@ pub trait EventLog: Send + Sync + 'static {
             }
         }
     }
+
+    /// What its clients last reported of themselves (librdkafka's statistics, when
+    /// `statistics.interval.ms` is set); `None` for a backend without any.
+    fn client_statistics(&self) -> Option<crate::client::ClientStatistics> {
+        None
+    }
 }
 
 /// Reads records in offset order.
