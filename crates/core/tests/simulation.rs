@@ -24,7 +24,7 @@ use std::sync::Once;
 
 use competing_transformers::dead_letter::DeadLetter;
 use competing_transformers::record::Record;
-use competing_transformers::replica::{run_to_end, ReplicaConfig, ReplicaCore, Stagger};
+use competing_transformers::replica::{run_to_end, Racing, ReplicaConfig, ReplicaCore, Stagger};
 use competing_transformers::snapshot::{state_from_bytes, state_to_bytes, Snapshot};
 use competing_transformers::Digest;
 use competing_transformers::{Event, EventSourceKey, Input, MemoryLog, Offset, Outputs, Transform, TransformError};
@@ -303,7 +303,7 @@ impl Faults {
 
 struct SimReplica {
     id: String,
-    stagger: Option<Stagger>,
+    racing: Racing,
     /// What it runs when (re)started.
     build: Build,
     scale: Option<Scale>,
@@ -340,7 +340,7 @@ impl SimReplica {
         let mut config = ReplicaConfig::new(self.id.clone());
         config.resend_after_ms = 300;
         config.pending_events_max = 40;
-        config.stagger = self.stagger;
+        config.racing = self.racing;
         // Backoffs short next to the scenario, so a replica writes again within it.
         config.write_retry_min_ms = 5;
         config.write_retry_max_ms = 80;
@@ -500,13 +500,19 @@ impl Sim {
         let log = MemoryLog::new();
         // Half the seeds stagger writes: replica n waits n × delay before writing.
         let delay_ms = if rng.chance(50) { Some(1 + rng.below(60)) } else { None };
+        // Of the others, two thirds race adaptively (the default), a third all at once.
+        let racing = |n| match delay_ms {
+            Some(delay_ms) => Racing::Staggered(Stagger { rank: n, delay_ms }),
+            None if seed % 3 == 0 => Racing::AllAtOnce,
+            None => Racing::default(),
+        };
         // Half the seeds take snapshots, and restart replicas from them.
         let snapshot_every = rng.chance(50).then(|| 2 + rng.below(8));
         let store = Rc::new(RefCell::new(Store::default()));
         let mut replicas: Vec<SimReplica> = (0..replica_count)
             .map(|n| SimReplica {
                 id: format!("r{n}"),
-                stagger: delay_ms.map(|delay_ms| Stagger { rank: n, delay_ms }),
+                racing: racing(n),
                 build: build.clone(),
                 scale,
                 core: None,
@@ -773,7 +779,7 @@ fn run_foreign_seed(seed: u64) {
     let index = sim.log.canonical(&output).len() as u64;
     let offset = sim.log.append_now(&forged(&output, Some(index))).unwrap();
     // A replica started now reads the foreign event before it computes that index.
-    let mut late = SimReplica { id: "late".into(), stagger: None, core: None, ..sim.replicas.pop().unwrap() };
+    let mut late = SimReplica { id: "late".into(), racing: Racing::AllAtOnce, core: None, ..sim.replicas.pop().unwrap() };
     let (log, rng, faults) = (&sim.log, &mut sim.rng, &mut sim.faults);
     for replica in &mut sim.replicas {
         for _ in 0..10_000 {

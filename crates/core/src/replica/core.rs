@@ -54,6 +54,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use base64::Engine as _;
 
+pub use super::racing::{Adaptive, Racing, Stagger};
+use super::racing::Leadership;
 use crate::canonical::{CanonicalRule, Verdict, DIGEST_WINDOW_DEFAULT};
 use crate::codec::{OutputCodec, SchemaCache, NO_SCHEMAS};
 use crate::dead_letter::{DeadLetter, Detail, Details, Failure, Reason, CONTENT_TYPE_DEAD_LETTER};
@@ -95,26 +97,16 @@ pub struct ReplicaConfig {
     pub write_retry_min_ms: u64,
     /// The longest nominal wait after failed deliveries (see `write_retry_min_ms`).
     pub write_retry_max_ms: u64,
-    /// Staggered racing: when set, this replica holds each new group back for
-    /// `rank × delay_ms` and writes it only if no other replica's copy is canonical by then.
-    /// `None`: every replica writes at once (the lowest latency, the most duplicates).
-    pub stagger: Option<Stagger>,
+    /// Who writes each new group at once and how long the others hold it back: by default
+    /// learnt from the log ([`Racing::Adaptive`]); every replica at once; or ranks configured
+    /// per replica ([`Racing::Staggered`]).
+    pub racing: Racing,
     /// The codec of the transform's outputs ([`Outputs::emit_value`]): JSON unless the
     /// transformer is configured for Avro.
     pub output_codec: OutputCodec,
     /// Snapshots: one after every this many canonical inputs, at the end of the record
     /// holding the last (see [`crate::snapshot`]), when the DET saves its state. `None`: none.
     pub snapshot_every_inputs: Option<u64>,
-}
-
-/// How replicas take turns to write first, trading a little latency under a stall for
-/// fewer duplicates when all are healthy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stagger {
-    /// This replica's rank: 0 writes at once, 1 waits `delay_ms`, 2 waits twice that, …
-    pub rank: u64,
-    /// How long each rank waits more than the one before it.
-    pub delay_ms: u64,
 }
 
 impl ReplicaConfig {
@@ -130,7 +122,7 @@ impl ReplicaConfig {
             resend_after_ms: 5_000,
             write_retry_min_ms: 100,
             write_retry_max_ms: 5_000,
-            stagger: None,
+            racing: Racing::default(),
             output_codec: OutputCodec::Json,
             snapshot_every_inputs: None,
         }
@@ -230,8 +222,9 @@ pub struct ReplicaStats {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SendState {
-    /// Held back by staggering until the deadline (set at the first poll after it was made).
-    Held { until_ms: Option<u64> },
+    /// Held back for its turn, `hold_ms` from the first poll after it was made: until the
+    /// deadline, set then.
+    Held { hold_ms: u64, until_ms: Option<u64> },
     /// Not sent, or to be sent again.
     Unsent,
     /// In the record with this write id, sent at this time, delivered at `offset` once the
@@ -341,6 +334,8 @@ pub struct ReplicaCore<T: Transform> {
     now_ms: u64,
     /// The details of the dead letters not yet canonical, by index.
     details: Details,
+    /// Who leads and how long to hold, learnt from the log: in adaptive racing only.
+    leadership: Option<Leadership>,
 }
 
 /// Where transforming goes on: the first event of a record not yet taken as an input.
@@ -460,6 +455,10 @@ impl<T: Transform> ReplicaCore<T> {
         let own = CanonicalRule::new(config.digest_window);
         let phase = if catch_up_until == 0 { Phase::Live } else { Phase::CatchingUp { until: catch_up_until } };
         let next_snapshot_at = config.snapshot_every_inputs.unwrap_or(0);
+        let leadership = match config.racing {
+            Racing::Adaptive(limits) => Some(Leadership::new(&config.replica_id, limits)),
+            Racing::AllAtOnce | Racing::Staggered(_) => None,
+        };
         Self {
             transform,
             config,
@@ -491,6 +490,7 @@ impl<T: Transform> ReplicaCore<T> {
             divergence: None,
             now_ms: 0,
             details: Details::default(),
+            leadership,
         }
     }
 
@@ -729,6 +729,9 @@ impl<T: Transform> ReplicaCore<T> {
                 if mine {
                     self.stats.races_won += 1;
                 }
+                if let Some(leadership) = &mut self.leadership {
+                    leadership.on_canonical(slot, index, writer);
+                }
                 if let Some(ours) = self.computed_digest(slot, index) {
                     if ours != event.digest {
                         let key = self.key_of(slot).clone();
@@ -868,8 +871,8 @@ impl<T: Transform> ReplicaCore<T> {
         }
     }
 
-    /// Queues a new group to be written, held for its turn when staggered, unless it is
-    /// canonical already (`count` is its key's canonical count).
+    /// Queues a new group to be written, held for its turn unless this replica writes at once,
+    /// unless it is canonical already (`count` is its key's canonical count).
     fn queue(&mut self, mut group: Group, count: u64) {
         if group.end_index() <= count {
             if self.phase == Phase::Live {
@@ -877,15 +880,28 @@ impl<T: Transform> ReplicaCore<T> {
             }
             return;
         }
-        let held = self.phase == Phase::Live && self.config.stagger.is_some_and(|s| s.rank > 0);
-        if held {
-            group.send = SendState::Held { until_ms: None };
+        if let Some(hold_ms) = self.hold_ms().filter(|_| self.phase == Phase::Live) {
+            group.send = SendState::Held { hold_ms, until_ms: None };
         }
         self.computed[group.slot].push(group.first_index, group.events.iter().map(|e| e.digest));
         self.pending_events += group.events.len();
         self.pending_bytes += group.encoded_bytes();
         self.groups[group.slot] += 1;
         self.pending.push_back(group);
+    }
+
+    /// How long a new group waits for its turn, by the racing mode and, in adaptive racing,
+    /// what the log says up to now; `None`: it is written at once.
+    fn hold_ms(&self) -> Option<u64> {
+        let hold_ms = match self.config.racing {
+            Racing::AllAtOnce => 0,
+            Racing::Staggered(stagger) => stagger.rank.saturating_mul(stagger.delay_ms),
+            Racing::Adaptive(_) => {
+                let leadership = self.leadership.as_ref().expect("adaptive racing learns");
+                leadership.rank().saturating_mul(leadership.hold_ms())
+            }
+        };
+        (hold_ms > 0).then_some(hold_ms)
     }
 
     /// The replica's key of `slot`.
@@ -969,6 +985,9 @@ impl<T: Transform> ReplicaCore<T> {
     /// Takes the time in: never back. Stamps a pause that waits for it, ends one that is over.
     fn tick(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
+        if let Some(leadership) = &mut self.leadership {
+            leadership.tick(self.now_ms);
+        }
         match self.retry.pause {
             Pause::Unstamped => self.retry.pause = Pause::Until(self.now_ms.saturating_add(self.retry_wait_ms())),
             Pause::Until(at) if at <= self.now_ms => self.retry.pause = Pause::None,
@@ -992,9 +1011,12 @@ impl<T: Transform> ReplicaCore<T> {
     /// When the first held group's turn comes. A group not stamped yet is due at once: the
     /// next `poll_write` stamps it.
     fn next_release_ms(&self) -> Option<u64> {
-        self.config.stagger?;
-        self.pending.iter().find_map(|g| match g.send {
-            SendState::Held { until_ms } => Some(until_ms.unwrap_or(self.now_ms)),
+        if self.config.racing == Racing::AllAtOnce {
+            return None;
+        }
+        // Sent groups come first: the held ones are after them.
+        self.pending.range(self.send_from..).find_map(|g| match g.send {
+            SendState::Held { until_ms, .. } => Some(until_ms.unwrap_or(self.now_ms)),
             _ => None,
         })
     }
@@ -1054,17 +1076,29 @@ impl<T: Transform> ReplicaCore<T> {
     }
 
     /// Releases held groups whose turn has come, in order: a group never overtakes an
-    /// earlier one, so a replica's writes stay in index order.
+    /// earlier one, so a replica's writes stay in index order. In adaptive racing, a
+    /// replica that leads now (its copy won meanwhile) writes all it holds at once.
     fn release_held(&mut self) {
-        let Some(stagger) = self.config.stagger else { return };
+        if self.config.racing == Racing::AllAtOnce {
+            return;
+        }
         let now = self.now_ms;
+        let leads = self.leadership.as_ref().is_some_and(|l| l.rank() == 0);
         let mut blocked = false;
-        for group in &mut self.pending {
-            if let SendState::Held { until_ms } = &mut group.send {
+        for group in self.pending.range_mut(self.send_from..) {
+            if let SendState::Held { hold_ms, until_ms } = &mut group.send {
                 // Every group's turn counts from when it was first seen here, not from when
                 // the one before it was released: turns must not add up under load.
-                let due = *until_ms.get_or_insert(now + stagger.rank * stagger.delay_ms);
-                blocked |= due > now;
+                let due = match until_ms {
+                    Some(due) => *due,
+                    None => {
+                        if let Some(leadership) = &mut self.leadership {
+                            leadership.on_held(group.slot, group.first_index, now);
+                        }
+                        *until_ms.insert(now.saturating_add(*hold_ms))
+                    }
+                };
+                blocked |= due > now && !leads;
                 if !blocked {
                     group.send = SendState::Unsent;
                 }
@@ -1278,6 +1312,23 @@ impl<T: Transform> ReplicaCore<T> {
     /// Whether every computed group is canonical and nothing is in flight.
     pub fn is_settled(&self) -> bool {
         self.pending.is_empty() && self.in_flight.is_empty()
+    }
+
+    /// In adaptive racing, this replica's rank by what it has read of its own keys: 0 when
+    /// it leads (or no one has won yet) and writes new groups at once, k when it holds them
+    /// back k hold times. `None` in the other modes.
+    pub fn racing_rank(&self) -> Option<u64> {
+        self.leadership.as_ref().map(Leadership::rank)
+    }
+
+    /// In adaptive racing, the writer of the latest canonical event of the own keys read.
+    pub fn racing_leader(&self) -> Option<&str> {
+        self.leadership.as_ref().and_then(Leadership::leader)
+    }
+
+    /// In adaptive racing, how long a rank-1 follower holds a new group now.
+    pub fn racing_hold_ms(&self) -> Option<u64> {
+        self.leadership.as_ref().map(Leadership::hold_ms)
     }
 
     /// The replica's id.
