@@ -460,12 +460,22 @@ impl Config {
 /// Refuses `racing` and `stagger_ms` that contradict each other.
 fn check_racing(entry: &TransformerSection, position: usize, origin: &str) -> Result<(), ConfigError> {
     let problem = match (entry.racing, entry.stagger_ms) {
-        (Some(RacingMode::Staggered), None) => "is \"staggered\" without `stagger_ms`; set `stagger_ms` (e.g. 5) or choose \"adaptive\"",
-        (Some(RacingMode::Adaptive), Some(_)) => "is \"adaptive\" but `stagger_ms` is set; remove `stagger_ms` or set `racing = \"staggered\"`",
-        (Some(RacingMode::All), Some(_)) => "is \"all\" but `stagger_ms` is set; remove `stagger_ms` or set `racing = \"staggered\"`",
+        (Some(RacingMode::Staggered), None) => {
+            "is \"staggered\" without `stagger_ms`; set `stagger_ms` (e.g. 5) or choose \"adaptive\""
+        }
+        (Some(RacingMode::Adaptive), Some(_)) => {
+            "is \"adaptive\" but `stagger_ms` is set; remove `stagger_ms` or set `racing = \"staggered\"`"
+        }
+        (Some(RacingMode::All), Some(_)) => {
+            "is \"all\" but `stagger_ms` is set; remove `stagger_ms` or set `racing = \"staggered\"`"
+        }
         _ => return Ok(()),
     };
-    Err(ConfigError::Invalid { origin: origin.to_string(), key: format!("transformer[{position}].racing"), problem: problem.into() })
+    Err(ConfigError::Invalid {
+        origin: origin.to_string(),
+        key: format!("transformer[{position}].racing"),
+        problem: problem.into(),
+    })
 }
 
 /// Turns a TOML error into one line: where, what, and the line's text.

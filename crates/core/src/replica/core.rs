@@ -54,8 +54,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use base64::Engine as _;
 
-pub use super::racing::{Adaptive, Racing, Stagger};
 use super::racing::Leadership;
+pub use super::racing::{Adaptive, Racing, Stagger};
 use crate::canonical::{CanonicalRule, Verdict, DIGEST_WINDOW_DEFAULT};
 use crate::codec::{OutputCodec, SchemaCache, NO_SCHEMAS};
 use crate::dead_letter::{DeadLetter, Detail, Details, Failure, Reason, CONTENT_TYPE_DEAD_LETTER};
@@ -602,6 +602,7 @@ impl<T: Transform> ReplicaCore<T> {
         if let Phase::CatchingUp { until } = self.phase {
             if self.own_next >= until {
                 self.phase = Phase::Live;
+                self.hold_caught_up();
             }
         }
     }
@@ -902,6 +903,17 @@ impl<T: Transform> ReplicaCore<T> {
             }
         };
         (hold_ms > 0).then_some(hold_ms)
+    }
+
+    /// Going live after catching up: the groups still missing wait for this replica's turn
+    /// like new ones, as the replica leading may only not have written them yet.
+    fn hold_caught_up(&mut self) {
+        let Some(hold_ms) = self.hold_ms() else { return };
+        for group in self.pending.range_mut(self.send_from..) {
+            if group.send == SendState::Unsent {
+                group.send = SendState::Held { hold_ms, until_ms: None };
+            }
+        }
     }
 
     /// The replica's key of `slot`.

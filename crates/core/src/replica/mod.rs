@@ -6,5 +6,5 @@ pub mod local;
 pub mod racing;
 
 pub use self::core::{Divergence, DivergenceKind, Phase, ReplicaConfig, ReplicaCore, ReplicaStats, WriteRequest};
-pub use racing::{Adaptive, Racing, Stagger};
 pub use local::{drive, run_to_end};
+pub use racing::{Adaptive, Racing, Stagger};

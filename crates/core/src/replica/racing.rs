@@ -175,7 +175,8 @@ impl Leadership {
             return 0;
         }
         let recent = |at: u64| self.seen - at < WINNER_MEMORY_EVENTS;
-        let ahead = self.winners.iter().skip(1).take_while(|(w, _)| *w != self.me).filter(|(_, at)| recent(*at)).count();
+        let ahead =
+            self.winners.iter().skip(1).take_while(|(w, _)| *w != self.me).filter(|(_, at)| recent(*at)).count();
         (1 + ahead as u64).min(RANK_MAX)
     }
 
