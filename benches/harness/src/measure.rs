@@ -25,6 +25,8 @@ pub struct Timeline {
     /// (event id, when an output of it was read), in reading order; several per id for a
     /// transform with several outputs per input.
     pub seen: Vec<(u64, Instant)>,
+    /// The writer of the latest canonical output read (the framework's observer only).
+    pub latest_writer: Option<String>,
 }
 
 /// A timeline shared by the generator's and the observer's tasks.
