@@ -221,7 +221,8 @@ fn scenarios(quick: bool, streams: bool, backlog_events: Option<u64>) -> Vec<Sce
     let backlog = Load::Backlog { events: backlog_events.unwrap_or(if quick { 2_000 } else { 1_000_000 }) };
     let stall = Fault::Stall { stall_ms: 300, every_ms: 2_000 };
     let kill = Fault::Kill { at_fraction: 0.4, restart_after_ms: Some(1_000) };
-    let fw = |det, replicas, transactional| System::Framework { det, replicas, transactional, racing: Racing::Adaptive };
+    let fw =
+        |det, replicas, transactional| System::Framework { det, replicas, transactional, racing: Racing::Adaptive };
     let racing = |replicas, racing| System::Framework { det: Det::Identity, replicas, transactional: false, racing };
     let staggered = racing(3, Racing::Staggered { delay_ms: 5 });
     let all_at_once = racing(3, Racing::All);

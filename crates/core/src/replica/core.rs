@@ -748,6 +748,11 @@ impl<T: Transform> ReplicaCore<T> {
                     }
                 }
             }
+            Verdict::Duplicate { index, .. } if !mine => {
+                if let Some(leadership) = &mut self.leadership {
+                    leadership.on_duplicate(slot, index, writer);
+                }
+            }
             Verdict::Duplicate { .. } | Verdict::Divergent { .. } if mine => self.stats.races_lost += 1,
             Verdict::Rejected { .. } if mine => {
                 self.stats.writes_rejected += 1;

@@ -11,8 +11,9 @@
 //!   (within the last [`WINNER_MEMORY_EVENTS`] canonical events); it holds rank × the hold
 //!   time, and writes the group only if no copy is canonical by then.
 //! - **How long**: the hold time is twice the 99th percentile of how long this replica, as a
-//!   follower, waited to see other replicas' copies of its held groups canonical, plus 1 ms,
-//!   within [`Adaptive::hold_min_ms`] and [`Adaptive::hold_max_ms`].
+//!   follower, waited to see other replicas' copies of its held groups land (canonical, or
+//!   after its own copy when it had stopped waiting), plus 1 ms, within
+//!   [`Adaptive::hold_min_ms`] and [`Adaptive::hold_max_ms`].
 //!
 //! A follower whose copy wins becomes the leader by the same rule, on every replica alike:
 //! the leader and the ranks a replica uses for a group are a function of the log up to the
@@ -103,6 +104,9 @@ pub(crate) struct Leadership {
     /// Held groups per key (output, dead letters) by first index, with when they were
     /// first held; in index order.
     watched: [VecDeque<(u64, u64)>; 2],
+    /// Watched groups whose canonical copy was this replica's, waiting for another's copy:
+    /// how late that lands counts too, or the delays would only ever be those under the hold.
+    won: [VecDeque<(u64, u64)>; 2],
     /// When groups were first held whose canonical copy, another replica's, was read since
     /// the last time the core learnt the time.
     landed: Vec<u64>,
@@ -118,6 +122,7 @@ impl Leadership {
             seen: 0,
             winners: VecDeque::new(),
             watched: Default::default(),
+            won: Default::default(),
             landed: Vec::new(),
             delays: Delays::default(),
         }
@@ -146,7 +151,28 @@ impl Leadership {
             let (_, since) = watched.pop_front().expect("a front");
             if writer != self.me {
                 self.landed.push(since);
+            } else {
+                self.won[slot].push_back((index, since));
+                if self.won[slot].len() > WATCHED_MAX {
+                    self.won[slot].pop_front();
+                }
             }
+        }
+    }
+
+    /// A duplicate at `index` of own key `slot`, written by `writer`, in log order: another
+    /// replica's copy of a group this replica may have won after holding it.
+    pub(crate) fn on_duplicate(&mut self, slot: usize, index: u64, writer: &str) {
+        if writer == self.me {
+            return;
+        }
+        let won = &mut self.won[slot];
+        while won.front().is_some_and(|&(first, _)| first < index) {
+            won.pop_front();
+        }
+        if won.front().is_some_and(|&(first, _)| first == index) {
+            let (_, since) = won.pop_front().expect("a front");
+            self.landed.push(since);
         }
     }
 
@@ -296,14 +322,23 @@ mod tests {
             a.tick(index * 10 + 3);
         }
         assert_eq!(a.hold_ms(), 7, "2 × 3 ms + 1");
-        // Its own copies winning say nothing of the others' delays.
+        // Its own copies winning say nothing of the others' delays until theirs land.
         for index in 200..400 {
             a.on_held(0, index, index * 10);
             a.on_canonical(0, index, "a");
             a.tick(index * 10 + 100);
         }
         assert_eq!(a.hold_ms(), 7);
-        for index in 400..700 {
+        for index in 400..403 {
+            a.on_held(0, index, 4_000);
+            a.on_canonical(0, index, "a");
+        }
+        a.on_duplicate(0, 401, "b");
+        a.on_duplicate(0, 402, "a");
+        a.tick(4_004);
+        assert_eq!(*a.delays.recent.back().unwrap(), 4, "b's copy of 401 came 4 ms after a held it");
+        assert_eq!(a.delays.recent.len(), 201);
+        for index in 403..700 {
             a.on_held(0, index, index * 10);
             a.on_canonical(0, index, "b");
             a.tick(index * 10 + 40);
