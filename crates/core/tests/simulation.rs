@@ -9,7 +9,13 @@
 //! snapshots: every replica checks its own against the first stored at each position (a
 //! difference is a state divergence), and restarts resume from the newest. Every seed must
 //! give the canonical output and dead-letter streams of one replica running alone with no
-//! faults.
+//! faults. Half the seeds stagger their replicas; of the others, two thirds race adaptively
+//! (the default) and a third all at once.
+//!
+//! Timed runs of adaptive racing (`Timed`, 1 ms steps, three replicas) check its figures:
+//! about one copy of each group when healthy, and a leader stalled, killed, slowed past the
+//! longest hold, or woken believing it still leads overtaken within one hold, with the
+//! outputs again those of a lone replica.
 //!
 //! A second test makes a foreign event canonical on the output key: every replica must
 //! then stop and name the writer and the offset.

@@ -10,7 +10,9 @@
 //!    were lost (every replica died first): those are written.
 //! 2. **Live**: each canonical input of a subscribed key is transformed; its group (outputs,
 //!    or one dead letter) is numbered from the replica's own counters and written unless
-//!    the records already fetched show it canonical.
+//!    the records already fetched show it canonical: at once, or after holding it back for
+//!    its turn ([`Racing`]: by default the writer of the latest canonical group writes at
+//!    once and the others hold back, see [`super::racing`]).
 //! 3. **Watching its own streams**: each canonical event of its output or dead-letter key is
 //!    compared with what it computed; a different digest is a divergence and stops writing.
 //! 4. **Deferring**: past `pending_events_max` or `pending_bytes_max` of groups computed but
