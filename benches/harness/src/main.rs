@@ -459,7 +459,7 @@ async fn run_or_fail(cx: &Context_, scenario: &Scenario) -> ScenarioResult {
 fn print_result(result: &ScenarioResult) {
     let l = &result.summary.latency;
     eprintln!(
-        "  {} of {} answered; {:.0} ev/s; p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.1} ms; largest gap {:.1} ms{}{}",
+        "  {} of {} answered; {:.0} ev/s; p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.1} ms; largest gap {:.1} ms at {:.1} s{}{}",
         result.summary.answered,
         result.summary.sent,
         result.summary.throughput_eps,
@@ -468,6 +468,7 @@ fn print_result(result: &ScenarioResult) {
         l.p999_ms,
         l.max_ms,
         result.summary.gap_max_ms,
+        result.summary.gap_max_at_s,
         result
             .amplification
             .as_ref()
@@ -908,7 +909,7 @@ impl<'a> ScenarioRun<'a> {
         error: &mut Option<String>,
     ) -> Summary {
         let timeline = self.timeline.lock().expect("timeline");
-        let mut summary = measure::analyze(&timeline, load_started + self.cx.warmup);
+        let mut summary = measure::analyze(&timeline, load_started, load_started + self.cx.warmup);
         // Every delivered input must be answered: a loss is a failure, never a figure.
         if summary.answered < summary.sent && error.is_none() {
             *error = Some(format!(
