@@ -223,9 +223,6 @@ fn scenarios(quick: bool, streams: bool, backlog_events: Option<u64>) -> Vec<Sce
     let kill = Fault::Kill { at_fraction: 0.4, restart_after_ms: Some(1_000) };
     let fw =
         |det, replicas, transactional| System::Framework { det, replicas, transactional, racing: Racing::Adaptive };
-    let racing = |replicas, racing| System::Framework { det: Det::Identity, replicas, transactional: false, racing };
-    let staggered = racing(3, Racing::Staggered { delay_ms: 5 });
-    let all_at_once = racing(3, Racing::All);
     let s = |name: &str, system, load, fault| Scenario { name: name.into(), system, load, fault };
     let mut all = vec![
         s("raw-idempotent", System::RawIdempotent, at_rate, Fault::None),
@@ -253,22 +250,7 @@ fn scenarios(quick: bool, streams: bool, backlog_events: Option<u64>) -> Vec<Sce
         s("identity-3-txn-stall", fw(Det::Identity, 3, true), at_rate, stall),
     ]);
     if !quick {
-        all.extend([
-            s("identity-3-stagger", staggered, at_rate, Fault::None),
-            s("identity-3-stagger-stall", staggered, at_rate, stall),
-            s("identity-3-stagger-kill", staggered, at_rate, kill),
-            s("identity-3-all", all_at_once, at_rate, Fault::None),
-            s("identity-3-all-stall", all_at_once, at_rate, stall),
-            s("identity-3-all-kill", all_at_once, at_rate, kill),
-        ]);
-        // The degree of competition: 1 to 5 replicas, adaptive and all at once.
-        for replicas in [4, 5] {
-            all.push(s(&format!("identity-{replicas}"), fw(Det::Identity, replicas, false), at_rate, Fault::None));
-        }
-        for replicas in [1, 2, 4, 5] {
-            let name = format!("identity-{replicas}-all");
-            all.push(s(&name, racing(replicas, Racing::All), at_rate, Fault::None));
-        }
+        all.extend(racing_scenarios(at_rate, stall, kill));
     }
     if !quick {
         all.extend([
@@ -289,6 +271,28 @@ fn scenarios(quick: bool, streams: bool, backlog_events: Option<u64>) -> Vec<Sce
                 s(&format!("streams-{name}-kill"), ks, at_rate, streams_kill),
             ]);
         }
+    }
+    all
+}
+
+/// The racing modes beside the default (adaptive) under the same faults, and the degree of
+/// competition: 1 to 5 replicas, adaptive and all at once.
+fn racing_scenarios(at_rate: Load, stall: Fault, kill: Fault) -> Vec<Scenario> {
+    let racing = |replicas, racing| System::Framework { det: Det::Identity, replicas, transactional: false, racing };
+    let s = |name: String, system, fault| Scenario { name, system, load: at_rate, fault };
+    let mut all = Vec::new();
+    for (mode, racing_mode) in [("stagger", Racing::Staggered { delay_ms: 5 }), ("all", Racing::All)] {
+        all.extend([
+            s(format!("identity-3-{mode}"), racing(3, racing_mode), Fault::None),
+            s(format!("identity-3-{mode}-stall"), racing(3, racing_mode), stall),
+            s(format!("identity-3-{mode}-kill"), racing(3, racing_mode), kill),
+        ]);
+    }
+    for replicas in [4, 5] {
+        all.push(s(format!("identity-{replicas}"), racing(replicas, Racing::Adaptive), Fault::None));
+    }
+    for replicas in [1, 2, 4, 5] {
+        all.push(s(format!("identity-{replicas}-all"), racing(replicas, Racing::All), Fault::None));
     }
     all
 }

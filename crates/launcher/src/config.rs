@@ -20,6 +20,7 @@
 //! name = "matching-engine"              # a name the launcher binary registers
 //! replicas = 3                          # replicas of it in this process (--replicas wins)
 //! racing = "adaptive"                   # optional: "adaptive" (default), "all" or "staggered"
+//! hold_max_ms = 10                      # optional, adaptive: the longest a follower holds back
 //! # stagger_ms = 5                      # "staggered": rank k (--stagger-rank) writes after k × 5 ms
 //! pending_mib_max = 64                  # optional: outputs held unconfirmed; past it inputs wait
 //! snapshot_every_inputs = 100000        # optional: 0 for no snapshots
@@ -39,7 +40,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::registry::Registry;
-use competing_transformers::replica::{Racing, Stagger};
+use competing_transformers::replica::{Adaptive, Racing, Stagger};
 use competing_transformers_kafka::KafkaLogConfig;
 
 /// Where the log is when neither a flag, the environment nor the file says.
@@ -167,6 +168,12 @@ pub struct TransformerSection {
     /// only `stagger_ms` is set).
     #[serde(default)]
     pub racing: Option<RacingMode>,
+    /// Adaptive racing: the longest a rank-1 follower holds a group back (default 10 ms):
+    /// what a stalled leader costs at most before another replica writes. Raise it where
+    /// copies land later than that on a healthy pipeline (a slow or crowded host), or
+    /// followers write duplicates.
+    #[serde(default)]
+    pub hold_max_ms: Option<u64>,
     /// Staggered racing: replica of rank k (`--stagger-rank`) waits k × this many ms before
     /// writing a group, and skips it if another replica's copy is canonical by then.
     #[serde(default)]
@@ -207,7 +214,13 @@ impl TransformerSection {
         match (self.racing, self.stagger_ms) {
             (Some(RacingMode::All), _) => Racing::AllAtOnce,
             (None | Some(RacingMode::Staggered), Some(delay_ms)) => Racing::Staggered(Stagger { rank, delay_ms }),
-            _ => Racing::default(),
+            _ => {
+                let mut adaptive = Adaptive::default();
+                if let Some(hold_max_ms) = self.hold_max_ms {
+                    adaptive.hold_max_ms = hold_max_ms;
+                }
+                Racing::Adaptive(adaptive)
+            }
         }
     }
 }
@@ -457,25 +470,37 @@ impl Config {
     }
 }
 
-/// Refuses `racing` and `stagger_ms` that contradict each other.
+/// Refuses `racing`, `stagger_ms` and `hold_max_ms` that contradict each other.
 fn check_racing(entry: &TransformerSection, position: usize, origin: &str) -> Result<(), ConfigError> {
+    let invalid = |key: &str, problem: &str| ConfigError::Invalid {
+        origin: origin.to_string(),
+        key: format!("transformer[{position}].{key}"),
+        problem: problem.into(),
+    };
     let problem = match (entry.racing, entry.stagger_ms) {
         (Some(RacingMode::Staggered), None) => {
-            "is \"staggered\" without `stagger_ms`; set `stagger_ms` (e.g. 5) or choose \"adaptive\""
+            Some("is \"staggered\" without `stagger_ms`; set `stagger_ms` (e.g. 5) or choose \"adaptive\"")
         }
         (Some(RacingMode::Adaptive), Some(_)) => {
-            "is \"adaptive\" but `stagger_ms` is set; remove `stagger_ms` or set `racing = \"staggered\"`"
+            Some("is \"adaptive\" but `stagger_ms` is set; remove `stagger_ms` or set `racing = \"staggered\"`")
         }
         (Some(RacingMode::All), Some(_)) => {
-            "is \"all\" but `stagger_ms` is set; remove `stagger_ms` or set `racing = \"staggered\"`"
+            Some("is \"all\" but `stagger_ms` is set; remove `stagger_ms` or set `racing = \"staggered\"`")
         }
-        _ => return Ok(()),
+        _ => None,
     };
-    Err(ConfigError::Invalid {
-        origin: origin.to_string(),
-        key: format!("transformer[{position}].racing"),
-        problem: problem.into(),
-    })
+    if let Some(problem) = problem {
+        return Err(invalid("racing", problem));
+    }
+    match entry.hold_max_ms {
+        Some(_) if !matches!(entry.racing(0), Racing::Adaptive(_)) => {
+            Err(invalid("hold_max_ms", "is set but racing is not adaptive; remove it"))
+        }
+        Some(ms) if ms < Adaptive::default().hold_min_ms => {
+            Err(invalid("hold_max_ms", "is under the shortest hold (2 ms); raise it or leave it out for 10"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Turns a TOML error into one line: where, what, and the line's text.
@@ -612,6 +637,10 @@ replicas = 3
         let error = racing("racing = \"all\"\nstagger_ms = 5\n").unwrap_err();
         assert!(error.contains("remove `stagger_ms`"), "{error}");
         assert!(parse("[[transformer]]\nname = \"echo\"\nracing = \"first\"\n").is_err());
+        let patient = Ok(Racing::Adaptive(Adaptive { hold_max_ms: 40, ..Adaptive::default() }));
+        assert_eq!(racing("hold_max_ms = 40\n"), patient);
+        assert!(racing("hold_max_ms = 1\n").unwrap_err().contains("under the shortest hold"));
+        assert!(racing("racing = \"all\"\nhold_max_ms = 40\n").unwrap_err().contains("racing is not adaptive"));
     }
 
     #[test]
