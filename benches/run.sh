@@ -44,5 +44,5 @@ if ! $quick; then
     python3 -m venv "$VENV" >&2
     "$VENV/bin/pip" install --quiet "matplotlib==3.9.*" >&2
   fi
-  "$VENV/bin/python" benches/plot.py benches/results/latest.json benches/results/latency.png
+  "$VENV/bin/python" benches/plot.py benches/results/latest.json benches/results/latency.png benches/results/degree.png
 fi

@@ -110,6 +110,7 @@ pub async fn observe(
         let Some(first) = stream.next_within(Duration::from_millis(50)).await? else { continue };
         let now = Instant::now();
         let mut seen = Vec::new();
+        let mut writer = first.writer;
         let mut note = |cause: Option<u64>| {
             if let Some(cause) = cause {
                 if answered.insert(cause) {
@@ -124,8 +125,11 @@ pub async fn observe(
         for _ in 0..SAME_MOMENT_EVENTS_MAX {
             let Some(more) = stream.next_within(Duration::ZERO).await? else { break };
             note(more.event.cause);
+            writer = more.writer;
         }
-        timeline.lock().expect("timeline").seen.extend(seen);
+        let mut timeline = timeline.lock().expect("timeline");
+        timeline.seen.extend(seen);
+        timeline.latest_writer = Some(writer);
     }
     Ok(())
 }

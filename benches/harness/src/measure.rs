@@ -25,6 +25,8 @@ pub struct Timeline {
     /// (event id, when an output of it was read), in reading order; several per id for a
     /// transform with several outputs per input.
     pub seen: Vec<(u64, Instant)>,
+    /// The writer of the latest canonical output read (the framework's observer only).
+    pub latest_writer: Option<String>,
 }
 
 /// A timeline shared by the generator's and the observer's tasks.
@@ -60,11 +62,13 @@ pub struct Summary {
     pub gap_max_ms: f64,
     /// The 99th percentile of those gaps, for scale.
     pub gap_p99_ms: f64,
+    /// When the largest gap began, in seconds from the start of the load.
+    pub gap_max_at_s: f64,
 }
 
 /// Summarises a timeline: events sent before `warmup_until` are left out of latency and
 /// throughput; throughput counts the outputs read from `warmup_until` to the last one.
-pub fn analyze(timeline: &Timeline, warmup_until: Instant) -> Summary {
+pub fn analyze(timeline: &Timeline, load_started: Instant, warmup_until: Instant) -> Summary {
     let first_seen = first_seen(timeline);
     let mut histogram = Histogram::<u64>::new_with_bounds(1, HISTOGRAM_MAX_US, 3).expect("valid bounds");
     let mut answered = 0;
@@ -93,12 +97,15 @@ pub fn analyze(timeline: &Timeline, warmup_until: Instant) -> Summary {
     all_seen.sort();
     let mut gaps = Histogram::<u64>::new_with_bounds(1, HISTOGRAM_MAX_US, 3).expect("valid bounds");
     let mut gap_max = Duration::ZERO;
+    let mut gap_max_at = load_started;
     for pair in all_seen.windows(2) {
         if pair[0] > last_sent {
             break;
         }
         let gap = pair[1] - pair[0];
-        gap_max = gap_max.max(gap);
+        if gap > gap_max {
+            (gap_max, gap_max_at) = (gap, pair[0]);
+        }
         gaps.saturating_record((gap.as_micros() as u64).max(1));
     }
     let ms = |us: u64| us as f64 / 1000.0;
@@ -123,6 +130,7 @@ pub fn analyze(timeline: &Timeline, warmup_until: Instant) -> Summary {
         latency,
         gap_max_ms: gap_max.as_secs_f64() * 1000.0,
         gap_p99_ms: if gaps.is_empty() { 0.0 } else { ms(gaps.value_at_quantile(0.99)) },
+        gap_max_at_s: gap_max_at.saturating_duration_since(load_started).as_secs_f64(),
     }
 }
 

@@ -148,10 +148,15 @@ impl Fault {
     }
 }
 
-/// Does `fault` to `victim` until `stop`; `load_secs` places a kill.
+/// Which process a fault strikes each time: the index into the processes.
+pub type Pick = Box<dyn Fn(&[Proc]) -> usize + Send>;
+
+/// Does `fault` until `stop` to the process `pick` names at each strike (each stall, the
+/// kill); `load_secs` places a kill.
 pub async fn inflict(
     fault: Fault,
-    victim: &mut Proc,
+    procs: &mut [Proc],
+    pick: Pick,
     load_secs: f64,
     ready_line: &str,
     stop: Arc<AtomicBool>,
@@ -162,18 +167,20 @@ pub async fn inflict(
         Fault::None => {}
         Fault::Stall { stall_ms, every_ms } => {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let mut stalls = 0;
+            let mut stalled = Vec::new();
             while !stop.load(Ordering::Relaxed) && start.elapsed().as_secs_f64() < load_secs {
+                let victim = &mut procs[pick(procs).min(procs.len() - 1)];
                 victim.signal(libc::SIGSTOP);
                 tokio::time::sleep(Duration::from_millis(stall_ms)).await;
                 victim.signal(libc::SIGCONT);
-                stalls += 1;
+                stalled.push(victim.name.clone());
                 tokio::time::sleep(Duration::from_millis(every_ms - stall_ms)).await;
             }
-            notes.push(format!("{} stalled {stalls} times", victim.name));
+            notes.push(format!("stalled {} times: {}", stalled.len(), stalled.join(" ")));
         }
         Fault::Kill { at_fraction, restart_after_ms } => {
             tokio::time::sleep(Duration::from_secs_f64(load_secs * at_fraction)).await;
+            let victim = &mut procs[pick(procs).min(procs.len() - 1)];
             victim.kill().await;
             notes.push(format!("{} killed at {:.1} s", victim.name, start.elapsed().as_secs_f64()));
             if let Some(ms) = restart_after_ms {

@@ -126,11 +126,11 @@ fn a_rejected_copy_of_its_own_makes_a_replica_send_again_from_the_count() {
 
 #[test]
 fn a_staggered_replica_writes_only_what_the_first_rank_has_not_written_in_time() {
-    use competing_transformers::replica::Stagger;
+    use competing_transformers::replica::{Racing, Stagger};
     let log = MemoryLog::new();
     publish(&log, b"a");
     let mut config = ReplicaConfig::new("second");
-    config.stagger = Some(Stagger { rank: 1, delay_ms: 50 });
+    config.racing = Racing::Staggered(Stagger { rank: 1, delay_ms: 50 });
     let mut second = ReplicaCore::new(Echo, config, 0);
     let records = log.records();
     second.on_fetched(&records, records.len() as u64);
@@ -173,10 +173,10 @@ fn records_stay_under_the_size_limit_counting_every_envelope_byte() {
 
 #[test]
 fn staggered_turns_count_from_each_group_and_do_not_add_up() {
-    use competing_transformers::replica::Stagger;
+    use competing_transformers::replica::{Racing, Stagger};
     let log = MemoryLog::new();
     let mut config = ReplicaConfig::new("second");
-    config.stagger = Some(Stagger { rank: 1, delay_ms: 5 });
+    config.racing = Racing::Staggered(Stagger { rank: 1, delay_ms: 5 });
     let mut core = ReplicaCore::new(Echo, config, 0);
     for (at, payload) in [(100, b"a"), (101, b"b"), (102, b"c")] {
         publish(&log, payload);

@@ -9,7 +9,13 @@
 //! snapshots: every replica checks its own against the first stored at each position (a
 //! difference is a state divergence), and restarts resume from the newest. Every seed must
 //! give the canonical output and dead-letter streams of one replica running alone with no
-//! faults.
+//! faults. Half the seeds stagger their replicas; of the others, two thirds race adaptively
+//! (the default) and a third all at once.
+//!
+//! Timed runs of adaptive racing (`Timed`, 1 ms steps, three replicas) check its figures:
+//! about one copy of each group when healthy, and a leader stalled, killed, slowed past the
+//! longest hold, or woken believing it still leads overtaken within one hold, with the
+//! outputs again those of a lone replica.
 //!
 //! A second test makes a foreign event canonical on the output key: every replica must
 //! then stop and name the writer and the offset. A third protects the DET's keys (replicas
@@ -28,7 +34,7 @@ use std::sync::Once;
 use competing_transformers::canonical::CanonicalRule;
 use competing_transformers::dead_letter::DeadLetter;
 use competing_transformers::record::{Record, RecordView};
-use competing_transformers::replica::{run_to_end, ReplicaConfig, ReplicaCore, Stagger};
+use competing_transformers::replica::{run_to_end, Racing, ReplicaConfig, ReplicaCore, Stagger};
 use competing_transformers::signature::{Signer, Trust};
 use competing_transformers::snapshot::{state_from_bytes, state_to_bytes, Snapshot};
 use competing_transformers::Digest;
@@ -320,7 +326,7 @@ impl Faults {
 
 struct SimReplica {
     id: String,
-    stagger: Option<Stagger>,
+    racing: Racing,
     /// What it runs when (re)started.
     build: Build,
     scale: Option<Scale>,
@@ -361,7 +367,7 @@ impl SimReplica {
         let mut config = ReplicaConfig::new(self.id.clone());
         config.resend_after_ms = 300;
         config.pending_events_max = 40;
-        config.stagger = self.stagger;
+        config.racing = self.racing;
         // Backoffs short next to the scenario, so a replica writes again within it.
         config.write_retry_min_ms = 5;
         config.write_retry_max_ms = 80;
@@ -529,13 +535,19 @@ impl Sim {
         let log = MemoryLog::new();
         // Half the seeds stagger writes: replica n waits n × delay before writing.
         let delay_ms = if rng.chance(50) { Some(1 + rng.below(60)) } else { None };
+        // Of the others, two thirds race adaptively (the default), a third all at once.
+        let racing = |n| match delay_ms {
+            Some(delay_ms) => Racing::Staggered(Stagger { rank: n, delay_ms }),
+            None if seed.is_multiple_of(3) => Racing::AllAtOnce,
+            None => Racing::default(),
+        };
         // Half the seeds take snapshots, and restart replicas from them.
         let snapshot_every = rng.chance(50).then(|| 2 + rng.below(8));
         let store = Rc::new(RefCell::new(Store::default()));
         let mut replicas: Vec<SimReplica> = (0..replica_count)
             .map(|n| SimReplica {
                 id: format!("r{n}"),
-                stagger: delay_ms.map(|delay_ms| Stagger { rank: n, delay_ms }),
+                racing: racing(n),
                 build: build.clone(),
                 scale,
                 core: None,
@@ -838,7 +850,8 @@ fn run_foreign_seed(seed: u64) {
     let index = sim.log.canonical(&output).len() as u64;
     let offset = sim.log.append_now(&forged(&output, Some(index))).unwrap();
     // A replica started now reads the foreign event before it computes that index.
-    let mut late = SimReplica { id: "late".into(), stagger: None, core: None, ..sim.replicas.pop().unwrap() };
+    let mut late =
+        SimReplica { id: "late".into(), racing: Racing::AllAtOnce, core: None, ..sim.replicas.pop().unwrap() };
     let (log, rng, faults) = (&sim.log, &mut sim.rng, &mut sim.faults);
     for replica in &mut sim.replicas {
         for _ in 0..10_000 {
@@ -922,4 +935,295 @@ fn a_backlog_in_small_records_delivered_slowly_settles() {
     sim.run_faults();
     sim.quiesce();
     sim.check();
+}
+
+/// What the timed runs of adaptive racing do to the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LeaderFault {
+    None,
+    /// The current leader stops 300 ms in every 1,000 ms (its writes already sent land).
+    Stall,
+    /// The current leader stops 300 ms between computing groups and writing them, and writes
+    /// them at once when it wakes, before reading: for those groups it and the replica that
+    /// took over both lead.
+    StallBeforeWriting,
+    /// The current leader dies at 1,000 ms (its writes in flight are lost) and starts again
+    /// 1,000 ms later.
+    Kill,
+    /// The current leader's writes take 30 ms to land from 1,000 ms on: over the longest hold.
+    Slow,
+}
+
+/// Adaptive racing in 1 ms steps: an input every 2 ms, each replica reading the log and
+/// writing every ms, writes landing 1 ms after they are sent (`delivery_ms`).
+struct Timed {
+    log: MemoryLog,
+    replicas: Vec<TimedReplica>,
+    now_ms: u64,
+    /// When each record landed, by offset.
+    landed_at: Vec<u64>,
+    inputs: Vec<Vec<Event>>,
+    build: Build,
+    /// When each replica became the leader, and which, by the log.
+    leaders: Vec<(u64, String)>,
+}
+
+struct TimedReplica {
+    id: String,
+    core: Option<ReplicaCore<RunningSum>>,
+    /// Writes sent: when they land, their id and record.
+    in_flight: VecDeque<(u64, u64, Record)>,
+    /// Writes landed while it was stalled, reported when it wakes.
+    delivered: Vec<(u64, Offset)>,
+    delivery_ms: u64,
+    stalled_until_ms: u64,
+    /// Writes before reading at its next step (it woke from a stall before writing).
+    write_first: bool,
+    dead_until_ms: Option<u64>,
+}
+
+impl Timed {
+    fn new(replica_count: usize, racing: Racing) -> Self {
+        let build = Build { version: 1, inputs: vec![key(INPUT_KEYS[0])] };
+        let replicas = (0..replica_count)
+            .map(|n| {
+                let mut config = ReplicaConfig::new(format!("r{n}"));
+                config.racing = racing;
+                TimedReplica {
+                    id: format!("r{n}"),
+                    core: Some(ReplicaCore::new(RunningSum::new(build.clone()), config, 0)),
+                    in_flight: VecDeque::new(),
+                    delivered: Vec::new(),
+                    delivery_ms: 1,
+                    stalled_until_ms: 0,
+                    write_first: false,
+                    dead_until_ms: None,
+                }
+            })
+            .collect();
+        let log = MemoryLog::new();
+        Self { log, replicas, now_ms: 0, landed_at: Vec::new(), inputs: Vec::new(), build, leaders: Vec::new() }
+    }
+
+    fn append(&mut self, record: &Record) -> Offset {
+        let offset = self.log.append_now(record).unwrap();
+        self.landed_at.push(self.now_ms);
+        offset
+    }
+
+    /// The leader by the log, as the replica that has read furthest sees it.
+    fn leader(&self) -> Option<usize> {
+        let reader = self
+            .replicas
+            .iter()
+            .filter(|r| r.stalled_until_ms <= self.now_ms)
+            .filter_map(|r| r.core.as_ref())
+            .max_by_key(|core| core.position())?;
+        let writer = reader.racing_leader()?;
+        self.replicas.iter().position(|r| r.id == writer)
+    }
+
+    /// Runs `ms` steps with `fault` done to the leader of the moment it strikes.
+    fn run(&mut self, ms: u64, fault: LeaderFault, rng: &mut Rng) {
+        for _ in 0..ms {
+            self.now_ms += 1;
+            if self.now_ms.is_multiple_of(2) {
+                let events = input_record(rng, self.inputs.len() as u64, &self.build.inputs);
+                self.append(&Record { source: events[0].key.clone(), writer: "source".into(), events: events.clone() });
+                self.inputs.push(events);
+            }
+            self.strike(fault);
+            for r in 0..self.replicas.len() {
+                self.step(r);
+            }
+            if let Some(leader) = self.leader().map(|r| self.replicas[r].id.clone()) {
+                if self.leaders.last().is_none_or(|(_, id)| *id != leader) {
+                    self.leaders.push((self.now_ms, leader));
+                }
+            }
+        }
+    }
+
+    fn strike(&mut self, fault: LeaderFault) {
+        let at = self.now_ms.is_multiple_of(1_000) && self.now_ms >= 1_000;
+        let Some(leader) = self.leader().filter(|_| at) else { return };
+        let now = self.now_ms;
+        let replica = &mut self.replicas[leader];
+        match fault {
+            LeaderFault::None => {}
+            LeaderFault::Stall => replica.stalled_until_ms = now + 300,
+            LeaderFault::StallBeforeWriting => {
+                // It reads what is there (computing groups) and stops before writing them.
+                let core = replica.core.as_mut().unwrap();
+                let records = self.log.records_from(core.position());
+                core.on_fetched(&records, self.log.end());
+                replica.stalled_until_ms = now + 300;
+                replica.write_first = true;
+            }
+            LeaderFault::Kill if now == 1_000 => {
+                replica.core = None;
+                replica.in_flight.clear();
+                replica.delivered.clear();
+                replica.dead_until_ms = Some(now + 1_000);
+            }
+            LeaderFault::Slow if now == 1_000 => replica.delivery_ms = 30,
+            LeaderFault::Kill | LeaderFault::Slow => {}
+        }
+    }
+
+    /// One ms of replica `r`: its writes due land, it reads the log, writes, and lets time pass.
+    fn step(&mut self, r: usize) {
+        let now = self.now_ms;
+        while self.replicas[r].in_flight.front().is_some_and(|(at, _, _)| *at <= now) {
+            let (_, write_id, record) = self.replicas[r].in_flight.pop_front().unwrap();
+            let offset = self.append(&record);
+            self.replicas[r].delivered.push((write_id, offset));
+        }
+        let replica = &mut self.replicas[r];
+        if replica.dead_until_ms.is_some_and(|until| until <= now) {
+            replica.dead_until_ms = None;
+            let mut config = ReplicaConfig::new(replica.id.clone());
+            config.racing = Racing::default();
+            replica.core = Some(ReplicaCore::new(RunningSum::new(self.build.clone()), config, self.log.end()));
+        }
+        if replica.stalled_until_ms > now {
+            return;
+        }
+        let Some(core) = replica.core.as_mut() else { return };
+        for (write_id, offset) in replica.delivered.drain(..) {
+            core.on_delivery(write_id, Ok(offset));
+        }
+        if !std::mem::take(&mut replica.write_first) {
+            let records = self.log.records_from(core.position());
+            core.on_fetched(&records, self.log.end());
+        }
+        core.on_timeout(now);
+        while let Some(write) = core.poll_write(now) {
+            replica.in_flight.push_back((now + replica.delivery_ms, write.write_id, write.record));
+        }
+    }
+
+    /// Lets every replica settle with no new input.
+    fn settle(&mut self) {
+        for _ in 0..2_000 {
+            self.now_ms += 1;
+            for r in 0..self.replicas.len() {
+                self.replicas[r].stalled_until_ms = 0;
+                self.step(r);
+            }
+        }
+    }
+
+    /// The canonical outputs and dead letters mean what a lone replica computes.
+    fn check_against_a_lone_replica(&self, what: &str) {
+        let reference = MemoryLog::new();
+        for events in &self.inputs {
+            publish(&reference, events);
+        }
+        run_to_end(&reference, RunningSum::new(self.build.clone()));
+        for stream in streams() {
+            let got = meaning(&self.log, &self.build.inputs, &stream);
+            assert!(got == meaning(&reference, &self.build.inputs, &stream), "{what}: canonical `{stream}` differs");
+        }
+        for replica in &self.replicas {
+            assert!(replica.core.as_ref().unwrap().divergence().is_none(), "{what}: {} diverged", replica.id);
+        }
+    }
+
+    /// Events the replicas wrote on the DET's streams per canonical one, from `from_ms` on.
+    fn amplification(&self, from_ms: u64) -> f64 {
+        let (mut written, mut canonical) = (0, 0);
+        for stream in streams() {
+            canonical += self
+                .log
+                .canonical_with_offsets(&stream)
+                .iter()
+                .filter(|(o, _)| self.landed_at[*o as usize] >= from_ms)
+                .count();
+        }
+        for (offset, record) in self.log.records().iter().enumerate() {
+            let Ok(record) = Record::decode_fetched(record) else { continue };
+            if record.writer != "source" && self.landed_at[offset] >= from_ms {
+                written += record.events.len();
+            }
+        }
+        written as f64 / canonical.max(1) as f64
+    }
+
+    /// The longest time from an input to its first canonical output or dead letter.
+    fn latency_max_ms(&self) -> u64 {
+        streams()
+            .iter()
+            .flat_map(|stream| self.log.canonical_with_offsets(stream))
+            .map(|(offset, event)| self.landed_at[offset as usize] - self.landed_at[event.cause.unwrap() as usize])
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// One timed run of three replicas racing adaptively, `fault` done to the leader, checked
+/// against a lone replica: (write amplification after the first second, the longest input
+/// to output time, the leaders in turn).
+fn timed_run(fault: LeaderFault) -> (f64, u64, Vec<(u64, String)>) {
+    let mut rng = Rng(u64::from(fault as u8) + 1);
+    let mut timed = Timed::new(3, Racing::default());
+    timed.run(4_000, fault, &mut rng);
+    timed.settle();
+    timed.check_against_a_lone_replica(&format!("{fault:?}"));
+    let figures = (timed.amplification(1_000), timed.latency_max_ms(), timed.leaders.clone());
+    println!(
+        "adaptive racing, leader fault {fault:?}: amplification {:.2}, longest answer {} ms, leaders {:?}",
+        figures.0, figures.1, figures.2
+    );
+    figures
+}
+
+/// The longest answer when a leader fails: the hold of a rank-1 follower at most, a step to
+/// read, a step to write and the write's ms.
+const TAKEOVER_MS_MAX: u64 = competing_transformers::replica::racing::HOLD_MAX_MS_DEFAULT + 4;
+
+#[test]
+fn adaptive_racing_writes_about_one_copy_of_each_group_when_healthy() {
+    quiet_transform_panics();
+    let (amplification, latency_max_ms, leaders) = timed_run(LeaderFault::None);
+    assert!(amplification <= 1.05, "amplification {amplification}");
+    assert!(latency_max_ms <= 3, "the leader answers in a read, a write and its ms: {latency_max_ms} ms");
+    assert_eq!(leaders.len(), 1, "one leader throughout: {leaders:?}");
+}
+
+#[test]
+fn adaptive_racing_overtakes_a_stalled_leader_within_a_hold() {
+    quiet_transform_panics();
+    let (amplification, latency_max_ms, leaders) = timed_run(LeaderFault::Stall);
+    assert!(latency_max_ms <= TAKEOVER_MS_MAX, "longest answer {latency_max_ms} ms");
+    assert!(amplification <= 1.2, "amplification {amplification}");
+    assert!(leaders.len() >= 4, "leadership moved at each of the three stalls: {leaders:?}");
+}
+
+#[test]
+fn adaptive_racing_overtakes_a_killed_leader_and_the_restarted_one_follows() {
+    quiet_transform_panics();
+    let (amplification, latency_max_ms, leaders) = timed_run(LeaderFault::Kill);
+    assert!(latency_max_ms <= TAKEOVER_MS_MAX, "longest answer {latency_max_ms} ms");
+    assert!(amplification <= 1.1, "amplification {amplification}");
+    assert_eq!(leaders.len(), 2, "one takeover, none back when the killed one returns: {leaders:?}");
+}
+
+#[test]
+fn adaptive_racing_hands_leadership_to_a_faster_replica() {
+    quiet_transform_panics();
+    let (amplification, latency_max_ms, leaders) = timed_run(LeaderFault::Slow);
+    assert!(latency_max_ms <= TAKEOVER_MS_MAX, "longest answer {latency_max_ms} ms");
+    assert!(amplification <= 1.1, "amplification {amplification}");
+    assert_eq!(leaders.len(), 2, "the slow leader lost its place for good: {leaders:?}");
+}
+
+#[test]
+fn adaptive_racing_settles_when_two_replicas_both_think_they_lead() {
+    quiet_transform_panics();
+    let (amplification, latency_max_ms, leaders) = timed_run(LeaderFault::StallBeforeWriting);
+    assert!(latency_max_ms <= TAKEOVER_MS_MAX, "longest answer {latency_max_ms} ms");
+    assert!(amplification > 1.0, "the woken leader wrote what the new one had written: {amplification}");
+    assert!(amplification <= 1.2, "amplification {amplification}");
+    assert!(leaders.len() >= 4, "{leaders:?}");
 }

@@ -19,7 +19,9 @@
 //! [[transformer]]
 //! name = "matching-engine"              # a name the launcher binary registers
 //! replicas = 3                          # replicas of it in this process (--replicas wins)
-//! stagger_ms = 5                        # optional: rank k writes after k × 5 ms unless beaten
+//! racing = "adaptive"                   # optional: "adaptive" (default), "all" or "staggered"
+//! hold_max_ms = 10                      # optional, adaptive: the longest a follower holds back
+//! # stagger_ms = 5                      # "staggered": rank k (--stagger-rank) writes after k × 5 ms
 //! pending_mib_max = 64                  # optional: outputs held unconfirmed; past it inputs wait
 //! snapshot_every_inputs = 100000        # optional: 0 for no snapshots
 //! codec = "avro"                        # optional: write Avro (default "json")
@@ -47,6 +49,7 @@ use serde::Deserialize;
 
 use crate::registry::Registry;
 use competing_transformers::event::EventSourceKey;
+use competing_transformers::replica::{Adaptive, Racing, Stagger};
 use competing_transformers::signature::{KeyError, PublicKey, Signer, Trust};
 use competing_transformers_kafka::KafkaLogConfig;
 
@@ -178,8 +181,18 @@ pub struct TransformerSection {
     /// How many replicas of it this process runs.
     #[serde(default = "one")]
     pub replicas: u32,
-    /// Staggered racing: replica of rank k waits k × this many ms before writing a group,
-    /// and skips it if another replica's copy is canonical by then. Absent: all write at once.
+    /// How its replicas race to write each group (default `adaptive`; `staggered` when
+    /// only `stagger_ms` is set).
+    #[serde(default)]
+    pub racing: Option<RacingMode>,
+    /// Adaptive racing: the longest a rank-1 follower holds a group back (default 10 ms):
+    /// what a stalled leader costs at most before another replica writes. Raise it where
+    /// copies land later than that on a healthy pipeline (a slow or crowded host), or
+    /// followers write duplicates.
+    #[serde(default)]
+    pub hold_max_ms: Option<u64>,
+    /// Staggered racing: replica of rank k (`--stagger-rank`) waits k × this many ms before
+    /// writing a group, and skips it if another replica's copy is canonical by then.
     #[serde(default)]
     pub stagger_ms: Option<u64>,
     /// Most MiB of outputs a replica holds computed but not yet seen canonical (default 64):
@@ -195,6 +208,38 @@ pub struct TransformerSection {
     /// registered at start, and an incompatible one refuses to start).
     #[serde(default)]
     pub codec: Codec,
+}
+
+/// How a transformer's replicas race (`racing`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RacingMode {
+    /// The replica that won lately writes at once, the others hold back for a time learnt
+    /// from the log: about one copy of each group, no per-host setting.
+    #[default]
+    Adaptive,
+    /// Every replica writes every group at once: about one copy per replica.
+    All,
+    /// Ranks per host (`--stagger-rank`) and `stagger_ms`.
+    Staggered,
+}
+
+impl TransformerSection {
+    /// The racing of its replica of rank `rank` (`--stagger-rank` and the replica's number),
+    /// once [`Config::replica_plan`] has checked the entry.
+    pub fn racing(&self, rank: u64) -> Racing {
+        match (self.racing, self.stagger_ms) {
+            (Some(RacingMode::All), _) => Racing::AllAtOnce,
+            (None | Some(RacingMode::Staggered), Some(delay_ms)) => Racing::Staggered(Stagger { rank, delay_ms }),
+            _ => {
+                let mut adaptive = Adaptive::default();
+                if let Some(hold_max_ms) = self.hold_max_ms {
+                    adaptive.hold_max_ms = hold_max_ms;
+                }
+                Racing::Adaptive(adaptive)
+            }
+        }
+    }
 }
 
 /// The payload codec of a transformer's outputs.
@@ -538,6 +583,7 @@ impl Config {
                     problem: format!("is {count} in {source}; set it to 1 to {REPLICAS_PER_TRANSFORMER_MAX}"),
                 });
             }
+            check_racing(entry, position, &origin)?;
             if let Some(mib) = entry.pending_mib_max.filter(|mib| !(1..=PENDING_MIB_MAX).contains(mib)) {
                 return Err(ConfigError::Invalid {
                     origin,
@@ -556,6 +602,39 @@ impl Config {
         } else {
             format!("config file {}", self.origin)
         }
+    }
+}
+
+/// Refuses `racing`, `stagger_ms` and `hold_max_ms` that contradict each other.
+fn check_racing(entry: &TransformerSection, position: usize, origin: &str) -> Result<(), ConfigError> {
+    let invalid = |key: &str, problem: &str| ConfigError::Invalid {
+        origin: origin.to_string(),
+        key: format!("transformer[{position}].{key}"),
+        problem: problem.into(),
+    };
+    let problem = match (entry.racing, entry.stagger_ms) {
+        (Some(RacingMode::Staggered), None) => {
+            Some("is \"staggered\" without `stagger_ms`; set `stagger_ms` (e.g. 5) or choose \"adaptive\"")
+        }
+        (Some(RacingMode::Adaptive), Some(_)) => {
+            Some("is \"adaptive\" but `stagger_ms` is set; remove `stagger_ms` or set `racing = \"staggered\"`")
+        }
+        (Some(RacingMode::All), Some(_)) => {
+            Some("is \"all\" but `stagger_ms` is set; remove `stagger_ms` or set `racing = \"staggered\"`")
+        }
+        _ => None,
+    };
+    if let Some(problem) = problem {
+        return Err(invalid("racing", problem));
+    }
+    match entry.hold_max_ms {
+        Some(_) if !matches!(entry.racing(0), Racing::Adaptive(_)) => {
+            Err(invalid("hold_max_ms", "is set but racing is not adaptive; remove it"))
+        }
+        Some(ms) if ms < Adaptive::default().hold_min_ms => {
+            Err(invalid("hold_max_ms", "is under the shortest hold (2 ms); raise it or leave it out for 10"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -674,6 +753,29 @@ replicas = 3
             error.contains("unknown transformer `matcher` in `transformer[2].name`") && error.contains("`echo`"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn racing_is_adaptive_unless_told_and_stagger_ms_alone_staggers() {
+        let racing = |text: &str| {
+            let config = parse(&format!("[[transformer]]\nname = \"echo\"\n{text}")).unwrap();
+            config.replica_plan(&registry(), None).map(|_| config.transformers[0].racing(2)).map_err(|e| e.to_string())
+        };
+        assert_eq!(racing(""), Ok(Racing::default()));
+        assert_eq!(racing("racing = \"adaptive\"\n"), Ok(Racing::default()));
+        assert_eq!(racing("racing = \"all\"\n"), Ok(Racing::AllAtOnce));
+        let staggered = Ok(Racing::Staggered(Stagger { rank: 2, delay_ms: 5 }));
+        assert_eq!(racing("stagger_ms = 5\n"), staggered);
+        assert_eq!(racing("racing = \"staggered\"\nstagger_ms = 5\n"), staggered);
+        let error = racing("racing = \"staggered\"\n").unwrap_err();
+        assert!(error.contains("`transformer[1].racing` is \"staggered\" without `stagger_ms`"), "{error}");
+        let error = racing("racing = \"all\"\nstagger_ms = 5\n").unwrap_err();
+        assert!(error.contains("remove `stagger_ms`"), "{error}");
+        assert!(parse("[[transformer]]\nname = \"echo\"\nracing = \"first\"\n").is_err());
+        let patient = Ok(Racing::Adaptive(Adaptive { hold_max_ms: 40, ..Adaptive::default() }));
+        assert_eq!(racing("hold_max_ms = 40\n"), patient);
+        assert!(racing("hold_max_ms = 1\n").unwrap_err().contains("under the shortest hold"));
+        assert!(racing("racing = \"all\"\nhold_max_ms = 40\n").unwrap_err().contains("racing is not adaptive"));
     }
 
     #[test]

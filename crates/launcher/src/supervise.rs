@@ -32,7 +32,7 @@ use crate::{host_name, signals, Error, Exit, SchemaStep, StopReason, StoppedRepl
 use competing_transformers::codec::OutputCodec;
 use competing_transformers::panic::panic_message;
 use competing_transformers::record::WRITER_BYTES_MAX;
-use competing_transformers::replica::{Divergence, ReplicaConfig, Stagger};
+use competing_transformers::replica::{Divergence, ReplicaConfig};
 use competing_transformers_kafka::schema_registry::SchemaRegistry;
 use competing_transformers_kafka::snapshot_store::{KafkaSnapshotStore, Snapshots};
 use competing_transformers_kafka::{admin, EventLog, KafkaLog, KafkaLogConfig, LogError, Shutdown};
@@ -263,9 +263,9 @@ fn plan_slots(
             }
             let entry = config.transformers.iter().find(|entry| &entry.name == transformer);
             let mut replica = ReplicaConfig::new(replica_id.clone());
-            replica.stagger = entry
-                .and_then(|entry| entry.stagger_ms)
-                .map(|delay_ms| Stagger { rank: args.stagger_rank + u64::from(n - 1), delay_ms });
+            if let Some(entry) = entry {
+                replica.racing = entry.racing(args.stagger_rank + u64::from(n - 1));
+            }
             if let Some(mib) = entry.and_then(|entry| entry.pending_mib_max) {
                 replica.pending_bytes_max = usize::try_from(mib).unwrap_or(usize::MAX >> 20) << 20;
             }

@@ -10,7 +10,9 @@
 //!    were lost (every replica died first): those are written.
 //! 2. **Live**: each canonical input of a subscribed key is transformed; its group (outputs,
 //!    or one dead letter) is numbered from the replica's own counters and written unless
-//!    the records already fetched show it canonical.
+//!    the records already fetched show it canonical: at once, or after holding it back for
+//!    its turn ([`Racing`]: by default the writer of the latest canonical group writes at
+//!    once and the others hold back, see [`super::racing`]).
 //! 3. **Watching its own streams**: each canonical event of its output or dead-letter key is
 //!    compared with what it computed; a different digest is a divergence and stops writing.
 //! 4. **Deferring**: past `pending_events_max` or `pending_bytes_max` of groups computed but
@@ -54,6 +56,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use base64::Engine as _;
 
+use super::racing::Leadership;
+pub use super::racing::{Adaptive, Racing, Stagger};
 use crate::canonical::{CanonicalRule, Verdict, DIGEST_WINDOW_DEFAULT};
 use crate::codec::{OutputCodec, SchemaCache, NO_SCHEMAS};
 use crate::dead_letter::{DeadLetter, Detail, Details, Failure, Reason, CONTENT_TYPE_DEAD_LETTER};
@@ -96,10 +100,10 @@ pub struct ReplicaConfig {
     pub write_retry_min_ms: u64,
     /// The longest nominal wait after failed deliveries (see `write_retry_min_ms`).
     pub write_retry_max_ms: u64,
-    /// Staggered racing: when set, this replica holds each new group back for
-    /// `rank × delay_ms` and writes it only if no other replica's copy is canonical by then.
-    /// `None`: every replica writes at once (the lowest latency, the most duplicates).
-    pub stagger: Option<Stagger>,
+    /// Who writes each new group at once and how long the others hold it back: by default
+    /// learnt from the log ([`Racing::Adaptive`]); every replica at once; or ranks configured
+    /// per replica ([`Racing::Staggered`]).
+    pub racing: Racing,
     /// The codec of the transform's outputs ([`Outputs::emit_value`]): JSON unless the
     /// transformer is configured for Avro.
     pub output_codec: OutputCodec,
@@ -110,16 +114,6 @@ pub struct ReplicaConfig {
     /// replica applies it to its inputs and its own keys; it signs nothing itself (the log
     /// it writes through does).
     pub trust: Trust,
-}
-
-/// How replicas take turns to write first, trading a little latency under a stall for
-/// fewer duplicates when all are healthy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stagger {
-    /// This replica's rank: 0 writes at once, 1 waits `delay_ms`, 2 waits twice that, …
-    pub rank: u64,
-    /// How long each rank waits more than the one before it.
-    pub delay_ms: u64,
 }
 
 impl ReplicaConfig {
@@ -135,7 +129,7 @@ impl ReplicaConfig {
             resend_after_ms: 5_000,
             write_retry_min_ms: 100,
             write_retry_max_ms: 5_000,
-            stagger: None,
+            racing: Racing::default(),
             output_codec: OutputCodec::Json,
             snapshot_every_inputs: None,
             trust: Trust::default(),
@@ -236,8 +230,9 @@ pub struct ReplicaStats {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SendState {
-    /// Held back by staggering until the deadline (set at the first poll after it was made).
-    Held { until_ms: Option<u64> },
+    /// Held back for its turn, `hold_ms` from the first poll after it was made: until the
+    /// deadline, set then.
+    Held { hold_ms: u64, until_ms: Option<u64> },
     /// Not sent, or to be sent again.
     Unsent,
     /// In the record with this write id, sent at this time, delivered at `offset` once the
@@ -347,6 +342,8 @@ pub struct ReplicaCore<T: Transform> {
     now_ms: u64,
     /// The details of the dead letters not yet canonical, by index.
     details: Details,
+    /// Who leads and how long to hold, learnt from the log: in adaptive racing only.
+    leadership: Option<Leadership>,
 }
 
 /// Where transforming goes on: the first event of a record not yet taken as an input.
@@ -466,6 +463,10 @@ impl<T: Transform> ReplicaCore<T> {
         let own = CanonicalRule::new(config.digest_window).with_trust(config.trust.clone());
         let phase = if catch_up_until == 0 { Phase::Live } else { Phase::CatchingUp { until: catch_up_until } };
         let next_snapshot_at = config.snapshot_every_inputs.unwrap_or(0);
+        let leadership = match config.racing {
+            Racing::Adaptive(limits) => Some(Leadership::new(&config.replica_id, limits)),
+            Racing::AllAtOnce | Racing::Staggered(_) => None,
+        };
         Self {
             transform,
             config,
@@ -497,6 +498,7 @@ impl<T: Transform> ReplicaCore<T> {
             divergence: None,
             now_ms: 0,
             details: Details::default(),
+            leadership,
         }
     }
 
@@ -609,6 +611,7 @@ impl<T: Transform> ReplicaCore<T> {
         if let Phase::CatchingUp { until } = self.phase {
             if self.own_next >= until {
                 self.phase = Phase::Live;
+                self.hold_caught_up();
             }
         }
     }
@@ -739,6 +742,9 @@ impl<T: Transform> ReplicaCore<T> {
                 if mine {
                     self.stats.races_won += 1;
                 }
+                if let Some(leadership) = &mut self.leadership {
+                    leadership.on_canonical(slot, index, writer);
+                }
                 if let Some(ours) = self.computed_digest(slot, index) {
                     if ours != event.digest {
                         let key = self.key_of(slot).clone();
@@ -752,6 +758,11 @@ impl<T: Transform> ReplicaCore<T> {
                             kind: DivergenceKind::Event,
                         });
                     }
+                }
+            }
+            Verdict::Duplicate { index, .. } if !mine => {
+                if let Some(leadership) = &mut self.leadership {
+                    leadership.on_duplicate(slot, index, writer);
                 }
             }
             Verdict::Duplicate { .. } | Verdict::Divergent { .. } if mine => self.stats.races_lost += 1,
@@ -878,8 +889,8 @@ impl<T: Transform> ReplicaCore<T> {
         }
     }
 
-    /// Queues a new group to be written, held for its turn when staggered, unless it is
-    /// canonical already (`count` is its key's canonical count).
+    /// Queues a new group to be written, held for its turn unless this replica writes at once,
+    /// unless it is canonical already (`count` is its key's canonical count).
     fn queue(&mut self, mut group: Group, count: u64) {
         if group.end_index() <= count {
             if self.phase == Phase::Live {
@@ -887,15 +898,39 @@ impl<T: Transform> ReplicaCore<T> {
             }
             return;
         }
-        let held = self.phase == Phase::Live && self.config.stagger.is_some_and(|s| s.rank > 0);
-        if held {
-            group.send = SendState::Held { until_ms: None };
+        if let Some(hold_ms) = self.hold_ms().filter(|_| self.phase == Phase::Live) {
+            group.send = SendState::Held { hold_ms, until_ms: None };
         }
         self.computed[group.slot].push(group.first_index, group.events.iter().map(|e| e.digest));
         self.pending_events += group.events.len();
         self.pending_bytes += group.encoded_bytes();
         self.groups[group.slot] += 1;
         self.pending.push_back(group);
+    }
+
+    /// How long a new group waits for its turn, by the racing mode and, in adaptive racing,
+    /// what the log says up to now; `None`: it is written at once.
+    fn hold_ms(&self) -> Option<u64> {
+        let hold_ms = match self.config.racing {
+            Racing::AllAtOnce => 0,
+            Racing::Staggered(stagger) => stagger.rank.saturating_mul(stagger.delay_ms),
+            Racing::Adaptive(_) => {
+                let leadership = self.leadership.as_ref().expect("adaptive racing learns");
+                leadership.rank().saturating_mul(leadership.hold_ms())
+            }
+        };
+        (hold_ms > 0).then_some(hold_ms)
+    }
+
+    /// Going live after catching up: the groups still missing wait for this replica's turn
+    /// like new ones, as the replica leading may only not have written them yet.
+    fn hold_caught_up(&mut self) {
+        let Some(hold_ms) = self.hold_ms() else { return };
+        for group in self.pending.range_mut(self.send_from..) {
+            if group.send == SendState::Unsent {
+                group.send = SendState::Held { hold_ms, until_ms: None };
+            }
+        }
     }
 
     /// The replica's key of `slot`.
@@ -979,6 +1014,9 @@ impl<T: Transform> ReplicaCore<T> {
     /// Takes the time in: never back. Stamps a pause that waits for it, ends one that is over.
     fn tick(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
+        if let Some(leadership) = &mut self.leadership {
+            leadership.tick(self.now_ms);
+        }
         match self.retry.pause {
             Pause::Unstamped => self.retry.pause = Pause::Until(self.now_ms.saturating_add(self.retry_wait_ms())),
             Pause::Until(at) if at <= self.now_ms => self.retry.pause = Pause::None,
@@ -1002,9 +1040,12 @@ impl<T: Transform> ReplicaCore<T> {
     /// When the first held group's turn comes. A group not stamped yet is due at once: the
     /// next `poll_write` stamps it.
     fn next_release_ms(&self) -> Option<u64> {
-        self.config.stagger?;
-        self.pending.iter().find_map(|g| match g.send {
-            SendState::Held { until_ms } => Some(until_ms.unwrap_or(self.now_ms)),
+        if self.config.racing == Racing::AllAtOnce {
+            return None;
+        }
+        // Sent groups come first: the held ones are after them.
+        self.pending.range(self.send_from..).find_map(|g| match g.send {
+            SendState::Held { until_ms, .. } => Some(until_ms.unwrap_or(self.now_ms)),
             _ => None,
         })
     }
@@ -1064,17 +1105,29 @@ impl<T: Transform> ReplicaCore<T> {
     }
 
     /// Releases held groups whose turn has come, in order: a group never overtakes an
-    /// earlier one, so a replica's writes stay in index order.
+    /// earlier one, so a replica's writes stay in index order. In adaptive racing, a
+    /// replica that leads now (its copy won meanwhile) writes all it holds at once.
     fn release_held(&mut self) {
-        let Some(stagger) = self.config.stagger else { return };
+        if self.config.racing == Racing::AllAtOnce {
+            return;
+        }
         let now = self.now_ms;
+        let leads = self.leadership.as_ref().is_some_and(|l| l.rank() == 0);
         let mut blocked = false;
-        for group in &mut self.pending {
-            if let SendState::Held { until_ms } = &mut group.send {
+        for group in self.pending.range_mut(self.send_from..) {
+            if let SendState::Held { hold_ms, until_ms } = &mut group.send {
                 // Every group's turn counts from when it was first seen here, not from when
                 // the one before it was released: turns must not add up under load.
-                let due = *until_ms.get_or_insert(now + stagger.rank * stagger.delay_ms);
-                blocked |= due > now;
+                let due = match until_ms {
+                    Some(due) => *due,
+                    None => {
+                        if let Some(leadership) = &mut self.leadership {
+                            leadership.on_held(group.slot, group.first_index, now);
+                        }
+                        *until_ms.insert(now.saturating_add(*hold_ms))
+                    }
+                };
+                blocked |= due > now && !leads;
                 if !blocked {
                     group.send = SendState::Unsent;
                 }
@@ -1288,6 +1341,23 @@ impl<T: Transform> ReplicaCore<T> {
     /// Whether every computed group is canonical and nothing is in flight.
     pub fn is_settled(&self) -> bool {
         self.pending.is_empty() && self.in_flight.is_empty()
+    }
+
+    /// In adaptive racing, this replica's rank by what it has read of its own keys: 0 when
+    /// it leads (or no one has won yet) and writes new groups at once, k when it holds them
+    /// back k hold times. `None` in the other modes.
+    pub fn racing_rank(&self) -> Option<u64> {
+        self.leadership.as_ref().map(Leadership::rank)
+    }
+
+    /// In adaptive racing, the writer of the latest canonical event of the own keys read.
+    pub fn racing_leader(&self) -> Option<&str> {
+        self.leadership.as_ref().and_then(Leadership::leader)
+    }
+
+    /// In adaptive racing, how long a rank-1 follower holds a new group now.
+    pub fn racing_hold_ms(&self) -> Option<u64> {
+        self.leadership.as_ref().map(Leadership::hold_ms)
     }
 
     /// The replica's id.

@@ -3,8 +3,8 @@
 
 pub mod core;
 pub mod local;
+pub mod racing;
 
-pub use self::core::{
-    Divergence, DivergenceKind, Phase, ReplicaConfig, ReplicaCore, ReplicaStats, Stagger, WriteRequest,
-};
+pub use self::core::{Divergence, DivergenceKind, Phase, ReplicaConfig, ReplicaCore, ReplicaStats, WriteRequest};
 pub use local::{drive, run_to_end};
+pub use racing::{Adaptive, Racing, Stagger};

@@ -149,7 +149,7 @@ fn a_dead_letter_canonical_behind_a_missing_output_leaves_the_middle_of_the_queu
 
 #[test]
 fn an_idle_replica_has_no_deadline() {
-    let mut core = replica(|c| c.stagger = Some(Stagger { rank: 1, delay_ms: 50 }));
+    let mut core = replica(|c| c.racing = Racing::Staggered(Stagger { rank: 1, delay_ms: 50 }));
     assert_eq!(core.poll_timeout_ms(), None);
     let log = MemoryLog::new();
     publish(&log, b"a");
@@ -164,7 +164,7 @@ fn a_staggered_group_is_released_at_its_deadline_and_not_before() {
     let log = MemoryLog::new();
     publish(&log, b"a");
     let mut core = replica(|c| {
-        c.stagger = Some(Stagger { rank: 2, delay_ms: 30 });
+        c.racing = Racing::Staggered(Stagger { rank: 2, delay_ms: 30 });
         c.resend_after_ms = 500;
     });
     fetch(&mut core, &log);
@@ -182,7 +182,7 @@ fn a_held_group_is_stamped_even_while_the_in_flight_limit_blocks_writes() {
     let log = MemoryLog::new();
     publish(&log, b"a");
     let mut core = replica(|c| {
-        c.stagger = Some(Stagger { rank: 1, delay_ms: 10 });
+        c.racing = Racing::Staggered(Stagger { rank: 1, delay_ms: 10 });
         c.in_flight_records_max = 1;
         c.record_bytes_max = 1;
     });
