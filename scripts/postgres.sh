@@ -9,7 +9,7 @@ Usage: scripts/postgres.sh COMMAND
             on 127.0.0.1, wait until it accepts connections. It offers TLS with a certificate
             for 127.0.0.1 signed by a CA made on the first start (RUN_DIR/tls/ca.pem).
             stdout, one line (eval "export $(scripts/postgres.sh start)"):
-              DATABASE_URL=postgres://postgres@127.0.0.1:<port>/postgres DATABASE_CA_FILE=<RUN_DIR>/tls/ca.pem
+              DATABASE_URL=postgres://postgres@127.0.0.1:<port>/postgres PGSSLROOTCERT=<RUN_DIR>/tls/ca.pem
   stop      Stop the server (fast shutdown: open transactions are rolled back).
   status    Say whether the server runs (exit 0) or not (exit 3).
 
@@ -143,7 +143,7 @@ cmd_start() {
     die "the server did not start within ${START_TIMEOUT}s; see $LOG (last lines above)."
   fi
   log "running on 127.0.0.1:$PORT as $user, data in $DATA, log $LOG"
-  echo "DATABASE_URL=$URL DATABASE_CA_FILE=$RUN_DIR/tls/ca.pem"
+  echo "DATABASE_URL=$URL PGSSLROOTCERT=$RUN_DIR/tls/ca.pem"
 }
 
 cmd_stop() {
@@ -158,7 +158,7 @@ cmd_stop() {
 
 cmd_status() {
   if running; then
-    echo "postgres: running on 127.0.0.1:$PORT, data $DATA, log $LOG; DATABASE_URL=$URL DATABASE_CA_FILE=$RUN_DIR/tls/ca.pem"
+    echo "postgres: running on 127.0.0.1:$PORT, data $DATA, log $LOG; DATABASE_URL=$URL PGSSLROOTCERT=$RUN_DIR/tls/ca.pem"
   else
     echo "postgres: not running"
     exit 3

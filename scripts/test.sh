@@ -65,7 +65,7 @@ fi
 if [ -z "${DATABASE_URL:-}" ]; then
   if scripts/postgres.sh status >/dev/null 2>&1; then
     export DATABASE_URL=postgres://postgres@127.0.0.1:${PG_PORT:-55432}/postgres
-    export DATABASE_CA_FILE=${PG_RUN_DIR:-$HOME/.cache/competing-transformers/run/postgres}/tls/ca.pem
+    export PGSSLROOTCERT=${PG_RUN_DIR:-$HOME/.cache/competing-transformers/run/postgres}/tls/ca.pem
   else
     eval "export $(scripts/postgres.sh start)"
     started_postgres=1

@@ -280,3 +280,55 @@ pub fn engine_snapshot(
         pending: Vec::new(),
     }
 }
+
+/// Every record of the log, as the Rust reader fetches them.
+pub async fn fetch_all(config: &KafkaLogConfig) -> Vec<competing_transformers::record::FetchedRecord> {
+    use competing_transformers_kafka::EventLog;
+    let log = KafkaLog::connect(config.clone()).await.unwrap();
+    let end = log.end_offset().await.unwrap();
+    let mut cursor = log.cursor(0).await.unwrap();
+    let mut records = Vec::new();
+    while cursor.position() < end {
+        records.extend(cursor.next_batch(Duration::from_secs(1)).await.unwrap());
+    }
+    records
+}
+
+/// The Rust reader's verdicts on `records` through `rule`, in the shape interop/reader.py
+/// prints them (its `unauthorized` counts only when the rule has a trust table, as there).
+pub fn rust_verdicts(
+    records: &[competing_transformers::record::FetchedRecord],
+    rule: &mut competing_transformers::CanonicalRule,
+) -> serde_json::Value {
+    use competing_transformers::record::RecordView;
+    use competing_transformers::Verdict;
+    use serde_json::json;
+    let mut canonical = Vec::new();
+    for fetched in records {
+        let decoded = RecordView::parse_fetched(fetched);
+        let Ok(verdicts) = rule.apply_view(fetched.offset, decoded.as_ref()) else { continue };
+        for (event, verdict) in decoded.expect("judged, so decoded").events.iter().zip(verdicts) {
+            if let Verdict::Canonical { index } = verdict {
+                canonical.push(json!([fetched.offset, event.key, index, event.digest.to_string()]));
+            }
+        }
+    }
+    let trusted = !rule.trust().is_empty();
+    let keys: serde_json::Map<String, serde_json::Value> = rule
+        .all_stats()
+        .into_iter()
+        .map(|(key, s)| {
+            let mut stats = json!({"canonical": s.canonical, "duplicates": s.duplicates, "divergent": s.divergent, "rejected": s.rejected});
+            if trusted {
+                stats["unauthorized"] = json!(s.unauthorized);
+            }
+            (key.to_string(), stats)
+        })
+        .collect();
+    json!({
+        "malformed": rule.malformed(),
+        "rejected_on_unseen_keys": rule.rejected_on_unseen_keys(),
+        "keys": keys,
+        "canonical": canonical
+    })
+}

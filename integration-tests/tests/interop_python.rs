@@ -9,10 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use competing_transformers::record::{FetchedRecord, Record};
-use competing_transformers::{CanonicalRule, Event, EventSourceKey, Verdict};
-use competing_transformers_kafka::{EventLog, KafkaLog, KafkaLogConfig, Pipeline};
-use integration_tests::{fresh_log_config, python_reader, raw_producer, ROOT};
+use competing_transformers::record::Record;
+use competing_transformers::{CanonicalRule, Event, EventSourceKey};
+use competing_transformers_kafka::{KafkaLog, KafkaLogConfig, Pipeline};
+use integration_tests::{fetch_all, fresh_log_config, python_reader, raw_producer, rust_verdicts, ROOT};
 use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
 
@@ -107,46 +107,6 @@ async fn write_log(config: &KafkaLogConfig) {
         producer.send(record, Duration::from_secs(10)).await.unwrap();
     }
     writers[2].write(&a, vec![event("a2", None)]).await.unwrap();
-}
-
-/// Every record of the log, as the Rust reader fetches them.
-async fn fetch_all(config: &KafkaLogConfig) -> Vec<FetchedRecord> {
-    let log = KafkaLog::connect(config.clone()).await.unwrap();
-    let end = log.end_offset().await.unwrap();
-    let mut cursor = log.cursor(0).await.unwrap();
-    let mut records = Vec::new();
-    while cursor.position() < end {
-        records.extend(cursor.next_batch(Duration::from_secs(1)).await.unwrap());
-    }
-    records
-}
-
-/// The Rust reader's verdicts, in the shape interop/reader.py prints them.
-fn rust_verdicts(records: &[FetchedRecord], rule: &mut CanonicalRule) -> Value {
-    let mut canonical = Vec::new();
-    for fetched in records {
-        let decoded = Record::decode_fetched(fetched);
-        let Ok(verdicts) = rule.apply(fetched.offset, decoded.as_ref()) else { continue };
-        for (event, verdict) in decoded.unwrap().events.iter().zip(verdicts) {
-            if let Verdict::Canonical { index } = verdict {
-                canonical.push(json!([fetched.offset, event.key.as_str(), index, event.digest.to_string()]));
-            }
-        }
-    }
-    let keys: serde_json::Map<String, Value> = rule
-        .all_stats()
-        .into_iter()
-        .map(|(k, s)| {
-            let stats = json!({"canonical": s.canonical, "duplicates": s.duplicates, "divergent": s.divergent, "rejected": s.rejected});
-            (k.to_string(), stats)
-        })
-        .collect();
-    json!({
-        "malformed": rule.malformed(),
-        "rejected_on_unseen_keys": rule.rejected_on_unseen_keys(),
-        "keys": keys,
-        "canonical": canonical
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

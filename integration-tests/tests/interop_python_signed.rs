@@ -7,11 +7,10 @@
 
 use std::time::Duration;
 
-use competing_transformers::record::{FetchedRecord, Record, RecordView};
+use competing_transformers::record::Record;
 use competing_transformers::signature::{Signer, Trust, SEAL_BYTES};
-use competing_transformers::{CanonicalRule, Event, EventSourceKey, Verdict};
-use competing_transformers_kafka::{EventLog, KafkaLog, KafkaLogConfig};
-use integration_tests::{fresh_log_config, python_reader, raw_producer, unique_topic};
+use competing_transformers::{CanonicalRule, Event, EventSourceKey};
+use integration_tests::{fetch_all, fresh_log_config, python_reader, raw_producer, rust_verdicts, unique_topic};
 use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
 
@@ -64,42 +63,6 @@ fn records(old: &Signer, new: &Signer, forger: &Signer) -> Vec<(Vec<u8>, Vec<u8>
     ]
 }
 
-fn rust_verdicts(records: &[FetchedRecord], trust: &Trust) -> Value {
-    let mut rule = CanonicalRule::default().with_trust(trust.clone());
-    let mut canonical = Vec::new();
-    for fetched in records {
-        let decoded = RecordView::parse_fetched(fetched);
-        let Ok(verdicts) = rule.apply_view(fetched.offset, decoded.as_ref()) else { continue };
-        for (event, verdict) in decoded.unwrap().events.iter().zip(verdicts) {
-            if let Verdict::Canonical { index } = verdict {
-                canonical.push(json!([fetched.offset, event.key, index, event.digest.to_string()]));
-            }
-        }
-    }
-    let keys: serde_json::Map<String, Value> = rule
-        .all_stats()
-        .into_iter()
-        .map(|(k, s)| {
-            let stats = json!({"canonical": s.canonical, "duplicates": s.duplicates, "divergent": s.divergent,
-                               "rejected": s.rejected, "unauthorized": s.unauthorized});
-            (k.to_string(), stats)
-        })
-        .collect();
-    json!({"malformed": rule.malformed(), "rejected_on_unseen_keys": rule.rejected_on_unseen_keys(),
-           "keys": keys, "canonical": canonical})
-}
-
-async fn fetch_all(config: &KafkaLogConfig) -> Vec<FetchedRecord> {
-    let log = KafkaLog::connect(config.clone()).await.unwrap();
-    let end = log.end_offset().await.unwrap();
-    let mut cursor = log.cursor(0).await.unwrap();
-    let mut fetched = Vec::new();
-    while cursor.position() < end {
-        fetched.extend(cursor.next_batch(Duration::from_secs(1)).await.unwrap());
-    }
-    fetched
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_reader_applies_the_trust_table_as_the_rust_reader_does() {
     let config = fresh_log_config("interop-signed").await;
@@ -125,7 +88,7 @@ async fn a_python_reader_applies_the_trust_table_as_the_rust_reader_does() {
     )
     .unwrap();
 
-    let rust = rust_verdicts(&fetch_all(&config).await, &trust);
+    let rust = rust_verdicts(&fetch_all(&config).await, &mut CanonicalRule::default().with_trust(trust.clone()));
     assert_eq!(rust["malformed"], 1, "the signed value cut short");
     assert_eq!(
         rust["keys"]["det"],

@@ -11,16 +11,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use competing_transformers::record::{FetchedRecord, Record, RecordView};
+use competing_transformers::record::Record;
 use competing_transformers::replica::ReplicaConfig;
 use competing_transformers::signature::{Signer, Trust};
-use competing_transformers::{CanonicalRule, Event, EventSourceKey, Verdict};
+use competing_transformers::{CanonicalRule, Event, EventSourceKey};
 use competing_transformers_kafka::export::{ExportConfig, ExportRunOptions, Exporter};
 use competing_transformers_kafka::ShutdownTrigger;
 use competing_transformers_kafka::{run_replica, EventLog, KafkaLog, KafkaLogConfig, Pipeline, ReplicaStatus};
 use competing_transformers_launcher::config::{Config, Overrides};
 use competing_transformers_launcher::summary::LogSummary;
-use integration_tests::{fresh_log_config, python_reader, raw_consumer, raw_producer, unique_topic, wait_for_count};
+use integration_tests::{
+    fetch_all, fresh_log_config, python_reader, raw_consumer, raw_producer, rust_verdicts, unique_topic, wait_for_count,
+};
 use ledger::{Command, Ledger, LEDGER_KEY, TRANSFERS_KEY};
 use ledger_projection::{Projection, RunOptions};
 use rdkafka::producer::FutureRecord;
@@ -99,43 +101,6 @@ async fn append_tampered(log: &KafkaLogConfig, stream: &EventSourceKey, writer: 
     let producer = raw_producer(&[]).await;
     let sent = FutureRecord::<[u8], [u8]>::to(&log.topic).partition(0).key(&encoded.key).payload(&encoded.value);
     producer.send(sent, Duration::from_secs(10)).await.unwrap();
-}
-
-/// The Rust reader's verdicts under `trust`, in the shape interop/reader.py prints them.
-fn rust_verdicts(records: &[FetchedRecord], trust: &Trust) -> Value {
-    let mut rule = CanonicalRule::default().with_trust(trust.clone());
-    let mut canonical = Vec::new();
-    for fetched in records {
-        let decoded = RecordView::parse_fetched(fetched);
-        let Ok(verdicts) = rule.apply_view(fetched.offset, decoded.as_ref()) else { continue };
-        for (event, verdict) in decoded.unwrap().events.iter().zip(verdicts) {
-            if let Verdict::Canonical { index } = verdict {
-                canonical.push(json!([fetched.offset, event.key, index, event.digest.to_string()]));
-            }
-        }
-    }
-    let keys: serde_json::Map<String, Value> = rule
-        .all_stats()
-        .into_iter()
-        .map(|(k, s)| {
-            let stats = json!({"canonical": s.canonical, "duplicates": s.duplicates, "divergent": s.divergent,
-                               "rejected": s.rejected, "unauthorized": s.unauthorized});
-            (k.to_string(), stats)
-        })
-        .collect();
-    json!({"malformed": rule.malformed(), "rejected_on_unseen_keys": rule.rejected_on_unseen_keys(),
-           "keys": keys, "canonical": canonical})
-}
-
-async fn fetch_all(config: &KafkaLogConfig) -> Vec<FetchedRecord> {
-    let log = KafkaLog::connect(config.clone()).await.unwrap();
-    let end = log.end_offset().await.unwrap();
-    let mut cursor = log.cursor(0).await.unwrap();
-    let mut records = Vec::new();
-    while cursor.position() < end {
-        records.extend(cursor.next_batch(Duration::from_secs(1)).await.unwrap());
-    }
-    records
 }
 
 /// Every payload exported to `topic`, read until nothing new for 3 s.
@@ -228,7 +193,7 @@ async fn forged_events_on_a_protected_det_are_ignored_by_every_reader_and_stop_n
 
     // interop/reader.py, given the same launcher config, reaches the same verdicts.
     let records = fetch_all(&log).await;
-    let rust = rust_verdicts(&records, &reader_config.trust);
+    let rust = rust_verdicts(&records, &mut CanonicalRule::default().with_trust(reader_config.trust.clone()));
     let python: Value =
         serde_json::from_str(&python_reader(&["--trust", &config_path, &log.bootstrap_servers, &log.topic])).unwrap();
     assert_eq!(python, rust, "Python and Rust verdicts under the trust table");

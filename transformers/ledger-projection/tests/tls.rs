@@ -3,7 +3,7 @@
 //! in `PGSSLROOTCERT` it connects over TLS; trusting only the system's CAs, it is refused in
 //! one sentence naming the fix.
 //!
-//! Needs `DATABASE_URL` and `DATABASE_CA_FILE` (`scripts/postgres.sh start` prints both;
+//! Needs `DATABASE_URL` and `PGSSLROOTCERT` (`scripts/postgres.sh start` prints both;
 //! `scripts/test.sh` sets them); fails when they are missing.
 
 use ledger_projection::{Projection, ProjectionError, PG_SSL_ROOT_CERT_ENV};
@@ -30,7 +30,7 @@ async fn encrypted_sessions(url: &str) -> i64 {
 // One test: PGSSLROOTCERT is the process's environment.
 #[tokio::test]
 async fn the_projection_connects_over_tls_only_to_a_server_it_trusts() {
-    let (url, ca) = (required("DATABASE_URL"), required("DATABASE_CA_FILE"));
+    let (url, ca) = (required("DATABASE_URL"), required(PG_SSL_ROOT_CERT_ENV));
     let before = encrypted_sessions(&url).await;
 
     std::env::set_var(PG_SSL_ROOT_CERT_ENV, &ca);
