@@ -291,8 +291,9 @@ async fn refusals_are_one_sentence_and_exit_5() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// A secret planted as the password, in a JAAS property and in a config file's bad line
-/// shows in no output of any command, failing or not, nor in `--help`.
+/// A secret planted as the password, in a JAAS property, in a config file's bad line and as
+/// a signing key (environment and file) shows in no output of any command, failing or not,
+/// nor in `--help`.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_planted_secret_shows_in_no_output() {
     const SECRET: &str = "planted-Secret-7f3a9c";
@@ -324,6 +325,24 @@ async fn a_planted_secret_shows_in_no_output() {
         let output = planted.run(&dir, &args, ORDERS);
         let all = text(&output);
         assert!(!all.contains(SECRET), "{args:?} shows the secret:\n{all}");
+        if args.len() > 2 {
+            assert!(!output.status.success(), "{args:?} should fail:\n{all}");
+        }
+    }
+    // A signing key that does not read, from the environment and from a file.
+    let key_file = dir.join("signing.key");
+    std::fs::write(&key_file, SECRET).unwrap();
+    let key_file = key_file.to_str().unwrap();
+    let signing: Vec<Vec<&str>> = vec![
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["publish", "--topic", &topic, "--key", "orders"],
+        vec!["publish", "--topic", &topic, "--key", "orders", "--signing-key-file", key_file],
+    ];
+    for args in signing {
+        let output = planted.command(&dir, &args).env("TRANSFORMER_SIGNING_KEY", SECRET).output().unwrap();
+        let all = text(&output);
+        assert!(!all.contains(SECRET), "{args:?} with a planted signing key shows it:\n{all}");
         if args.len() > 2 {
             assert!(!output.status.success(), "{args:?} should fail:\n{all}");
         }
