@@ -5,26 +5,13 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const LAUNCHER: &str = env!("CARGO_BIN_EXE_transformer-launcher");
+mod common;
+
+use common::{bootstrap, launcher, publish, unique_topic, wait_for, Launcher, LAUNCHER};
+
 const ORDERS: usize = 12;
-
-fn bootstrap() -> String {
-    std::env::var("KAFKA_BOOTSTRAP")
-        .expect("no Kafka broker: set KAFKA_BOOTSTRAP=host:port, or run the tests with `scripts/test.sh` (scripts/kafka.sh start)")
-}
-
-fn unique_topic(what: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{what}-{}-{nanos}", std::process::id())
-}
-
-fn launcher(args: &[&str]) -> String {
-    let output = Command::new(LAUNCHER).args(args).args(["--bootstrap", &bootstrap()]).output().unwrap();
-    assert!(output.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
-}
 
 fn publish_orders(topic: &str) {
     let lines: Vec<String> = (0..ORDERS)
@@ -36,14 +23,7 @@ fn publish_orders(topic: &str) {
             )
         })
         .collect();
-    let mut child = Command::new(LAUNCHER)
-        .args(["publish", "--key", "orders", "--topic", topic, "--bootstrap", &bootstrap(), "--effective-time-ms", "1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(lines.join("\n").as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
+    publish(topic, &lines);
 }
 
 /// A GET over plain HTTP/1.1: the status code and the body.
@@ -71,24 +51,6 @@ fn values(metrics: &str, name: &str) -> Vec<f64> {
 fn free_address() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().to_string()
-}
-
-/// The launcher under test, killed if the test fails before stopping it.
-struct Launcher(std::process::Child);
-
-impl Drop for Launcher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -11,30 +11,9 @@ use competing_transformers::replica::run_to_end;
 use competing_transformers::{Event, EventSourceKey, MemoryLog};
 use matching_engine::MatchingEngine;
 
-const LAUNCHER: &str = env!("CARGO_BIN_EXE_transformer-launcher");
+mod common;
 
-fn bootstrap() -> String {
-    std::env::var("KAFKA_BOOTSTRAP")
-        .expect("no Kafka broker: set KAFKA_BOOTSTRAP=host:port, or run the tests with `scripts/test.sh` (scripts/kafka.sh start)")
-}
-
-fn launcher(args: &[&str]) -> String {
-    let output = Command::new(LAUNCHER).args(args).args(["--bootstrap", &bootstrap()]).output().unwrap();
-    assert!(output.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn publish(topic: &str, lines: &[String]) {
-    let mut child = Command::new(LAUNCHER)
-        .args(["publish", "--key", "orders", "--topic", topic, "--bootstrap", &bootstrap(), "--effective-time-ms", "1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(lines.join("\n").as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
-}
+use common::{bootstrap, launcher, publish, unique_topic, wait_for, Launcher, LAUNCHER};
 
 /// A process's children, from every one of its threads (each thread lists those it made).
 fn children_of(pid: u32) -> Vec<u32> {
@@ -72,17 +51,6 @@ fn canonical_reports(topic: &str) -> u64 {
         .map_or(0, |n| n.parse().unwrap())
 }
 
-/// The launcher under test, killed if the test fails before stopping it (its replica
-/// processes die with it).
-struct Launcher(std::process::Child);
-
-impl Drop for Launcher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_killed_replica_process_is_restarted_and_the_output_matches_a_lone_replica() {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
@@ -104,11 +72,9 @@ fn a_killed_replica_process_is_restarted_and_the_output_matches_a_lone_replica()
             .unwrap(),
     );
     let parent = &mut parent.0;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while children_of(parent.id()).len() < 3 {
-        assert!(Instant::now() < deadline, "the launcher did not start 3 replica processes");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for("the launcher did not start 3 replica processes", Duration::from_secs(20), || {
+        children_of(parent.id()).len() >= 3
+    });
     let all = orders(0..60);
     publish(&topic, &all[..30]);
     let victim = children_of(parent.id())[0];
@@ -125,11 +91,7 @@ fn a_killed_replica_process_is_restarted_and_the_output_matches_a_lone_replica()
     run_to_end(&reference, MatchingEngine::new());
     let want = reference.canonical(&EventSourceKey::new("matching-engine").unwrap()).len() as u64;
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while canonical_reports(&topic) < want {
-        assert!(Instant::now() < deadline, "the replicas did not answer every order");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for("the replicas did not answer every order", Duration::from_secs(60), || canonical_reports(&topic) >= want);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let children = children_of(parent.id());
@@ -153,11 +115,6 @@ fn a_killed_replica_process_is_restarted_and_the_output_matches_a_lone_replica()
     assert!(status.success(), "the launcher exits 0 on SIGTERM: {status}");
     assert!(children_of(parent.id()).is_empty());
     let _ = std::fs::remove_file(config);
-}
-
-fn unique_topic(what: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{what}-{}-{nanos}", std::process::id())
 }
 
 /// Runs `run --processes` with `config` until it exits on its own (at most `limit`), and

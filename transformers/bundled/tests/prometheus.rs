@@ -6,9 +6,12 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const LAUNCHER: &str = env!("CARGO_BIN_EXE_transformer-launcher");
+mod common;
+
+use common::{publish, unique_topic, wait_for, Launcher, LAUNCHER};
+
 /// Orders published while the launcher runs: enough to keep it busy across several scrapes.
 const ORDERS: usize = 5_000;
 
@@ -18,12 +21,7 @@ fn env(name: &str) -> String {
     })
 }
 
-fn unique_topic(what: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{what}-{}-{nanos}", std::process::id())
-}
-
-fn publish_orders(topic: &str, bootstrap: &str) {
+fn publish_orders(topic: &str) {
     let lines: Vec<String> = (0..ORDERS)
         .map(|i| {
             let side = if i % 2 == 0 { "buy" } else { "sell" };
@@ -34,14 +32,7 @@ fn publish_orders(topic: &str, bootstrap: &str) {
             )
         })
         .collect();
-    let mut child = Command::new(LAUNCHER)
-        .args(["publish", "--key", "orders", "--topic", topic, "--bootstrap", bootstrap, "--effective-time-ms", "1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(lines.join("\n").as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success(), "publish failed");
+    publish(topic, &lines);
 }
 
 /// Characters of a PromQL query that stay as they are in a URL's query string.
@@ -77,23 +68,13 @@ fn query(prometheus: &str, promql: &str) -> Vec<(serde_json::Value, f64)> {
 
 /// The launcher under test and its scrape target file, both removed however the test ends.
 struct Scraped {
-    launcher: std::process::Child,
+    _launcher: Launcher,
     target: std::path::PathBuf,
 }
 
 impl Drop for Scraped {
     fn drop(&mut self) {
-        let _ = self.launcher.kill();
-        let _ = self.launcher.wait();
         let _ = std::fs::remove_file(&self.target);
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(250));
     }
 }
 
@@ -125,7 +106,7 @@ fn a_real_prometheus_scrapes_lag_and_races_won() {
         .unwrap();
     // Written whole, then renamed in: Prometheus never reads half a file.
     let target = std::path::Path::new(&targets).join(format!("{topic}.json"));
-    let _scraped = Scraped { launcher, target: target.clone() };
+    let _scraped = Scraped { _launcher: Launcher(launcher), target: target.clone() };
     let partial = target.with_extension("tmp");
     std::fs::write(&partial, format!(r#"[{{"targets":["{address}"],"labels":{{"test":"{topic}"}}}}]"#)).unwrap();
     std::fs::rename(&partial, &target).unwrap();
@@ -134,7 +115,7 @@ fn a_real_prometheus_scrapes_lag_and_races_won() {
     wait_for("Prometheus never scraped the launcher up", Duration::from_secs(60), || {
         query(&prometheus, &format!("up{selector}")).first().is_some_and(|(_, up)| *up == 1.0)
     });
-    publish_orders(&topic, &bootstrap);
+    publish_orders(&topic);
     let applied = format!("transformer_inputs_applied_total{selector}");
     wait_for("Prometheus never saw both replicas apply every order", Duration::from_secs(120), || {
         let series = query(&prometheus, &applied);
