@@ -332,3 +332,17 @@ pub fn rust_verdicts(
         "canonical": canonical
     })
 }
+
+/// The ledger's balances and entry count after `commands`, computed without the log: what a
+/// replica's outputs and a projection must come to.
+pub fn ledger_reference(commands: &[serde_json::Value]) -> (std::collections::BTreeMap<String, i64>, u64) {
+    let mut ledger = ledger::Ledger::new();
+    let mut entries = 0;
+    for command in commands {
+        if let Ok(command) = serde_json::from_value::<ledger::Command>(command.clone()) {
+            ledger.execute(command).expect("valid commands decide");
+            entries += 1;
+        }
+    }
+    (ledger.balances().iter().map(|(a, b)| (a.clone(), *b as i64)).collect(), entries)
+}

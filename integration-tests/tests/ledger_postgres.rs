@@ -5,7 +5,6 @@
 //! PostgreSQL comes from `DATABASE_URL` (`scripts/postgres.sh start` prints it;
 //! `scripts/test.sh` starts the server and sets it).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,8 +12,8 @@ use competing_transformers::replica::ReplicaConfig;
 use competing_transformers::{Event, EventSourceKey};
 use competing_transformers_kafka::{run_replica, ReplicaStatus};
 use competing_transformers_kafka::{KafkaLog, Pipeline, ShutdownTrigger};
-use integration_tests::{fresh_log_config, wait_for_count};
-use ledger::{Command, Ledger, LEDGER_KEY, TRANSFERS_KEY};
+use integration_tests::{fresh_log_config, ledger_reference, wait_for_count};
+use ledger::{Ledger, LEDGER_KEY, TRANSFERS_KEY};
 use ledger_projection::{Projection, RunOptions};
 use serde_json::json;
 use tokio::sync::watch;
@@ -51,25 +50,12 @@ fn commands(transfers: usize) -> Vec<serde_json::Value> {
     all
 }
 
-/// What the ledger's balances are after `commands`, computed without the log.
-fn reference_balances(commands: &[serde_json::Value]) -> (BTreeMap<String, i64>, u64) {
-    let mut ledger = Ledger::new();
-    let mut entries = 0;
-    for command in commands {
-        if let Ok(command) = serde_json::from_value::<Command>(command.clone()) {
-            ledger.execute(command).expect("valid commands decide");
-            entries += 1;
-        }
-    }
-    (ledger.balances().iter().map(|(a, b)| (a.clone(), *b as i64)).collect(), entries)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_projection_restarts_with_balances_exactly_equal_to_the_ledger() {
     let database_url = database_url();
     let config = fresh_log_config("ledger-pg").await;
     let commands = commands(600);
-    let (want, entries) = reference_balances(&commands);
+    let (want, entries) = ledger_reference(&commands);
 
     // Three racing ledger replicas.
     let mut replicas = Vec::new();

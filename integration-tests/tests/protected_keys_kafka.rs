@@ -7,7 +7,6 @@
 //! exporter, the ledger projection (PostgreSQL from `DATABASE_URL`) and `interop/reader.py`,
 //! whose verdicts equal the Rust reader's. A reader without the table is fooled, as before.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,9 +20,10 @@ use competing_transformers_kafka::{run_replica, EventLog, KafkaLog, KafkaLogConf
 use competing_transformers_launcher::config::{Config, Overrides};
 use competing_transformers_launcher::summary::LogSummary;
 use integration_tests::{
-    fetch_all, fresh_log_config, python_reader, raw_consumer, raw_producer, rust_verdicts, unique_topic, wait_for_count,
+    fetch_all, fresh_log_config, ledger_reference, python_reader, raw_consumer, raw_producer, rust_verdicts,
+    unique_topic, wait_for_count,
 };
-use ledger::{Command, Ledger, LEDGER_KEY, TRANSFERS_KEY};
+use ledger::{Ledger, LEDGER_KEY, TRANSFERS_KEY};
 use ledger_projection::{Projection, RunOptions};
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
@@ -43,19 +43,6 @@ fn commands() -> Vec<Value> {
     }
     all.push(json!({"type": "transfer", "id": "broken", "from": "acct1"}));
     all
-}
-
-/// The ledger's balances and entry count after `commands`, computed without the log.
-fn reference(commands: &[Value]) -> (BTreeMap<String, i64>, u64) {
-    let mut ledger = Ledger::new();
-    let mut entries = 0;
-    for command in commands {
-        if let Ok(command) = serde_json::from_value::<Command>(command.clone()) {
-            ledger.execute(command).expect("valid commands decide");
-            entries += 1;
-        }
-    }
-    (ledger.balances().iter().map(|(a, b)| (a.clone(), *b as i64)).collect(), entries)
 }
 
 /// A launcher config protecting the ledger's streams by `writer`, its secret in a key file
@@ -136,7 +123,7 @@ async fn forged_events_on_a_protected_det_are_ignored_by_every_reader_and_stop_n
     let (replica_config, reader_config, config_path) = protected_configs(&log, &writer);
     let (ledger, dead_letters, transfers) = (key(LEDGER_KEY), key(LEDGER_KEY).dead_letters(), key(TRANSFERS_KEY));
     let commands = commands();
-    let (balances, entries) = reference(&commands);
+    let (balances, entries) = ledger_reference(&commands);
 
     // Before any replica runs: the next index of both streams, unsigned and by the forger's key.
     forge(&log, &ledger, 0, None).await;
