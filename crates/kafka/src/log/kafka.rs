@@ -94,6 +94,17 @@ impl KafkaLog {
         made.as_ref().map_err(Clone::clone)
     }
 
+    /// The partition's first offset and its end (the last stable offset).
+    async fn watermarks(&self) -> Result<(Offset, Offset), LogError> {
+        let consumer = self.watermarks.clone();
+        let (topic, partition) = (self.config.topic.clone(), self.config.partition);
+        // A blocking metadata call: keep it off the async workers.
+        blocking(move || consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10)))
+            .await?
+            .map(|(low, high)| (low.max(0) as Offset, high.max(0) as Offset))
+            .map_err(|e| self.config.classify(e))
+    }
+
     fn to_kafka_record<'a>(&'a self, encoded: &'a EncodedRecord) -> FutureRecord<'a, [u8], [u8]> {
         let record = FutureRecord::to(&self.config.topic)
             .partition(self.config.partition)
@@ -224,22 +235,11 @@ impl EventLog for KafkaLog {
     }
 
     async fn end_offset(&self) -> Result<Offset, LogError> {
-        let consumer = self.watermarks.clone();
-        let (topic, partition) = (self.config.topic.clone(), self.config.partition);
-        // A blocking metadata call: keep it off the async workers.
-        blocking(move || consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10)))
-            .await?
-            .map(|(_, high)| high.max(0) as Offset)
-            .map_err(|e| self.config.classify(e))
+        Ok(self.watermarks().await?.1)
     }
 
     async fn start_offset(&self) -> Result<Offset, LogError> {
-        let consumer = self.watermarks.clone();
-        let (topic, partition) = (self.config.topic.clone(), self.config.partition);
-        blocking(move || consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10)))
-            .await?
-            .map(|(low, _)| low.max(0) as Offset)
-            .map_err(|e| self.config.classify(e))
+        Ok(self.watermarks().await?.0)
     }
 
     async fn flush(&self, timeout: Duration) -> Result<(), LogError> {
