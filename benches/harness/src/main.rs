@@ -994,10 +994,20 @@ fn targets(results: &[ScenarioResult]) -> serde_json::Value {
     let throughput = ratio(eps("identity-1-flat"), eps("raw-idempotent-flat"));
     let over_relay = ratio(eps("identity-1-flat"), eps("raw-relay-flat"));
     let backlog_over_relay = ratio(eps("identity-1-backlog"), eps("raw-relay-backlog"));
-    let stall = ratio(
-        get("identity-3-stall").map(|r| r.summary.latency.p99_ms),
-        get("identity-3").map(|r| r.summary.latency.p99_ms),
-    );
+    // One racing mode's three figures, from `<base>`, `<base>-stall` and `<base>-kill`:
+    // write amplification, stalled p99 over unstalled, killed gap over normal.
+    let racing = |base: &str| {
+        let p99 = |name: &str| get(name).map(|r| r.summary.latency.p99_ms);
+        let gap = |name: &str| get(name).map(|r| r.summary.gap_max_ms);
+        (
+            get(base).and_then(|r| r.amplification.as_ref()).map(|a| a.by_bytes),
+            ratio(p99(&format!("{base}-stall")), p99(base)),
+            ratio(gap(&format!("{base}-kill")), gap(base)),
+        )
+    };
+    let (amplification, stall, gap) = racing("identity-3");
+    let (all_amplification, all_stall, all_gap) = racing("identity-3-all");
+    let (staggered_amplification, staggered_stall, staggered_gap) = racing("identity-3-stagger");
     let vs_streams = ratio(
         get("identity-3-stall").map(|r| r.summary.latency.p99_ms),
         get("streams-identity").map(|r| r.summary.latency.p99_ms),
@@ -1005,27 +1015,6 @@ fn targets(results: &[ScenarioResult]) -> serde_json::Value {
     let vs_streams_stalled = ratio(
         get("identity-3-stall").map(|r| r.summary.latency.p99_ms),
         get("streams-identity-stall").map(|r| r.summary.latency.p99_ms),
-    );
-    let gap =
-        ratio(get("identity-3-kill").map(|r| r.summary.gap_max_ms), get("identity-3").map(|r| r.summary.gap_max_ms));
-    let amplification = get("identity-3").and_then(|r| r.amplification.as_ref()).map(|a| a.by_bytes);
-    let all_amplification = get("identity-3-all").and_then(|r| r.amplification.as_ref()).map(|a| a.by_bytes);
-    let all_stall = ratio(
-        get("identity-3-all-stall").map(|r| r.summary.latency.p99_ms),
-        get("identity-3-all").map(|r| r.summary.latency.p99_ms),
-    );
-    let all_gap = ratio(
-        get("identity-3-all-kill").map(|r| r.summary.gap_max_ms),
-        get("identity-3-all").map(|r| r.summary.gap_max_ms),
-    );
-    let staggered_amplification = get("identity-3-stagger").and_then(|r| r.amplification.as_ref()).map(|a| a.by_bytes);
-    let staggered_stall = ratio(
-        get("identity-3-stagger-stall").map(|r| r.summary.latency.p99_ms),
-        get("identity-3-stagger").map(|r| r.summary.latency.p99_ms),
-    );
-    let staggered_gap = ratio(
-        get("identity-3-stagger-kill").map(|r| r.summary.gap_max_ms),
-        get("identity-3-stagger").map(|r| r.summary.gap_max_ms),
     );
     // Goal 3 with state: the matching engine, whose Kafka Streams peer restores a book on failover.
     let matching_gap =
