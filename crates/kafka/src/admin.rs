@@ -381,13 +381,17 @@ async fn create_then(
         .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT)))
         .await
         .map_err(|e| classify(e, &config.topic, None, None))?;
+    let mut created = false;
     for result in results {
         match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Ok(_) => created = true,
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => return Err(creation_refused(name, code)),
         }
     }
-    // Metadata may lag creation by a moment: the topic is missing, or has no leader yet.
+    // Metadata may lag creation by a moment: the topic is missing, has no leader yet, or (on
+    // a cluster) the broker asked for its configuration does not know it yet and answers
+    // with none, which reads like a denied DescribeConfigs. A real denial still ends the wait.
     let mut last = None;
     for _ in 0..50 {
         let checked = match layout {
@@ -398,7 +402,8 @@ async fn create_then(
             Ok(facts) => return Ok(facts),
             Err(error)
                 if matches!(error, LogError::TopicMissing { .. })
-                    || error.code() == Some(RDKafkaErrorCode::LeaderNotAvailable) =>
+                    || error.code() == Some(RDKafkaErrorCode::LeaderNotAvailable)
+                    || (created && matches!(error, LogError::ConfigsDenied { .. })) =>
             {
                 last = Some(error);
                 tokio::time::sleep(Duration::from_millis(100)).await;
