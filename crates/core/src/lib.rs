@@ -10,6 +10,7 @@
 //! - [`record`]: the record codec, the only definition of bytes on the log.
 //! - [`canonical`]: the canonical rule that emulates `exists_or_write`.
 //! - [`signature`]: protected keys and signed records (authenticated writers).
+//! - [`shard`]: pipelines, and the shard function that picks an event's pipeline.
 //! - [`transform`]: the contract a DET author implements.
 //! - [`codec`]: payload codecs (JSON, Avro in the Confluent wire format).
 //! - [`dead_letter`]: what a failed input becomes.
@@ -25,6 +26,7 @@ pub mod memory;
 pub mod panic;
 pub mod record;
 pub mod replica;
+pub mod shard;
 pub mod signature;
 pub mod snapshot;
 #[cfg(any(test, feature = "testing"))]

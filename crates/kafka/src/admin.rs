@@ -15,6 +15,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::metadata::Metadata;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
+use competing_transformers::shard::Pipelines;
+
 use crate::client::{blocking, classify, creation_error, AccessWatch, KafkaLogConfig};
 use crate::error::{code_of, LayoutProblem, LogError};
 use crate::snapshot_store;
@@ -59,17 +61,17 @@ pub fn wanted_replication(brokers: usize) -> (usize, usize) {
 /// Checks the layout rules: one partition, deletion never by policy, infinite retention,
 /// and on three or more brokers replication factor 3 with `min.insync.replicas=2`. A
 /// violation is a [`LogError::TopicLayout`] whose sentence names the fix.
-pub fn check_layout(facts: &TopicFacts) -> Result<(), LogError> {
-    match layout_problem(facts) {
+pub fn check_layout(facts: &TopicFacts, pipelines: Pipelines) -> Result<(), LogError> {
+    match layout_problem(facts, pipelines) {
         None => Ok(()),
         Some(problem) => Err(LogError::TopicLayout { topic: facts.topic.clone(), problem }),
     }
 }
 
 /// The first layout rule `facts` breaks, if any.
-fn layout_problem(facts: &TopicFacts) -> Option<LayoutProblem> {
-    if facts.partitions != 1 {
-        Some(LayoutProblem::Partitions { partitions: facts.partitions })
+fn layout_problem(facts: &TopicFacts, pipelines: Pipelines) -> Option<LayoutProblem> {
+    if let Some(problem) = partitions_problem(facts, pipelines) {
+        Some(problem)
     } else if facts.cleanup_policy.split(',').any(|p| p.trim() == "compact") {
         Some(LayoutProblem::Compacted { cleanup_policy: facts.cleanup_policy.clone() })
     } else if facts.retention_ms != -1 {
@@ -81,11 +83,18 @@ fn layout_problem(facts: &TopicFacts) -> Option<LayoutProblem> {
     }
 }
 
-/// Checks the snapshot index's layout: one partition, compacted (its readers read it whole:
-/// compaction keeps that to one record per DET), replicated like the log.
-pub fn check_index_layout(facts: &TopicFacts) -> Result<(), LogError> {
-    let problem = if facts.partitions != 1 {
-        Some(LayoutProblem::Partitions { partitions: facts.partitions })
+/// A partition count other than the log's pipelines.
+fn partitions_problem(facts: &TopicFacts, pipelines: Pipelines) -> Option<LayoutProblem> {
+    (facts.partitions != pipelines.count() as usize)
+        .then_some(LayoutProblem::Partitions { partitions: facts.partitions, pipelines: pipelines.count() })
+}
+
+/// Checks the snapshot index's layout: a partition per pipeline, compacted (its readers read
+/// a pipeline's partition whole: compaction keeps that to one record per DET), replicated
+/// like the log.
+pub fn check_index_layout(facts: &TopicFacts, pipelines: Pipelines) -> Result<(), LogError> {
+    let problem = if let Some(problem) = partitions_problem(facts, pipelines) {
+        Some(problem)
     } else if !facts.cleanup_policy.split(',').any(|p| p.trim() == "compact") {
         Some(LayoutProblem::NotCompacted { cleanup_policy: facts.cleanup_policy.clone() })
     } else {
@@ -258,7 +267,7 @@ pub(crate) fn creation_refused(topic: String, code: RDKafkaErrorCode) -> LogErro
 /// Checks that the log's topic exists with the layout the log needs.
 pub async fn check_topic(config: &KafkaLogConfig) -> Result<TopicFacts, LogError> {
     let facts = describe_topic(config).await?;
-    check_layout(&facts)?;
+    check_layout(&facts, config.pipelines)?;
     Ok(facts)
 }
 
@@ -296,17 +305,15 @@ pub async fn probe_write(config: &KafkaLogConfig) -> Result<(), LogError> {
 pub async fn check_topic_as_client(config: &KafkaLogConfig) -> Result<(), LogError> {
     let (facts, visible) = describe(config).await?;
     if visible {
-        return check_layout(&facts);
+        return check_layout(&facts, config.pipelines);
     }
     tracing::warn!(
         topic = %facts.topic,
         "this principal lacks DescribeConfigs on the topic: its retention and cleanup policy were not checked (grant DescribeConfigs, or run `transformer-launcher topics check` as an operator)"
     );
-    match facts.partitions {
-        1 => Ok(()),
-        partitions => {
-            Err(LogError::TopicLayout { topic: facts.topic, problem: LayoutProblem::Partitions { partitions } })
-        }
+    match partitions_problem(&facts, config.pipelines) {
+        None => Ok(()),
+        Some(problem) => Err(LogError::TopicLayout { topic: facts.topic, problem }),
     }
 }
 
@@ -329,7 +336,7 @@ pub struct SnapshotTopicsFacts {
 /// `snapshot_store::index_config`).
 pub async fn check_index_topic(index: &KafkaLogConfig) -> Result<TopicFacts, LogError> {
     let facts = describe_topic(index).await?;
-    check_index_layout(&facts)?;
+    check_index_layout(&facts, index.pipelines)?;
     Ok(facts)
 }
 
@@ -360,7 +367,8 @@ enum Layout {
     Index,
 }
 
-/// Creates `config`'s topic with one partition, the replication the cluster calls for and
+/// Creates `config`'s topic with a partition per pipeline (Kafka spreads their leaders over
+/// the brokers), the replication the cluster calls for and
 /// `settings`, then waits until it has `layout`.
 async fn create_then(
     config: &KafkaLogConfig,
@@ -373,9 +381,10 @@ async fn create_then(
     let min_insync = min_insync.to_string();
     let topic = settings
         .iter()
-        .fold(NewTopic::new(&config.topic, 1, TopicReplication::Fixed(replication as i32)), |topic, (name, value)| {
-            topic.set(name, value)
-        })
+        .fold(
+            NewTopic::new(&config.topic, config.pipelines.count() as i32, TopicReplication::Fixed(replication as i32)),
+            |topic, (name, value)| topic.set(name, value),
+        )
         .set("min.insync.replicas", &min_insync);
     let results = admin
         .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT)))
@@ -434,7 +443,7 @@ mod tests {
 
     /// The refusal's problem and its sentence.
     fn refusal(facts: TopicFacts) -> (LayoutProblem, String) {
-        let error = check_layout(&facts).expect_err("a layout the log refuses");
+        let error = check_layout(&facts, Pipelines::ONE).expect_err("a layout the log refuses");
         assert!(error.needs_operator() && !error.is_transient());
         let message = error.to_string();
         match error {
@@ -449,15 +458,22 @@ mod tests {
     #[test]
     fn accepts_the_layouts_it_creates() {
         for brokers in [1, 2, 3, 5] {
-            check_layout(&good(brokers)).unwrap();
+            check_layout(&good(brokers), Pipelines::ONE).unwrap();
         }
     }
 
     #[test]
-    fn refuses_more_than_one_partition_and_says_why() {
+    fn wants_a_partition_per_pipeline_and_says_why() {
         let (problem, message) = refusal(TopicFacts { partitions: 3, ..good(1) });
-        assert_eq!(problem, LayoutProblem::Partitions { partitions: 3 });
-        assert!(message.contains("has 3 partitions") && message.contains("exactly 1"), "{message}");
+        assert_eq!(problem, LayoutProblem::Partitions { partitions: 3, pipelines: 1 });
+        assert!(message.contains("has 3 partition(s)") && message.contains("`pipelines = 3`"), "{message}");
+        let three = Pipelines::new(3).unwrap();
+        check_layout(&TopicFacts { partitions: 3, ..good(3) }, three).unwrap();
+        let error = check_layout(&good(3), three).unwrap_err();
+        assert!(matches!(
+            error,
+            LogError::TopicLayout { problem: LayoutProblem::Partitions { partitions: 1, pipelines: 3 }, .. }
+        ));
     }
 
     #[test]
@@ -489,18 +505,24 @@ mod tests {
     }
 
     #[test]
-    fn the_snapshot_index_must_be_compacted_and_one_partition() {
+    fn the_snapshot_index_must_be_compacted_and_a_partition_per_pipeline() {
         let index = TopicFacts { cleanup_policy: "compact".into(), ..good(3) };
-        check_index_layout(&index).unwrap();
-        let error = check_index_layout(&TopicFacts { cleanup_policy: "delete".into(), ..index.clone() }).unwrap_err();
+        let one = Pipelines::ONE;
+        check_index_layout(&index, one).unwrap();
+        let error =
+            check_index_layout(&TopicFacts { cleanup_policy: "delete".into(), ..index.clone() }, one).unwrap_err();
         assert!(
             matches!(&error, LogError::TopicLayout { problem: LayoutProblem::NotCompacted { cleanup_policy }, .. } if cleanup_policy == "delete"),
             "{error:?}"
         );
         assert!(error.to_string().contains("cleanup.policy=compact"), "{error}");
-        let error = check_index_layout(&TopicFacts { partitions: 2, ..index.clone() }).unwrap_err();
-        assert!(matches!(error, LogError::TopicLayout { problem: LayoutProblem::Partitions { partitions: 2 }, .. }));
-        let error = check_index_layout(&TopicFacts { replication_factor: 1, ..index }).unwrap_err();
+        let error = check_index_layout(&TopicFacts { partitions: 2, ..index.clone() }, one).unwrap_err();
+        assert!(matches!(
+            error,
+            LogError::TopicLayout { problem: LayoutProblem::Partitions { partitions: 2, .. }, .. }
+        ));
+        check_index_layout(&TopicFacts { partitions: 2, ..index.clone() }, Pipelines::new(2).unwrap()).unwrap();
+        let error = check_index_layout(&TopicFacts { replication_factor: 1, ..index }, one).unwrap_err();
         assert!(matches!(error, LogError::TopicLayout { problem: LayoutProblem::ReplicationFactor { .. }, .. }));
     }
 

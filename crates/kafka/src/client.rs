@@ -11,6 +11,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 
 use competing_transformers::event::Offset;
+use competing_transformers::shard::Pipelines;
 use competing_transformers::signature::{Signer, Trust};
 
 use crate::error::{code_of, is_authentication_code, is_authorization_code, LogError};
@@ -37,8 +38,11 @@ pub struct KafkaLogConfig {
     pub bootstrap_servers: String,
     /// The log's topic.
     pub topic: String,
-    /// The partition holding the pipeline (0 for a one-partition log).
+    /// The pipeline this client reads and writes: a partition of the topic, and of the
+    /// snapshot topics (see [`KafkaLogConfig::pipeline`]).
     pub partition: i32,
+    /// How many pipelines the log has: its topics have exactly this many partitions.
+    pub pipelines: Pipelines,
     /// How records are written.
     pub mode: WriteMode,
     /// librdkafka properties passed through to every client (security settings, say). The
@@ -63,12 +67,34 @@ impl KafkaLogConfig {
             bootstrap_servers: bootstrap_servers.into(),
             topic: topic.into(),
             partition: 0,
+            pipelines: Pipelines::ONE,
             mode: WriteMode::RecordGroups,
             client_properties: BTreeMap::new(),
             summary_headers: false,
             trust: Trust::default(),
             signer: None,
         }
+    }
+
+    /// This log's pipeline `pipeline`: its partition, and for a transactional writer a
+    /// transactional id of its own (pipeline 0 keeps the configured one), since two
+    /// pipelines' writers must never fence each other.
+    pub fn pipeline(&self, pipeline: u32) -> KafkaLogConfig {
+        let mode = match &self.mode {
+            WriteMode::Transactional { transactional_id, transaction_timeout_ms } if pipeline > 0 => {
+                WriteMode::Transactional {
+                    transactional_id: format!("{transactional_id}.pipeline-{pipeline}"),
+                    transaction_timeout_ms: *transaction_timeout_ms,
+                }
+            }
+            mode => mode.clone(),
+        };
+        KafkaLogConfig { partition: pipeline as i32, mode, ..self.clone() }
+    }
+
+    /// Every pipeline of this log, in order.
+    pub fn each_pipeline(&self) -> impl Iterator<Item = KafkaLogConfig> + '_ {
+        self.pipelines.all().map(|pipeline| self.pipeline(pipeline))
     }
 
     /// The client properties every client starts from.

@@ -308,10 +308,12 @@ pub fn is_authorization_code(code: RDKafkaErrorCode) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LayoutProblem {
-    /// Not exactly one partition.
+    /// Not a partition per pipeline.
     Partitions {
         /// How many it has.
         partitions: usize,
+        /// How many pipelines the log is configured with (`[kafka] pipelines`).
+        pipelines: u32,
     },
     /// `cleanup.policy` includes compaction.
     Compacted {
@@ -360,8 +362,8 @@ impl LayoutProblem {
             format!("kafka-configs --alter --entity-type topics --entity-name {topic} --add-config {setting}")
         };
         match self {
-            LayoutProblem::Partitions { partitions } => format!(
-                "topic `{topic}` has {partitions} partitions but the event log needs exactly 1 (one partition is one totally ordered pipeline); delete it and run `transformer-launcher topics create`, or point the log at a one-partition topic"
+            LayoutProblem::Partitions { partitions, pipelines } => format!(
+                "topic `{topic}` has {partitions} partition(s) but the log is configured with {pipelines} pipeline(s), one partition each; set `pipelines = {partitions}` in the config's [kafka] table if that is the log's count (it is fixed for the log's life: the shard function depends on it), or point the log at a topic `transformer-launcher topics create` made with {pipelines}"
             ),
             LayoutProblem::Compacted { cleanup_policy } => format!(
                 "topic `{topic}` has cleanup.policy={cleanup_policy} which drops superseded records and breaks replay; set cleanup.policy=delete ({})",

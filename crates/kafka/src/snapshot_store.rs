@@ -1,7 +1,8 @@
 //! The snapshot store: snapshots kept with Kafka alone, chunked on a topic beside the log and
 //! found through a compacted index, with no scan of either.
 //!
-//! - **Chunks** live on `<log topic>.snapshots` ([`snapshots_topic`]), one partition, in the
+//! - **Chunks** live on `<log topic>.snapshots` ([`snapshots_topic`]), in the partition of the
+//!   log's pipeline (pipeline `p`'s snapshots in partition `p` of both topics), in the
 //!   log's own record format, so the canonical rule arbitrates the race between replicas
 //!   storing the same snapshot. The snapshot of DET `d` at position `P` is the event-source
 //!   key `d.snapshot.P` ([`snapshot_key`]): its **manifest** ([`Manifest`], JSON) at index 0,
@@ -70,10 +71,10 @@ pub fn snapshot_key(det: &str, position: Offset) -> Result<EventSourceKey, Inval
     EventSourceKey::new(format!("{det}.snapshot.{position}"))
 }
 
-/// A client configuration of `log`'s cluster for `topic`: partition 0, record groups (never
-/// the log's transactional id, which would fence the log's producer).
+/// A client configuration of `log`'s cluster for `topic`: the partition of `log`'s pipeline,
+/// record groups (never the log's transactional id, which would fence the log's producer).
 fn beside(log: &KafkaLogConfig, topic: String) -> KafkaLogConfig {
-    KafkaLogConfig { topic, partition: 0, mode: WriteMode::RecordGroups, ..log.clone() }
+    KafkaLogConfig { topic, mode: WriteMode::RecordGroups, ..log.clone() }
 }
 
 /// The snapshots topic's client configuration, for the log of `log`.
@@ -354,7 +355,7 @@ impl KafkaIndex {
     }
 
     fn failed(&self, error: KafkaError) -> LogError {
-        classify(error, &self.config.topic, Some(0), None)
+        classify(error, &self.config.topic, Some(self.config.partition), None)
     }
 }
 
@@ -369,8 +370,8 @@ impl SnapshotIndex for KafkaIndex {
             self.config.consumer_config().create().map_err(|e| creation_error(&self.config, e))?;
         let consumer = Arc::new(consumer);
         let (low, high) = {
-            let (consumer, topic) = (consumer.clone(), self.config.topic.clone());
-            blocking(move || consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10))).await?
+            let (consumer, topic, partition) = (consumer.clone(), self.config.topic.clone(), self.config.partition);
+            blocking(move || consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))).await?
         }
         .map_err(|e| self.failed(e))?;
         let mut values = BTreeMap::new();
@@ -378,7 +379,9 @@ impl SnapshotIndex for KafkaIndex {
             return Ok(values);
         }
         let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(&self.config.topic, 0, KafkaOffset::Offset(low)).map_err(|e| self.failed(e))?;
+        assignment
+            .add_partition_offset(&self.config.topic, self.config.partition, KafkaOffset::Offset(low))
+            .map_err(|e| self.failed(e))?;
         consumer.assign(&assignment).map_err(|e| self.failed(e))?;
         // Compacted: the last value of a key up to the high watermark is its value.
         loop {
@@ -400,7 +403,8 @@ impl SnapshotIndex for KafkaIndex {
     }
 
     async fn write(&self, transformer: &str, value: Vec<u8>) -> Result<(), LogError> {
-        let record = FutureRecord::to(&self.config.topic).partition(0).key(transformer).payload(&value);
+        let record =
+            FutureRecord::to(&self.config.topic).partition(self.config.partition).key(transformer).payload(&value);
         match self.producer.send(record, INDEX_WRITE_TIMEOUT).await {
             Ok(_) => Ok(()),
             Err((error, _)) => Err(self.failed(error)),

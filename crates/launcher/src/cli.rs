@@ -217,6 +217,9 @@ pub struct KafkaArgs {
     /// The log's topic [default: the config file's]
     #[arg(long, env = "KAFKA_TOPIC")]
     pub topic: Option<String>,
+    /// How many pipelines (partitions) the log has [default: the config file's `pipelines`, else 1]
+    #[arg(long, env = "KAFKA_PIPELINES", value_name = "P")]
+    pub pipeline_count: Option<u32>,
     /// File holding this writer's signing key, for keys the log protects
     /// ([[trust.protected]]); TRANSFORMER_SIGNING_KEY (the key itself) wins [default: the
     /// config's [signing] key_file]
@@ -231,6 +234,7 @@ impl KafkaArgs {
         Overrides {
             bootstrap_servers: self.bootstrap.clone(),
             topic: self.topic.clone(),
+            pipelines: self.pipeline_count,
             properties_file: std::env::var(crate::config::PROPERTIES_FILE_VAR).ok().filter(|p| !p.is_empty()),
             properties: crate::config::environment_properties(std::env::vars()),
             signing_key_file: self.signing_key_file.as_ref().map(|path| path.display().to_string()),

@@ -50,6 +50,7 @@ use serde::Deserialize;
 use crate::registry::Registry;
 use competing_transformers::event::EventSourceKey;
 use competing_transformers::replica::{Adaptive, Racing, Stagger};
+use competing_transformers::shard::{Pipelines, PIPELINES_MAX};
 use competing_transformers::signature::{KeyError, PublicKey, Signer, Trust};
 use competing_transformers_kafka::KafkaLogConfig;
 
@@ -98,8 +99,11 @@ pub struct Config {
 pub struct KafkaSection {
     /// `bootstrap.servers`: `host:port`, comma-separated.
     pub bootstrap_servers: Option<String>,
-    /// The log's topic (one partition, infinite retention).
+    /// The log's topic (a partition per pipeline, infinite retention).
     pub topic: Option<String>,
+    /// How many pipelines the log has (1 by default): independent total orders, one
+    /// partition each, that producers pick by shard key. Fixed for the log's life.
+    pub pipelines: Option<u32>,
     /// librdkafka properties for every client (security settings, client id). The properties
     /// the log's correctness depends on are set by the log itself and win over these.
     #[serde(default)]
@@ -323,6 +327,8 @@ pub struct Overrides {
     pub bootstrap_servers: Option<String>,
     /// `--topic` / `KAFKA_TOPIC`.
     pub topic: Option<String>,
+    /// The log's pipeline count, over `[kafka] pipelines`.
+    pub pipelines: Option<u32>,
     /// `KAFKA_PROPERTIES_FILE`.
     pub properties_file: Option<String>,
     /// `KAFKA_PROPERTY_*` variables ([`environment_properties`]).
@@ -446,6 +452,10 @@ impl Config {
                 "is set in a properties file or KAFKA_PROPERTY_ variable; set kafka.bootstrap_servers (or KAFKA_BOOTSTRAP) instead",
             ));
         }
+        let pipelines = overrides.pipelines.or(self.kafka.pipelines).unwrap_or(1);
+        config.pipelines = Pipelines::new(pipelines).ok_or_else(|| {
+            invalid("kafka.pipelines", &format!("is {pipelines}; give a count from 1 to {PIPELINES_MAX}"))
+        })?;
         config.summary_headers = self.kafka.summary_headers;
         config.trust = self.trust()?;
         config.signer = self.signer(overrides)?;

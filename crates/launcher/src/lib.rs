@@ -690,7 +690,7 @@ mod tests {
         };
         let layout = LogError::TopicLayout {
             topic: "log".into(),
-            problem: competing_transformers_kafka::error::LayoutProblem::Partitions { partitions: 3 },
+            problem: competing_transformers_kafka::error::LayoutProblem::Partitions { partitions: 3, pipelines: 1 },
         };
         let cases = [
             (Error::Log(unavailable.clone()), Exit::Runtime, 1),
