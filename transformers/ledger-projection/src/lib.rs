@@ -280,6 +280,8 @@ pub struct Projection {
     key: EventSourceKey,
     /// Each pipeline's committed position, by its number.
     positions: Vec<Position>,
+    /// Whether connecting migrated a position table of the single-pipeline layout.
+    migrated: bool,
 }
 
 /// One pipeline's reader during a run: its stream, the end it reads to, and the batch it is
@@ -333,8 +335,14 @@ impl Projection {
             ))
             .await?;
         let key = EventSourceKey::new(LEDGER_KEY).expect("a valid constant key");
-        let mut projection =
-            Self { client, schema: schema.to_string(), topic: topic.to_string(), key, positions: Vec::new() };
+        let mut projection = Self {
+            client,
+            schema: schema.to_string(),
+            topic: topic.to_string(),
+            key,
+            positions: Vec::new(),
+            migrated: false,
+        };
         projection.migrate_single_row().await?;
         let insert = format!(
             r#"INSERT INTO "{schema}".position (pipeline, log_topic, next_index, resume_offset, resume_count, events_applied) VALUES ($1, $2, 0, 0, 0, 0) ON CONFLICT DO NOTHING"#
@@ -373,11 +381,18 @@ impl Projection {
             ))
             .await?;
         transaction.commit().await?;
+        self.migrated = true;
         tracing::info!(
             schema = %schema,
             "migrated the position table of the single-pipeline layout in place: its row is now pipeline 0's"
         );
         Ok(())
+    }
+
+    /// Whether connecting migrated the schema's position table from the single-pipeline
+    /// layout (its row is pipeline 0's now).
+    pub fn migrated(&self) -> bool {
+        self.migrated
     }
 
     /// Pipeline 0's position as committed in the database (a log of one pipeline: its only
