@@ -19,12 +19,20 @@ an event on a protected key counts only in a record signed by one of them; other
 "unauthorized" (counted, hidden, no count changes). Signatures are checked with the
 `cryptography` package, and only for records holding a protected key.
 
+Pipelines (docs/RECORD_FORMAT.md, "Pipelines"): a log of P pipelines is P partitions of its
+topics, each read on its own (its own total order and canonical rule); --pipeline N reads
+partition N of the log topic and of its snapshot topics (default 0). `pipeline_of` is the
+shard function a producer routes an event by.
+
 Usage:
-  reader.py [--trust CONFIG] BOOTSTRAP TOPIC [DIGEST_WINDOW]
+  reader.py [--trust CONFIG] [--pipeline N] BOOTSTRAP TOPIC [DIGEST_WINDOW]
                                read the log, keeping DIGEST_WINDOW digests per key (at least
                                65536 to follow the format), applying CONFIG's trust table
   reader.py vectors SPEC       check the worked examples of SPEC (docs/RECORD_FORMAT.md)
-  reader.py snapshot BOOTSTRAP LOG_TOPIC DET   read DET's newest snapshot of the log on LOG_TOPIC
+  reader.py [--pipeline N] snapshot BOOTSTRAP LOG_TOPIC DET
+                               read DET's newest snapshot of the log on LOG_TOPIC
+  reader.py --shard KEY --pipelines P
+                               print the pipeline of shard key KEY on a log of P pipelines
 """
 import collections
 import hashlib
@@ -38,6 +46,8 @@ UNSIGNED, SIGNED = 1, 2
 # A signed record ends with the signer's public key and an Ed25519 signature.
 PUBLIC_KEY_BYTES, SIGNATURE_BYTES = 32, 64
 EVENTS_MAX = 10_000
+# The most pipelines a log may have.
+PIPELINES_MAX = 1024
 # The name rule: source, event keys and writer ids.
 NAME = re.compile(rb"[A-Za-z0-9._:-]{1,255}")
 # Every reader compares a duplicate with the canonical digest at its index when it is at most
@@ -296,12 +306,32 @@ def check_vectors(path):
         assert NAME.fullmatch(name), name
     for name in [b"", b"orders\n", b"or ders", b"a,b", b"a/b", "orders\u200b".encode(), b"k" * 256]:
         assert not NAME.fullmatch(name), name
+    # "Pipelines": the shard function's worked examples.
+    for shard_key, four, three in [("account-42", 1, 0), ("book-eu", 0, 1)]:
+        assert (pipeline_of(shard_key, 4), pipeline_of(shard_key, 3)) == (four, three), shard_key
     print("the spec's worked examples check")
 
 
+def pipeline_of(shard_key, pipelines):
+    """The pipeline of the events sharded by `shard_key` (bytes, or text as UTF-8) on a log of
+    `pipelines`: the first 8 bytes of its SHA-256 as a big-endian unsigned integer, modulo
+    the count."""
+    if not 1 <= pipelines <= PIPELINES_MAX:
+        raise ValueError(f"a log has 1 to {PIPELINES_MAX} pipelines, not {pipelines}")
+    if isinstance(shard_key, str):
+        shard_key = shard_key.encode("utf-8")
+    return int.from_bytes(hashlib.sha256(shard_key).digest()[:8], "big") % pipelines
+
+
+# The pipeline (partition) this run reads: --pipeline N, else 0.
+PIPELINE = 0
+
+
 def records(bootstrap, topic, start):
-    """(offset, Kafka key, value) of partition 0 of `topic` from `start` to its end."""
+    """(offset, Kafka key, value) of partition PIPELINE of `topic` from `start` to its end."""
     from confluent_kafka import Consumer, TopicPartition
+
+    partition = PIPELINE
 
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
@@ -309,14 +339,14 @@ def records(bootstrap, topic, start):
         "enable.auto.commit": False,
         "isolation.level": "read_committed",
     })
-    _, end = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-    consumer.assign([TopicPartition(topic, 0, start)])
+    _, end = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+    consumer.assign([TopicPartition(topic, partition, start)])
     position = start
     try:
         while position < end:
             message = consumer.poll(5.0)
             if message is None:
-                position = max(position, consumer.position([TopicPartition(topic, 0)])[0].offset)
+                position = max(position, consumer.position([TopicPartition(topic, partition)])[0].offset)
                 continue
             if message.error():
                 continue
@@ -391,14 +421,26 @@ def read_snapshot(bootstrap, log_topic, det):
 
 
 def main():
-    if sys.argv[1] == "vectors":
-        check_vectors(sys.argv[2])
-    elif sys.argv[1] == "snapshot":
-        read_snapshot(sys.argv[2], sys.argv[3], sys.argv[4])
-    else:
-        args, trust = sys.argv[1:], {}
+    global PIPELINE
+    args, trust = sys.argv[1:], {}
+    if args[0] == "--shard":
+        if len(args) != 4 or args[2] != "--pipelines":
+            sys.exit("usage: reader.py --shard KEY --pipelines P")
+        print(pipeline_of(args[1], int(args[3])))
+        return
+    while args[0] in ("--trust", "--pipeline"):
         if args[0] == "--trust":
-            trust, args = load_trust(args[1]), args[2:]
+            trust = load_trust(args[1])
+        else:
+            PIPELINE = int(args[1])
+            if not 0 <= PIPELINE < PIPELINES_MAX:
+                sys.exit(f"--pipeline {PIPELINE}: a pipeline number is 0 to {PIPELINES_MAX - 1}")
+        args = args[2:]
+    if args[0] == "vectors":
+        check_vectors(args[1])
+    elif args[0] == "snapshot":
+        read_snapshot(args[1], args[2], args[3])
+    else:
         read(args[0], args[1], int(args[2]) if len(args) > 2 else DIGEST_WINDOW, trust)
 
 

@@ -152,3 +152,21 @@ async fn a_python_reader_following_the_docs_reaches_the_same_verdicts() {
         snapshot.malformed()
     );
 }
+
+/// The shard function in Python (interop/reader.py `pipeline_of`) routes every key as the
+/// Rust one does: the documented examples, and keys of every kind over several counts.
+#[test]
+fn a_python_producer_routes_each_shard_key_to_the_rust_pipeline() {
+    use competing_transformers::shard::{pipeline_of, Pipelines};
+    let shard = |key: &str, count: u32| python_reader(&["--shard", key, "--pipelines", &count.to_string()]);
+    assert_eq!(shard("account-42", 4).trim(), "1");
+    assert_eq!(shard("book-eu", 4).trim(), "0");
+    assert_eq!(shard("account-42", 3).trim(), "0");
+    assert_eq!(shard("book-eu", 3).trim(), "1");
+    for key in ["account-0", "account-7", "book-us", "tenant:ß", "x", "a-much-longer-shard-key.with.dots"] {
+        for count in [1, 2, 3, 7, 1024] {
+            let rust = pipeline_of(key.as_bytes(), Pipelines::new(count).unwrap());
+            assert_eq!(shard(key, count).trim(), rust.to_string(), "`{key}` over {count} pipelines");
+        }
+    }
+}

@@ -138,6 +138,17 @@ pub enum LogError {
         /// What is wrong with it.
         problem: LayoutProblem,
     },
+    /// An export's target topic has fewer partitions than the log has pipelines: pipeline p
+    /// is exported to partition p.
+    #[error("the export target `{topic}` has {partitions} partition(s) but the log has {pipelines} pipeline(s), each exported to the partition of its number; export to a new topic (created with {pipelines}) or add partitions to `{topic}`")]
+    ExportTargetPartitions {
+        /// The target topic.
+        topic: String,
+        /// How many partitions it has.
+        partitions: usize,
+        /// How many pipelines the log has.
+        pipelines: u32,
+    },
     /// The cluster refused to create a topic.
     #[error("cannot create topic `{topic}` ({source}); create it yourself with one partition")]
     TopicNotCreated {
@@ -210,6 +221,7 @@ impl LogError {
             LogError::ClientCreation { .. }
                 | LogError::TopicMissing { .. }
                 | LogError::TopicLayout { .. }
+                | LogError::ExportTargetPartitions { .. }
                 | LogError::TopicNotCreated { .. }
                 | LogError::Unauthorized { .. }
                 | LogError::ConfigsDenied { .. }

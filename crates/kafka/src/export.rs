@@ -1,8 +1,8 @@
 //! The exporter: an event sink copying canonical events of chosen keys to a plain Kafka
 //! topic, exactly once, for Kafka-native tools.
 //!
-//! One Kafka record per canonical event, on partition 0 of the target topic (so the target
-//! keeps the log's order): key = the event-source key, value = the event's payload, timestamp
+//! One Kafka record per canonical event, on partition p of the target topic for pipeline p's
+//! events (partition 0 on a one-pipeline log, so the target keeps each pipeline's order): key = the event-source key, value = the event's payload, timestamp
 //! = its effective time, and Kafka Connect-style headers (`ct.key`, `ct.index`, `ct.offset`,
 //! `ct.content-type`, `ct.effective-time-ms`, `ct.writer`, `ct.digest`; and for a dead letter
 //! the `__connect.errors.*` headers a Connect dead-letter queue carries).
@@ -13,10 +13,18 @@
 //! partition (`send_offsets_to_transaction`). Kafka's own mechanism was chosen over a progress
 //! topic because it needs no extra topic, its offsets are fetched with `require_stable` (a
 //! `read_committed` fetch waits out a pending transaction), and tools already show group lag.
-//! The producer's `transactional.id` is also `export-<target>`: a restarted exporter's
+//! The producer's `transactional.id` is also `export-<target>` (`export-<target>.pipeline-<p>`
+//! for pipeline p > 0): a restarted exporter's
 //! `init_transactions` fences any previous instance and aborts its open transaction, so a
 //! crash at any point leaves the target holding exactly the committed batches, and the
 //! restart resumes right after them.
+//!
+//! **Pipelines.** An [`Exporter`] exports one pipeline (its config's `log.partition`); a log
+//! of P pipelines has P of them, each with a producer of its own, committing its progress as
+//! the offset of its own partition of the log topic in the one group `export-<target>`, as a
+//! consumer of several partitions does, each offset with its own counts as metadata. The
+//! target is created with P partitions when missing; one with fewer is refused
+//! ([`LogError::ExportTargetPartitions`]).
 //!
 //! A batch never splits a log record: a record can hold several canonical events (batched
 //! groups), and the stored offset must mean "everything before it is exported".
@@ -110,7 +118,7 @@ pub struct ExportConfig {
     pub log: KafkaLogConfig,
     /// The event-source keys whose canonical events are copied (all keys when empty).
     pub keys: Vec<EventSourceKey>,
-    /// The plain Kafka topic written; created with one partition if missing.
+    /// The plain Kafka topic written; created with a partition per pipeline if missing.
     pub target_topic: String,
     /// Log offset a first export starts at; a stored position always wins over it.
     pub from_offset: Offset,
@@ -133,9 +141,18 @@ impl ExportConfig {
         }
     }
 
-    /// The consumer group holding the progress, and the producer's `transactional.id`.
+    /// The consumer group holding the progress of every pipeline.
     pub fn group_id(&self) -> String {
         format!("export-{}", self.target_topic)
+    }
+
+    /// The producer's `transactional.id`: the group's name for pipeline 0, and a name of its
+    /// own for each other pipeline, since two pipelines' exporters must never fence each other.
+    pub fn transactional_id(&self) -> String {
+        match self.log.partition {
+            0 => self.group_id(),
+            pipeline => format!("{}.pipeline-{pipeline}", self.group_id()),
+        }
     }
 }
 
@@ -186,7 +203,7 @@ impl Exporter {
         let mut producer_config = config.log.base_client_config();
         // Exactly once: the batch's records and its progress commit or abort together, and a
         // restart with the same id fences the previous producer.
-        producer_config.set("transactional.id", &group_id);
+        producer_config.set("transactional.id", config.transactional_id());
         producer_config.set("enable.idempotence", "true");
         producer_config.set("acks", "all");
         producer_config.set("transaction.timeout.ms", config.transaction_timeout_ms.to_string());
@@ -350,7 +367,7 @@ impl Exporter {
             let headers = export_headers(canonical, &self.config.log);
             let key = canonical.event.key.as_str().as_bytes();
             let record = FutureRecord::to(&self.config.target_topic)
-                .partition(0)
+                .partition(self.config.log.partition)
                 .key(key)
                 .payload(canonical.event.payload.as_slice())
                 .timestamp(canonical.event.effective_time_ms)
@@ -466,7 +483,8 @@ fn connector_name(letter: &DeadLetter, detail: Option<&Detail>) -> String {
     }
 }
 
-/// Creates the target topic with one partition if it does not exist.
+/// Creates the target topic with a partition per pipeline if it does not exist; refuses one
+/// with fewer.
 async fn ensure_target_topic(config: &ExportConfig) -> Result<(), LogError> {
     let admin: AdminClient<DefaultClientContext> =
         config.log.base_client_config().create().map_err(|e| creation_error(&config.log, e))?;
@@ -476,15 +494,20 @@ async fn ensure_target_topic(config: &ExportConfig) -> Result<(), LogError> {
     let metadata = blocking(move || probe.inner().fetch_metadata(Some(&target), Duration::from_secs(10)))
         .await?
         .map_err(|e| unreachable_broker(&config.log, e))?;
-    let exists = metadata
+    let pipelines = config.log.pipelines.count();
+    let existing = metadata
         .topics()
         .iter()
-        .any(|t| t.name() == config.target_topic && t.error().is_none() && !t.partitions().is_empty());
-    if exists {
+        .find(|t| t.name() == config.target_topic && t.error().is_none() && !t.partitions().is_empty());
+    if let Some(existing) = existing {
+        let partitions = existing.partitions().len();
+        if partitions < pipelines as usize {
+            return Err(LogError::ExportTargetPartitions { topic: config.target_topic.clone(), partitions, pipelines });
+        }
         return Ok(());
     }
     let replication = metadata.brokers().len().clamp(1, 3) as i32;
-    let topic = NewTopic::new(&config.target_topic, 1, TopicReplication::Fixed(replication));
+    let topic = NewTopic::new(&config.target_topic, pipelines as i32, TopicReplication::Fixed(replication));
     let results = metadata_admin
         .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(15))))
         .await
@@ -499,10 +522,11 @@ async fn ensure_target_topic(config: &ExportConfig) -> Result<(), LogError> {
     Ok(())
 }
 
-/// A failure of the export producer, which writes partition 0 of the target topic. A newer
-/// exporter to the same target fences this one ([`LogError::Fenced`]).
+/// A failure of the export producer, which writes its pipeline's partition of the target
+/// topic. A newer exporter of the same pipeline to the same target fences this one
+/// ([`LogError::Fenced`]).
 fn target_error(config: &ExportConfig, error: KafkaError) -> LogError {
-    classify(error, &config.target_topic, Some(0), None)
+    classify(error, &config.target_topic, Some(config.log.partition), None)
 }
 
 #[cfg(test)]
@@ -532,6 +556,19 @@ mod tests {
         let every = ResumeCounts { every_key: true, ..counts };
         assert_eq!(every.resume(10, &[]).unwrap().known(&key("c")).map(|k| k.count), Some(0));
         assert!(ResumeCounts::decode("").is_none(), "an older exporter's offset");
+    }
+
+    #[test]
+    fn each_pipeline_exports_with_a_producer_of_its_own_into_one_group() {
+        let mut log = KafkaLogConfig::new("127.0.0.1:9092", "log");
+        log.pipelines = competing_transformers::shard::Pipelines::new(3).unwrap();
+        let ids: Vec<(String, String)> = log
+            .each_pipeline()
+            .map(|log| ExportConfig::new(log, vec![], "out"))
+            .map(|config| (config.group_id(), config.transactional_id()))
+            .collect();
+        assert_eq!(ids[0], ("export-out".to_string(), "export-out".to_string()), "one pipeline: as before");
+        assert_eq!(ids[2], ("export-out".to_string(), "export-out.pipeline-2".to_string()));
     }
 
     #[test]

@@ -115,12 +115,13 @@ rest what came since) and names the keys no snapshot holds.")]
     /// Copy canonical events of chosen keys to a plain Kafka topic, exactly once.
     #[command(long_about = "Copy the canonical events of chosen keys to a plain Kafka topic, \
 exactly once, for Kafka-native tools (consumers, Connect sinks, kcat).\n\n\
-One record per event on partition 0 of --to (created with one partition if missing): key = \
+One record per event on partition 0 of --to (partition p for pipeline p's events on a log of \
+several; created with a partition per pipeline if missing): key = \
 the event-source key, value = the payload, timestamp = the effective time, headers ct.key, \
 ct.index, ct.offset, ct.content-type, ct.effective-time-ms, ct.writer, ct.digest, and for dead \
 letters the __connect.errors.* headers of a Connect dead-letter queue. Each batch is one Kafka \
 transaction holding its records and the progress (the committed offset of consumer group \
-export-<TOPIC> on the log), so a killed export neither loses nor duplicates anything and the \
+export-<TOPIC> on the log's partition of the pipeline), so a killed export neither loses nor duplicates anything and the \
 next run resumes where the last committed one stopped. Read the target with \
 isolation.level=read_committed. Stops at the log end unless --follow is given.")]
     Export(ExportArgs),
@@ -354,7 +355,7 @@ pub struct PublishArgs {
 }
 
 /// `tail`.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct TailArgs {
     /// The event-source key to print
     pub key: EventSourceKey,
@@ -369,12 +370,17 @@ pub struct TailArgs {
     /// oldest snapshot at or after its first offset
     #[arg(long)]
     pub from_start: bool,
-    /// Keep printing new events as they become canonical, until interrupted
+    /// Keep printing new events as they become canonical, until interrupted (every pipeline
+    /// at once, lines interleaved as they come)
     #[arg(long, short = 'f')]
     pub follow: bool,
-    /// `text` for `offset index writer payload` lines; `json` for one JSON object a line:
-    /// {"offset", "index", "key", "writer", "effective_time_ms", "content_type", "payload"
-    /// (the JSON value for a JSON or decoded Avro payload, else a string)}
+    /// Read only this pipeline (partition) of a log of several [default: every pipeline]
+    #[arg(long, value_name = "N")]
+    pub pipeline: Option<u32>,
+    /// `text` for `offset index writer payload` lines (each starting `p<N> `, its pipeline,
+    /// on a log of several); `json` for one JSON object a line: {"pipeline", "offset",
+    /// "index", "key", "writer", "effective_time_ms", "content_type", "payload" (the JSON
+    /// value for a JSON or decoded Avro payload, else a string)}
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
 }
@@ -389,9 +395,17 @@ pub struct StatusArgs {
     /// "writers": [{"writer", "won", "lost", "divergent", "rejected"}], "divergent_copies":
     /// [{"offset", "index", "writer", "canonical_offset"}]}], "foreign_writes": [{"det", "key",
     /// "writer", "reason" ("not_a_replica" or "no_cause"), "events", "offset", "index"}],
-    /// "since_offset", "not_summarised": [key]}
+    /// "since_offset", "not_summarised": [key], "pipelines": [the same document of each
+    /// pipeline, with its "pipeline"]}; on a log of several pipelines the top level holds the
+    /// totals: counts summed per key and writer, copies and foreign writes with their
+    /// "pipeline", "since_offset" 0 when every pipeline is read from its start (else null).
+    /// Text output has a section per pipeline, each line starting `p<N> `, then the totals
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
+    /// Read only this pipeline (partition) of a log of several [default: every pipeline]
+    #[arg(long, value_name = "N")]
+    pub pipeline: Option<u32>,
+
     /// Summarise each key from its newest replica snapshot, not from the log's start: quick
     /// on a long log. Canonical counts stay the whole log's; duplicates, races and
     /// divergences count what came since; keys no snapshot holds are named, not counted
@@ -415,11 +429,15 @@ first offset: dead letters before that snapshot cannot be numbered and are not l
         /// The transformer's name (its output key)
         #[arg(long, value_name = "NAME")]
         transformer: EventSourceKey,
-        /// `text` for one sentence a dead letter; `json` for one JSON object a line:
-        /// {"offset", "index", "dead_letter" (the letter as stored, or null if unreadable),
-        /// "raw" (its text when unreadable), "detail" ({"index", "version", "error"} or null)}
+        /// `text` for one sentence a dead letter (starting `p<N> `, its pipeline, on a log of
+        /// several); `json` for one JSON object a line: {"pipeline", "offset", "index",
+        /// "dead_letter" (the letter as stored, or null if unreadable), "raw" (its text when
+        /// unreadable), "detail" ({"index", "version", "error"} or null)}
         #[arg(long, value_enum, default_value_t = Format::Text)]
         output: Format,
+        /// List only this pipeline's dead letters [default: every pipeline's]
+        #[arg(long, value_name = "N")]
+        pipeline: Option<u32>,
     },
     /// Write dead letters' original events back, as new events, for a fixed transformer.
     #[command(long_about = "Write the original event of a dead letter (or of all) back to the \
@@ -453,6 +471,10 @@ pub struct RedriveArgs {
     /// Writer id recorded in each record [default: <host name>-redrive]
     #[arg(long, value_name = "ID")]
     pub writer: Option<String>,
+    /// Redrive only this pipeline's dead letters, each into its own pipeline [default: every
+    /// pipeline's]; needed with --index on a log of several (each numbers its own)
+    #[arg(long, value_name = "N")]
+    pub pipeline: Option<u32>,
 }
 
 /// `export`.

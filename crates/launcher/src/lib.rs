@@ -491,9 +491,9 @@ async fn execute(command: cli::Command, registry: Registry) -> Result<(), Error>
         Command::Topics(TopicsCommand::Check(args)) => ops::topics(&args.log, false, args.output).await,
         Command::Publish(args) => ops::publish(args, &registry).await,
         Command::Tail(args) => ops::tail(args).await,
-        Command::Status(args) => ops::status(&args.log, args.output, args.recent, &registry).await,
-        Command::DeadLetters(DeadLettersCommand::List { log, transformer, output }) => {
-            ops::dead_letters(&log, &transformer, output).await
+        Command::Status(args) => ops::status(&args, &registry).await,
+        Command::DeadLetters(DeadLettersCommand::List { log, transformer, output, pipeline }) => {
+            ops::dead_letters(&log, &transformer, output, pipeline).await
         }
         Command::DeadLetters(DeadLettersCommand::Redrive(args)) => ops::redrive(args, &registry).await,
         Command::Export(args) => ops::export(args).await,

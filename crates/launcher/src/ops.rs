@@ -8,14 +8,17 @@
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 
-use crate::cli::{ExportArgs, Format, LogArgs, PublishArgs, RedriveArgs, TailArgs};
+use crate::cli::{ExportArgs, Format, LogArgs, PublishArgs, RedriveArgs, StatusArgs, TailArgs};
 use crate::config::Config;
 use crate::ownership::{Owners, Tool};
 use crate::progress;
 use crate::reading::DetailedDeadLetter;
-use crate::reading::{dead_letter_line, each_canonical, kafka_start, read_dead_letters_from, readable, StartFrom};
+use crate::reading::{
+    chosen_pipelines, dead_letter_line, each_canonical, kafka_start, line_prefix, read_dead_letters_from, readable,
+    StartFrom,
+};
 use crate::registry::Registry;
-use crate::summary::LogSummary;
+use crate::summary::{self, LogSummary};
 use crate::{out, signals, wall_clock_ms, writer_id, Error};
 use competing_transformers::codec::SchemaCache;
 use competing_transformers::event::{Event, EventSourceKey, Offset, CONTENT_TYPE_JSON};
@@ -282,10 +285,61 @@ impl Publisher {
     }
 }
 
+/// Each chosen pipeline of the log (`only`, or all) with its client, and the log's config.
+async fn connect_pipelines(
+    args: &LogArgs,
+    only: Option<u32>,
+) -> Result<(KafkaLogConfig, Vec<(u32, Arc<KafkaLog>)>), Error> {
+    let config = log_config(args)?;
+    let mut logs = Vec::new();
+    for pipeline in chosen_pipelines(config.pipelines, only)? {
+        logs.push((pipeline, Arc::new(KafkaLog::connect(config.pipeline(pipeline)).await?)));
+    }
+    Ok((config, logs))
+}
+
+/// Waits for every task of `tasks`, ending at the first failure (the others are aborted).
+async fn join_all<T: 'static>(mut tasks: tokio::task::JoinSet<Result<T, Error>>) -> Result<Vec<T>, Error> {
+    let mut done = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(result) => done.push(result?),
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => {}
+        }
+    }
+    Ok(done)
+}
+
 /// `tail`: from the newest snapshot holding the key's count (like `tail -f`, it shows the
-/// end), or every event still on the log with `--from-start`.
+/// end), or every event still on the log with `--from-start`; each pipeline from its own
+/// snapshots, one after the other, or with `--follow` all at once.
 pub(super) async fn tail(args: TailArgs) -> Result<(), Error> {
-    let log = connect(&args.log).await?;
+    let (config, logs) = connect_pipelines(&args.log, args.pipeline).await?;
+    let prefixes = |pipeline| line_prefix(config.pipelines, pipeline);
+    let alone = logs.len() == 1;
+    if !args.follow {
+        for (pipeline, log) in logs {
+            tail_pipeline(args.clone(), pipeline, prefixes(pipeline), log, alone).await?;
+        }
+        return Ok(());
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (pipeline, log) in logs {
+        tasks.spawn(tail_pipeline(args.clone(), pipeline, prefixes(pipeline), log, alone));
+    }
+    join_all(tasks).await.map(|_| ())
+}
+
+/// `tail` of one pipeline, its text lines starting with `prefix`; a progress bar when it is
+/// the only one read.
+async fn tail_pipeline(
+    args: TailArgs,
+    number: u32,
+    prefix: String,
+    log: Arc<KafkaLog>,
+    bar: bool,
+) -> Result<(), Error> {
     let end = log.end_offset().await?;
     let from = match args.from {
         _ if args.from_start => StartFrom::LogStart,
@@ -295,7 +349,7 @@ pub(super) async fn tail(args: TailArgs) -> Result<(), Error> {
     let start = kafka_start(&log, "tail", Some(std::slice::from_ref(&args.key)), from).await?;
     if args.from.is_none() && start.position() > 0 {
         eprintln!(
-            "`{}` from offset {}, its newest snapshot; --from-start prints every event still on the log",
+            "{prefix}`{}` from offset {}, its newest snapshot; --from-start prints every event still on the log",
             args.key,
             start.position()
         );
@@ -304,7 +358,7 @@ pub(super) async fn tail(args: TailArgs) -> Result<(), Error> {
     let mut stream = pipeline.stream_events(std::slice::from_ref(&args.key), args.from.unwrap_or(0)).await?;
     let registry = SchemaRegistry::from_env().transpose()?;
     let mut schemas = SchemaCache::new();
-    let bar = progress::offsets("tail", end);
+    let bar = if bar { progress::offsets("tail", end) } else { indicatif::ProgressBar::hidden() };
     let printed = each_canonical(&mut stream, end, args.follow, |canonical| {
         let payload = readable(&canonical.event, registry.as_ref(), &mut schemas);
         let index = canonical.event.index.expect("canonical events carry their index");
@@ -315,8 +369,10 @@ pub(super) async fn tail(args: TailArgs) -> Result<(), Error> {
             bar.finish_and_clear();
         }
         bar.suspend(|| match args.output {
-            Format::Text => out(format_args!("{} {} {} {}", canonical.offset, index, canonical.writer, payload)),
-            Format::Json => out(format_args!("{}", tail_json(&canonical, index, &payload))),
+            Format::Text => {
+                out(format_args!("{prefix}{} {} {} {}", canonical.offset, index, canonical.writer, payload))
+            }
+            Format::Json => out(format_args!("{}", tail_json(number, &canonical, index, &payload))),
         })
     })
     .await;
@@ -326,11 +382,17 @@ pub(super) async fn tail(args: TailArgs) -> Result<(), Error> {
 
 /// One line of `tail --output json`: the payload as JSON when it is JSON (a JSON payload, or
 /// Avro decoded to JSON), else as a string.
-fn tail_json(canonical: &competing_transformers_kafka::CanonicalEvent, index: u64, payload: &str) -> serde_json::Value {
+fn tail_json(
+    pipeline: u32,
+    canonical: &competing_transformers_kafka::CanonicalEvent,
+    index: u64,
+    payload: &str,
+) -> serde_json::Value {
     let event = &canonical.event;
     let payload = serde_json::from_str::<serde_json::Value>(payload)
         .unwrap_or_else(|_| serde_json::Value::String(payload.to_string()));
     serde_json::json!({
+        "pipeline": pipeline,
         "offset": canonical.offset,
         "index": index,
         "key": event.key.as_str(),
@@ -356,40 +418,57 @@ async fn summarise(log: &KafkaLog, recent: bool) -> Result<LogSummary, Error> {
 }
 
 /// `status`: every record still on the log, or with `recent` each key from its newest
-/// snapshot.
-pub(super) async fn status(args: &LogArgs, output: Format, recent: bool, registry: &Registry) -> Result<(), Error> {
-    let owners = owners(args, registry)?;
-    let log = connect(args).await?;
-    let summary = summarise(&log, recent).await?;
-    if output == Format::Json {
-        return out(format_args!("{}", summary.to_json(&log.config().topic, &owners)));
+/// snapshot; a section per pipeline, then the totals, on a log of several.
+pub(super) async fn status(args: &StatusArgs, registry: &Registry) -> Result<(), Error> {
+    let owners = owners(&args.log, registry)?;
+    let (config, logs) = connect_pipelines(&args.log, args.pipeline).await?;
+    let mut summaries = Vec::new();
+    for (pipeline, log) in &logs {
+        summaries.push((*pipeline, summarise(log, args.recent).await?));
     }
+    let topic = &config.topic;
+    if args.output == Format::Json {
+        let documents = summaries.iter().map(|(p, summary)| (*p, summary.to_json(topic, &owners))).collect();
+        return out(format_args!("{}", summary::status_json(topic, config.pipelines.count() > 1, documents)));
+    }
+    for (pipeline, summary) in &summaries {
+        let prefix = line_prefix(config.pipelines, *pipeline);
+        for line in status_lines(summary, topic, &owners) {
+            out(format_args!("{}", format!("{prefix}{line}").trim_end()))?;
+        }
+    }
+    if config.pipelines.count() == 1 {
+        return Ok(());
+    }
+    let lines = summary::totals_lines(topic, &summaries);
+    std::iter::once(String::new()).chain(lines).try_for_each(|line| out(format_args!("{line}")))
+}
+
+/// `status`' text about one summary (one pipeline's).
+fn status_lines(summary: &LogSummary, topic: &str, owners: &Owners) -> Vec<String> {
     let keys = summary.keys();
     let width = keys.iter().map(|(k, _)| k.as_str().len()).max().unwrap_or(0).max(3);
-    out(format_args!(
-        "{} records in topic `{}`, {} malformed",
-        summary.records(),
-        log.config().topic,
-        summary.malformed()
-    ))?;
-    since_lines(&summary)?;
+    let mut lines =
+        vec![format!("{} records in topic `{topic}`, {} malformed", summary.records(), summary.malformed())];
+    lines.extend(since_lines(summary));
     if keys.is_empty() {
-        return out(format_args!("no events yet"));
+        lines.push("no events yet".to_string());
+        return lines;
     }
-    out(format_args!(""))?;
-    out(format_args!(
+    lines.push(String::new());
+    lines.push(format!(
         "{:<width$}  {:>9}  {:>10}  {:>9}  {:>8}",
         "key", "canonical", "duplicates", "divergent", "rejected"
-    ))?;
+    ));
     for (key, stats) in &keys {
-        out(format_args!(
+        lines.push(format!(
             "{:<width$}  {:>9}  {:>10}  {:>9}  {:>8}",
             key.as_str(),
             stats.canonical,
             stats.duplicates,
             stats.divergent,
             stats.rejected
-        ))?;
+        ));
     }
     let unauthorized: Vec<String> = keys
         .iter()
@@ -397,51 +476,53 @@ pub(super) async fn status(args: &LogArgs, output: Format, recent: bool, registr
         .map(|(key, stats)| format!("`{key}` {}", stats.unauthorized))
         .collect();
     if !unauthorized.is_empty() {
-        out(format_args!(
+        lines.push(format!(
             "unauthorized events, ignored (protected keys, records not signed by their writers): {}",
             unauthorized.join(", ")
-        ))?;
+        ));
     }
-    out(format_args!(""))?;
-    out(format_args!("races won: who wrote the canonical copy of each event"))?;
+    lines.push(String::new());
+    lines.push("races won: who wrote the canonical copy of each event".to_string());
     let writers: Vec<_> = keys.iter().map(|(key, stats)| (key, stats, summary.writers(key))).collect();
     let writer_width =
         writers.iter().flat_map(|(_, _, w)| w.iter().map(|(name, _)| name.len())).max().unwrap_or(0).max(6);
-    out(format_args!("{:<width$}  {:<writer_width$}  {:>7}  {:>6}  {:>6}", "key", "writer", "won", "share", "lost"))?;
+    lines.push(format!("{:<width$}  {:<writer_width$}  {:>7}  {:>6}  {:>6}", "key", "writer", "won", "share", "lost"));
     for (key, stats, writers) in writers {
         for (writer, tally) in writers {
-            out(format_args!(
+            lines.push(format!(
                 "{:<width$}  {:<writer_width$}  {:>7}  {:>5.1}%  {:>6}",
                 key.as_str(),
                 writer,
                 tally.won,
                 percent(tally.won, stats.canonical),
                 tally.lost
-            ))?;
+            ));
         }
     }
-    summary.streams_report(&owners).iter().try_for_each(|line| out(format_args!("{line}")))
+    lines.extend(summary.streams_report(owners));
+    lines
 }
 
 /// `status`' lines when it starts from snapshots (`--recent`, or a truncated log): since
 /// where it summarises, and the keys it cannot.
-fn since_lines(summary: &LogSummary) -> Result<(), Error> {
+fn since_lines(summary: &LogSummary) -> Vec<String> {
     if summary.since() == 0 {
-        return Ok(());
+        return Vec::new();
     }
-    out(format_args!(
+    let mut lines = vec![format!(
         "since offset {}: canonical counts are the whole log's (from snapshots), the other columns count what came since",
         summary.since()
-    ))?;
+    )];
     let (keys, more) = summary.unsummarised();
     if keys.is_empty() {
-        return Ok(());
+        return lines;
     }
     let more = if more { " and more" } else { "" };
     let names = keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
-    out(format_args!(
+    lines.push(format!(
         "not summarised: {names}{more}: no snapshot holds their counts; run a DET that reads or writes them with snapshots on, or read a log that keeps its records"
-    ))
+    ));
+    lines
 }
 
 fn percent(part: u64, whole: u64) -> f64 {
@@ -452,36 +533,53 @@ fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// `dead-letters list`.
-pub(super) async fn dead_letters(args: &LogArgs, transformer: &EventSourceKey, output: Format) -> Result<(), Error> {
-    let log = connect(args).await?;
+/// `dead-letters list`: each chosen pipeline's, in turn.
+pub(super) async fn dead_letters(
+    args: &LogArgs,
+    transformer: &EventSourceKey,
+    output: Format,
+    only: Option<u32>,
+) -> Result<(), Error> {
+    let (config, logs) = connect_pipelines(args, only).await?;
     let key = transformer.dead_letters();
-    let start = kafka_start(&log, "dead-letters list", Some(std::slice::from_ref(&key)), StartFrom::LogStart).await?;
-    let log_start = log.start_offset().await?;
-    if start.position() > log_start {
-        eprintln!(
-            "the log's records before offset {log_start} are deleted: listing from offset {}, its oldest snapshot of `{transformer}`; dead letters between cannot be numbered",
-            start.position()
-        );
-    }
-    let letters = read_dead_letters_from(log, &key, start).await?;
-    for letter in &letters {
-        match output {
-            Format::Text => out(format_args!("{}", dead_letter_line(&letter.0, letter.1.as_ref())))?,
-            Format::Json => out(format_args!("{}", dead_letter_json(letter)))?,
+    let mut counts = Vec::new();
+    for (pipeline, log) in logs {
+        let prefix = line_prefix(config.pipelines, pipeline);
+        let start =
+            kafka_start(&log, "dead-letters list", Some(std::slice::from_ref(&key)), StartFrom::LogStart).await?;
+        let log_start = log.start_offset().await?;
+        if start.position() > log_start {
+            eprintln!(
+                "{prefix}the log's records before offset {log_start} are deleted: listing from offset {}, its oldest snapshot of `{transformer}`; dead letters between cannot be numbered",
+                start.position()
+            );
+        }
+        let letters = read_dead_letters_from(log, &key, start).await?;
+        for letter in &letters {
+            match output {
+                Format::Text => out(format_args!("{prefix}{}", dead_letter_line(&letter.0, letter.1.as_ref())))?,
+                Format::Json => out(format_args!("{}", dead_letter_json(pipeline, letter)))?,
+            }
+        }
+        counts.push(format!("p{pipeline}: {}", letters.len()));
+        if config.pipelines.count() == 1 {
+            eprintln!("{} dead letter(s) in `{key}`", letters.len());
         }
     }
-    eprintln!("{} dead letter(s) in `{key}`", letters.len());
+    if config.pipelines.count() > 1 {
+        eprintln!("dead letters in `{key}` per pipeline: {}", counts.join(", "));
+    }
     Ok(())
 }
 
 /// One line of `dead-letters list --output json`.
-fn dead_letter_json(((offset, index, letter), detail): &DetailedDeadLetter) -> serde_json::Value {
+fn dead_letter_json(pipeline: u32, ((offset, index, letter), detail): &DetailedDeadLetter) -> serde_json::Value {
     let (letter, raw) = match letter {
         Ok(letter) => (serde_json::to_value(letter).unwrap_or_default(), serde_json::Value::Null),
         Err(raw) => (serde_json::Value::Null, serde_json::Value::String(raw.clone())),
     };
     serde_json::json!({
+        "pipeline": pipeline,
         "offset": offset,
         "index": index,
         "dead_letter": letter,
@@ -490,7 +588,7 @@ fn dead_letter_json(((offset, index, letter), detail): &DetailedDeadLetter) -> s
     })
 }
 
-/// `dead-letters redrive`.
+/// `dead-letters redrive`: each chosen pipeline's dead letters into that same pipeline.
 pub(super) async fn redrive(args: RedriveArgs, registry: &Registry) -> Result<(), Error> {
     if args.index.is_none() && !args.all {
         return Err(Error::Usage(
@@ -502,7 +600,30 @@ pub(super) async fn redrive(args: RedriveArgs, registry: &Registry) -> Result<()
         owners.refuse(to, Tool::Redrive)?;
     }
     let writer = writer_id(args.writer.clone(), "redrive")?;
-    let log = connect(&args.log).await?;
+    let pipelines = log_config(&args.log)?.pipelines;
+    if pipelines.count() > 1 && args.index.is_some() && args.pipeline.is_none() {
+        return Err(Error::Usage(format!(
+            "each of the log's {} pipelines numbers its own dead letters: say whose dead letter {} to redrive with --pipeline N (see `dead-letters list`)",
+            pipelines.count(),
+            args.index.unwrap_or_default()
+        )));
+    }
+    let (config, logs) = connect_pipelines(&args.log, args.pipeline).await?;
+    for (pipeline, log) in logs {
+        let label = line_prefix(config.pipelines, pipeline);
+        redrive_pipeline(&args, &owners, &writer, log, &label).await?;
+    }
+    Ok(())
+}
+
+/// `dead-letters redrive` of one pipeline, its lines starting with `label`.
+async fn redrive_pipeline(
+    args: &RedriveArgs,
+    owners: &Owners,
+    writer: &str,
+    log: Arc<KafkaLog>,
+    label: &str,
+) -> Result<(), Error> {
     let start = |keys: Vec<EventSourceKey>| {
         let log = log.clone();
         async move { kafka_start(&log, "dead-letters redrive", Some(&keys), StartFrom::LogStart).await }
@@ -515,38 +636,58 @@ pub(super) async fn redrive(args: RedriveArgs, registry: &Registry) -> Result<()
     }
     let (transformer, to) = (&args.transformer, args.to.as_ref());
     let replaying = progress::spinner("reading the dead letters and redriving");
-    let redriven = crate::redrive::redrive_from(log.clone(), transformer, args.index, to, &writer, start).await;
+    let target = crate::redrive::Target { index: args.index, to, writer, label };
+    let redriven = crate::redrive::redrive_labelled(log.clone(), transformer, target, start).await;
     replaying.finish_and_clear();
     redriven.map(|_| ())
 }
 
-/// `export`: until the log end, or with --follow until SIGINT/SIGTERM.
+/// `export`: every chosen pipeline at once, each into the partition of its number, until
+/// the log end, or with --follow until SIGINT/SIGTERM.
 pub(super) async fn export(args: ExportArgs) -> Result<(), Error> {
     if args.batch_events_max == 0 {
         return Err(Error::Usage("--batch-events-max must be at least 1".into()));
     }
-    let log = connect(&args.log).await?;
-    let mut config = ExportConfig::new(log.config().clone(), args.keys.clone(), &args.to);
-    config.from_offset = args.from_offset.unwrap_or(0);
-    config.batch_events_max = args.batch_events_max;
-    let mut exporter = Exporter::start(config).await?;
-    let started_at = exporter.position();
+    let (config, logs) = connect_pipelines(&args.log, None).await?;
     // Without --follow the export ends at the log end; a signal ends the process as usual.
     let shutdown = if args.follow { signals::listen()? } else { Shutdown::never() };
-    let options = ExportRunOptions { follow: args.follow, shutdown, before_commit: None };
     let exporting = progress::spinner(&format!("exporting to `{}`", args.to));
-    let stats = exporter.run(log, options).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (pipeline, log) in logs {
+        // One at a time: the first creates the target topic.
+        let mut exporter = Exporter::start(export_config(&args, log.config().clone())).await?;
+        let options = ExportRunOptions { follow: args.follow, shutdown: shutdown.clone(), before_commit: None };
+        tasks.spawn(async move {
+            let started_at = exporter.position();
+            let stats = exporter.run(log, options).await?;
+            Ok::<_, Error>((pipeline, started_at, stats))
+        });
+    }
+    let done = join_all(tasks).await;
     exporting.finish_and_clear();
-    let stats = stats?;
+    let mut done = done?;
+    done.sort_by_key(|(pipeline, _, _)| *pipeline);
     let keys = if args.keys.is_empty() {
         "every key".to_string()
     } else {
         args.keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
     };
-    out(format_args!(
-        "exported {} event(s) of {keys} to topic `{}` in {} transaction(s), log offsets {started_at}..{}; the next export starts at {} (consumer group `export-{}`)",
-        stats.events, args.to, stats.batches, stats.position, stats.position, args.to
-    ))
+    for (pipeline, started_at, stats) in done {
+        let prefix = line_prefix(config.pipelines, pipeline);
+        out(format_args!(
+            "{prefix}exported {} event(s) of {keys} to topic `{}` in {} transaction(s), log offsets {started_at}..{}; the next export starts at {} (consumer group `export-{}`)",
+            stats.events, args.to, stats.batches, stats.position, stats.position, args.to
+        ))?;
+    }
+    Ok(())
+}
+
+/// What `export` exports of one pipeline (`log`, that pipeline's config).
+fn export_config(args: &ExportArgs, log: KafkaLogConfig) -> ExportConfig {
+    let mut config = ExportConfig::new(log, args.keys.clone(), &args.to);
+    config.from_offset = args.from_offset.unwrap_or(0);
+    config.batch_events_max = args.batch_events_max;
+    config
 }
 
 #[cfg(test)]
@@ -592,6 +733,7 @@ mod tests {
                 all: false,
                 to: Some(key(stream)),
                 writer: None,
+                pipeline: None,
             };
             let error = redrive(args, &registry).await.unwrap_err().to_string();
             assert!(error.starts_with(&format!("refusing to redrive to `{stream}`")), "{error}");

@@ -18,6 +18,7 @@ use std::time::Duration;
 use competing_transformers::codec::{self, SchemaCache};
 use competing_transformers::dead_letter::{DeadLetter, Detail};
 use competing_transformers::event::{Event, EventSourceKey, Offset};
+use competing_transformers::shard::Pipelines;
 use competing_transformers_kafka::schema_registry::SchemaRegistry;
 use competing_transformers_kafka::snapshot_store::{snapshot_counts, KafkaSnapshotStore, Snapshots, StoredManifest};
 use competing_transformers_kafka::{CanonicalEvent, EventLog, EventStream, KafkaLog, KnownCount, Pipeline, Resume};
@@ -141,6 +142,30 @@ pub async fn kafka_start(
     };
     let source = store.as_ref().map(|store| SnapshotSource { store: store as &dyn Snapshots, manifests });
     start_for(log_start, source, reader, keys, from).await
+}
+
+/// The pipelines a reader reads: `only`, or every pipeline of a log of `pipelines`. A number
+/// past the log's last pipeline is a usage error.
+pub fn chosen_pipelines(pipelines: Pipelines, only: Option<u32>) -> Result<Vec<u32>, Error> {
+    match only {
+        None => Ok(pipelines.all().collect()),
+        Some(pipeline) if pipeline < pipelines.count() => Ok(vec![pipeline]),
+        Some(pipeline) => Err(Error::Usage(format!(
+            "--pipeline {pipeline} is not a pipeline of this log, which has {} (0 to {})",
+            pipelines.count(),
+            pipelines.count() - 1
+        ))),
+    }
+}
+
+/// What starts each text line about `pipeline`: `p<N> ` on a log of several pipelines, nothing
+/// on a log of one (whose output is as it always was).
+pub fn line_prefix(pipelines: Pipelines, pipeline: u32) -> String {
+    if pipelines.count() > 1 {
+        format!("p{pipeline} ")
+    } else {
+        String::new()
+    }
 }
 
 /// How long a reader waits for more events before deciding it has reached the log end.
@@ -285,6 +310,19 @@ mod tests {
     ) -> Result<Resume, Error> {
         let source = SnapshotSource { store, manifests: store.all_manifests().await.unwrap() };
         start_for(log_start, Some(source), "test", Some(keys), from).await
+    }
+
+    #[test]
+    fn a_reader_reads_every_pipeline_or_the_one_asked_for_and_prefixes_lines_only_among_several() {
+        let three = Pipelines::new(3).unwrap();
+        assert_eq!(chosen_pipelines(three, None).unwrap(), [0, 1, 2]);
+        assert_eq!(chosen_pipelines(three, Some(2)).unwrap(), [2]);
+        let error = chosen_pipelines(three, Some(3)).unwrap_err();
+        assert!(matches!(error, Error::Usage(_)), "{error}");
+        assert_eq!(error.exit_code(), 2);
+        assert_eq!(chosen_pipelines(Pipelines::ONE, None).unwrap(), [0]);
+        assert_eq!(line_prefix(three, 1), "p1 ");
+        assert_eq!(line_prefix(Pipelines::ONE, 0), "");
     }
 
     #[tokio::test]

@@ -245,6 +245,33 @@ pub async fn redrive_from<L: EventLog, S>(
 where
     S: std::future::Future<Output = Result<Resume, Error>>,
 {
+    redrive_labelled(log, transformer, Target { index, to, writer, label: "" }, start).await
+}
+
+/// Which dead letters a redrive takes, where to, as whom, and what starts its lines.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    /// Dead letter `index` of the transformer; all of them when `None`.
+    pub index: Option<u64>,
+    /// The key written instead of each dead letter's input key.
+    pub to: Option<&'a EventSourceKey>,
+    /// The writer id its records carry.
+    pub writer: &'a str,
+    /// What starts each line it prints: the pipeline (`p<N> `) on a log of several.
+    pub label: &'a str,
+}
+
+/// [`redrive_from`] of one pipeline (`log`), whose lines start with `target.label`.
+pub async fn redrive_labelled<L: EventLog, S>(
+    log: Arc<L>,
+    transformer: &EventSourceKey,
+    target: Target<'_>,
+    start: impl Fn(Vec<EventSourceKey>) -> S,
+) -> Result<RedriveReport, Error>
+where
+    S: std::future::Future<Output = Result<Resume, Error>>,
+{
+    let Target { index, to, writer, label } = target;
     let dead_letters_key = transformer.dead_letters();
     let letters_start = start(vec![dead_letters_key.clone()]).await?;
     let letters: Vec<ReadDeadLetter> = read_dead_letters_from(log.clone(), &dead_letters_key, letters_start)
@@ -266,17 +293,17 @@ where
         if wrote {
             report.written += 1;
             out(format_args!(
-                "dead letter {letter_index} (offset {offset}): written as event {to_index} of `{target}`"
+                "{label}dead letter {letter_index} (offset {offset}): written as event {to_index} of `{target}`"
             ))?;
         } else {
             report.existing += 1;
             out(format_args!(
-                "dead letter {letter_index} (offset {offset}): already redriven as event {to_index} of `{target}`"
+                "{label}dead letter {letter_index} (offset {offset}): already redriven as event {to_index} of `{target}`"
             ))?;
         }
     }
     eprintln!(
-        "redrove {} dead letter(s) of `{transformer}`, {} already redriven; provenance on `{redrives}`",
+        "{label}redrove {} dead letter(s) of `{transformer}`, {} already redriven; provenance on `{redrives}`",
         report.written, report.existing
     );
     Ok(report)

@@ -314,6 +314,126 @@ impl LogSummary {
     }
 }
 
+/// `status --output json` over the pipelines read: each pipeline's document (see
+/// [`LogSummary::to_json`]) with its `"pipeline"`, under `"pipelines"`; at the top level the
+/// one pipeline's document when `several` is false (a log of one: as it always was), else the
+/// totals ([`totals_json`]).
+pub fn status_json(topic: &str, several: bool, documents: Vec<(u32, serde_json::Value)>) -> serde_json::Value {
+    let mut top = if several {
+        totals_json(topic, &documents)
+    } else {
+        documents.first().map(|(_, document)| document.clone()).unwrap_or_default()
+    };
+    let pipelines: Vec<serde_json::Value> = documents
+        .into_iter()
+        .map(|(pipeline, mut document)| {
+            document["pipeline"] = pipeline.into();
+            document
+        })
+        .collect();
+    top["pipelines"] = pipelines.into();
+    top
+}
+
+/// The totals of several pipelines' `status` documents: records and malformed summed, each
+/// key's counts summed (and each writer's on it), divergent copies and foreign writes listed
+/// with their `"pipeline"`, keys not summarised in any; `"since_offset"` 0 when every
+/// pipeline was read from its start, else null (offsets of two pipelines do not compare).
+pub fn totals_json(topic: &str, documents: &[(u32, serde_json::Value)]) -> serde_json::Value {
+    use serde_json::{json, Map, Value};
+    let sum = |field: &str| documents.iter().map(|(_, d)| d[field].as_u64().unwrap_or(0)).sum::<u64>();
+    let mut keys: BTreeMap<String, Value> = BTreeMap::new();
+    let mut foreign = Vec::new();
+    let mut unsummarised: Vec<Value> = Vec::new();
+    for (pipeline, document) in documents {
+        for key in document["keys"].as_array().into_iter().flatten() {
+            let name = key["key"].as_str().unwrap_or_default().to_string();
+            let total =
+                keys.entry(name.clone()).or_insert_with(|| json!({"key": name, "writers": [], "divergent_copies": []}));
+            add_counts(total, key);
+            for writer in key["writers"].as_array().into_iter().flatten() {
+                let writers = total["writers"].as_array_mut().expect("an array");
+                match writers.iter_mut().find(|w| w["writer"] == writer["writer"]) {
+                    Some(found) => add_counts(found, writer),
+                    None => writers.push(writer.clone()),
+                }
+            }
+            for copy in key["divergent_copies"].as_array().into_iter().flatten() {
+                let mut copy = copy.clone();
+                copy["pipeline"] = (*pipeline).into();
+                total["divergent_copies"].as_array_mut().expect("an array").push(copy);
+            }
+        }
+        for write in document["foreign_writes"].as_array().into_iter().flatten() {
+            let mut write = write.clone();
+            write["pipeline"] = (*pipeline).into();
+            foreign.push(write);
+        }
+        for key in document["not_summarised"].as_array().into_iter().flatten() {
+            if !unsummarised.contains(key) {
+                unsummarised.push(key.clone());
+            }
+        }
+    }
+    let since = documents.iter().all(|(_, d)| d["since_offset"].as_u64() == Some(0));
+    let mut top = Map::new();
+    top.insert("topic".into(), topic.into());
+    top.insert("records".into(), sum("records").into());
+    top.insert("malformed".into(), sum("malformed").into());
+    top.insert("keys".into(), keys.into_values().collect::<Vec<_>>().into());
+    top.insert("foreign_writes".into(), foreign.into());
+    top.insert("since_offset".into(), if since { 0.into() } else { Value::Null });
+    top.insert("not_summarised".into(), unsummarised.into());
+    Value::Object(top)
+}
+
+/// Adds the counts of `from` (every number it holds) to `total`'s.
+fn add_counts(total: &mut serde_json::Value, from: &serde_json::Value) {
+    for (field, value) in from.as_object().into_iter().flatten() {
+        if let Some(number) = value.as_u64() {
+            total[field] = (total[field].as_u64().unwrap_or(0) + number).into();
+        }
+    }
+}
+
+/// `status`' text totals over several pipelines' summaries: records, and each key's counts
+/// summed over the pipelines.
+pub fn totals_lines(topic: &str, summaries: &[(u32, LogSummary)]) -> Vec<String> {
+    let mut keys: BTreeMap<EventSourceKey, KeyStats> = BTreeMap::new();
+    for (_, summary) in summaries {
+        for (key, stats) in summary.keys() {
+            let total = keys.entry(key).or_default();
+            total.canonical += stats.canonical;
+            total.duplicates += stats.duplicates;
+            total.divergent += stats.divergent;
+            total.rejected += stats.rejected;
+            total.unauthorized += stats.unauthorized;
+        }
+    }
+    let records: u64 = summaries.iter().map(|(_, s)| s.records()).sum();
+    let malformed: u64 = summaries.iter().map(|(_, s)| s.malformed()).sum();
+    let mut lines = vec![format!(
+        "total over {} pipelines: {records} records in topic `{topic}`, {malformed} malformed",
+        summaries.len()
+    )];
+    let width = keys.keys().map(|k| k.as_str().len()).max().unwrap_or(0).max(3);
+    lines.push(format!(
+        "{:<width$}  {:>9}  {:>10}  {:>9}  {:>8}",
+        "key", "canonical", "duplicates", "divergent", "rejected"
+    ));
+    for (key, stats) in &keys {
+        lines.push(format!(
+            "{:<width$}  {:>9}  {:>10}  {:>9}  {:>8}",
+            key.as_str(),
+            stats.canonical,
+            stats.duplicates,
+            stats.divergent,
+            stats.rejected
+        ));
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +447,31 @@ mod tests {
         let event = Event::new(key.clone(), index, None, 0, "text/plain", payload.to_vec());
         let encoded = Record { source: key, writer: writer.into(), events: vec![event] }.encode().unwrap();
         FetchedRecord { offset, key: Some(encoded.key), value: Some(encoded.value), ..Default::default() }
+    }
+
+    #[test]
+    fn status_of_several_pipelines_sums_each_key_and_keeps_each_pipelines_document() {
+        let document = |records: u64, canonical: u64, since: u64| {
+            serde_json::json!({
+                "topic": "log", "records": records, "malformed": 1, "since_offset": since,
+                "keys": [{"key": "k", "canonical": canonical, "duplicates": 1, "divergent": 0, "rejected": 0,
+                          "unauthorized": 0, "writers": [{"writer": "w", "won": canonical, "lost": 1}],
+                          "divergent_copies": []}],
+                "foreign_writes": [], "not_summarised": ["n"],
+            })
+        };
+        let one = status_json("log", false, vec![(0, document(5, 3, 0))]);
+        assert_eq!(one["records"], 5, "one pipeline: its document at the top");
+        assert_eq!(one["pipelines"][0]["pipeline"], 0);
+        let two = status_json("log", true, vec![(0, document(5, 3, 0)), (1, document(7, 4, 9))]);
+        assert_eq!((two["records"].as_u64(), two["malformed"].as_u64()), (Some(12), Some(2)));
+        assert_eq!(two["keys"][0]["canonical"], 7);
+        assert_eq!(two["keys"][0]["writers"][0]["won"], 7);
+        assert_eq!(two["keys"][0]["writers"][0]["writer"], "w");
+        assert_eq!(two["since_offset"], serde_json::Value::Null, "offsets of two pipelines do not compare");
+        assert_eq!(two["not_summarised"], serde_json::json!(["n"]));
+        assert_eq!(two["pipelines"][1]["pipeline"], 1);
+        assert_eq!(two["pipelines"][1]["records"], 7);
     }
 
     #[test]

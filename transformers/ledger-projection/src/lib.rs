@@ -8,7 +8,8 @@
 //!
 //! Tables, in a PostgreSQL schema of the operator's choice (default `ledger`):
 //! - `balances(account text primary key, balance bigint)`;
-//! - `position`, one row: the log topic it projects, `next_index` (the `ledger` index to apply
+//! - `position`, one row per pipeline (`pipeline`, its number): the log topic it projects,
+//!   `next_index` (the `ledger` index to apply
 //!   next), `resume_offset` (the log offset of the record holding the last applied event, where
 //!   a restart reads from; a record can hold several inputs' events, so the index decides
 //!   which of its events are new), `resume_count` (the `ledger` count in the log before
@@ -22,6 +23,14 @@
 //! transaction. A position row of an older layout has no `resume_count` (NULL): that
 //! projection reads from offset 0 once, says so, and stores the count from its first batch.
 //!
+//! **Pipelines.** On a log of P pipelines ([`Projection::connect_pipelines`],
+//! [`Projection::run_pipelines`]) it reads every pipeline's `ledger` stream, each from its own
+//! position row, taking them in turn a batch at a time; a batch holds one pipeline's events and
+//! commits with that pipeline's position in the same transaction. The balances of every
+//! pipeline share the one `balances` table: account names are unique across pipelines (the
+//! ledger's books are sharded whole). A schema of the older single-row layout (`only_row`) is
+//! migrated in place at connect: its row becomes pipeline 0's, and a log line says so.
+//!
 //! Transfers are applied as deltas (`balance - amount`, `balance + amount`) and the result is
 //! checked against the balances the entry carries: an event applied twice, or a table edited
 //! by hand, stops the sink with [`ProjectionError::Inconsistent`] instead of drifting. The
@@ -33,7 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use competing_transformers::{EventSourceKey, Offset};
-use competing_transformers_kafka::{CanonicalEvent, EventLog, LogError, Pipeline, Resume, Shutdown};
+use competing_transformers_kafka::{CanonicalEvent, EventLog, EventStream, LogError, Pipeline, Resume, Shutdown};
 use tokio_postgres::Client;
 
 use ledger::{Entry, LEDGER_KEY};
@@ -93,10 +102,12 @@ pub enum ProjectionError {
         want: u64,
     },
     /// Another sink advanced the position: two sinks run on one schema.
-    #[error("the position in schema `{schema}` moved to index {found} while this sink was at {expected}: another projection runs on the same schema; run one per schema")]
+    #[error("the position of pipeline {pipeline} in schema `{schema}` moved to index {found} while this sink was at {expected}: another projection runs on the same schema; run one per schema")]
     Moved {
         /// The schema.
         schema: String,
+        /// The pipeline whose position moved.
+        pipeline: u32,
         /// Where this sink was.
         expected: u64,
         /// What the table holds.
@@ -267,14 +278,42 @@ pub struct Projection {
     schema: String,
     topic: String,
     key: EventSourceKey,
-    position: Position,
+    /// Each pipeline's committed position, by its number.
+    positions: Vec<Position>,
+    /// Whether connecting migrated a position table of the single-pipeline layout.
+    migrated: bool,
+}
+
+/// One pipeline's reader during a run: its stream, the end it reads to, and the batch it is
+/// gathering.
+struct PipelineReader {
+    pipeline: u32,
+    stream: EventStream,
+    end: Offset,
+    /// The record of the last event read, and the index of its first `ledger` event: the
+    /// count before it.
+    record: (Offset, u64),
+    batch: Vec<CanonicalEvent>,
 }
 
 impl Projection {
     /// Connects, creates the schema and tables if missing, and reads the stored position.
-    /// `topic` is the log topic projected: one schema projects one log.
+    /// `topic` is the log topic projected: one schema projects one log, here of one pipeline.
     pub async fn connect(database_url: &str, schema: &str, topic: &str) -> Result<Self, ProjectionError> {
+        Self::connect_pipelines(database_url, schema, topic, 1).await
+    }
+
+    /// [`Projection::connect`] for a log of `pipelines` pipelines: a position row for each.
+    pub async fn connect_pipelines(
+        database_url: &str,
+        schema: &str,
+        topic: &str,
+        pipelines: u32,
+    ) -> Result<Self, ProjectionError> {
         check_schema(schema)?;
+        if pipelines == 0 {
+            return Err(ProjectionError::Config("a log has at least one pipeline".into()));
+        }
         let (client, connection) =
             tokio_postgres::connect(database_url, tls_connector()?).await.map_err(connect_error)?;
         tokio::spawn(async move {
@@ -287,7 +326,7 @@ impl Projection {
                 r#"CREATE SCHEMA IF NOT EXISTS "{schema}";
                    CREATE TABLE IF NOT EXISTS "{schema}".balances (account text PRIMARY KEY, balance bigint NOT NULL CHECK (balance >= 0));
                    CREATE TABLE IF NOT EXISTS "{schema}".position (
-                       only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+                       pipeline integer PRIMARY KEY CHECK (pipeline >= 0),
                        log_topic text NOT NULL,
                        next_index bigint NOT NULL,
                        resume_offset bigint NOT NULL,
@@ -295,42 +334,102 @@ impl Projection {
                    ALTER TABLE "{schema}".position ADD COLUMN IF NOT EXISTS resume_count bigint;"#
             ))
             .await?;
-        client
-            .execute(
-                &format!(r#"INSERT INTO "{schema}".position (log_topic, next_index, resume_offset, resume_count, events_applied) VALUES ($1, 0, 0, 0, 0) ON CONFLICT DO NOTHING"#),
-                &[&topic],
-            )
-            .await?;
         let key = EventSourceKey::new(LEDGER_KEY).expect("a valid constant key");
-        let mut projection =
-            Self { client, schema: schema.to_string(), topic: topic.to_string(), key, position: Position::default() };
-        projection.position = projection.stored_position().await?;
+        let mut projection = Self {
+            client,
+            schema: schema.to_string(),
+            topic: topic.to_string(),
+            key,
+            positions: Vec::new(),
+            migrated: false,
+        };
+        projection.migrate_single_row().await?;
+        let insert = format!(
+            r#"INSERT INTO "{schema}".position (pipeline, log_topic, next_index, resume_offset, resume_count, events_applied) VALUES ($1, $2, 0, 0, 0, 0) ON CONFLICT DO NOTHING"#
+        );
+        for pipeline in 0..pipelines {
+            projection.client.execute(&insert, &[&(pipeline as i32), &topic]).await?;
+        }
+        let stored = projection.stored_positions().await?;
+        projection.positions = stored.into_iter().take(pipelines as usize).collect();
         Ok(projection)
     }
 
-    /// The position as committed in the database.
+    /// Moves a position table of the single-pipeline layout (one row, keyed by `only_row`) to
+    /// one keyed by `pipeline`, its row becoming pipeline 0's; nothing on a table that has it.
+    async fn migrate_single_row(&mut self) -> Result<(), ProjectionError> {
+        let schema = self.schema.clone();
+        let transaction = self.client.transaction().await?;
+        // One migration at a time: a second sink waits here, then finds it done.
+        transaction.batch_execute(&format!(r#"LOCK TABLE "{schema}".position IN ACCESS EXCLUSIVE MODE"#)).await?;
+        let single = transaction
+            .query_opt(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'position' AND column_name = 'only_row'",
+                &[&schema],
+            )
+            .await?
+            .is_some();
+        if !single {
+            return Ok(());
+        }
+        transaction
+            .batch_execute(&format!(
+                r#"ALTER TABLE "{schema}".position ADD COLUMN pipeline integer NOT NULL DEFAULT 0 CHECK (pipeline >= 0);
+                   ALTER TABLE "{schema}".position DROP COLUMN only_row;
+                   ALTER TABLE "{schema}".position ADD PRIMARY KEY (pipeline);
+                   ALTER TABLE "{schema}".position ALTER COLUMN pipeline DROP DEFAULT;"#
+            ))
+            .await?;
+        transaction.commit().await?;
+        self.migrated = true;
+        tracing::info!(
+            schema = %schema,
+            "migrated the position table of the single-pipeline layout in place: its row is now pipeline 0's"
+        );
+        Ok(())
+    }
+
+    /// Whether connecting migrated the schema's position table from the single-pipeline
+    /// layout (its row is pipeline 0's now).
+    pub fn migrated(&self) -> bool {
+        self.migrated
+    }
+
+    /// Pipeline 0's position as committed in the database (a log of one pipeline: its only
+    /// position).
     pub async fn stored_position(&self) -> Result<Position, ProjectionError> {
+        let positions = self.stored_positions().await?;
+        Ok(positions.first().copied().unwrap_or_default())
+    }
+
+    /// Every pipeline's position as committed in the database, by pipeline number.
+    pub async fn stored_positions(&self) -> Result<Vec<Position>, ProjectionError> {
         let schema = &self.schema;
-        let row = self
+        let rows = self
             .client
-            .query_one(
+            .query(
                 &format!(
-                    r#"SELECT log_topic, next_index, resume_offset, events_applied, resume_count FROM "{schema}".position"#
+                    r#"SELECT log_topic, next_index, resume_offset, events_applied, resume_count, pipeline FROM "{schema}".position ORDER BY pipeline"#
                 ),
                 &[],
             )
             .await?;
-        let stored: String = row.get(0);
-        if stored != self.topic {
-            return Err(ProjectionError::OtherTopic { schema: schema.clone(), stored, topic: self.topic.clone() });
+        let mut positions = Vec::new();
+        for row in rows {
+            let stored: String = row.get(0);
+            if stored != self.topic {
+                return Err(ProjectionError::OtherTopic { schema: schema.clone(), stored, topic: self.topic.clone() });
+            }
+            let unsigned = |i: usize| row.get::<_, i64>(i) as u64;
+            debug_assert_eq!(row.get::<_, i32>(5) as usize, positions.len(), "a row per pipeline from 0");
+            positions.push(Position {
+                next_index: unsigned(1),
+                resume_offset: unsigned(2),
+                resume_count: row.get::<_, Option<i64>>(4).map(|count| count as u64),
+                events_applied: unsigned(3),
+            });
         }
-        let unsigned = |i: usize| row.get::<_, i64>(i) as u64;
-        Ok(Position {
-            next_index: unsigned(1),
-            resume_offset: unsigned(2),
-            resume_count: row.get::<_, Option<i64>>(4).map(|count| count as u64),
-            events_applied: unsigned(3),
-        })
+        Ok(positions)
     }
 
     /// The projected balances.
@@ -340,63 +439,111 @@ impl Projection {
         Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
-    /// Applies the `ledger` events of `log` from the stored position: until the log end seen
-    /// at the start, or with `follow` until `shutdown`.
+    /// Applies the `ledger` events of `log` (a log of one pipeline) from the stored position:
+    /// until the log end seen at the start, or with `follow` until `shutdown`.
     pub async fn run<L: EventLog>(&mut self, log: Arc<L>, options: RunOptions) -> Result<RunStats, ProjectionError> {
+        self.run_pipelines(vec![log], options).await
+    }
+
+    /// Applies the `ledger` events of every pipeline (`logs[p]` is pipeline p's log), each
+    /// from its stored position, a batch of one pipeline at a time in turn: until each
+    /// pipeline's end seen at the start, or with `follow` until `shutdown`. The stats'
+    /// position is pipeline 0's.
+    pub async fn run_pipelines<L: EventLog>(
+        &mut self,
+        logs: Vec<Arc<L>>,
+        options: RunOptions,
+    ) -> Result<RunStats, ProjectionError> {
         assert!(options.batch_events_max > 0, "a batch holds at least one event");
-        let end = log.end_offset().await?;
-        let pipeline = Pipeline::resumed(log, "ledger-projection", self.start());
-        let mut stream = pipeline.stream_events(std::slice::from_ref(&self.key), self.position.resume_offset).await?;
-        let mut stats = RunStats { position: self.position, ..RunStats::default() };
-        let mut batch: Vec<CanonicalEvent> = Vec::new();
-        // The record of the last event read, and the index of its first `ledger` event: the
-        // count before it.
-        let mut record = (self.position.resume_offset, self.position.resume_count.unwrap_or(0));
+        if logs.len() != self.positions.len() {
+            return Err(ProjectionError::Config(format!(
+                "schema `{}` projects {} pipeline(s), but {} log(s) were given",
+                self.schema,
+                self.positions.len(),
+                logs.len()
+            )));
+        }
+        let mut readers = Vec::new();
+        for (pipeline, log) in logs.into_iter().enumerate() {
+            readers.push(self.reader(pipeline as u32, log).await?);
+        }
+        let mut stats = RunStats { position: self.positions[0], ..RunStats::default() };
+        // Each pipeline waits its share of the idle wait, so a round takes about one.
+        let wait = IDLE_WAIT / readers.len() as u32;
         loop {
             let stopping = options.shutdown.is_requested();
-            let next = if stopping { None } else { stream.next_within(IDLE_WAIT).await? };
-            match next {
-                Some(event) => {
-                    let index = event.event.index.expect("canonical events carry their index");
-                    if event.offset != record.0 {
-                        record = (event.offset, index);
-                    }
-                    // Events of the record we resumed at that were applied before.
-                    if index < self.position.next_index + batch.len() as u64 {
-                        continue;
-                    }
-                    batch.push(event);
-                    if batch.len() >= options.batch_events_max {
-                        self.apply_batch(&std::mem::take(&mut batch), record.1, &options, &mut stats).await?;
-                    }
-                }
-                None => {
-                    if !batch.is_empty() {
-                        self.apply_batch(&std::mem::take(&mut batch), record.1, &options, &mut stats).await?;
-                    }
-                    if stopping {
-                        return Ok(stats);
-                    }
-                    if !options.follow {
-                        // The stream's position steps over transaction markers, which no record holds.
-                        if stream.position() >= end {
-                            return Ok(stats);
-                        }
-                    }
-                }
+            let mut at_end = true;
+            for reader in &mut readers {
+                at_end &= self.pump(reader, wait, stopping, &options, &mut stats).await?;
+            }
+            if stopping || (at_end && !options.follow) {
+                return Ok(stats);
             }
         }
     }
 
-    /// Where the reader starts: at the stored position with the `ledger` count there, or for
-    /// a row an older projection stored, at the log's start.
-    fn start(&self) -> Resume {
-        match self.position.resume_count {
-            Some(count) => Resume::at(self.position.resume_offset, [(self.key.clone(), count)]),
+    /// Opens pipeline `pipeline`'s reader at its stored position.
+    async fn reader<L: EventLog>(&self, pipeline: u32, log: Arc<L>) -> Result<PipelineReader, ProjectionError> {
+        let position = self.positions[pipeline as usize];
+        let end = log.end_offset().await?;
+        let start = self.start(pipeline);
+        let stream = Pipeline::resumed(log, "ledger-projection", start)
+            .stream_events(std::slice::from_ref(&self.key), position.resume_offset)
+            .await?;
+        let record = (position.resume_offset, position.resume_count.unwrap_or(0));
+        Ok(PipelineReader { pipeline, stream, end, record, batch: Vec::new() })
+    }
+
+    /// Reads `reader`'s pipeline until a batch is full or nothing comes within `wait` (none
+    /// when `stopping`), applying what it gathered; whether the pipeline is read to the end
+    /// seen at the start.
+    async fn pump(
+        &mut self,
+        reader: &mut PipelineReader,
+        wait: Duration,
+        stopping: bool,
+        options: &RunOptions,
+        stats: &mut RunStats,
+    ) -> Result<bool, ProjectionError> {
+        let next_index = self.positions[reader.pipeline as usize].next_index;
+        loop {
+            let next = if stopping { None } else { reader.stream.next_within(wait).await? };
+            let Some(event) = next else {
+                if !reader.batch.is_empty() {
+                    let batch = std::mem::take(&mut reader.batch);
+                    self.apply_batch(reader.pipeline, &batch, reader.record.1, options, stats).await?;
+                }
+                // The stream's position steps over transaction markers, which no record holds.
+                return Ok(reader.stream.position() >= reader.end);
+            };
+            let index = event.event.index.expect("canonical events carry their index");
+            if event.offset != reader.record.0 {
+                reader.record = (event.offset, index);
+            }
+            // Events of the record we resumed at that were applied before are skipped.
+            if index >= next_index + reader.batch.len() as u64 {
+                reader.batch.push(event);
+            }
+            if reader.batch.len() >= options.batch_events_max {
+                let batch = std::mem::take(&mut reader.batch);
+                self.apply_batch(reader.pipeline, &batch, reader.record.1, options, stats).await?;
+                // The next pipeline's turn.
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Where pipeline `pipeline`'s reader starts: at its stored position with the `ledger`
+    /// count there, or for a row an older projection stored, at the log's start.
+    fn start(&self, pipeline: u32) -> Resume {
+        let position = self.positions[pipeline as usize];
+        match position.resume_count {
+            Some(count) => Resume::at(position.resume_offset, [(self.key.clone(), count)]),
             None => {
                 tracing::info!(
                     schema = %self.schema,
-                    resume_offset = self.position.resume_offset,
+                    pipeline,
+                    resume_offset = position.resume_offset,
                     "the stored position is of an older layout, without the `ledger` count there: reading the log from offset 0 once; the next batch stores it"
                 );
                 Resume::origin()
@@ -404,25 +551,14 @@ impl Projection {
         }
     }
 
-    /// One transaction: lock and check the position, apply the batch, advance the position.
-    /// `resume_count` is the `ledger` count before the last event's record.
-    async fn apply_batch(
-        &mut self,
+    /// Applies each ledger entry of `batch` to the balances, inside `transaction`, checking
+    /// each result against the balances the entry carries.
+    async fn apply_entries(
+        transaction: &tokio_postgres::Transaction<'_>,
+        schema: &str,
+        key: &EventSourceKey,
         batch: &[CanonicalEvent],
-        resume_count: u64,
-        options: &RunOptions,
-        stats: &mut RunStats,
     ) -> Result<(), ProjectionError> {
-        let schema = self.schema.clone();
-        let first = batch[0].event.index.expect("indexed");
-        debug_assert_eq!(first, self.position.next_index, "batches start where the position is");
-        let transaction = self.client.transaction().await?;
-        let row =
-            transaction.query_one(&format!(r#"SELECT next_index FROM "{schema}".position FOR UPDATE"#), &[]).await?;
-        let found = row.get::<_, i64>(0) as u64;
-        if found != self.position.next_index {
-            return Err(ProjectionError::Moved { schema, expected: self.position.next_index, found });
-        }
         let update =
             format!(r#"UPDATE "{schema}".balances SET balance = balance + $2 WHERE account = $1 RETURNING balance"#);
         let insert = format!(r#"INSERT INTO "{schema}".balances (account, balance) VALUES ($1, $2)"#);
@@ -430,7 +566,7 @@ impl Projection {
             let index = canonical.event.index.expect("indexed");
             let entry: Entry =
                 serde_json::from_slice(&canonical.event.payload).map_err(|e| ProjectionError::BadEntry {
-                    key: self.key.to_string(),
+                    key: key.to_string(),
                     offset: canonical.offset,
                     index,
                     message: e.to_string(),
@@ -446,29 +582,60 @@ impl Projection {
                         let rows = transaction.query(&update, &[&account, &delta]).await?;
                         let got = rows.first().map_or(i64::MIN, |row| row.get::<_, i64>(0));
                         if got != to_bigint(want) {
+                            let schema = schema.to_string();
                             return Err(ProjectionError::Inconsistent { schema, account, index, got, want });
                         }
                     }
                 }
             }
         }
+        Ok(())
+    }
+
+    /// One transaction: lock and check the position, apply the batch, advance the position.
+    /// `resume_count` is the `ledger` count before the last event's record.
+    async fn apply_batch(
+        &mut self,
+        pipeline: u32,
+        batch: &[CanonicalEvent],
+        resume_count: u64,
+        options: &RunOptions,
+        stats: &mut RunStats,
+    ) -> Result<(), ProjectionError> {
+        let schema = self.schema.clone();
+        let first = batch[0].event.index.expect("indexed");
+        let current = self.positions[pipeline as usize];
+        debug_assert_eq!(first, current.next_index, "batches start where the position is");
+        let transaction = self.client.transaction().await?;
+        let row = transaction
+            .query_one(
+                &format!(r#"SELECT next_index FROM "{schema}".position WHERE pipeline = $1 FOR UPDATE"#),
+                &[&(pipeline as i32)],
+            )
+            .await?;
+        let found = row.get::<_, i64>(0) as u64;
+        if found != current.next_index {
+            return Err(ProjectionError::Moved { schema, pipeline, expected: current.next_index, found });
+        }
+        Self::apply_entries(&transaction, &schema, &self.key, batch).await?;
         let last = batch.last().expect("a batch is never empty");
         let position = Position {
             next_index: last.event.index.expect("indexed") + 1,
             resume_offset: last.offset,
             resume_count: Some(resume_count),
-            events_applied: self.position.events_applied + batch.len() as u64,
+            events_applied: current.events_applied + batch.len() as u64,
         };
         transaction
             .execute(
                 &format!(
-                    r#"UPDATE "{schema}".position SET next_index = $1, resume_offset = $2, resume_count = $3, events_applied = $4"#
+                    r#"UPDATE "{schema}".position SET next_index = $1, resume_offset = $2, resume_count = $3, events_applied = $4 WHERE pipeline = $5"#
                 ),
                 &[
                     &to_bigint(position.next_index),
                     &to_bigint(position.resume_offset),
                     &to_bigint(resume_count),
                     &to_bigint(position.events_applied),
+                    &(pipeline as i32),
                 ],
             )
             .await?;
@@ -476,10 +643,10 @@ impl Projection {
             hook(stats.batches + 1);
         }
         transaction.commit().await?;
-        self.position = position;
+        self.positions[pipeline as usize] = position;
         stats.batches += 1;
         stats.events += batch.len() as u64;
-        stats.position = position;
+        stats.position = self.positions[0];
         Ok(())
     }
 }
