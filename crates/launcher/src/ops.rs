@@ -56,11 +56,14 @@ pub(super) async fn topics(args: &LogArgs, create: bool, output: Format) -> Resu
         let snapshots = snapshot_topics_json(&config, create).await?;
         return out(format_args!("{}", topic_json(&facts, &config.bootstrap_servers, snapshots)));
     }
+    let partitions = match facts.partitions {
+        1 => "1 partition".to_string(),
+        n => format!("{n} partitions (a pipeline each)"),
+    };
     out(format_args!(
-        "topic `{}` on {}: {} partition, replication factor {} on {} broker(s), min.insync.replicas={}, cleanup.policy={}, retention.ms={}, retention.bytes={}: ready for the event log",
+        "topic `{}` on {}: {partitions}, replication factor {} on {} broker(s), min.insync.replicas={}, cleanup.policy={}, retention.ms={}, retention.bytes={}: ready for the event log",
         facts.topic,
         config.bootstrap_servers,
-        facts.partitions,
         facts.replication_factor,
         facts.brokers,
         facts.min_insync_replicas,
@@ -68,7 +71,26 @@ pub(super) async fn topics(args: &LogArgs, create: bool, output: Format) -> Resu
         facts.retention_ms,
         facts.retention_bytes
     ))?;
+    if config.pipelines.count() > 1 {
+        out(format_args!("{}", leaders_line(&facts)))?;
+    }
     snapshot_topics(&config, create).await
+}
+
+/// "leaders: p0 on broker 1, p1 on broker 2, p2 on broker 3 (3 brokers lead)": where each
+/// pipeline's partition is led, so an operator sees whether they spread over the brokers.
+fn leaders_line(facts: &admin::TopicFacts) -> String {
+    let each: Vec<String> = facts
+        .leaders
+        .iter()
+        .enumerate()
+        .map(|(pipeline, leader)| match leader {
+            Some(broker) => format!("p{pipeline} on broker {broker}"),
+            None => format!("p{pipeline} without a leader"),
+        })
+        .collect();
+    let distinct: std::collections::BTreeSet<i32> = facts.leaders.iter().flatten().copied().collect();
+    format!("leaders: {} ({} broker(s) lead)", each.join(", "), distinct.len())
 }
 
 /// `topics`' second line: the snapshot topics beside the log. Missing ones are not an error
@@ -100,6 +122,10 @@ fn topic_json(facts: &admin::TopicFacts, bootstrap: &str, snapshots: serde_json:
         "cleanup_policy": facts.cleanup_policy,
         "retention_ms": facts.retention_ms,
         "retention_bytes": facts.retention_bytes,
+        "pipelines": facts.partitions,
+        "leaders": facts.leaders.iter().enumerate().map(|(pipeline, leader)| {
+            serde_json::json!({"pipeline": pipeline, "partition": pipeline, "leader": leader})
+        }).collect::<Vec<_>>(),
         "snapshot_topics": snapshots,
     })
 }
@@ -820,5 +846,25 @@ mod tests {
         let error = publish(args, &Registry::new()).await.unwrap_err();
         assert_eq!(error.exit(), crate::Exit::Usage, "{error}");
         assert!(error.to_string().starts_with("the log has 3 pipelines"), "{error}");
+    }
+
+    #[test]
+    fn topics_reports_each_pipelines_leader() {
+        let facts = admin::TopicFacts {
+            topic: "log".into(),
+            partitions: 3,
+            replication_factor: 3,
+            brokers: 3,
+            cleanup_policy: "delete".into(),
+            retention_ms: -1,
+            retention_bytes: -1,
+            min_insync_replicas: 2,
+            leaders: vec![Some(1), Some(2), None],
+        };
+        assert_eq!(leaders_line(&facts), "leaders: p0 on broker 1, p1 on broker 2, p2 without a leader (2 broker(s) lead)");
+        let json = topic_json(&facts, "k:9092", serde_json::Value::Null);
+        assert_eq!(json["pipelines"], 3);
+        assert_eq!(json["leaders"][1], serde_json::json!({"pipeline": 1, "partition": 1, "leader": 2}));
+        assert_eq!(json["leaders"][2]["leader"], serde_json::Value::Null);
     }
 }
