@@ -634,10 +634,16 @@ pub fn pipeline_selection(list: Option<&str>, pipelines: Pipelines) -> Result<Ve
             None => (number(part), number(part)),
         };
         let (Some(first), Some(end)) = (first, end) else {
-            return Err(format!("`{}` in --pipelines `{list}` is not a pipeline number or a range like 0-3; {shape}", part.trim()));
+            return Err(format!(
+                "`{}` in --pipelines `{list}` is not a pipeline number or a range like 0-3; {shape}",
+                part.trim()
+            ));
         };
         if first > end {
-            return Err(format!("the range `{}` in --pipelines `{list}` runs backwards; write it as {end}-{first}", part.trim()));
+            return Err(format!(
+                "the range `{}` in --pipelines `{list}` runs backwards; write it as {end}-{first}",
+                part.trim()
+            ));
         }
         if end > last {
             return Err(format!(

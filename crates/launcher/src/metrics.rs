@@ -357,8 +357,11 @@ impl Exporter {
     fn sample(&self) {
         let mut tracked = self.tracked.lock().expect("exporter lock");
         for view in (self.views)() {
-            let labels =
-                Labels { transformer: view.transformer, replica: view.replica.clone(), pipeline: view.pipeline.to_string() };
+            let labels = Labels {
+                transformer: view.transformer,
+                replica: view.replica.clone(),
+                pipeline: view.pipeline.to_string(),
+            };
             let observed = tracked.entry(view.replica).or_default().observe(view.status.as_ref());
             *self.latency.get_or_create(&labels).0.lock().expect("latency lock") = observed.latency;
             for (family, value) in self.counters.iter().zip(observed.counters) {
@@ -583,7 +586,10 @@ mod tests {
         assert_eq!(value(&text, "transformer_kafka_consumer_lag_records{"), Some(4.0), "{text}");
         assert_eq!(value(&text, "transformer_kafka_producer_queue_records{"), Some(2.0), "{text}");
         assert_eq!(value(&text, "transformer_kafka_broker_rtt_seconds{"), Some(0.00025), "{text}");
-        assert!(text.contains("transformer_lag_records{transformer=\"echo\",replica=\"h-echo-1\",pipeline=\"2\"}"), "{text}");
+        assert!(
+            text.contains("transformer_lag_records{transformer=\"echo\",replica=\"h-echo-1\",pipeline=\"2\"}"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

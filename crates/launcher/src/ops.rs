@@ -428,9 +428,8 @@ impl Publisher {
             WriteOutcome::Written { offset, index } => {
                 lane.written += 1;
                 self.progress.inc(1);
-                self.progress.suspend(|| {
-                    out(format_args!("{prefix}line {number}: written as index {index} at offset {offset}"))
-                })
+                self.progress
+                    .suspend(|| out(format_args!("{prefix}line {number}: written as index {index} at offset {offset}")))
             }
             WriteOutcome::Exists { index, winner, same_digest } => {
                 lane.existing += 1;
@@ -440,7 +439,8 @@ impl Publisher {
                     Some(false) => "a different event (another payload or effective time; pass --effective-time-ms to retry exactly)",
                     None => "too old to compare",
                 };
-                self.progress.suspend(|| out(format_args!("{prefix}line {number}: exists as index {index}{at}: {same}")))
+                self.progress
+                    .suspend(|| out(format_args!("{prefix}line {number}: exists as index {index}{at}: {same}")))
             }
             WriteOutcome::Rejected { index, count } => {
                 // The start index that would put this line at the count.
@@ -861,7 +861,10 @@ mod tests {
             min_insync_replicas: 2,
             leaders: vec![Some(1), Some(2), None],
         };
-        assert_eq!(leaders_line(&facts), "leaders: p0 on broker 1, p1 on broker 2, p2 without a leader (2 broker(s) lead)");
+        assert_eq!(
+            leaders_line(&facts),
+            "leaders: p0 on broker 1, p1 on broker 2, p2 without a leader (2 broker(s) lead)"
+        );
         let json = topic_json(&facts, "k:9092", serde_json::Value::Null);
         assert_eq!(json["pipelines"], 3);
         assert_eq!(json["leaders"][1], serde_json::json!({"pipeline": 1, "partition": 1, "leader": 2}));
