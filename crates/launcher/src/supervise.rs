@@ -179,8 +179,8 @@ async fn attach_snapshot_stores(log_config: &KafkaLogConfig, slots: &[SharedSlot
     let mut stores: BTreeMap<u32, Option<Arc<dyn Snapshots>>> = BTreeMap::new();
     for slot in slots {
         let pipeline = slot.lock().expect("slot lock").pipeline;
-        if !stores.contains_key(&pipeline) {
-            stores.insert(pipeline, snapshot_store(&log_config.pipeline(pipeline)).await);
+        if let std::collections::btree_map::Entry::Vacant(vacant) = stores.entry(pipeline) {
+            vacant.insert(snapshot_store(&log_config.pipeline(pipeline)).await);
         }
         slot.lock().expect("slot lock").services.snapshots = stores[&pipeline].clone();
     }
