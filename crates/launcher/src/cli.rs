@@ -281,7 +281,8 @@ pub struct RunArgs {
     /// First part of every replica id [default: the host name]
     #[arg(long, env = "REPLICA_ID", value_name = "ID")]
     pub replica_id: Option<String>,
-    /// Replicas of each transformer in this process, instead of the config's `replicas`
+    /// Replicas of each transformer in this process (in each chosen pipeline), instead of
+    /// the config's `replicas`
     #[arg(long, value_name = "N")]
     pub replicas: Option<u32>,
     /// With `stagger_ms`: the rank of this process's first replica (the others follow);
