@@ -87,6 +87,24 @@ fn canonical(topic: &str, pipelines: u32, pipeline: u32, name: &str) -> Vec<Vec<
     })
 }
 
+/// A port nobody listens on now.
+fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// A GET over plain HTTP/1.1: the status code and the body.
+fn get(address: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n").as_bytes()).ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let code = answer.split_whitespace().nth(1)?.parse().ok()?;
+    let body = answer.split_once("\r\n\r\n")?.1.to_string();
+    Some((code, body))
+}
+
 /// A `run` of the matching engine, 2 replicas per chosen pipeline, stderr read on a thread.
 struct Run {
     launcher: Launcher,
@@ -199,9 +217,26 @@ fn each_pipeline_answers_exactly_its_own_inputs() {
         assert!(canonical(&topic, PIPELINES, pipeline, "matching-engine").is_empty(), "pipeline {pipeline} ran");
     }
 
-    // Every pipeline: each answers exactly its own inputs, as one replica alone would.
+    // Every pipeline: each answers exactly its own inputs, as one replica alone would; the
+    // metrics and the readiness cover every replica of every pipeline.
+    let address = free_address();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("\n[metrics]\nlisten = {address:?}\n"));
+    std::fs::write(&config, text).unwrap();
     let all = run(&config, "0-2");
     wait_for("not every pipeline was answered", Duration::from_secs(90), || three.all().all(answered));
+    wait_for("/readyz never turned 200", Duration::from_secs(30), || {
+        get(&address, "/readyz").is_some_and(|(code, _)| code == 200)
+    });
+    let metrics = get(&address, "/metrics").unwrap().1;
+    for pipeline in three.all() {
+        for n in [1, 2] {
+            let labels = format!(
+                r#"transformer_lag_records{{transformer="matching-engine",replica="pt-matching-engine-p{pipeline}-{n}",pipeline="{pipeline}"}}"#
+            );
+            assert!(metrics.contains(&labels), "{labels} in\n{metrics}");
+        }
+    }
     let stderr = all.stop();
     for pipeline in three.all() {
         assert!(stderr.contains(&format!("pt-matching-engine-p{pipeline}-2")), "{stderr}");
