@@ -143,25 +143,19 @@ impl Run {
     }
 }
 
-#[test]
-fn each_pipeline_answers_exactly_its_own_inputs() {
-    let topic = unique_topic("pipelines");
+/// Publishes orders to a log of three pipelines by `--shard-field /account`, then by
+/// `--shard-key`; returns each pipeline's inputs, checked on the log, in publishing order.
+fn publish_three_ways(topic: &str) -> Vec<Vec<String>> {
     let count = PIPELINES.to_string();
-    let created = launcher(&["topics", "create", "--topic", &topic, "--pipeline-count", &count]);
-    assert!(
-        created.contains("3 partitions (a pipeline each)") && created.contains("leaders: p0 on broker"),
-        "{created}"
-    );
-
     // Without a route nothing is written.
-    let (code, _, stderr) = publish_with(&topic, &["--pipeline-count", &count], &orders(0..3));
+    let (code, _, stderr) = publish_with(topic, &["--pipeline-count", &count], &orders(0..3));
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--shard-key TEXT") && stderr.contains("--shard-field POINTER"), "{stderr}");
 
     let three = Pipelines::new(PIPELINES).unwrap();
     let by_field = orders(0..36);
     let (code, stdout, stderr) =
-        publish_with(&topic, &["--pipeline-count", &count, "--shard-field", "/account"], &by_field);
+        publish_with(topic, &["--pipeline-count", &count, "--shard-field", "/account"], &by_field);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.lines().all(|line| line.starts_with('p')), "each line names its pipeline:\n{stdout}");
     assert!(
@@ -169,7 +163,7 @@ fn each_pipeline_answers_exactly_its_own_inputs() {
         "{stderr}"
     );
     let by_key = orders(36..48);
-    let (code, stdout, stderr) = publish_with(&topic, &["--pipeline-count", &count, "--shard-key", BOOK], &by_key);
+    let (code, stdout, stderr) = publish_with(topic, &["--pipeline-count", &count, "--shard-key", BOOK], &by_key);
     assert_eq!(code, Some(0), "{stderr}");
     let book = pipeline_of(BOOK.as_bytes(), three);
     assert!(stdout.lines().all(|line| line.starts_with(&format!("p{book} line "))), "{stdout}");
@@ -188,11 +182,42 @@ fn each_pipeline_answers_exactly_its_own_inputs() {
         })
         .collect();
     for (pipeline, lines) in inputs.iter().enumerate() {
-        let on_log = canonical(&topic, PIPELINES, pipeline as u32, "orders");
+        let on_log = canonical(topic, PIPELINES, pipeline as u32, "orders");
         let want: Vec<&[u8]> = lines.iter().map(|line| line.as_bytes()).collect();
         assert_eq!(on_log.iter().map(Vec::as_slice).collect::<Vec<_>>(), want, "pipeline {pipeline}'s inputs");
     }
     assert!(inputs.iter().filter(|lines| !lines.is_empty()).count() >= 2, "the accounts spread: {inputs:?}");
+    inputs
+}
+
+/// Waits for `/readyz` to answer 200, and checks every replica of every pipeline has its
+/// metrics with its `pipeline` label.
+fn check_readiness_and_metrics(address: &str) {
+    wait_for("/readyz never turned 200", Duration::from_secs(30), || {
+        get(address, "/readyz").is_some_and(|(code, _)| code == 200)
+    });
+    let metrics = get(address, "/metrics").unwrap().1;
+    for pipeline in 0..PIPELINES {
+        for n in [1, 2] {
+            let labels = format!(
+                r#"transformer_lag_records{{transformer="matching-engine",replica="pt-matching-engine-p{pipeline}-{n}",pipeline="{pipeline}"}}"#
+            );
+            assert!(metrics.contains(&labels), "{labels} in\n{metrics}");
+        }
+    }
+}
+
+#[test]
+fn each_pipeline_answers_exactly_its_own_inputs() {
+    let topic = unique_topic("pipelines");
+    let count = PIPELINES.to_string();
+    let created = launcher(&["topics", "create", "--topic", &topic, "--pipeline-count", &count]);
+    assert!(
+        created.contains("3 partitions (a pipeline each)") && created.contains("leaders: p0 on broker"),
+        "{created}"
+    );
+    let inputs = publish_three_ways(&topic);
+    let three = Pipelines::new(PIPELINES).unwrap();
 
     let config = std::env::temp_dir().join(format!("{topic}.toml"));
     std::fs::write(
@@ -225,18 +250,7 @@ fn each_pipeline_answers_exactly_its_own_inputs() {
     std::fs::write(&config, text).unwrap();
     let all = run(&config, "0-2");
     wait_for("not every pipeline was answered", Duration::from_secs(90), || three.all().all(answered));
-    wait_for("/readyz never turned 200", Duration::from_secs(30), || {
-        get(&address, "/readyz").is_some_and(|(code, _)| code == 200)
-    });
-    let metrics = get(&address, "/metrics").unwrap().1;
-    for pipeline in three.all() {
-        for n in [1, 2] {
-            let labels = format!(
-                r#"transformer_lag_records{{transformer="matching-engine",replica="pt-matching-engine-p{pipeline}-{n}",pipeline="{pipeline}"}}"#
-            );
-            assert!(metrics.contains(&labels), "{labels} in\n{metrics}");
-        }
-    }
+    check_readiness_and_metrics(&address);
     let stderr = all.stop();
     for pipeline in three.all() {
         assert!(stderr.contains(&format!("pt-matching-engine-p{pipeline}-2")), "{stderr}");
