@@ -47,6 +47,9 @@ pub struct TopicFacts {
     pub retention_bytes: i64,
     /// `min.insync.replicas`.
     pub min_insync_replicas: usize,
+    /// Each partition's leader broker (by broker id), in partition order: pipeline `p`'s is
+    /// `leaders[p]`; `None` while a partition has no leader.
+    pub leaders: Vec<Option<i32>>,
 }
 
 /// The replication factor and `min.insync.replicas` the log wants on a cluster of `brokers`.
@@ -160,6 +163,7 @@ async fn describe(config: &KafkaLogConfig) -> Result<(TopicFacts, bool), LogErro
         });
     }
     let partitions = found.partitions().len();
+    let leaders = partition_leaders(found);
     let replication_factor = found.partitions().first().map_or(0, |p| p.replicas().len());
     let described = admin
         .describe_configs(
@@ -193,8 +197,21 @@ async fn describe(config: &KafkaLogConfig) -> Result<(TopicFacts, bool), LogErro
         retention_ms: number("retention.ms", 0),
         retention_bytes: number("retention.bytes", 0),
         min_insync_replicas: number("min.insync.replicas", 1) as usize,
+        leaders,
     };
     Ok((facts, visible))
+}
+
+/// Each partition's leader broker in partition order (metadata lists them in any order);
+/// `None` for one without a leader (librdkafka says -1).
+fn partition_leaders(topic: &rdkafka::metadata::MetadataTopic) -> Vec<Option<i32>> {
+    let mut leaders = vec![None; topic.partitions().len()];
+    for partition in topic.partitions() {
+        if let Some(slot) = usize::try_from(partition.id()).ok().and_then(|id| leaders.get_mut(id)) {
+            *slot = (partition.leader() >= 0).then_some(partition.leader());
+        }
+    }
+    leaders
 }
 
 /// The first metadata request failed: no broker answered.
@@ -438,6 +455,7 @@ mod tests {
             retention_ms: -1,
             retention_bytes: -1,
             min_insync_replicas: isr,
+            leaders: vec![Some(1)],
         }
     }
 

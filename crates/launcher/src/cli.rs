@@ -67,6 +67,13 @@ changed. Never with --log-format json, which keeps stderr one JSON object a line
 the same numbers.\n\n\
 Replica ids are <replica-id>-<transformer>-<n>, n from 1; <replica-id> defaults to the host \
 name. Ids must differ between hosts: they say who won each race.\n\n\
+On a log of several pipelines (`pipelines` in the config, --pipeline-count) each transformer \
+runs its replicas in every pipeline, or in those --pipelines 0-3,5 selects (give each host its \
+share): each replica of each pipeline has its own Kafka clients, snapshots and restarts, and \
+its id is <replica-id>-<transformer>-p<N>-<n>. The race table, /metrics (a `pipeline` label) \
+and /readyz cover every one. A replica of any pipeline that diverges or stops for good stops \
+as it would on a log of one: the other pipelines' replicas run on and `run` exits with its \
+code when they end; with --processes it stops every child, of every pipeline.\n\n\
 With --metrics-listen IP:PORT (or [metrics] listen in the config) it serves, over HTTP on that \
 address: /metrics (Prometheus metrics per transformer and replica: inputs applied, outputs, \
 races won and lost, lag, catching up, input-to-output latency, snapshot age, librdkafka's \
@@ -85,6 +92,13 @@ Without --start-index every line is an unconditional write and takes the key's n
 --start-index N the i-th event (from 0, blank lines skipped) is written only if index N+i is \
 still free (exists_or_write), so publishing the same file again with the same N and \
 --effective-time-ms changes nothing: each line says written, exists or rejected.\n\n\
+On a log of several pipelines (`pipelines` in the config, --pipeline-count) each line goes to one \
+pipeline, chosen by --shard-key TEXT (every line to the pipeline of TEXT), --shard-field POINTER \
+(each line to the pipeline of its field at that JSON pointer: a string's text, a number's JSON \
+text; a line without the field is refused) or --pipeline N; without one of them nothing is \
+written. Lines stay in order within each pipeline; with several pipelines each output line \
+starts with `p<N> `, and the closing sentence says how many lines each pipeline got. \
+--start-index counts within one pipeline, so it is refused with --shard-field over several.\n\n\
 The output and dead-letter keys of a DET this launcher registers, or that --config FILE names, \
 are refused: only the DET's replicas write them; publish to its input key.")]
     Publish(PublishArgs),
@@ -268,7 +282,8 @@ pub struct RunArgs {
     /// First part of every replica id [default: the host name]
     #[arg(long, env = "REPLICA_ID", value_name = "ID")]
     pub replica_id: Option<String>,
-    /// Replicas of each transformer in this process, instead of the config's `replicas`
+    /// Replicas of each transformer in this process (in each chosen pipeline), instead of
+    /// the config's `replicas`
     #[arg(long, value_name = "N")]
     pub replicas: Option<u32>,
     /// With `stagger_ms`: the rank of this process's first replica (the others follow);
@@ -301,21 +316,28 @@ pub struct RunArgs {
     /// Number of this process's first replica (used for --processes children)
     #[arg(long, value_name = "N", default_value_t = 1, hide = true)]
     pub first_number: u32,
+    /// The pipelines whose replicas this process runs: numbers and ranges, comma-separated
+    /// (e.g. 0-3,5); give each host its share [default: every pipeline of the log]
+    #[arg(long, env = "RUN_PIPELINES", value_name = "LIST")]
+    pub pipelines: Option<String>,
 }
 
 /// `topics`.
 #[derive(Subcommand, Debug)]
 pub enum TopicsCommand {
-    /// Create the log's topic: 1 partition, infinite retention, replication for the cluster.
-    #[command(long_about = "Create the log's topic, or check it if it exists: 1 partition (one \
-total order), cleanup.policy=delete with retention.ms=-1 and retention.bytes=-1 (nothing is ever \
+    /// Create the log's topic: a partition per pipeline, infinite retention, replication for the cluster.
+    #[command(long_about = "Create the log's topic, or check it if it exists: a partition per \
+pipeline (1 by default: one total order; `pipelines` in the config or --pipeline-count P for \
+more, each partition its own total order, their leaders spread over the brokers), cleanup.policy=delete with retention.ms=-1 and retention.bytes=-1 (nothing is ever \
 deleted, so replicas can replay), and on 3 or more brokers replication factor 3 with \
-min.insync.replicas=2. Prints what the cluster reports.")]
+min.insync.replicas=2; the snapshot topics beside it likewise. Prints what the cluster \
+reports; on a log of several pipelines also each partition's leader broker.")]
     Create(TopicsArgs),
     /// Check that the log's topic has the layout the log needs.
     #[command(long_about = "Check that the log's topic exists with the layout the log needs \
-(1 partition, no compaction, infinite retention, enough replication), print what the cluster \
-reports, and exit non-zero with the fix if anything is off.")]
+(a partition per pipeline, no compaction, infinite retention, enough replication), print what \
+the cluster reports (with several pipelines, each partition's leader broker), and exit non-zero \
+with the fix if anything is off.")]
     Check(TopicsArgs),
 }
 
@@ -326,7 +348,8 @@ pub struct TopicsArgs {
     pub log: LogArgs,
     /// `text` for people; `json` for one JSON document on stdout: {"topic", "bootstrap",
     /// "partitions", "replication_factor", "brokers", "min_insync_replicas",
-    /// "cleanup_policy", "retention_ms", "retention_bytes", "snapshot_topics": {"snapshots":
+    /// "cleanup_policy", "retention_ms", "retention_bytes", "pipelines", "leaders": [{"pipeline",
+    /// "partition", "leader" (a broker id, null without one)}], "snapshot_topics": {"snapshots":
     /// {"topic", "cleanup_policy"}, "index": {…}} or null when missing}
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
@@ -352,6 +375,17 @@ pub struct PublishArgs {
     /// Writer id recorded in each record [default: <host name>-publish]
     #[arg(long, value_name = "ID")]
     pub writer: Option<String>,
+    /// On a log of several pipelines: write every line to the pipeline of this shard key
+    /// (e.g. a book or an account)
+    #[arg(long, value_name = "TEXT", conflicts_with_all = ["shard_field", "pipeline"])]
+    pub shard_key: Option<String>,
+    /// On a log of several pipelines: write each line to the pipeline of the field at this
+    /// JSON pointer (e.g. /account): a string's text or a number's JSON text is the shard key
+    #[arg(long, value_name = "POINTER", conflicts_with = "pipeline")]
+    pub shard_field: Option<String>,
+    /// Write every line to pipeline N (from 0)
+    #[arg(long, value_name = "N")]
+    pub pipeline: Option<u32>,
 }
 
 /// `tail`.

@@ -615,6 +615,58 @@ impl Config {
     }
 }
 
+/// The pipelines a `run --pipelines LIST` selects on a log of `pipelines`: `LIST` is numbers
+/// and ranges, comma-separated (`0-3,5`); `None` selects every pipeline. The numbers come
+/// back ascending, each once. An empty or garbled list, a backward range or a number the log
+/// does not have is refused with one sentence.
+pub fn pipeline_selection(list: Option<&str>, pipelines: Pipelines) -> Result<Vec<u32>, String> {
+    let Some(list) = list else { return Ok(pipelines.all().collect()) };
+    let last = pipelines.count() - 1;
+    let shape = format!("give pipeline numbers and ranges from 0 to {last}, e.g. `--pipelines 0-{last}`");
+    if list.trim().is_empty() {
+        return Err(format!("--pipelines is empty; {shape}"));
+    }
+    let number = |text: &str| text.trim().parse::<u32>().ok();
+    let mut selected = std::collections::BTreeSet::new();
+    for part in list.split(',') {
+        let (first, end) = match part.split_once('-') {
+            Some((first, end)) => (number(first), number(end)),
+            None => (number(part), number(part)),
+        };
+        let (Some(first), Some(end)) = (first, end) else {
+            return Err(format!(
+                "`{}` in --pipelines `{list}` is not a pipeline number or a range like 0-3; {shape}",
+                part.trim()
+            ));
+        };
+        if first > end {
+            return Err(format!(
+                "the range `{}` in --pipelines `{list}` runs backwards; write it as {end}-{first}",
+                part.trim()
+            ));
+        }
+        if end > last {
+            return Err(format!(
+                "--pipelines `{list}` names pipeline {end}, but the log has {} pipeline(s), numbered 0 to {last}; {shape}",
+                pipelines.count()
+            ));
+        }
+        selected.extend(first..=end);
+    }
+    Ok(selected.into_iter().collect())
+}
+
+/// The id of replica `number` of `transformer` in pipeline `pipeline`: `<prefix>-<transformer>-<n>`
+/// on a log of one pipeline (as before pipelines existed), `<prefix>-<transformer>-p<N>-<n>`
+/// on a log of more, so every replica of a host has an id of its own.
+pub fn replica_id(prefix: &str, transformer: &str, pipelines: Pipelines, pipeline: u32, number: u32) -> String {
+    if pipelines.count() == 1 {
+        format!("{prefix}-{transformer}-{number}")
+    } else {
+        format!("{prefix}-{transformer}-p{pipeline}-{number}")
+    }
+}
+
 /// Refuses `racing`, `stagger_ms` and `hold_max_ms` that contradict each other.
 fn check_racing(entry: &TransformerSection, position: usize, origin: &str) -> Result<(), ConfigError> {
     let invalid = |key: &str, problem: &str| ConfigError::Invalid {
@@ -874,5 +926,37 @@ replicas = 3
         let empty = parse("[[trust.protected]]\nkeys = []\npublic_keys = []\n").unwrap();
         assert!(empty.trust().unwrap_err().to_string().contains("trust.protected[1].keys"));
         assert!(parse("").unwrap().trust().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_pipeline_selection_takes_numbers_and_ranges_and_refuses_the_rest() {
+        let four = Pipelines::new(4).unwrap();
+        assert_eq!(pipeline_selection(None, four).unwrap(), [0, 1, 2, 3]);
+        assert_eq!(pipeline_selection(Some("0-3"), four).unwrap(), [0, 1, 2, 3]);
+        assert_eq!(pipeline_selection(Some("3,0-1,1"), four).unwrap(), [0, 1, 3]);
+        assert_eq!(pipeline_selection(Some(" 2 "), four).unwrap(), [2]);
+        assert_eq!(pipeline_selection(Some("0"), Pipelines::ONE).unwrap(), [0]);
+        for (bad, says) in [
+            ("", "is empty"),
+            ("  ", "is empty"),
+            ("1,", "`` in --pipelines `1,` is not a pipeline number"),
+            ("a", "`a` in --pipelines `a` is not"),
+            ("1-", "is not a pipeline number or a range"),
+            ("-1", "is not a pipeline number or a range"),
+            ("0-1-2", "is not a pipeline number or a range"),
+            ("3-1", "runs backwards; write it as 1-3"),
+            ("4", "names pipeline 4, but the log has 4 pipeline(s), numbered 0 to 3"),
+            ("2-9", "names pipeline 9"),
+        ] {
+            let error = pipeline_selection(Some(bad), four).unwrap_err();
+            assert!(error.contains(says), "{bad:?}: {error}");
+            assert_eq!(error.lines().count(), 1, "{error}");
+        }
+    }
+
+    #[test]
+    fn replica_ids_name_the_pipeline_only_on_a_log_of_several() {
+        assert_eq!(replica_id("h", "echo", Pipelines::ONE, 0, 1), "h-echo-1");
+        assert_eq!(replica_id("h", "echo", Pipelines::new(3).unwrap(), 2, 1), "h-echo-p2-1");
     }
 }

@@ -55,6 +55,8 @@ pub(crate) struct ReplicaView {
     pub transformer: String,
     /// Its replica id.
     pub replica: String,
+    /// The pipeline it reads and writes (0 on a log of one).
+    pub pipeline: u32,
     /// Its current run's status, once it has started.
     pub status: Option<watch::Receiver<ReplicaStatus>>,
     /// Restarts so far.
@@ -66,11 +68,13 @@ pub(crate) struct ReplicaView {
 /// What the supervisor hands the exporter: every replica's view, read at each scrape.
 pub(crate) type Views = Arc<dyn Fn() -> Vec<ReplicaView> + Send + Sync>;
 
-/// The labels of every per-replica metric.
+/// The labels of every per-replica metric; `pipeline` is always there ("0" on a log of one
+/// pipeline), so dashboards need no second shape.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Labels {
     transformer: String,
     replica: String,
+    pipeline: String,
 }
 
 /// A count a replica's status holds, and how it behaves across the replica's restarts.
@@ -353,7 +357,11 @@ impl Exporter {
     fn sample(&self) {
         let mut tracked = self.tracked.lock().expect("exporter lock");
         for view in (self.views)() {
-            let labels = Labels { transformer: view.transformer, replica: view.replica.clone() };
+            let labels = Labels {
+                transformer: view.transformer,
+                replica: view.replica.clone(),
+                pipeline: view.pipeline.to_string(),
+            };
             let observed = tracked.entry(view.replica).or_default().observe(view.status.as_ref());
             *self.latency.get_or_create(&labels).0.lock().expect("latency lock") = observed.latency;
             for (family, value) in self.counters.iter().zip(observed.counters) {
@@ -523,6 +531,7 @@ mod tests {
                 vec![ReplicaView {
                     transformer: "echo".into(),
                     replica: "h-echo-1".into(),
+                    pipeline: 0,
                     status,
                     restarts: 0,
                     readiness,
@@ -541,7 +550,7 @@ mod tests {
         assert_eq!(value(&text, "transformer_inputs_applied_total{"), Some(9.0), "{text}");
         assert_eq!(value(&text, "transformer_outputs_total{"), Some(7.0), "{text}");
         assert_eq!(value(&text, "transformer_catching_up{"), Some(1.0), "{text}");
-        assert!(text.contains("transformer=\"echo\",replica=\"h-echo-1\""), "{text}");
+        assert!(text.contains("transformer=\"echo\",replica=\"h-echo-1\",pipeline=\"0\""), "{text}");
         assert!(exporter.readiness().unwrap_err().contains("h-echo-1 not live yet"));
     }
 
@@ -561,6 +570,7 @@ mod tests {
             vec![ReplicaView {
                 transformer: "echo".into(),
                 replica: "h-echo-1".into(),
+                pipeline: 2,
                 status: Some(receiver.clone()),
                 restarts: 0,
                 readiness: Readiness::Live,
@@ -576,6 +586,10 @@ mod tests {
         assert_eq!(value(&text, "transformer_kafka_consumer_lag_records{"), Some(4.0), "{text}");
         assert_eq!(value(&text, "transformer_kafka_producer_queue_records{"), Some(2.0), "{text}");
         assert_eq!(value(&text, "transformer_kafka_broker_rtt_seconds{"), Some(0.00025), "{text}");
+        assert!(
+            text.contains("transformer_lag_records{transformer=\"echo\",replica=\"h-echo-1\",pipeline=\"2\"}"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

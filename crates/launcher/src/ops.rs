@@ -23,6 +23,7 @@ use crate::{out, signals, wall_clock_ms, writer_id, Error};
 use competing_transformers::codec::SchemaCache;
 use competing_transformers::event::{Event, EventSourceKey, Offset, CONTENT_TYPE_JSON};
 use competing_transformers::record::Record;
+use competing_transformers::shard::{pipeline_of, Pipelines};
 use competing_transformers_kafka::export::{ExportConfig, ExportRunOptions, Exporter};
 use competing_transformers_kafka::schema_registry::SchemaRegistry;
 use competing_transformers_kafka::{
@@ -58,11 +59,14 @@ pub(super) async fn topics(args: &LogArgs, create: bool, output: Format) -> Resu
         let snapshots = snapshot_topics_json(&config, create).await?;
         return out(format_args!("{}", topic_json(&facts, &config.bootstrap_servers, snapshots)));
     }
+    let partitions = match facts.partitions {
+        1 => "1 partition".to_string(),
+        n => format!("{n} partitions (a pipeline each)"),
+    };
     out(format_args!(
-        "topic `{}` on {}: {} partition, replication factor {} on {} broker(s), min.insync.replicas={}, cleanup.policy={}, retention.ms={}, retention.bytes={}: ready for the event log",
+        "topic `{}` on {}: {partitions}, replication factor {} on {} broker(s), min.insync.replicas={}, cleanup.policy={}, retention.ms={}, retention.bytes={}: ready for the event log",
         facts.topic,
         config.bootstrap_servers,
-        facts.partitions,
         facts.replication_factor,
         facts.brokers,
         facts.min_insync_replicas,
@@ -70,7 +74,26 @@ pub(super) async fn topics(args: &LogArgs, create: bool, output: Format) -> Resu
         facts.retention_ms,
         facts.retention_bytes
     ))?;
+    if config.pipelines.count() > 1 {
+        out(format_args!("{}", leaders_line(&facts)))?;
+    }
     snapshot_topics(&config, create).await
+}
+
+/// "leaders: p0 on broker 1, p1 on broker 2, p2 on broker 3 (3 brokers lead)": where each
+/// pipeline's partition is led, so an operator sees whether they spread over the brokers.
+fn leaders_line(facts: &admin::TopicFacts) -> String {
+    let each: Vec<String> = facts
+        .leaders
+        .iter()
+        .enumerate()
+        .map(|(pipeline, leader)| match leader {
+            Some(broker) => format!("p{pipeline} on broker {broker}"),
+            None => format!("p{pipeline} without a leader"),
+        })
+        .collect();
+    let distinct: std::collections::BTreeSet<i32> = facts.leaders.iter().flatten().copied().collect();
+    format!("leaders: {} ({} broker(s) lead)", each.join(", "), distinct.len())
 }
 
 /// `topics`' second line: the snapshot topics beside the log. Missing ones are not an error
@@ -102,6 +125,10 @@ fn topic_json(facts: &admin::TopicFacts, bootstrap: &str, snapshots: serde_json:
         "cleanup_policy": facts.cleanup_policy,
         "retention_ms": facts.retention_ms,
         "retention_bytes": facts.retention_bytes,
+        "pipelines": facts.partitions,
+        "leaders": facts.leaders.iter().enumerate().map(|(pipeline, leader)| {
+            serde_json::json!({"pipeline": pipeline, "partition": pipeline, "leader": leader})
+        }).collect::<Vec<_>>(),
         "snapshot_topics": snapshots,
     })
 }
@@ -124,11 +151,15 @@ async fn snapshot_topics_json(config: &KafkaLogConfig, create: bool) -> Result<s
 /// in doubt if one fails.
 const PUBLISH_IN_FLIGHT_MAX: usize = 10_000;
 
-/// `publish`: one event per non-empty line. Unconditional writes are pipelined (up to
-/// [`PUBLISH_IN_FLIGHT_MAX`] in flight, in order: one idempotent producer keeps a caller's
-/// appends in order); `--start-index` writes go one at a time, each reading the count.
+/// `publish`: one event per non-empty line, each to its pipeline ([`Route`]). Unconditional
+/// writes are pipelined (up to [`PUBLISH_IN_FLIGHT_MAX`] in flight, in order: one idempotent
+/// producer per pipeline keeps a caller's appends in order); `--start-index` writes go one
+/// at a time, each reading the count.
 pub(super) async fn publish(args: PublishArgs, registry: &Registry) -> Result<(), Error> {
     owners(&args.log, registry)?.refuse(&args.key, Tool::Publish)?;
+    let config = log_config(&args.log)?;
+    // Where the lines go is settled before anything is read or written.
+    let route = publish_route(&args, config.pipelines)?;
     let (source, reader): (String, Box<dyn BufRead>) = match &args.file {
         Some(path) => {
             let file =
@@ -138,11 +169,12 @@ pub(super) async fn publish(args: PublishArgs, registry: &Registry) -> Result<()
         None => ("stdin".into(), Box::new(BufReader::new(std::io::stdin()))),
     };
     let writer = writer_id(args.writer.clone(), "publish")?;
-    let log = connect(&args.log).await?;
-    // Unconditional writes go straight to the log: refuse a protected key without its
-    // writers' signing key here, before any line is written.
-    log.check_signer(args.key.as_str())?;
-    let mut publisher = Publisher::new(log, writer, &args);
+    let mut publisher = Publisher::new(config, writer, &args);
+    if let Route::Fixed(pipeline) = route {
+        // Unconditional writes go straight to the log: refuse a protected key without its
+        // writers' signing key here, before any line is read.
+        publisher.lane(pipeline).await?;
+    }
     let mut lines = reader.lines();
     let mut number = 0usize;
     // Reading stdin blocks; keep it off the async workers' backs.
@@ -153,88 +185,227 @@ pub(super) async fn publish(args: PublishArgs, registry: &Registry) -> Result<()
         if text.is_empty() {
             continue;
         }
-        if let Err(error) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
-            publisher.finish().await?;
-            return Err(Error::Usage(format!(
-                "line {number} of {source} is not one JSON value ({error}); {} event(s) before it were published: fix the line and publish the rest",
-                publisher.written
-            )));
-        }
+        let pipeline = match line_pipeline(&route, text, publisher.config.pipelines) {
+            Ok(pipeline) => pipeline,
+            Err(problem) => {
+                publisher.finish().await?;
+                return Err(Error::Usage(format!(
+                    "line {number} of {source} {problem}; {} event(s) before it were published: fix the line and publish the rest",
+                    publisher.written()
+                )));
+            }
+        };
         let time_ms = args.effective_time_ms.unwrap_or_else(wall_clock_ms);
         let event = Event::new(args.key.clone(), None, None, time_ms, CONTENT_TYPE_JSON, text.as_bytes().to_vec());
-        publisher.line(number, event).await?;
+        publisher.line(number, pipeline, event).await?;
     }
     publisher.finish().await?;
-    let existed =
-        if args.start_index.is_some() { format!(", {} already existed", publisher.existing) } else { String::new() };
-    eprintln!("published {} event(s) under `{}` from {source}{existed}", publisher.written, args.key);
+    eprintln!("published {} event(s) under `{}` from {source}{}", publisher.written(), args.key, publisher.tally());
     Ok(())
+}
+
+/// Where `publish` writes its lines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Route {
+    /// Every line to this pipeline.
+    Fixed(u32),
+    /// Each line to the pipeline of its field at this JSON pointer.
+    Field(String),
+}
+
+/// The route `--shard-key`, `--shard-field` or `--pipeline` asks for on a log of `pipelines`;
+/// on a log of one pipeline none is needed. Refused with one sentence before anything is
+/// written.
+fn publish_route(args: &PublishArgs, pipelines: Pipelines) -> Result<Route, Error> {
+    let count = pipelines.count();
+    if let Some(key) = &args.shard_key {
+        return Ok(Route::Fixed(pipeline_of(key.as_bytes(), pipelines)));
+    }
+    if let Some(pipeline) = args.pipeline {
+        return if pipeline < count {
+            Ok(Route::Fixed(pipeline))
+        } else {
+            Err(Error::Usage(format!(
+                "--pipeline {pipeline} does not exist: the log has {count} pipeline(s), numbered 0 to {}",
+                count - 1
+            )))
+        };
+    }
+    if let Some(pointer) = &args.shard_field {
+        if !pointer.is_empty() && !pointer.starts_with('/') {
+            return Err(Error::Usage(format!(
+                "--shard-field `{pointer}` is not a JSON pointer; write it from the root, e.g. `/{pointer}`"
+            )));
+        }
+        if count > 1 && args.start_index.is_some() {
+            return Err(Error::Usage(format!(
+                "--start-index counts within one pipeline, but --shard-field spreads the lines over {count} pipelines; publish each pipeline's lines with --pipeline N or --shard-key TEXT and its own --start-index"
+            )));
+        }
+        return Ok(Route::Field(pointer.clone()));
+    }
+    if count > 1 {
+        return Err(Error::Usage(format!(
+            "the log has {count} pipelines, so each line needs one: pass --shard-key TEXT (every line to TEXT's pipeline), --shard-field POINTER (each line to the pipeline of its field there) or --pipeline N"
+        )));
+    }
+    Ok(Route::Fixed(0))
+}
+
+/// The pipeline of one line (`text`, to be one JSON value) under `route`, or what is wrong
+/// with the line, as the end of a sentence starting "line N of FILE".
+fn line_pipeline(route: &Route, text: &str, pipelines: Pipelines) -> Result<u32, String> {
+    let not_json = |error: serde_json::Error| format!("is not one JSON value ({error})");
+    let pointer = match route {
+        Route::Fixed(pipeline) => {
+            serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(not_json)?;
+            return Ok(*pipeline);
+        }
+        Route::Field(pointer) => pointer,
+    };
+    let value: serde_json::Value = serde_json::from_str(text).map_err(not_json)?;
+    let shard_key = match value.pointer(pointer) {
+        Some(serde_json::Value::String(text)) => text.clone(),
+        Some(serde_json::Value::Number(number)) => number.to_string(),
+        Some(other) => {
+            let kind = match other {
+                serde_json::Value::Null => "null",
+                serde_json::Value::Bool(_) => "a boolean",
+                serde_json::Value::Array(_) => "an array",
+                _ => "an object",
+            };
+            return Err(format!("has {kind} at --shard-field `{pointer}`, not a string or a number to shard by"));
+        }
+        None => return Err(format!("has no field at --shard-field `{pointer}` to shard by")),
+    };
+    Ok(pipeline_of(shard_key.as_bytes(), pipelines))
+}
+
+/// One pipeline's log client and tally in a `publish`.
+struct Lane {
+    log: Arc<KafkaLog>,
+    pipeline: Pipeline<KafkaLog>,
+    /// Events handed to this pipeline so far (the next one's place after `start_index`).
+    events: u64,
+    written: u64,
+    existing: u64,
 }
 
 /// `publish`'s writes and their tally, with a progress line on a terminal.
 struct Publisher {
-    log: Arc<KafkaLog>,
-    pipeline: Pipeline<KafkaLog>,
+    /// The log's configuration; each pipeline's client is connected on its first line.
+    config: KafkaLogConfig,
+    lanes: std::collections::BTreeMap<u32, Lane>,
     key: EventSourceKey,
     writer: String,
     start_index: Option<u64>,
-    /// Unconditional writes not yet delivered, by line number, oldest first.
-    in_flight: std::collections::VecDeque<(usize, competing_transformers_kafka::Delivery)>,
-    /// Events handed to the log so far (the next one's place after `start_index`).
-    events: u64,
-    written: u64,
-    existing: u64,
+    /// Unconditional writes not yet delivered, by line number and pipeline, oldest first.
+    in_flight: std::collections::VecDeque<(usize, u32, competing_transformers_kafka::Delivery)>,
     progress: indicatif::ProgressBar,
 }
 
 impl Publisher {
-    fn new(log: Arc<KafkaLog>, writer: String, args: &PublishArgs) -> Self {
+    fn new(config: KafkaLogConfig, writer: String, args: &PublishArgs) -> Self {
         Self {
-            pipeline: Pipeline::new(log.clone(), writer.clone()),
-            log,
+            config,
+            lanes: std::collections::BTreeMap::new(),
             key: args.key.clone(),
             writer,
             start_index: args.start_index,
             in_flight: std::collections::VecDeque::new(),
-            events: 0,
-            written: 0,
-            existing: 0,
             progress: progress::counter(&format!("publishing under `{}`", args.key)),
         }
     }
 
-    /// Writes the event of line `number`.
-    async fn line(&mut self, number: usize, event: Event) -> Result<(), Error> {
-        match self.start_index {
+    /// Pipeline `pipeline`'s lane, connected (and its signing key checked) on first use.
+    async fn lane(&mut self, pipeline: u32) -> Result<&mut Lane, Error> {
+        if !self.lanes.contains_key(&pipeline) {
+            let log = Arc::new(KafkaLog::connect(self.config.pipeline(pipeline)).await?);
+            log.check_signer(self.key.as_str())?;
+            let lane = Lane {
+                pipeline: Pipeline::new(log.clone(), self.writer.clone()),
+                log,
+                events: 0,
+                written: 0,
+                existing: 0,
+            };
+            self.lanes.insert(pipeline, lane);
+        }
+        Ok(self.lanes.get_mut(&pipeline).expect("inserted above"))
+    }
+
+    /// `p<N> ` before each output line on a log of several pipelines; nothing on a log of one.
+    fn prefix(&self, pipeline: u32) -> String {
+        if self.config.pipelines.count() > 1 {
+            format!("p{pipeline} ")
+        } else {
+            String::new()
+        }
+    }
+
+    /// Events written, over every pipeline.
+    fn written(&self) -> u64 {
+        self.lanes.values().map(|lane| lane.written).sum()
+    }
+
+    /// The end of the closing sentence: the events that existed already (with
+    /// `--start-index`), and on a log of several pipelines how many lines each one got.
+    fn tally(&self) -> String {
+        let mut tally = String::new();
+        if self.start_index.is_some() {
+            let existing: u64 = self.lanes.values().map(|lane| lane.existing).sum();
+            tally.push_str(&format!(", {existing} already existed"));
+        }
+        if self.config.pipelines.count() > 1 {
+            let each: Vec<String> = self
+                .lanes
+                .iter()
+                .map(|(pipeline, lane)| format!("p{pipeline} {}", lane.written + lane.existing))
+                .collect();
+            let each = if each.is_empty() { "none".to_string() } else { each.join(", ") };
+            tally.push_str(&format!("; lines per pipeline: {each}"));
+        }
+        tally
+    }
+
+    /// Writes the event of line `number` to `pipeline`.
+    async fn line(&mut self, number: usize, pipeline: u32, event: Event) -> Result<(), Error> {
+        let (key, writer, start_index) = (self.key.clone(), self.writer.clone(), self.start_index);
+        let lane = self.lane(pipeline).await?;
+        let place = lane.events;
+        lane.events += 1;
+        match start_index {
             None => {
-                let record = Record { source: self.key.clone(), writer: self.writer.clone(), events: vec![event] };
-                self.in_flight.push_back((number, self.log.append(&record)));
+                let delivery = lane.log.append(&Record { source: key, writer, events: vec![event] });
+                self.in_flight.push_back((number, pipeline, delivery));
                 while self.in_flight.len() >= PUBLISH_IN_FLIGHT_MAX {
                     self.settle_oldest().await?;
                 }
+                Ok(())
             }
             Some(start) => {
-                let outcome = self.pipeline.exists_or_write(&self.key, start + self.events, vec![event]).await?;
-                self.report(number, outcome)?;
+                let outcome = lane.pipeline.exists_or_write(&key, start + place, vec![event]).await?;
+                self.report(number, pipeline, place, outcome)
             }
         }
-        self.events += 1;
-        Ok(())
     }
 
     /// Waits for the oldest write in flight and prints where it landed. A failure names the
     /// lines whose writes were still in flight behind it: they may or may not have landed.
     async fn settle_oldest(&mut self) -> Result<(), Error> {
-        let Some((number, delivery)) = self.in_flight.pop_front() else { return Ok(()) };
+        let Some((number, pipeline, delivery)) = self.in_flight.pop_front() else { return Ok(()) };
         match delivery.await {
             Ok(offset) => {
-                self.written += 1;
+                if let Some(lane) = self.lanes.get_mut(&pipeline) {
+                    lane.written += 1;
+                }
                 self.progress.inc(1);
-                self.progress.suspend(|| out(format_args!("line {number}: written at offset {offset}")))
+                let prefix = self.prefix(pipeline);
+                self.progress.suspend(|| out(format_args!("{prefix}line {number}: written at offset {offset}")))
             }
             Err(error) => {
                 self.progress.finish_and_clear();
-                if let Some((last, _)) = self.in_flight.back() {
+                if let Some((last, ..)) = self.in_flight.back() {
                     tracing::warn!("line {number} was not written; lines {}..={last} were in flight and may have been: `tail` shows which", number + 1);
                 }
                 Err(error.into())
@@ -251,34 +422,37 @@ impl Publisher {
         Ok(())
     }
 
-    /// Prints what an `exists_or_write` did; a rejected write ends the publish.
-    fn report(&mut self, number: usize, outcome: WriteOutcome) -> Result<(), Error> {
-        let key = &self.key;
+    /// Prints what an `exists_or_write` of the `place`-th event of `pipeline` did; a rejected
+    /// write ends the publish.
+    fn report(&mut self, number: usize, pipeline: u32, place: u64, outcome: WriteOutcome) -> Result<(), Error> {
+        let (key, prefix) = (self.key.clone(), self.prefix(pipeline));
+        let lane = self.lanes.get_mut(&pipeline).expect("written through its lane");
         match outcome {
             WriteOutcome::Written { offset, index } => {
-                self.written += 1;
+                lane.written += 1;
                 self.progress.inc(1);
                 self.progress
-                    .suspend(|| out(format_args!("line {number}: written as index {index} at offset {offset}")))
+                    .suspend(|| out(format_args!("{prefix}line {number}: written as index {index} at offset {offset}")))
             }
             WriteOutcome::Exists { index, winner, same_digest } => {
-                self.existing += 1;
+                lane.existing += 1;
                 let at = winner.map(|o| format!(" at offset {o}")).unwrap_or_default();
                 let same = match same_digest {
                     Some(true) => "the same event",
                     Some(false) => "a different event (another payload or effective time; pass --effective-time-ms to retry exactly)",
                     None => "too old to compare",
                 };
-                self.progress.suspend(|| out(format_args!("line {number}: exists as index {index}{at}: {same}")))
+                self.progress
+                    .suspend(|| out(format_args!("{prefix}line {number}: exists as index {index}{at}: {same}")))
             }
             WriteOutcome::Rejected { index, count } => {
                 // The start index that would put this line at the count.
-                let fix = match count.checked_sub(self.events) {
+                let fix = match count.checked_sub(place) {
                     Some(start) => format!("publish the file again with --start-index {start}"),
                     None => format!("publish the events before index {index} first"),
                 };
                 Err(Error::Usage(format!(
-                    "line {number}: index {index} is ahead of `{key}`'s count {count}, so it was not written (nor any line after it); {fix}"
+                    "{prefix}line {number}: index {index} is ahead of `{key}`'s count {count}, so it was not written (nor any line after it); {fix}"
                 )))
             }
         }
@@ -723,6 +897,9 @@ mod tests {
                 effective_time_ms: None,
                 start_index: None,
                 writer: None,
+                shard_key: None,
+                shard_field: None,
+                pipeline: None,
             };
             let error = publish(args, &registry).await.unwrap_err().to_string();
             assert!(error.starts_with(&format!("refusing to publish under `{stream}`")), "{error}");
@@ -738,5 +915,101 @@ mod tests {
             let error = redrive(args, &registry).await.unwrap_err().to_string();
             assert!(error.starts_with(&format!("refusing to redrive to `{stream}`")), "{error}");
         }
+    }
+
+    fn publish_args(route: (Option<&str>, Option<&str>, Option<u32>), start_index: Option<u64>) -> PublishArgs {
+        PublishArgs {
+            log: nowhere(),
+            key: key("orders"),
+            file: None,
+            effective_time_ms: None,
+            start_index,
+            writer: None,
+            shard_key: route.0.map(str::to_string),
+            shard_field: route.1.map(str::to_string),
+            pipeline: route.2,
+        }
+    }
+
+    #[test]
+    fn publish_routes_by_shard_key_field_or_number_and_refuses_a_guess() {
+        let three = Pipelines::new(3).unwrap();
+        let route = |route, start| publish_route(&publish_args(route, start), three);
+        // sha256("book-eu") mod 3 is 1 (crates/core/src/shard.rs).
+        assert_eq!(route((Some("book-eu"), None, None), None).unwrap(), Route::Fixed(1));
+        assert_eq!(route((Some("book-eu"), None, None), Some(0)).unwrap(), Route::Fixed(1));
+        assert_eq!(route((None, None, Some(2)), Some(5)).unwrap(), Route::Fixed(2));
+        assert_eq!(route((None, Some("/account"), None), None).unwrap(), Route::Field("/account".into()));
+        let one = publish_route(&publish_args((None, None, None), Some(3)), Pipelines::ONE).unwrap();
+        assert_eq!(one, Route::Fixed(0), "a log of one pipeline needs no route");
+        let one = publish_route(&publish_args((None, Some("/a"), None), Some(3)), Pipelines::ONE).unwrap();
+        assert_eq!(one, Route::Field("/a".into()), "--start-index with --shard-field is fine on one pipeline");
+        for (args, says) in [
+            (publish_args((None, None, None), None), "pass --shard-key TEXT"),
+            (publish_args((None, None, Some(3)), None), "--pipeline 3 does not exist: the log has 3 pipeline(s)"),
+            (publish_args((None, Some("/account"), None), Some(0)), "--start-index counts within one pipeline"),
+            (publish_args((None, Some("account"), None), None), "write it from the root, e.g. `/account`"),
+        ] {
+            let error = publish_route(&args, three).unwrap_err();
+            assert_eq!(error.exit(), crate::Exit::Usage);
+            let error = error.to_string();
+            assert!(error.contains(says), "{error}");
+            assert_eq!(error.lines().count(), 1, "{error}");
+        }
+        let guess = publish_route(&publish_args((None, None, None), None), three).unwrap_err().to_string();
+        for option in ["--shard-key", "--shard-field", "--pipeline N"] {
+            assert!(guess.contains(option), "{guess}");
+        }
+    }
+
+    #[test]
+    fn a_line_goes_to_the_pipeline_of_its_field_as_text() {
+        let three = Pipelines::new(3).unwrap();
+        let field = Route::Field("/account".into());
+        let of = |text: &str| pipeline_of(text.as_bytes(), three);
+        assert_eq!(line_pipeline(&field, r#"{"account":"book-eu","n":1}"#, three), Ok(of("book-eu")));
+        assert_eq!(line_pipeline(&field, r#"{"account":42}"#, three), Ok(of("42")));
+        let nested = Route::Field("/to/account".into());
+        assert_eq!(line_pipeline(&nested, r#"{"to":{"account":"a-1"}}"#, three), Ok(of("a-1")));
+        let missing = line_pipeline(&field, r#"{"acct":"a"}"#, three).unwrap_err();
+        assert_eq!(missing, "has no field at --shard-field `/account` to shard by");
+        let wrong = line_pipeline(&field, r#"{"account":true}"#, three).unwrap_err();
+        assert!(wrong.contains("has a boolean at --shard-field `/account`"), "{wrong}");
+        assert!(line_pipeline(&field, "{nope", three).unwrap_err().starts_with("is not one JSON value"));
+        assert_eq!(line_pipeline(&Route::Fixed(2), r#"{"any":1}"#, three), Ok(2));
+        assert!(line_pipeline(&Route::Fixed(0), "nope", three).unwrap_err().starts_with("is not one JSON value"));
+    }
+
+    #[tokio::test]
+    async fn publish_refuses_an_unrouted_line_on_several_pipelines_before_connecting() {
+        let mut args = publish_args((None, None, None), None);
+        args.log.kafka.pipeline_count = Some(3);
+        args.file = Some("/nonexistent".into());
+        let error = publish(args, &Registry::new()).await.unwrap_err();
+        assert_eq!(error.exit(), crate::Exit::Usage, "{error}");
+        assert!(error.to_string().starts_with("the log has 3 pipelines"), "{error}");
+    }
+
+    #[test]
+    fn topics_reports_each_pipelines_leader() {
+        let facts = admin::TopicFacts {
+            topic: "log".into(),
+            partitions: 3,
+            replication_factor: 3,
+            brokers: 3,
+            cleanup_policy: "delete".into(),
+            retention_ms: -1,
+            retention_bytes: -1,
+            min_insync_replicas: 2,
+            leaders: vec![Some(1), Some(2), None],
+        };
+        assert_eq!(
+            leaders_line(&facts),
+            "leaders: p0 on broker 1, p1 on broker 2, p2 without a leader (2 broker(s) lead)"
+        );
+        let json = topic_json(&facts, "k:9092", serde_json::Value::Null);
+        assert_eq!(json["pipelines"], 3);
+        assert_eq!(json["leaders"][1], serde_json::json!({"pipeline": 1, "partition": 1, "leader": 2}));
+        assert_eq!(json["leaders"][2]["leader"], serde_json::Value::Null);
     }
 }

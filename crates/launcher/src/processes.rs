@@ -1,7 +1,8 @@
 //! `run --processes`: each replica in a child process of its own, so killing one is a real
 //! crash (its producer session, memory and threads die with it).
 //!
-//! A child is this same executable running `run` for exactly one replica. A child that
+//! A child is this same executable running `run` for exactly one replica of one pipeline
+//! (`--pipelines N`): a log of several pipelines gets a child per replica per chosen pipeline. A child that
 //! crashes or fails at run time (exit code 1, a signal) is started again with backoff; one
 //! that exits with a permanent code ([`Exit::is_permanent`]: usage, divergence,
 //! configuration, denied access) is not, since it would fail the same way: the other
@@ -17,12 +18,19 @@ use tokio::time::Instant;
 
 use crate::cli::RunArgs;
 use crate::restart::Restarts;
+use crate::supervise::Selected;
 use crate::{signals, Error, Exit};
+use competing_transformers::shard::Pipelines;
 use competing_transformers_kafka::{Shutdown, ShutdownTrigger};
 
-/// Starts and watches one child per planned replica until a signal, or until one exits with
-/// a permanent code.
-pub(super) async fn run(args: &RunArgs, plan: &[(String, u32)], prefix: &str) -> Result<(), Error> {
+/// Starts and watches one child per planned replica of each chosen pipeline until a signal,
+/// or until one exits with a permanent code (of any pipeline: all stop).
+pub(super) async fn run(
+    args: &RunArgs,
+    plan: &[(String, u32)],
+    prefix: &str,
+    pipelines: &Selected,
+) -> Result<(), Error> {
     if cfg!(not(unix)) {
         return Err(Error::Usage(
             "--processes needs a Unix host (children are stopped with SIGTERM); run the replicas as tasks without it"
@@ -41,14 +49,18 @@ pub(super) async fn run(args: &RunArgs, plan: &[(String, u32)], prefix: &str) ->
     };
     let mut children = Vec::new();
     for (transformer, replicas) in plan {
-        for n in args.first_number..args.first_number + replicas {
-            let child = ChildReplica {
-                args: args.clone(),
-                transformer: transformer.clone(),
-                number: n,
-                prefix: prefix.to_string(),
-            };
-            children.push(tokio::spawn(child.supervise(stop.clone())));
+        for &pipeline in &pipelines.chosen {
+            for n in args.first_number..args.first_number + replicas {
+                let child = ChildReplica {
+                    args: args.clone(),
+                    transformer: transformer.clone(),
+                    number: n,
+                    prefix: prefix.to_string(),
+                    pipeline,
+                    pipelines: pipelines.count,
+                };
+                children.push(tokio::spawn(child.supervise(stop.clone())));
+            }
         }
     }
     tracing::info!("started {} replica process(es)", children.len());
@@ -76,11 +88,15 @@ struct ChildReplica {
     transformer: String,
     number: u32,
     prefix: String,
+    /// The pipeline the child runs its replica in.
+    pipeline: u32,
+    /// The log's pipeline count, passed on so the child needs no other source for it.
+    pipelines: Pipelines,
 }
 
 impl ChildReplica {
     fn replica_id(&self) -> String {
-        format!("{}-{}-{}", self.prefix, self.transformer, self.number)
+        crate::config::replica_id(&self.prefix, &self.transformer, self.pipelines, self.pipeline, self.number)
     }
 
     fn spawn(&self) -> std::io::Result<Child> {
@@ -95,6 +111,8 @@ impl ChildReplica {
             .arg("--no-metrics")
             .args(["--only", &self.transformer, "--replicas", "1", "--replica-id", &self.prefix])
             .args(["--first-number", &self.number.to_string(), "--stagger-rank", &self.args.stagger_rank.to_string()])
+            .args(["--pipelines", &self.pipeline.to_string()])
+            .args(["--pipeline-count", &self.pipelines.count().to_string()])
             .kill_on_drop(true);
         if let Some(bootstrap) = &self.args.kafka.bootstrap {
             command.args(["--bootstrap", bootstrap]);

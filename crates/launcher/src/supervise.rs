@@ -1,7 +1,10 @@
 //! `run`: replicas as tasks of this process, restarted when they fail, stopped by signals.
 //!
 //! Each replica gets its own [`KafkaLog`] (its own producer session and consumer) and a fresh
-//! transform from the registry each time it starts. What ends a replica decides what happens:
+//! transform from the registry each time it starts. On a log of several pipelines each
+//! (pipeline, transformer, replica) is a slot of its own: the client and snapshot store of its
+//! pipeline, its own supervisor and restarts; a slot that stops for good stops alone, as on a
+//! log of one pipeline, and `run` exits with its code when the others end. What ends a replica decides what happens:
 //!
 //! - shutdown (SIGINT or SIGTERM): `run_replica` flushes what is in flight; the replica stops;
 //! - a transient failure (broker trouble, a fatal client error, a panic): restart after an
@@ -33,6 +36,7 @@ use competing_transformers::codec::OutputCodec;
 use competing_transformers::panic::panic_message;
 use competing_transformers::record::WRITER_BYTES_MAX;
 use competing_transformers::replica::{Divergence, ReplicaConfig};
+use competing_transformers::shard::Pipelines;
 use competing_transformers_kafka::schema_registry::SchemaRegistry;
 use competing_transformers_kafka::snapshot_store::{KafkaSnapshotStore, Snapshots};
 use competing_transformers_kafka::{admin, EventLog, KafkaLog, KafkaLogConfig, LogError, Shutdown};
@@ -72,6 +76,8 @@ impl State {
 /// One supervised replica, as the race table sees it.
 struct Slot {
     replica_id: String,
+    /// The pipeline it reads and writes.
+    pipeline: u32,
     /// What each run of the replica starts with.
     config: ReplicaConfig,
     /// The schema registry Avro inputs are resolved with, when one is configured.
@@ -152,6 +158,37 @@ async fn avro_output(
     Ok(OutputCodec::Avro(output))
 }
 
+/// The pipelines a `run` serves: which of how many.
+pub(crate) struct Selected {
+    /// The log's pipeline count.
+    pub count: Pipelines,
+    /// The pipelines this process runs replicas of, ascending.
+    pub chosen: Vec<u32>,
+}
+
+impl Selected {
+    /// " in pipelines 0, 1, 2 of 3" for the start line, nothing on a log of one pipeline.
+    fn described(&self) -> String {
+        if self.count == Pipelines::ONE {
+            return String::new();
+        }
+        let chosen: Vec<String> = self.chosen.iter().map(u32::to_string).collect();
+        format!(" in pipeline(s) {} of {}", chosen.join(", "), self.count.count())
+    }
+}
+
+/// Gives each slot the snapshot store of its pipeline, connected once per pipeline.
+async fn attach_snapshot_stores(log_config: &KafkaLogConfig, slots: &[SharedSlot]) {
+    let mut stores: BTreeMap<u32, Option<Arc<dyn Snapshots>>> = BTreeMap::new();
+    for slot in slots {
+        let pipeline = slot.lock().expect("slot lock").pipeline;
+        if let std::collections::btree_map::Entry::Vacant(vacant) = stores.entry(pipeline) {
+            vacant.insert(snapshot_store(&log_config.pipeline(pipeline)).await);
+        }
+        slot.lock().expect("slot lock").services.snapshots = stores[&pipeline].clone();
+    }
+}
+
 /// The snapshot store beside the log, if its topics exist: replicas run without snapshots,
 /// said once, when they do not or cannot be reached.
 async fn snapshot_store(log_config: &KafkaLogConfig) -> Option<Arc<dyn Snapshots>> {
@@ -186,26 +223,29 @@ pub(super) async fn run(registry: Registry, args: RunArgs) -> Result<(), Error> 
         plan.iter().map(|(name, _)| name.as_str()),
     )?;
     let prefix = args.replica_id.clone().unwrap_or_else(host_name);
+    let pipelines = Selected {
+        count: log_config.pipelines,
+        chosen: crate::config::pipeline_selection(args.pipelines.as_deref(), log_config.pipelines)
+            .map_err(Error::Usage)?,
+    };
     if args.processes {
         if metrics_address(&config, &args).is_some() {
             tracing::warn!("metrics are not served with --processes: only replicas run as tasks publish their status");
         }
-        return crate::processes::run(&args, &plan, &prefix).await;
+        return crate::processes::run(&args, &plan, &prefix, &pipelines).await;
     }
     let schemas = schema_registry(&config)?;
     let codecs = output_codecs(&registry, &config, &plan, schemas.as_deref()).await?;
-    let slots = plan_slots(&config, &args, &plan, &prefix, &codecs, schemas.as_ref())?;
+    let slots = plan_slots(&config, &args, (&plan, &pipelines), &prefix, &codecs, schemas.as_ref())?;
     // A missing topic, a wrong layout or an unreachable broker stops the launcher at once.
     let facts = admin::check_topic(&log_config).await?;
     tracing::info!(
         topic = %facts.topic, bootstrap = %log_config.bootstrap_servers, brokers = facts.brokers,
-        replicas = slots.len(), "starting replicas: {}",
-        plan.iter().map(|(name, n)| format!("{n} × {name}")).collect::<Vec<_>>().join(", ")
+        replicas = slots.len(), "starting replicas: {}{}",
+        plan.iter().map(|(name, n)| format!("{n} × {name}")).collect::<Vec<_>>().join(", "),
+        pipelines.described()
     );
-    let snapshots = snapshot_store(&log_config).await;
-    for slot in &slots {
-        slot.lock().expect("slot lock").services.snapshots = snapshots.clone();
-    }
+    attach_snapshot_stores(&log_config, &slots).await;
     let metrics = serve_metrics(&config, &args, &slots).await?;
     let shutdown = signals::listen()?;
     let tasks = start_supervisors(registry, &log_config, &slots, &shutdown);
@@ -243,52 +283,69 @@ async fn output_codecs(
     Ok(codecs)
 }
 
-/// One slot per planned replica, with its id `<prefix>-<transformer>-<number>`.
+/// One slot per planned replica in each chosen pipeline, with its id (see
+/// [`crate::config::replica_id`]). Each pipeline's replicas race among themselves, so
+/// every pipeline's ranks for staggering start at `--stagger-rank`.
 fn plan_slots(
     config: &Config,
     args: &RunArgs,
-    plan: &[(String, u32)],
+    (plan, pipelines): (&[(String, u32)], &Selected),
     prefix: &str,
     codecs: &BTreeMap<String, OutputCodec>,
     schemas: Option<&Arc<SchemaRegistry>>,
 ) -> Result<Vec<SharedSlot>, Error> {
     let mut slots = Vec::new();
     for (transformer, replicas) in plan {
-        for n in args.first_number..args.first_number + *replicas {
-            let replica_id = format!("{prefix}-{transformer}-{n}");
-            if prefix.trim().is_empty() || replica_id.len() > WRITER_BYTES_MAX {
-                return Err(Error::Usage(format!(
-                    "replica id `{replica_id}` must have a non-empty prefix and at most {WRITER_BYTES_MAX} bytes; pass a shorter --replica-id"
-                )));
+        for &pipeline in &pipelines.chosen {
+            for n in args.first_number..args.first_number + *replicas {
+                let replica_id = crate::config::replica_id(prefix, transformer, pipelines.count, pipeline, n);
+                if prefix.trim().is_empty() || replica_id.len() > WRITER_BYTES_MAX {
+                    return Err(Error::Usage(format!(
+                        "replica id `{replica_id}` must have a non-empty prefix and at most {WRITER_BYTES_MAX} bytes; pass a shorter --replica-id"
+                    )));
+                }
+                let replica = replica_config(config, args, (transformer, n), replica_id.clone(), codecs);
+                let slot = Slot {
+                    replica_id,
+                    pipeline,
+                    config: replica,
+                    services: ReplicaServices { registry: schemas.cloned(), snapshots: None },
+                    transformer: transformer.clone(),
+                    state: State::Starting,
+                    restarts: 0,
+                    status: None,
+                };
+                slots.push(Arc::new(Mutex::new(slot)));
             }
-            let entry = config.transformers.iter().find(|entry| &entry.name == transformer);
-            let mut replica = ReplicaConfig::new(replica_id.clone());
-            if let Some(entry) = entry {
-                replica.racing = entry.racing(args.stagger_rank + u64::from(n - 1));
-            }
-            if let Some(mib) = entry.and_then(|entry| entry.pending_mib_max) {
-                replica.pending_bytes_max = usize::try_from(mib).unwrap_or(usize::MAX >> 20) << 20;
-            }
-            replica.output_codec = codecs.get(transformer).cloned().unwrap_or_default();
-            replica.snapshot_every_inputs =
-                Some(entry.and_then(|entry| entry.snapshot_every_inputs).unwrap_or(SNAPSHOT_EVERY_INPUTS_DEFAULT))
-                    .filter(|every| *every > 0);
-            let slot = Slot {
-                replica_id,
-                config: replica,
-                services: ReplicaServices { registry: schemas.cloned(), snapshots: None },
-                transformer: transformer.clone(),
-                state: State::Starting,
-                restarts: 0,
-                status: None,
-            };
-            slots.push(Arc::new(Mutex::new(slot)));
         }
     }
     Ok(slots)
 }
 
-/// A supervisor task per slot, each connecting its own log client.
+/// What replica `n` of `transformer` starts each run with, from its config entry.
+fn replica_config(
+    config: &Config,
+    args: &RunArgs,
+    (transformer, n): (&str, u32),
+    replica_id: String,
+    codecs: &BTreeMap<String, OutputCodec>,
+) -> ReplicaConfig {
+    let entry = config.transformers.iter().find(|entry| entry.name == transformer);
+    let mut replica = ReplicaConfig::new(replica_id);
+    if let Some(entry) = entry {
+        replica.racing = entry.racing(args.stagger_rank + u64::from(n - 1));
+    }
+    if let Some(mib) = entry.and_then(|entry| entry.pending_mib_max) {
+        replica.pending_bytes_max = usize::try_from(mib).unwrap_or(usize::MAX >> 20) << 20;
+    }
+    replica.output_codec = codecs.get(transformer).cloned().unwrap_or_default();
+    replica.snapshot_every_inputs =
+        Some(entry.and_then(|entry| entry.snapshot_every_inputs).unwrap_or(SNAPSHOT_EVERY_INPUTS_DEFAULT))
+            .filter(|every| *every > 0);
+    replica
+}
+
+/// A supervisor task per slot, each connecting its own log client to its slot's pipeline.
 fn start_supervisors(
     registry: Registry,
     log_config: &KafkaLogConfig,
@@ -299,7 +356,7 @@ fn start_supervisors(
     slots
         .iter()
         .map(|slot| {
-            let log_config = log_config.clone();
+            let log_config = log_config.pipeline(slot.lock().expect("slot lock").pipeline);
             let connect = move || KafkaLog::connect(log_config.clone());
             tokio::spawn(supervise(registry.clone(), connect, slot.clone(), shutdown.clone()))
         })
@@ -462,6 +519,7 @@ fn replica_views(slots: Vec<SharedSlot>) -> metrics::Views {
                 };
                 metrics::ReplicaView {
                     transformer: slot.transformer.clone(),
+                    pipeline: slot.pipeline,
                     replica: slot.replica_id.clone(),
                     status: slot.status.clone(),
                     restarts: slot.restarts,
@@ -596,6 +654,7 @@ mod tests {
         Arc::new(Mutex::new(Slot {
             config: ReplicaConfig::new(replica_id.clone()),
             replica_id,
+            pipeline: 0,
             services: ReplicaServices::default(),
             transformer: transformer.into(),
             state: State::Starting,
