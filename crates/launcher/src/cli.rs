@@ -14,10 +14,11 @@ use competing_transformers::event::EventSourceKey;
 #[command(
     name = "transformer-launcher",
     version,
-    about = "Run and operate racing replicas of deterministic event transforms on one Kafka partition",
-    long_about = "Run and operate racing replicas of deterministic event transforms (DETs) on one \
-Kafka partition.\n\n\
-The event log is one topic with one partition and infinite retention. Event sources append \
+    about = "Run and operate racing replicas of deterministic event transforms on Kafka partitions",
+    long_about = "Run and operate racing replicas of deterministic event transforms (DETs) on Kafka \
+partitions.\n\n\
+The event log is one topic with infinite retention and a partition per pipeline (one unless \
+[kafka] pipelines says more), each a total order of its own. Event sources append \
 events under an event-source key; every replica of a transform reads the same partition, \
 computes the same outputs and races to append them; readers keep the first copy of each event \
 (the canonical rule) and drop the rest, so a replica that stalls or dies holds nobody back.\n\n\
