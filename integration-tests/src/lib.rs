@@ -4,6 +4,8 @@
 //! it), or from testcontainers where a Docker engine runs. With neither, tests fail loudly
 //! with the command that starts a broker: never a silent skip.
 
+pub mod cluster;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

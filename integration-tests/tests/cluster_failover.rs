@@ -7,8 +7,6 @@
 //! `KAFKA_CLUSTER_BOOTSTRAP`); it kills one node and restarts it before it returns.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,8 +14,7 @@ use std::time::{Duration, Instant};
 use competing_transformers::{Event, EventSourceKey, Offset};
 use competing_transformers_kafka::admin::create_topic;
 use competing_transformers_kafka::{KafkaLog, KafkaLogConfig, Pipeline, WriteOutcome};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use integration_tests::cluster::{self, kill_node, node_pid_file, partition_leaders, restart_node, RestartKilledNode};
 
 /// Indexes 0..EVENTS are written.
 const EVENTS: u64 = 300;
@@ -28,77 +25,6 @@ const RACE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Pause after a transient error before retrying.
 const BACKOFF: Duration = Duration::from_millis(100);
 const WRITERS: [&str; 3] = ["w1", "w2", "w3"];
-
-fn cluster_bootstrap() -> String {
-    std::env::var("KAFKA_CLUSTER_BOOTSTRAP").unwrap_or_else(|_| {
-        panic!(
-            "KAFKA_CLUSTER_BOOTSTRAP is not set: start the 3-node cluster with `scripts/kafka.sh cluster-start` and export what it prints (or run `scripts/test.sh`, which runs everything)."
-        )
-    })
-}
-
-fn kafka_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh")
-}
-
-/// Where `scripts/kafka.sh` keeps node N's files (same default and override as the script).
-fn node_pid_file(node: i32) -> PathBuf {
-    let dir = std::env::var_os("KAFKA_CLUSTER_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/competing-transformers/run/cluster")
-    });
-    dir.join(format!("node-{node}")).join("broker.pid")
-}
-
-/// The node id of partition 0's leader, once there is one.
-async fn partition_leader(bootstrap: &str, topic: &str) -> i32 {
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("metadata client");
-    let topic = topic.to_string();
-    tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(metadata) = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)) {
-                let leader = metadata
-                    .topics()
-                    .iter()
-                    .find(|t| t.name() == topic)
-                    .and_then(|t| t.partitions().first().map(|p| p.leader()));
-                if let Some(leader @ 1..=3) = leader {
-                    return leader;
-                }
-            }
-            assert!(Instant::now() < deadline, "partition 0 of `{topic}` has no leader after 30 s");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    })
-    .await
-    .expect("metadata task")
-}
-
-fn restart_node(node: i32) -> Result<(), String> {
-    let status = Command::new("bash")
-        .arg(kafka_script())
-        .args(["cluster-restart-node", &node.to_string()])
-        .status()
-        .map_err(|e| format!("cannot run scripts/kafka.sh: {e}"))?;
-    status
-        .success()
-        .then_some(())
-        .ok_or_else(|| format!("`scripts/kafka.sh cluster-restart-node {node}` failed ({status})"))
-}
-
-/// Restarts the killed node when dropped, so a failing test still leaves a full cluster.
-struct RestartKilledNode(Arc<Mutex<Option<i32>>>);
-
-impl Drop for RestartKilledNode {
-    fn drop(&mut self) {
-        if let Some(node) = self.0.lock().unwrap().take() {
-            if let Err(e) = restart_node(node) {
-                eprintln!("could not restart the killed node {node}: {e}");
-            }
-        }
-    }
-}
 
 /// What one writer saw.
 #[derive(Default)]
@@ -186,19 +112,14 @@ async fn kill_leader_mid_race(node: i32, race: Arc<Race>, killed: Arc<Mutex<Opti
     while race.at.iter().all(|a| a.load(Ordering::Relaxed) < KILL_AT) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let pid_file = node_pid_file(node);
-    let pid = std::fs::read_to_string(&pid_file)
-        .unwrap_or_else(|e| panic!("cannot read the leader's pid file {}: {e}", pid_file.display()));
-    let pid = pid.trim().to_string();
-    let status = Command::new("kill").args(["-9", &pid]).status().expect("running kill");
-    assert!(status.success(), "kill -9 {pid} (node {node}, the partition leader) failed: {status}");
+    kill_node(node);
     *race.killed_at.lock().unwrap() = Some(Instant::now());
     *killed.lock().unwrap() = Some(node);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_conditional_writes_survive_the_leader_being_killed() {
-    let bootstrap = cluster_bootstrap();
+    let bootstrap = cluster::bootstrap();
     let topic = integration_tests::unique_topic("cluster-failover");
     let config = KafkaLogConfig::new(bootstrap.clone(), topic.clone());
     let facts = create_topic(&config).await.expect("creating the test topic on the cluster");
@@ -207,7 +128,7 @@ async fn acknowledged_conditional_writes_survive_the_leader_being_killed() {
         (3, 3, 2),
         "want 3 brokers, replication factor 3, min.insync.replicas 2 (is a node of the cluster down? `scripts/kafka.sh cluster-status`)"
     );
-    let leader = partition_leader(&bootstrap, &topic).await;
+    let leader = partition_leaders(&bootstrap, &topic, 1).await[0];
     assert!(
         node_pid_file(leader).exists(),
         "no pid file for the leader, node {leader}: {}",

@@ -48,10 +48,6 @@ fn owners(args: &LogArgs, registry: &Registry) -> Result<Owners, Error> {
     Ok(Owners::known(registry, &load_config(args)?))
 }
 
-async fn connect(args: &LogArgs) -> Result<Arc<KafkaLog>, Error> {
-    Ok(Arc::new(KafkaLog::connect(log_config(args)?).await?))
-}
-
 pub(super) async fn topics(args: &LogArgs, create: bool, output: Format) -> Result<(), Error> {
     let config = log_config(args)?;
     let facts = if create { admin::create_topic(&config).await? } else { admin::check_topic(&config).await? };
