@@ -7,6 +7,7 @@
 //!   the launcher's config cannot select).
 //! - `bench restart`: restart to first output against log length, with and without
 //!   snapshots.
+//! - `bench pipelines`: aggregate throughput and latency of 1, 2, 4… pipelines on a cluster.
 //! - `bench micro`: the per-event cost of each step of the hot path, without Kafka.
 //! - `bench conformance`: Kafka Streams' matching engine against the Rust one on inputs that
 //!   reach every rule.
@@ -25,6 +26,7 @@ mod framework;
 mod load;
 mod measure;
 mod micro;
+mod pipelines;
 mod procs;
 mod raw;
 mod restart;
@@ -75,6 +77,9 @@ enum Command {
     /// Time from all replicas' restart to their first output, against the log's length,
     /// with and without snapshots; writes `<out>/restart.json`.
     Restart(restart::RestartArgs),
+    /// Aggregate throughput and latency of 1, 2, 4… pipelines on a cluster; writes
+    /// `<out>/pipelines.json`.
+    Pipelines(pipelines::PipelinesArgs),
     /// Time each step of the hot path per event, without Kafka.
     Micro,
     /// Copy every record of one topic to another with plain clients until SIGTERM (the
@@ -351,6 +356,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(framework::run_one_replica(bootstrap, topic, replica_id, det, transactional))
         }
         Command::Restart(args) => runtime.block_on(restart::run(args)),
+        Command::Pipelines(args) => runtime.block_on(pipelines::run(args)),
         Command::Micro => {
             println!("{}", serde_json::to_string_pretty(&micro::run(200_000))?);
             Ok(())
