@@ -348,3 +348,16 @@ pub fn ledger_reference(commands: &[serde_json::Value]) -> (std::collections::BT
     }
     (ledger.balances().iter().map(|(a, b)| (a.clone(), *b as i64)).collect(), entries)
 }
+
+/// The `transformer-launcher` binary next to the running test's (`cargo test --workspace`
+/// builds it), or a panic naming the command that builds it.
+pub fn launcher_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("transformer-launcher");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p bundled-transformers --bin transformer-launcher`",
+        path.display()
+    );
+    path
+}

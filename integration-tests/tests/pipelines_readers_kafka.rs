@@ -10,7 +10,6 @@
 //! comes from `DATABASE_URL`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,14 +90,7 @@ async fn run_ledger(log: &Arc<KafkaLog>, id: &str, inputs: u64) {
 
 /// The `transformer-launcher` binary next to this test's, on `config`'s log.
 fn launcher(config: &KafkaLogConfig, args: &[&str]) -> Output {
-    let exe = std::env::current_exe().unwrap();
-    let path: PathBuf = exe.parent().unwrap().parent().unwrap().join("transformer-launcher");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p bundled-transformers --bin transformer-launcher`",
-        path.display()
-    );
-    Command::new(path)
+    Command::new(integration_tests::launcher_binary())
         .args(args)
         .args(["--topic", &config.topic, "--pipeline-count", &config.pipelines.count().to_string()])
         .env("KAFKA_BOOTSTRAP", &config.bootstrap_servers)

@@ -6,7 +6,6 @@
 //!
 //! PostgreSQL comes from `DATABASE_URL` (`scripts/test.sh` starts one and sets it).
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -291,14 +290,7 @@ async fn a_reader_with_no_snapshot_or_position_on_a_truncated_log_is_told_the_fi
 
 /// The `transformer-launcher` binary next to this test's (`cargo test --workspace` builds it).
 fn launcher(config: &KafkaLogConfig, args: &[&str]) -> Output {
-    let exe = std::env::current_exe().unwrap();
-    let path: PathBuf = exe.parent().unwrap().parent().unwrap().join("transformer-launcher");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p bundled-transformers --bin transformer-launcher`",
-        path.display()
-    );
-    Command::new(path)
+    Command::new(integration_tests::launcher_binary())
         .args(args)
         .args(["--topic", &config.topic])
         .env("KAFKA_BOOTSTRAP", &config.bootstrap_servers)

@@ -89,18 +89,6 @@ async fn fresh_topic(test: &str) -> String {
     topic
 }
 
-/// The `transformer-launcher` binary next to this test's.
-fn launcher_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("transformer-launcher");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p bundled-transformers --bin transformer-launcher`",
-        path.display()
-    );
-    path
-}
-
 /// How a launcher command is run: as whom, over which listener, with which password.
 struct Client {
     listener: Listener,
@@ -124,7 +112,7 @@ impl Client {
             .map(|(key, value)| format!("{key}={value}\n"))
             .collect();
         std::fs::write(&file, lines).unwrap();
-        let mut command = Command::new(launcher_binary());
+        let mut command = Command::new(integration_tests::launcher_binary());
         command
             .args(args)
             .env("KAFKA_BOOTSTRAP", bootstrap(self.listener))

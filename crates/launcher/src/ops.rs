@@ -626,20 +626,7 @@ fn status_lines(summary: &LogSummary, topic: &str, owners: &Owners) -> Vec<Strin
         return lines;
     }
     lines.push(String::new());
-    lines.push(format!(
-        "{:<width$}  {:>9}  {:>10}  {:>9}  {:>8}",
-        "key", "canonical", "duplicates", "divergent", "rejected"
-    ));
-    for (key, stats) in &keys {
-        lines.push(format!(
-            "{:<width$}  {:>9}  {:>10}  {:>9}  {:>8}",
-            key.as_str(),
-            stats.canonical,
-            stats.duplicates,
-            stats.divergent,
-            stats.rejected
-        ));
-    }
+    lines.extend(summary::key_table(keys.iter().map(|(key, stats)| (key, stats))));
     let unauthorized: Vec<String> = keys
         .iter()
         .filter(|(_, stats)| stats.unauthorized > 0)

@@ -396,6 +396,22 @@ fn add_counts(total: &mut serde_json::Value, from: &serde_json::Value) {
     }
 }
 
+/// `status`' table of each key's counts: a header line, then a line per key.
+pub fn key_table<'a>(keys: impl Iterator<Item = (&'a EventSourceKey, &'a KeyStats)> + Clone) -> Vec<String> {
+    let width = keys.clone().map(|(k, _)| k.as_str().len()).max().unwrap_or(0).max(3);
+    let row = |key: &str, counts: [String; 4]| {
+        let [canonical, duplicates, divergent, rejected] = counts;
+        format!("{key:<width$}  {canonical:>9}  {duplicates:>10}  {divergent:>9}  {rejected:>8}")
+    };
+    let header = row("key", ["canonical", "duplicates", "divergent", "rejected"].map(String::from));
+    std::iter::once(header)
+        .chain(keys.map(|(key, stats)| {
+            let counts = [stats.canonical, stats.duplicates, stats.divergent, stats.rejected].map(|n| n.to_string());
+            row(key.as_str(), counts)
+        }))
+        .collect()
+}
+
 /// `status`' text totals over several pipelines' summaries: records, and each key's counts
 /// summed over the pipelines.
 pub fn totals_lines(topic: &str, summaries: &[(u32, LogSummary)]) -> Vec<String> {
@@ -416,21 +432,7 @@ pub fn totals_lines(topic: &str, summaries: &[(u32, LogSummary)]) -> Vec<String>
         "total over {} pipelines: {records} records in topic `{topic}`, {malformed} malformed",
         summaries.len()
     )];
-    let width = keys.keys().map(|k| k.as_str().len()).max().unwrap_or(0).max(3);
-    lines.push(format!(
-        "{:<width$}  {:>9}  {:>10}  {:>9}  {:>8}",
-        "key", "canonical", "duplicates", "divergent", "rejected"
-    ));
-    for (key, stats) in &keys {
-        lines.push(format!(
-            "{:<width$}  {:>9}  {:>10}  {:>9}  {:>8}",
-            key.as_str(),
-            stats.canonical,
-            stats.duplicates,
-            stats.divergent,
-            stats.rejected
-        ));
-    }
+    lines.extend(key_table(keys.iter()));
     lines
 }
 

@@ -17,7 +17,7 @@ use matching_engine::MatchingEngine;
 
 mod common;
 
-use common::{bootstrap, launcher, unique_topic, wait_for, Launcher, LAUNCHER};
+use common::{bootstrap, launcher, orders, unique_topic, wait_for, Launcher, LAUNCHER};
 
 const PIPELINES: u32 = 3;
 /// The shard key of the lines published with `--shard-key`.
@@ -25,21 +25,6 @@ const BOOK: &str = "book-eu";
 
 fn key(name: &str) -> EventSourceKey {
     EventSourceKey::new(name).unwrap()
-}
-
-/// Limit orders of accounts `a0` to `a5`: each account's lines go to its pipeline.
-fn orders(range: std::ops::Range<usize>) -> Vec<String> {
-    range
-        .map(|i| {
-            let side = if i % 2 == 0 { "buy" } else { "sell" };
-            format!(
-                r#"{{"type":"limit","order_id":"o{i}","account":"a{}","side":"{side}","price":{},"quantity":{}}}"#,
-                i % 6,
-                98 + i % 5,
-                1 + i % 4
-            )
-        })
-        .collect()
 }
 
 /// Runs `publish` with `extra` flags on `lines`: its exit code, stdout and stderr.
@@ -148,12 +133,12 @@ impl Run {
 fn publish_three_ways(topic: &str) -> Vec<Vec<String>> {
     let count = PIPELINES.to_string();
     // Without a route nothing is written.
-    let (code, _, stderr) = publish_with(topic, &["--pipeline-count", &count], &orders(0..3));
+    let (code, _, stderr) = publish_with(topic, &["--pipeline-count", &count], &orders(0..3, 6));
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--shard-key TEXT") && stderr.contains("--shard-field POINTER"), "{stderr}");
 
     let three = Pipelines::new(PIPELINES).unwrap();
-    let by_field = orders(0..36);
+    let by_field = orders(0..36, 6);
     let (code, stdout, stderr) =
         publish_with(topic, &["--pipeline-count", &count, "--shard-field", "/account"], &by_field);
     assert_eq!(code, Some(0), "{stderr}");
@@ -162,7 +147,7 @@ fn publish_three_ways(topic: &str) -> Vec<Vec<String>> {
         stderr.contains("published 36 event(s) under `orders`") && stderr.contains("lines per pipeline: p"),
         "{stderr}"
     );
-    let by_key = orders(36..48);
+    let by_key = orders(36..48, 6);
     let (code, stdout, stderr) = publish_with(topic, &["--pipeline-count", &count, "--shard-key", BOOK], &by_key);
     assert_eq!(code, Some(0), "{stderr}");
     let book = pipeline_of(BOOK.as_bytes(), three);
@@ -263,7 +248,7 @@ fn a_log_of_one_pipeline_keeps_its_outputs_and_text() {
     let topic = unique_topic("one-pipeline");
     let created = launcher(&["topics", "create", "--topic", &topic]);
     assert!(created.contains(": 1 partition, replication factor") && !created.contains("leaders:"), "{created}");
-    let lines = orders(0..12);
+    let lines = orders(0..12, 6);
     let (code, stdout, stderr) = publish_with(&topic, &[], &lines);
     assert_eq!(code, Some(0), "{stderr}");
     let want: Vec<String> = (0..12).map(|n| format!("line {}: written at offset {n}", n + 1)).collect();

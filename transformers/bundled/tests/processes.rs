@@ -13,7 +13,7 @@ use matching_engine::MatchingEngine;
 
 mod common;
 
-use common::{bootstrap, launcher, publish, unique_topic, wait_for, Launcher, LAUNCHER};
+use common::{bootstrap, launcher, orders, publish, unique_topic, wait_for, Launcher, LAUNCHER};
 
 /// A process's children, from every one of its threads (each thread lists those it made).
 fn children_of(pid: u32) -> Vec<u32> {
@@ -25,20 +25,6 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect();
     children.sort();
     children
-}
-
-fn orders(range: std::ops::Range<usize>) -> Vec<String> {
-    range
-        .map(|i| {
-            let side = if i % 2 == 0 { "buy" } else { "sell" };
-            format!(
-                r#"{{"type":"limit","order_id":"o{i}","account":"a{}","side":"{side}","price":{},"quantity":{}}}"#,
-                i % 3,
-                98 + i % 5,
-                1 + i % 4
-            )
-        })
-        .collect()
 }
 
 /// The number of canonical `matching-engine` reports, as `status` prints it.
@@ -75,7 +61,7 @@ fn a_killed_replica_process_is_restarted_and_the_output_matches_a_lone_replica()
     wait_for("the launcher did not start 3 replica processes", Duration::from_secs(20), || {
         children_of(parent.id()).len() >= 3
     });
-    let all = orders(0..60);
+    let all = orders(0..60, 3);
     publish(&topic, &all[..30]);
     let victim = children_of(parent.id())[0];
     assert!(Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap().success());

@@ -59,3 +59,18 @@ pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Limit orders `range` as JSON lines, of accounts `a0` to `a{accounts - 1}` in turn.
+pub fn orders(range: std::ops::Range<usize>, accounts: usize) -> Vec<String> {
+    range
+        .map(|i| {
+            let side = if i % 2 == 0 { "buy" } else { "sell" };
+            format!(
+                r#"{{"type":"limit","order_id":"o{i}","account":"a{}","side":"{side}","price":{},"quantity":{}}}"#,
+                i % accounts,
+                98 + i % 5,
+                1 + i % 4
+            )
+        })
+        .collect()
+}
