@@ -77,8 +77,8 @@ enum Command {
     /// Time from all replicas' restart to their first output, against the log's length,
     /// with and without snapshots; writes `<out>/restart.json`.
     Restart(restart::RestartArgs),
-    /// Aggregate throughput and latency of 1, 2, 4… pipelines on a cluster; writes
-    /// `<out>/pipelines.json`.
+    /// Aggregate throughput and latency of 1, 2 and 4 pipelines on the 3-broker cluster;
+    /// writes `<out>/pipelines.json`.
     Pipelines(pipelines::PipelinesArgs),
     /// Time each step of the hot path per event, without Kafka.
     Micro,
