@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use competing_transformers::canonical::CanonicalRule;
 use competing_transformers::record::{EncodedRecord, FetchedRecord, Record, RecordView};
+use competing_transformers::replica::{ReplicaConfig, ReplicaCore};
 use competing_transformers::signature::{Signer, Trust};
 use competing_transformers::{Event, EventSourceKey, Outputs};
 
@@ -47,6 +48,7 @@ pub fn run(n: u64) -> BTreeMap<&'static str, f64> {
     let total: f64 = timer.results.values().sum();
     timer.results.insert("total", total);
     signed_steps(&mut timer, &records, &output_key);
+    core_loop(&mut timer, &inputs, &output_key);
     timer.results
 }
 
@@ -65,6 +67,40 @@ fn signed_steps(timer: &mut Timer, records: &[Record], output_key: &EventSourceK
         apply_rule(&mut rule, &views, 0);
     });
     assert_eq!(rule.count(output_key), timer.n, "every signed output is canonical");
+}
+
+/// Inputs per fetched batch in [`core_loop`]: what a replica's cursor hands over flat out.
+const CORE_BATCH: usize = 500;
+
+/// The replica core's whole turn per event, as the driver runs it flat out: a fetched batch
+/// of inputs (copied as the cursor copies them), its output record written and encoded, then
+/// read back and judged. Steps 1 to 7 as the core does them, batching included: outside the
+/// total.
+fn core_loop(timer: &mut Timer, inputs: &[FetchedRecord], output_key: &EventSourceKey) {
+    let mut core = ReplicaCore::new(bench_harness::Identity, ReplicaConfig::new("r0-identity"), 0);
+    timer.time("core: replica loop, batches of 500 (outside the total)", &mut || {
+        let mut offset = 0;
+        for batch in inputs.chunks(CORE_BATCH) {
+            let batch: Vec<FetchedRecord> =
+                batch.iter().zip(offset..).map(|(r, offset)| FetchedRecord { offset, ..r.clone() }).collect();
+            offset += batch.len() as u64;
+            core.on_fetched(&batch, offset);
+            let mut written = Vec::new();
+            while let Some(write) = core.poll_write(0) {
+                let encoded = write.record.encode_with(false).expect("encodes");
+                core.on_delivery(write.write_id, Ok(offset));
+                written.push(FetchedRecord {
+                    offset,
+                    key: Some(encoded.key),
+                    value: Some(encoded.value),
+                    ..Default::default()
+                });
+                offset += 1;
+            }
+            core.on_fetched(&written, offset);
+        }
+    });
+    assert_eq!(core.own_rule().count(output_key), timer.n, "every output is canonical");
 }
 
 /// Times each step and keeps its cost per event.
