@@ -642,10 +642,20 @@ impl<T: Transform> ReplicaCore<T> {
         if self.groups[DEAD_LETTER] > 0 {
             return false;
         }
+        let holds = |at: usize, index: u64| {
+            self.pending.get(at).is_some_and(|g| g.first_index <= index && index < g.end_index())
+        };
+        // A record's events are consecutive: the group of the one before, or the next.
+        let mut last = None;
         view.events.iter().all(|event| {
             let Some(index) = event.index.filter(|_| event.key == self.output_key.as_str()) else { return false };
-            let at = self.pending.partition_point(|g| g.end_index() <= index);
-            let Some(group) = self.pending.get(at).filter(|g| g.first_index <= index) else { return false };
+            let near = last.into_iter().flat_map(|at: usize| [at, at + 1]).find(|at| holds(*at, index));
+            let at = near.unwrap_or_else(|| self.pending.partition_point(|g| g.end_index() <= index));
+            if !holds(at, index) {
+                return false;
+            }
+            last = Some(at);
+            let group = &self.pending[at];
             let ours = &group.events[(index - group.first_index) as usize];
             debug_assert_eq!(
                 ours.digest,

@@ -101,7 +101,12 @@ impl Awaited {
 
     /// When the input at `offset` was read, if it awaits; it awaits no more.
     fn remove(&mut self, offset: Offset) -> Option<Instant> {
-        let at = self.queue.binary_search_by_key(&offset, |(o, _)| *o).ok()?;
+        // Answers mostly come in input order: the front first.
+        let at = if self.queue.front().is_some_and(|(o, _)| *o == offset) {
+            0
+        } else {
+            self.queue.binary_search_by_key(&offset, |(o, _)| *o).ok()?
+        };
         let read = self.queue[at].1.take()?;
         self.len -= 1;
         while self.queue.front().is_some_and(|(_, read)| read.is_none()) {
