@@ -507,21 +507,29 @@ impl<'a> RecordView<'a> {
         if count == 0 || count > EVENTS_PER_RECORD_MAX as u64 {
             return Err(DecodeError::BadEventCount(count));
         }
-        let mut events = Vec::with_capacity(count as usize);
+        let mut events: Vec<EventView<'a>> = Vec::with_capacity(count as usize);
         for position in 0..count as usize {
             let flags = reader.u8("flags")?;
             if flags & !(FLAG_INDEX | FLAG_CAUSE) != 0 {
                 return Err(DecodeError::UnknownFlags { event: position, flags });
             }
             // Keys repeat the source's in most records: checked once.
-            let key = reader.short_str("key")?;
-            if key != source {
-                EventSourceKey::check(key).map_err(|reason| DecodeError::InvalidKey { event: position, reason })?;
-            }
+            let key = match reader.short_bytes("key")? {
+                same if same == source.as_bytes() => source,
+                other => {
+                    let key = std::str::from_utf8(other).map_err(|_| DecodeError::InvalidUtf8("key"))?;
+                    EventSourceKey::check(key).map_err(|reason| DecodeError::InvalidKey { event: position, reason })?;
+                    key
+                }
+            };
             let index = if flags & FLAG_INDEX != 0 { Some(reader.u64("index")?) } else { None };
             let cause = if flags & FLAG_CAUSE != 0 { Some(reader.u64("cause")?) } else { None };
             let effective_time_ms = reader.u64("effective time")? as i64;
-            let content_type = reader.short_str("content type")?;
+            // Content types repeat too: the one before is checked UTF-8 already.
+            let content_type = match (reader.short_bytes("content type")?, events.last()) {
+                (same, Some(before)) if same == before.content_type.as_bytes() => before.content_type,
+                (other, _) => std::str::from_utf8(other).map_err(|_| DecodeError::InvalidUtf8("content type"))?,
+            };
             let digest = Digest(reader.take(32, "digest")?.try_into().expect("take returned 32 bytes"));
             let payload_len = reader.u32("payload length")? as usize;
             let payload = reader.take(payload_len, "payload")?;
@@ -581,9 +589,12 @@ impl<'a> Reader<'a> {
             signed: &value[..value.len() - SIGNATURE_BYTES],
         })
     }
-    fn short_str(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
+    fn short_bytes(&mut self, field: &'static str) -> Result<&'a [u8], DecodeError> {
         let len = self.u8(field)? as usize;
-        std::str::from_utf8(self.take(len, field)?).map_err(|_| DecodeError::InvalidUtf8(field))
+        self.take(len, field)
+    }
+    fn short_str(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
+        std::str::from_utf8(self.short_bytes(field)?).map_err(|_| DecodeError::InvalidUtf8(field))
     }
 }
 
@@ -612,6 +623,29 @@ mod tests {
                 Event::new(key("matcher.dead-letters"), None, None, -5, "text/plain", vec![]),
             ],
         }
+    }
+
+    #[test]
+    fn repeated_keys_and_content_types_read_as_the_first_and_other_bytes_are_still_checked() {
+        let event = |key: &str, content_type: &str| Event::new(self::key(key), None, None, 0, content_type, vec![1]);
+        let record = Record {
+            source: key("matcher"),
+            writer: "w".into(),
+            events: vec![event("matcher", "text/plain"), event("matcher", "text/plain"), event("other", "text/x")],
+        };
+        let value = record.encode().unwrap().value;
+        assert_eq!(Record::decode(&value).unwrap(), record);
+        // The third event's content type `text/x` and key `other`, made not UTF-8.
+        let at = |needle: &[u8]| value.windows(needle.len()).rposition(|w| w == needle).unwrap();
+        let mut bad_type = value.clone();
+        bad_type[at(b"text/x") + 5] = 0xff;
+        assert_eq!(RecordView::parse_unverified(&bad_type).unwrap_err(), DecodeError::InvalidUtf8("content type"));
+        let mut bad_key = value.clone();
+        bad_key[at(b"other")] = 0xff;
+        assert_eq!(RecordView::parse_unverified(&bad_key).unwrap_err(), DecodeError::InvalidUtf8("key"));
+        let mut bad_name = value.clone();
+        bad_name[at(b"other")] = b' ';
+        assert!(matches!(RecordView::parse_unverified(&bad_name), Err(DecodeError::InvalidKey { event: 2, .. })));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! was. The first answer read is the canonical one (the log's order decides), whichever
 //! replica wrote it; later copies find the input already answered and are not counted.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 use tokio::time::Instant;
 
@@ -57,8 +57,72 @@ impl LatencyHistogram {
 /// Inputs read live and not answered yet, and the latencies seen so far.
 #[derive(Default)]
 pub(super) struct LatencyTracker {
-    awaited: BTreeMap<Offset, Instant>,
+    awaited: Awaited,
     pub(super) histogram: LatencyHistogram,
+}
+
+/// Inputs awaiting their answer, by offset: a queue in offset order, since inputs are read
+/// in log order and mostly answered in it too (a map cost a node an input). An answered
+/// input leaves a gap, dropped once it reaches the front.
+#[derive(Default)]
+struct Awaited {
+    queue: VecDeque<(Offset, Option<Instant>)>,
+    /// Entries of `queue` still awaited.
+    len: usize,
+}
+
+impl Awaited {
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Notes that the input at `offset` was read at `now`, unless it already awaits.
+    fn insert(&mut self, offset: Offset, now: Instant) {
+        if self.queue.back().is_none_or(|(last, _)| *last < offset) {
+            self.queue.push_back((offset, Some(now)));
+            self.len += 1;
+            return;
+        }
+        // Read again (a cursor moved back): the first read stands.
+        match self.queue.binary_search_by_key(&offset, |(o, _)| *o) {
+            Ok(at) => {
+                let read = &mut self.queue[at].1;
+                if read.is_none() {
+                    *read = Some(now);
+                    self.len += 1;
+                }
+            }
+            Err(at) => {
+                self.queue.insert(at, (offset, Some(now)));
+                self.len += 1;
+            }
+        }
+    }
+
+    /// When the input at `offset` was read, if it awaits; it awaits no more.
+    fn remove(&mut self, offset: Offset) -> Option<Instant> {
+        // Answers mostly come in input order: the front first.
+        let at = if self.queue.front().is_some_and(|(o, _)| *o == offset) {
+            0
+        } else {
+            self.queue.binary_search_by_key(&offset, |(o, _)| *o).ok()?
+        };
+        let read = self.queue[at].1.take()?;
+        self.len -= 1;
+        while self.queue.front().is_some_and(|(_, read)| read.is_none()) {
+            self.queue.pop_front();
+        }
+        Some(read)
+    }
+
+    /// Forgets the oldest inputs until at most `max` await.
+    fn keep_at_most(&mut self, max: usize) {
+        while self.len > max {
+            if let Some((_, Some(_))) = self.queue.pop_front() {
+                self.len -= 1;
+            }
+        }
+    }
 }
 
 impl LatencyTracker {
@@ -86,18 +150,16 @@ impl LatencyTracker {
             let Some(Ok(view)) = record.value.as_deref().map(RecordView::parse_unverified) else { continue };
             for event in &view.events {
                 if answers.iter().any(|key| key.as_str() == event.key) {
-                    if let Some(read) = event.cause.and_then(|cause| self.awaited.remove(&cause)) {
+                    if let Some(read) = event.cause.and_then(|cause| self.awaited.remove(cause)) {
                         let waited = now.saturating_duration_since(read).as_micros();
                         self.histogram.observe(u64::try_from(waited).unwrap_or(u64::MAX));
                     }
                 } else if live && inputs.iter().any(|key| key.as_str() == event.key) {
-                    self.awaited.entry(record.offset).or_insert(now);
+                    self.awaited.insert(record.offset, now);
                 }
             }
         }
-        while self.awaited.len() > AWAITED_MAX {
-            self.awaited.pop_first();
-        }
+        self.awaited.keep_at_most(AWAITED_MAX);
     }
 }
 
@@ -138,6 +200,26 @@ mod tests {
         assert_eq!(tracker.histogram.count, 1, "one live input, its duplicate answer not counted again");
         assert_eq!(tracker.histogram.sum_us, 3_000);
         assert!(tracker.awaited.is_empty());
+    }
+
+    #[test]
+    fn awaited_inputs_keep_their_first_read_and_the_oldest_are_forgotten_first() {
+        let start = Instant::now();
+        let later = start + std::time::Duration::from_millis(1);
+        let mut awaited = Awaited::default();
+        for offset in [1, 3, 5] {
+            awaited.insert(offset, start);
+        }
+        awaited.insert(3, later);
+        awaited.insert(2, later);
+        assert_eq!(awaited.remove(3), Some(start), "the first read stands");
+        assert_eq!(awaited.remove(3), None);
+        assert_eq!(awaited.remove(1), Some(start));
+        assert_eq!(awaited.queue.front().map(|(o, _)| *o), Some(2), "answered ones at the front are dropped");
+        awaited.insert(3, later);
+        awaited.keep_at_most(1);
+        assert_eq!((awaited.remove(2), awaited.remove(3), awaited.remove(5)), (None, None, Some(start)));
+        assert!(awaited.is_empty());
     }
 
     #[test]

@@ -234,6 +234,9 @@ struct Driver<T: Transform, L: EventLog> {
     latency: latency::LatencyTracker,
     /// The newest snapshot resumed from at the start, if any.
     resumed_at: Option<Offset>,
+    /// Non-empty batches read: with the records written, how much each turn of the loop
+    /// carries.
+    batches_fetched: u64,
 }
 
 impl<T: Transform, L: EventLog> Driver<T, L> {
@@ -282,6 +285,7 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
             last_progress: Instant::now(),
             latency: latency::LatencyTracker::default(),
             resumed_at: Some(from).filter(|from| *from > 0),
+            batches_fetched: 0,
         }))
     }
 
@@ -300,6 +304,7 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
         match batch {
             Ok(records) => {
                 self.backoff.reset();
+                self.batches_fetched += u64::from(!records.is_empty());
                 if !self.resolve_schemas(&records, shutdown).await? {
                     return Ok(ControlFlow::Break(()));
                 }
@@ -462,7 +467,8 @@ impl<T: Transform, L: EventLog> Driver<T, L> {
         }
         let last = self.status_now();
         self.status.send_replace(last.clone());
-        tracing::info!(replica = %self.replica_id, "replica stopped");
+        tracing::info!(replica = %self.replica_id, inputs = last.stats.inputs_processed,
+            records_written = last.stats.records_written, batches_fetched = self.batches_fetched, "replica stopped");
         last
     }
 }

@@ -14,7 +14,7 @@
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::Duration;
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -300,19 +300,21 @@ impl LogCursor for KafkaCursor {
             Ok(Err(error)) => return self.consumer_error(error).map(|()| Vec::new()),
             Ok(Ok(message)) => vec![to_fetched(&message)],
         };
-        // Drain what is already here without waiting again.
+        // Drain what is already here without waiting again, through one stream: each
+        // `recv` registers and unregisters a waker under a lock, twice a record.
         let mut bytes = 0;
+        let mut here = self.consumer.stream();
         while batch.len() < BATCH_RECORDS_MAX && bytes < BATCH_BYTES_MAX {
-            match self.consumer.recv().now_or_never() {
-                Some(Ok(message)) => {
+            match here.next().now_or_never() {
+                Some(Some(Ok(message))) => {
                     bytes += message.payload_len();
                     batch.push(to_fetched(&message));
                 }
-                Some(Err(error)) => {
+                Some(Some(Err(error))) => {
                     self.consumer_error(error)?;
                     break;
                 }
-                None => break,
+                Some(None) | None => break,
             }
         }
         self.next = batch.last().map_or(self.next, |r| r.offset + 1);

@@ -246,6 +246,38 @@ fn a_canonical_copy_of_its_own_key_with_another_digest_is_a_divergence() {
     assert_eq!(core.poll_timeout_ms(), None);
 }
 
+/// The bytes of `record` at `offset`, as fetched.
+fn fetched_at(offset: Offset, record: &Record) -> FetchedRecord {
+    let encoded = record.encode().unwrap();
+    FetchedRecord { offset, key: Some(encoded.key), value: Some(encoded.value), ..Default::default() }
+}
+
+#[test]
+fn an_own_event_read_back_is_compared_byte_for_byte_and_a_forged_copy_of_its_digest_is_malformed() {
+    let log = MemoryLog::new();
+    publish(&log, b"a");
+    let mut core = replica(|_| {});
+    fetch(&mut core, &log);
+    let ours = core.pending[0].events[0].clone();
+    // Our digest on other content: what checking the digest would refuse, the comparison
+    // of bytes refuses too.
+    let forged = Event { payload: b"b".to_vec(), ..ours.clone() };
+    for tampered in [forged, Event { cause: Some(5), ..ours.clone() }, Event { effective_time_ms: 8, ..ours.clone() }] {
+        let record = Record { source: key("echo"), writer: "forger".into(), events: vec![tampered] };
+        let offset = core.position();
+        core.on_fetched(&[fetched_at(offset, &record)], offset + 1);
+    }
+    assert_eq!(core.own_rule().malformed(), 3, "each forged copy is malformed");
+    assert_eq!((core.own_rule().count(&key("echo")), core.divergence()), (0, None));
+    // A true copy (another replica's) is canonical and stands for ours.
+    let copy = Record { source: key("echo"), writer: "other".into(), events: vec![ours] };
+    let offset = core.position();
+    core.on_fetched(&[fetched_at(offset, &copy)], offset + 1);
+    assert_eq!((core.own_rule().malformed(), core.own_rule().count(&key("echo"))), (3, 1));
+    assert_eq!(core.divergence(), None);
+    assert!(core.pending.is_empty());
+}
+
 #[test]
 fn outputs_computed_after_a_different_copy_is_canonical_are_a_divergence_too() {
     let log = MemoryLog::new();
