@@ -375,7 +375,7 @@ impl LayoutProblem {
         };
         match self {
             LayoutProblem::Partitions { partitions, pipelines } => format!(
-                "topic `{topic}` has {partitions} partition(s) but the log is configured with {pipelines} pipeline(s), one partition each; set `pipelines = {partitions}` in the config's [kafka] table if that is the log's count (it is fixed for the log's life: the shard function depends on it), or point the log at a topic `transformer-launcher topics create` made with {pipelines}"
+                "topic `{topic}` has {partitions} partition(s) but the log is configured with {pipelines} pipeline(s), one partition each; set `pipelines = {partitions}` under [kafka] (or pass --pipeline-count {partitions}, or KAFKA_PIPELINES={partitions}) if that is the log's count (it is fixed for the log's life: the shard function depends on it), or point the log at a topic `transformer-launcher topics create` made with {pipelines}"
             ),
             LayoutProblem::Compacted { cleanup_policy } => format!(
                 "topic `{topic}` has cleanup.policy={cleanup_policy} which drops superseded records and breaks replay; set cleanup.policy=delete ({})",
