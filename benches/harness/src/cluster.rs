@@ -16,6 +16,8 @@ use rdkafka::ClientConfig;
 
 /// How long a restarted node may take to rejoin every partition's in-sync replicas.
 const ISR_WAIT_MAX: Duration = Duration::from_secs(120);
+/// How long a restarted node is left to warm up before the next scenario starts.
+const RESTARTED_SETTLE: Duration = Duration::from_secs(15);
 
 /// One cluster: where its clients connect and where `scripts/kafka.sh` keeps its nodes.
 #[derive(Clone, Debug)]
@@ -119,7 +121,10 @@ impl Cluster {
             .await
             .context("run scripts/kafka.sh cluster-restart-node")?;
         if !status.success() {
-            bail!("scripts/kafka.sh cluster-restart-node {node} failed ({status}); see {}", self.node_dir(node).display());
+            bail!(
+                "scripts/kafka.sh cluster-restart-node {node} failed ({status}); see {}",
+                self.node_dir(node).display()
+            );
         }
         while !self.all_in_sync()? {
             if started.elapsed() > ISR_WAIT_MAX {
@@ -170,7 +175,9 @@ pub async fn kill_leader(
     let mut notes = vec![format!("node {node}, leader of {topic}, killed at {:.1} s", started.elapsed().as_secs_f64())];
     let new_leader = wait_for_new_leader(&cluster, &topic, node).await;
     notes.push(match new_leader {
-        Some((leader, after)) => format!("node {leader} leads {topic} {:.0} ms after the kill", after.as_secs_f64() * 1e3),
+        Some((leader, after)) => {
+            format!("node {leader} leads {topic} {:.0} ms after the kill", after.as_secs_f64() * 1e3)
+        }
         None => format!("no new leader of {topic} was seen within 60 s of the kill"),
     });
     while !stop.load(Ordering::Relaxed) {
@@ -178,6 +185,9 @@ pub async fn kill_leader(
     }
     let took = cluster.restart(node).await?;
     notes.push(format!("node {node} restarted after the run; all replicas in sync {:.1} s later", took.as_secs_f64()));
+    // A JVM just started compiles its hot code for a while: on shared cores that would land
+    // on whichever scenario runs next.
+    tokio::time::sleep(RESTARTED_SETTLE).await;
     Ok(notes)
 }
 

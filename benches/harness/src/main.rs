@@ -338,6 +338,20 @@ fn racing_scenarios(at_rate: Load, stall: Fault, kill: Fault) -> Vec<Scenario> {
             s(format!("identity-3-{mode}-kill"), racing(3, racing_mode), kill),
         ]);
     }
+    // The matching engine all at once, beside matching-3 (adaptive): what racing changes
+    // for a DET with several outputs per input.
+    let matching_all = System::Framework {
+        det: Det::MatchingEngine,
+        replicas: 3,
+        transactional: false,
+        racing: Racing::All,
+        signed: false,
+    };
+    all.extend([
+        s("matching-3-all".into(), matching_all, Fault::None),
+        s("matching-3-all-stall".into(), matching_all, stall),
+        s("matching-3-all-kill".into(), matching_all, kill),
+    ]);
     for replicas in [4, 5] {
         all.push(s(format!("identity-{replicas}"), racing(replicas, Racing::Adaptive), Fault::None));
     }
@@ -349,6 +363,8 @@ fn racing_scenarios(at_rate: Load, stall: Fault, kill: Fault) -> Vec<Scenario> {
 
 /// The scenarios repeated on the cluster by `--cluster`, each as `<name>@cluster`.
 const CLUSTER_TWINS: &[&str] = &[
+    "raw-idempotent",
+    "identity-1",
     "raw-idempotent-flat",
     "identity-1-flat",
     "raw-relay-flat",
@@ -386,7 +402,9 @@ fn with_cluster_twins(all: Vec<Scenario>) -> Vec<Scenario> {
                 on_cluster("raw-idempotent-leader-kill", System::RawIdempotent, leader_kill),
                 on_cluster("identity-3-leader-kill", scenario.system, leader_kill),
             ]),
-            "streams-identity-kill" => after.push(on_cluster("streams-identity-leader-kill", scenario.system, leader_kill)),
+            "streams-identity-kill" => {
+                after.push(on_cluster("streams-identity-leader-kill", scenario.system, leader_kill))
+            }
             _ => {}
         }
         out.push(scenario);
@@ -537,7 +555,10 @@ async fn restart_identity(cx: &Context_, on_cluster: bool) -> anyhow::Result<Vec
         out: args.out.clone(),
         suffix: if on_cluster { ON_CLUSTER.into() } else { String::new() },
     };
-    eprintln!("bench: restart-identity{} — 3 replicas restarted at once, logs of {:?} inputs", restart_args.suffix, restart_args.events);
+    eprintln!(
+        "bench: restart-identity{} — 3 replicas restarted at once, logs of {:?} inputs",
+        restart_args.suffix, restart_args.events
+    );
     let restarts = restart::measure(&restart_args, &cx.work.join("restart"), cx.stamp).await?;
     Ok(restarts)
 }
@@ -1217,7 +1238,13 @@ fn targets(results: &[ScenarioResult]) -> serde_json::Value {
     targets["3m_matching_killed_gap_over_normal_gap"]["kafka_streams_failover_gap_ms"] =
         f.gap("streams-matching-kill").into();
     targets["2m_matching_stalled_p99_over_unstalled_p99"] = target(matching_stall, "<= 1.5", Some(|v| v <= 1.5));
-    targets["4m_matching_write_amplification_3_replicas"] = target(matching_amplification, "<= 1.2", Some(|v| v <= 1.2));
+    targets["4m_matching_write_amplification_3_replicas"] =
+        target(matching_amplification, "<= 1.2", Some(|v| v <= 1.2));
+    let (_, matching_all_stall, matching_all_gap) = f.racing("matching-3-all", "");
+    targets["2ma_matching_all_at_once_stalled_p99_over_unstalled_p99"] =
+        target(matching_all_stall, "<= 1.5", Some(|v| v <= 1.5));
+    targets["3ma_matching_all_at_once_killed_gap_over_normal_gap"] =
+        target(matching_all_gap, "<= 2", Some(|v| v <= 2.0));
     cluster_targets(&f, &mut targets);
     targets
 }
@@ -1232,21 +1259,44 @@ fn cluster_targets(f: &Figures<'_>, targets: &mut serde_json::Value) {
     let flat = |over: &str| ratio(f.eps(&c("identity-1-flat")), f.eps(&c(over)));
     let leader_gap = f.gap(&c("identity-3-leader-kill"));
     let entries = [
-        ("c1_identity_1_flat_over_raw_throughput@cluster", target(flat("raw-idempotent-flat"), ">= 0.70", Some(|v| v >= 0.7))),
-        ("c1b_identity_1_flat_over_raw_relay_flat@cluster", target(flat("raw-relay-flat"), ">= 0.9 (issue 15)", Some(|v| v >= 0.9))),
+        (
+            "c1_identity_1_flat_over_raw_throughput@cluster",
+            target(flat("raw-idempotent-flat"), ">= 0.70", Some(|v| v >= 0.7)),
+        ),
+        (
+            "c1b_identity_1_flat_over_raw_relay_flat@cluster",
+            target(flat("raw-relay-flat"), ">= 0.9 (issue 15)", Some(|v| v >= 0.9)),
+        ),
         ("c2a_stalled_p99_over_unstalled_p99@cluster", target(stall, "<= 1.5", Some(|v| v <= 1.5))),
-        ("c2b_stalled_p99_over_kafka_streams_p99@cluster", target(ratio(f.p99(&c("identity-3-stall")), f.p99(&c("streams-identity"))), "< 0.5", Some(|v| v < 0.5))),
+        (
+            "c2b_stalled_p99_over_kafka_streams_p99@cluster",
+            target(ratio(f.p99(&c("identity-3-stall")), f.p99(&c("streams-identity"))), "< 0.5", Some(|v| v < 0.5)),
+        ),
         ("c3_killed_gap_over_normal_gap@cluster", target(gap, "<= 2", Some(|v| v <= 2.0))),
         ("c4_write_amplification_3_replicas@cluster", target(amplification, "<= 1.2", Some(|v| v <= 1.2))),
-        ("c5_leader_killed_gap_ms@cluster", target(leader_gap, "(the largest gap; raw Kafka's and Kafka Streams' beside it)", None)),
-        ("c5b_leader_killed_gap_over_raw_leader_killed_gap@cluster", target(ratio(leader_gap, f.gap(&c("raw-idempotent-leader-kill"))), "(the failover's own cost: raw Kafka's gap)", None)),
-        ("c5c_leader_killed_gap_over_kafka_streams_leader_killed_gap@cluster", target(ratio(leader_gap, f.gap(&c("streams-identity-leader-kill"))), "(ours ÷ Kafka Streams')", None)),
+        (
+            "c5_leader_killed_gap_ms@cluster",
+            target(leader_gap, "(the largest gap; raw Kafka's and Kafka Streams' beside it)", None),
+        ),
+        (
+            "c5b_leader_killed_gap_over_raw_leader_killed_gap@cluster",
+            target(
+                ratio(leader_gap, f.gap(&c("raw-idempotent-leader-kill"))),
+                "(the failover's own cost: raw Kafka's gap)",
+                None,
+            ),
+        ),
+        (
+            "c5c_leader_killed_gap_over_kafka_streams_leader_killed_gap@cluster",
+            target(ratio(leader_gap, f.gap(&c("streams-identity-leader-kill"))), "(ours ÷ Kafka Streams')", None),
+        ),
     ];
     for (name, value) in entries {
         targets[name] = value;
     }
     targets["c5_leader_killed_gap_ms@cluster"]["raw_gap_ms"] = f.gap(&c("raw-idempotent-leader-kill")).into();
-    targets["c5_leader_killed_gap_ms@cluster"]["kafka_streams_gap_ms"] = f.gap(&c("streams-identity-leader-kill")).into();
+    targets["c5_leader_killed_gap_ms@cluster"]["kafka_streams_gap_ms"] =
+        f.gap(&c("streams-identity-leader-kill")).into();
 }
 
 fn markdown(results: &[ScenarioResult], report: &serde_json::Value) -> String {
