@@ -10,6 +10,13 @@
 #                             into results/profile.txt
 #   benches/run.sh --quick --debug   the smoke run on a debug build (what scripts/test.sh runs:
 #                             the test build already compiled most of it)
+#   benches/run.sh --cluster 127.0.0.1:39092,127.0.0.1:39093,127.0.0.1:39094   (with
+#                             KAFKA_CLUSTER_DIR exported: the cluster's nodes, for the leader kill)
+#                             the main scenarios also on a 3-broker cluster (`scripts/kafka.sh
+#                             cluster-start`), as `<name>@cluster`, and a partition leader killed
+#                             under load; without --cluster no cluster is needed
+# Every run (--quick too) ends with `restart-identity`: every replica restarted at once on a log
+# of 100,000 and 1,000,000 inputs (2,000 with --quick), with and without snapshots.
 # Other arguments go to `bench run` (`--only identity-3`, `--streams false`, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -6,7 +6,7 @@
 //! - `bench replica …`: one replica in this process (the transactional write mode, which
 //!   the launcher's config cannot select).
 //! - `bench restart`: restart to first output against log length, with and without
-//!   snapshots.
+//!   snapshots (`bench run` has it too, as `restart-identity`).
 //! - `bench pipelines`: aggregate throughput and latency of 1, 2, 4… pipelines on a cluster.
 //! - `bench micro`: the per-event cost of each step of the hot path, without Kafka.
 //! - `bench conformance`: Kafka Streams' matching engine against the Rust one on inputs that
@@ -14,13 +14,15 @@
 //!
 //! Layout: [`load`] (the generator), [`framework`] (sender, observer and replica of the
 //! framework), [`raw`] (plain rdkafka: the limit, plain observers, write amplification),
-//! [`procs`] (child processes and faults), [`measure`] (histograms), [`conformance`] (Kafka
+//! [`procs`] (child processes and faults), [`cluster`] (the replicated cluster: its
+//! partition leaders, killed under load), [`measure`] (histograms), [`conformance`] (Kafka
 //! Streams' matching engine against the Rust one), [`micro`], [`restart`].
 
 // The harness is a driver: it reads clocks to measure latency (the workspace's clippy.toml
 // forbids that in the framework's pure core, not here). `%` stays readable on rust 1.85.
 #![allow(clippy::disallowed_methods, clippy::manual_is_multiple_of)]
 
+mod cluster;
 mod conformance;
 mod framework;
 mod load;
@@ -133,6 +135,23 @@ struct RunArgs {
     /// bounded-memory figure drains 10,000,000.
     #[arg(long)]
     backlog_events: Option<u64>,
+    /// A 3-broker cluster's bootstrap (`scripts/kafka.sh cluster-start`): the main scenarios
+    /// run there too, as `<name>@cluster` beside the single broker's (topics replication
+    /// factor 3, `min.insync.replicas=2`, acks=all), with a partition leader killed under load.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// That cluster's `KAFKA_CLUSTER_DIR` (its nodes' pid files and configs): the leader-kill
+    /// scenarios kill and restart its nodes.
+    #[arg(long, env = "KAFKA_CLUSTER_DIR")]
+    cluster_dir: Option<PathBuf>,
+    /// Log lengths of the `restart-identity` scenario, in inputs (default 100,000 and
+    /// 1,000,000; 2,000 with --quick).
+    #[arg(long, value_delimiter = ',')]
+    restart_events: Option<Vec<u64>>,
+    /// Inputs between snapshots in `restart-identity` (default the launcher's 100,000; 1,000
+    /// with --quick).
+    #[arg(long)]
+    restart_snapshot_every: Option<u64>,
 }
 
 /// What runs the transform.
@@ -205,11 +224,14 @@ impl System {
     }
 }
 
+#[derive(Clone)]
 struct Scenario {
     name: String,
     system: System,
     load: Load,
     fault: Fault,
+    /// On the `--cluster`, not the single broker.
+    cluster: bool,
 }
 
 #[derive(Serialize)]
@@ -248,7 +270,7 @@ fn scenarios(quick: bool, streams: bool, backlog_events: Option<u64>) -> Vec<Sce
         racing: Racing::Adaptive,
         signed: true,
     };
-    let s = |name: &str, system, load, fault| Scenario { name: name.into(), system, load, fault };
+    let s = |name: &str, system, load, fault| Scenario { name: name.into(), system, load, fault, cluster: false };
     let mut all = vec![
         s("raw-idempotent", System::RawIdempotent, at_rate, Fault::None),
         s("raw-transactional", System::RawTransactional, at_rate, Fault::None),
@@ -312,7 +334,7 @@ fn racing_scenarios(at_rate: Load, stall: Fault, kill: Fault) -> Vec<Scenario> {
         racing,
         signed: false,
     };
-    let s = |name: String, system, fault| Scenario { name, system, load: at_rate, fault };
+    let s = |name: String, system, fault| Scenario { name, system, load: at_rate, fault, cluster: false };
     let mut all = Vec::new();
     for (mode, racing_mode) in [("stagger", Racing::Staggered { delay_ms: 5 }), ("all", Racing::All)] {
         all.extend([
@@ -321,6 +343,20 @@ fn racing_scenarios(at_rate: Load, stall: Fault, kill: Fault) -> Vec<Scenario> {
             s(format!("identity-3-{mode}-kill"), racing(3, racing_mode), kill),
         ]);
     }
+    // The matching engine all at once, beside matching-3 (adaptive): what racing changes
+    // for a DET with several outputs per input.
+    let matching_all = System::Framework {
+        det: Det::MatchingEngine,
+        replicas: 3,
+        transactional: false,
+        racing: Racing::All,
+        signed: false,
+    };
+    all.extend([
+        s("matching-3-all".into(), matching_all, Fault::None),
+        s("matching-3-all-stall".into(), matching_all, stall),
+        s("matching-3-all-kill".into(), matching_all, kill),
+    ]);
     for replicas in [4, 5] {
         all.push(s(format!("identity-{replicas}"), racing(replicas, Racing::Adaptive), Fault::None));
     }
@@ -328,6 +364,58 @@ fn racing_scenarios(at_rate: Load, stall: Fault, kill: Fault) -> Vec<Scenario> {
         all.push(s(format!("identity-{replicas}-all"), racing(replicas, Racing::All), Fault::None));
     }
     all
+}
+
+/// The scenarios repeated on the cluster by `--cluster`, each as `<name>@cluster`.
+const CLUSTER_TWINS: &[&str] = &[
+    "raw-idempotent",
+    "identity-1",
+    "raw-idempotent-flat",
+    "identity-1-flat",
+    "raw-relay-flat",
+    "identity-3",
+    "identity-3-stall",
+    "identity-3-kill",
+    "streams-identity",
+    "streams-identity-stall",
+    "streams-identity-kill",
+];
+
+/// The suffix of a scenario's name on the cluster.
+const ON_CLUSTER: &str = "@cluster";
+
+/// `all` with each of [`CLUSTER_TWINS`] followed by its twin on the cluster, and the
+/// leader-kill scenarios after the replica kills they stand beside: raw Kafka's, 3 replicas',
+/// Kafka Streams'.
+fn with_cluster_twins(all: Vec<Scenario>) -> Vec<Scenario> {
+    let leader_kill = Fault::KillLeader { at_fraction: 0.4 };
+    let mut out = Vec::new();
+    for scenario in all {
+        let on_cluster = |name: &str, system, fault| Scenario {
+            name: format!("{name}{ON_CLUSTER}"),
+            system,
+            fault,
+            cluster: true,
+            ..scenario.clone()
+        };
+        let mut after = Vec::new();
+        if CLUSTER_TWINS.contains(&scenario.name.as_str()) {
+            after.push(on_cluster(&scenario.name, scenario.system, scenario.fault));
+        }
+        match scenario.name.as_str() {
+            "identity-3-kill" => after.extend([
+                on_cluster("raw-idempotent-leader-kill", System::RawIdempotent, leader_kill),
+                on_cluster("identity-3-leader-kill", scenario.system, leader_kill),
+            ]),
+            "streams-identity-kill" => {
+                after.push(on_cluster("streams-identity-leader-kill", scenario.system, leader_kill))
+            }
+            _ => {}
+        }
+        out.push(scenario);
+        out.extend(after);
+    }
+    out
 }
 
 fn main() -> anyhow::Result<()> {
@@ -410,6 +498,8 @@ struct Context_ {
     args: RunArgs,
     /// Replica and Kafka Streams logs, topic configs: a temporary directory.
     work: PathBuf,
+    /// The `--cluster`, checked against its directory.
+    cluster: Option<cluster::Cluster>,
     bench_exe: PathBuf,
     launcher_exe: PathBuf,
     stamp: u128,
@@ -424,23 +514,59 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     eprintln!("bench: logs of replicas and Kafka Streams in {}", cx.work.display());
 
     let micro = micro::run(if args.quick { 20_000 } else { 200_000 });
-    let mut results = Vec::new();
-    for scenario in scenarios(args.quick, streams, args.backlog_events) {
+    let selected = |scenario: &str| {
         let named = |only: &str| {
-            only.split(',').any(|name| if args.exact { scenario.name == name } else { scenario.name.contains(name) })
+            only.split(',').any(|name| if args.exact { scenario == name } else { scenario.contains(name) })
         };
-        if args.only.as_deref().is_some_and(|only| !named(only)) {
-            continue;
-        }
-        let result = run_or_fail(&cx, &scenario).await;
+        args.only.as_deref().is_none_or(named)
+    };
+    let mut all = scenarios(args.quick, streams, args.backlog_events);
+    if cx.cluster.is_some() {
+        all = with_cluster_twins(all);
+    }
+    let mut results = Vec::new();
+    for scenario in all.iter().filter(|scenario| selected(&scenario.name)) {
+        let result = run_or_fail(&cx, scenario).await;
         print_result(&result);
         results.push(result);
     }
-    write_report(&args, started, &micro, &results)?;
-    if results.iter().any(|r| r.error.is_some()) {
+    let mut restarts = Vec::new();
+    for on_cluster in [false, true] {
+        let name = format!("restart-identity{}", if on_cluster { ON_CLUSTER } else { "" });
+        if selected(&name) && (!on_cluster || cx.cluster.is_some()) {
+            restarts.extend(restart_identity(&cx, on_cluster).await?);
+        }
+    }
+    write_report(&args, started, &micro, &results, &restarts)?;
+    if results.iter().any(|r| r.error.is_some()) || restarts.iter().any(|r| r.error.is_some()) {
         bail!("some scenarios failed; see above");
     }
     Ok(())
+}
+
+/// The `restart-identity` scenario: every replica of the identity DET restarts at once on a
+/// log of each length, with and without snapshots (see `restart.rs`).
+async fn restart_identity(cx: &Context_, on_cluster: bool) -> anyhow::Result<Vec<restart::Restart>> {
+    let args = &cx.args;
+    let bootstrap = match (&cx.cluster, on_cluster) {
+        (Some(cluster), true) => cluster.bootstrap.clone(),
+        _ => args.bootstrap.clone(),
+    };
+    let restart_args = restart::RestartArgs {
+        bootstrap,
+        events: args.restart_events.clone().unwrap_or(if args.quick { vec![2_000] } else { vec![100_000, 1_000_000] }),
+        dets: vec![Det::Identity.name().into()],
+        replicas: 3,
+        snapshot_every_inputs: args.restart_snapshot_every.unwrap_or(if args.quick { 1_000 } else { 100_000 }),
+        out: args.out.clone(),
+        suffix: if on_cluster { ON_CLUSTER.into() } else { String::new() },
+    };
+    eprintln!(
+        "bench: restart-identity{} — 3 replicas restarted at once, logs of {:?} inputs",
+        restart_args.suffix, restart_args.events
+    );
+    let restarts = restart::measure(&restart_args, &cx.work.join("restart"), cx.stamp).await?;
+    Ok(restarts)
 }
 
 /// Checks that the executables (and the Kafka Streams jar, when needed) are built, and makes
@@ -463,7 +589,12 @@ fn prepare(args: &RunArgs, streams: bool) -> anyhow::Result<Context_> {
     } else {
         (Duration::from_secs(2), Duration::from_secs(30))
     };
-    Ok(Context_ { args: args.clone(), work, bench_exe, launcher_exe, stamp, warmup, drain })
+    let cluster = match (&args.cluster, &args.cluster_dir) {
+        (None, _) => None,
+        (Some(_), None) => bail!("--cluster needs the cluster's directory: --cluster-dir or KAFKA_CLUSTER_DIR"),
+        (Some(bootstrap), Some(dir)) => Some(cluster::Cluster::new(bootstrap, dir)?),
+    };
+    Ok(Context_ { args: args.clone(), work, cluster, bench_exe, launcher_exe, stamp, warmup, drain })
 }
 
 /// Runs one scenario; a failure becomes a result that carries the error.
@@ -479,6 +610,12 @@ async fn run_or_fail(cx: &Context_, scenario: &Scenario) -> ScenarioResult {
         Ok(result) => result,
         Err(error) => {
             eprintln!("  FAILED: {error:#}");
+            if let (Some(cluster), true) = (&cx.cluster, scenario.cluster) {
+                // A leader killed by a scenario that failed before its restart.
+                if let Err(error) = cluster.make_whole().await {
+                    eprintln!("  the cluster is not whole: {error:#}");
+                }
+            }
             ScenarioResult {
                 name: scenario.name.clone(),
                 system: scenario.system.label(),
@@ -524,21 +661,24 @@ fn write_report(
     started: Instant,
     micro: &BTreeMap<&'static str, f64>,
     results: &[ScenarioResult],
+    restarts: &[restart::Restart],
 ) -> anyhow::Result<()> {
     let targets = targets(results);
     let report = serde_json::json!({
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "quick": args.quick,
         "bootstrap": args.bootstrap,
+        "cluster": args.cluster,
         "machine": machine(),
         "duration_s": started.elapsed().as_secs_f64(),
         "micro_ns_per_event": micro,
         "targets": targets,
         "scenarios": results,
+        "restarts": restarts,
     });
     let json_path = args.out.join(if args.quick { "quick.json" } else { "latest.json" });
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
-    let table = markdown(results, &report);
+    let table = markdown(results, &report) + &restart_markdown(restarts);
     std::fs::write(args.out.join(if args.quick { "quick.md" } else { "latest.md" }), &table)?;
     println!("{table}");
     eprintln!("bench: wrote {} in {:.0} s", json_path.display(), started.elapsed().as_secs_f64());
@@ -575,6 +715,9 @@ async fn run_scenario(cx: &Context_, scenario: &Scenario) -> anyhow::Result<Scen
     let run = ScenarioRun::new(cx, scenario)?;
     let mut notes = Vec::new();
     let Started { mut procs, send, observer, ready_line } = run.start(&mut notes).await?;
+    if scenario.cluster {
+        notes.push(run.layout_note().await);
+    }
     // Let the observer connect before the clock starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let backlog = matches!(scenario.load, Load::Backlog { .. });
@@ -649,8 +792,12 @@ impl<'a> ScenarioRun<'a> {
         Ok(Self {
             cx,
             scenario,
-            bootstrap: cx.args.bootstrap.clone(),
-            topic: format!("bench-{}-{}", scenario.name, cx.stamp),
+            bootstrap: match (&cx.cluster, scenario.cluster) {
+                (Some(cluster), true) => cluster.bootstrap.clone(),
+                _ => cx.args.bootstrap.clone(),
+            },
+            // Topic names take no `@`.
+            topic: format!("bench-{}-{}", scenario.name.replace('@', "-"), cx.stamp),
             dir,
             timeline: Arc::new(Mutex::new(Timeline::default())),
             stop: Arc::new(AtomicBool::new(false)),
@@ -824,7 +971,7 @@ impl<'a> ScenarioRun<'a> {
         for i in 0..instances {
             let name = format!("ks{i}");
             let state = self.dir.join(format!("{name}-state"));
-            let application_id = format!("bench-{}-{}", self.scenario.name, self.cx.stamp);
+            let application_id = self.topic.clone();
             let args =
                 streams_args(&self.cx.args.streams_jar, det, &self.bootstrap, &application_id, &input, &output, &state);
             procs.push(Proc::spawn(&name, Path::new("java"), args, vec![], self.dir.join(format!("{name}.log")))?);
@@ -865,6 +1012,9 @@ impl<'a> ScenarioRun<'a> {
     /// or, with adaptive racing, on the replica that wrote the latest canonical output when
     /// it strikes (the leader: the worst case, as the first rank is with staggering).
     fn start_fault(&self, procs: &mut Vec<Proc>, ready_line: &str) -> Option<FaultTask> {
+        if let Fault::KillLeader { at_fraction } = self.scenario.fault {
+            return self.start_leader_kill(procs, at_fraction);
+        }
         if matches!(self.scenario.fault, Fault::None) || procs.is_empty() {
             return None;
         }
@@ -887,6 +1037,34 @@ impl<'a> ScenarioRun<'a> {
             let notes = procs::inflict(fault, &mut procs, pick, secs, &ready, stop).await;
             (procs, notes)
         }))
+    }
+
+    /// The leader-kill fault: kills the broker leading the partition the transform reads (the
+    /// log; the input topic of raw relay and Kafka Streams) at `at_fraction` of the load.
+    fn start_leader_kill(&self, procs: &mut Vec<Proc>, at_fraction: f64) -> Option<FaultTask> {
+        let cluster = self.cx.cluster.clone()?;
+        let topic = match self.scenario.system {
+            System::RawRelay | System::KafkaStreams { .. } => format!("{}-in", self.topic),
+            _ => self.topic.clone(),
+        };
+        let at = Duration::from_secs_f64(self.scenario.load.secs() * at_fraction);
+        let (procs, stop) = (std::mem::take(procs), self.stop.clone());
+        Some(tokio::spawn(async move { (procs, cluster::kill_leader(cluster, topic, at, stop).await) }))
+    }
+
+    /// The replication of the topic the transform reads, as the cluster reports it.
+    async fn layout_note(&self) -> String {
+        let topic = match self.scenario.system {
+            System::RawRelay | System::KafkaStreams { .. } => format!("{}-in", self.topic),
+            _ => self.topic.clone(),
+        };
+        match admin::describe_topic(&KafkaLogConfig::new(&self.bootstrap, &topic)).await {
+            Ok(facts) => format!(
+                "{topic}: replication factor {}, min.insync.replicas {}, on {} brokers",
+                facts.replication_factor, facts.min_insync_replicas, facts.brokers
+            ),
+            Err(error) => format!("{topic}: layout not read ({error})"),
+        }
     }
 
     /// Runs the load through `send`, or through the raw transactional generator when there is
@@ -989,62 +1167,142 @@ impl<'a> ScenarioRun<'a> {
     }
 }
 
-/// Where the run stands against the four goals BENCHMARKS.md states.
-fn targets(results: &[ScenarioResult]) -> serde_json::Value {
-    let get = |name: &str| results.iter().find(|r| r.name == name && r.error.is_none());
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+/// The figures of a run's scenarios, by name, for the targets.
+struct Figures<'a>(&'a [ScenarioResult]);
+
+impl Figures<'_> {
+    fn get(&self, name: &str) -> Option<&ScenarioResult> {
+        self.0.iter().find(|r| r.name == name && r.error.is_none())
+    }
+    fn eps(&self, name: &str) -> Option<f64> {
+        self.get(name).map(|r| r.summary.throughput_eps)
+    }
+    fn p99(&self, name: &str) -> Option<f64> {
+        self.get(name).map(|r| r.summary.latency.p99_ms)
+    }
+    fn gap(&self, name: &str) -> Option<f64> {
+        self.get(name).map(|r| r.summary.gap_max_ms)
+    }
+    fn amplification(&self, name: &str) -> Option<f64> {
+        self.get(name).and_then(|r| r.amplification.as_ref()).map(|a| a.by_bytes)
+    }
+    /// One racing mode's three figures, from `<base>`, `<base>-stall` and `<base>-kill`
+    /// (and `<suffix>` after each: `@cluster`): write amplification, stalled p99 over
+    /// unstalled, killed gap over normal.
+    fn racing(&self, base: &str, suffix: &str) -> (Option<f64>, Option<f64>, Option<f64>) {
+        let name = |fault: &str| format!("{base}{fault}{suffix}");
+        (
+            self.amplification(&name("")),
+            ratio(self.p99(&name("-stall")), self.p99(&name(""))),
+            ratio(self.gap(&name("-kill")), self.gap(&name(""))),
+        )
+    }
+}
+
+/// `a ÷ b`, when both are known and `b` is not zero.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,
-    };
-    let eps = |name: &str| get(name).map(|r| r.summary.throughput_eps);
-    let throughput = ratio(eps("identity-1-flat"), eps("raw-idempotent-flat"));
-    let over_relay = ratio(eps("identity-1-flat"), eps("raw-relay-flat"));
-    let backlog_over_relay = ratio(eps("identity-1-backlog"), eps("raw-relay-backlog"));
-    // One racing mode's three figures, from `<base>`, `<base>-stall` and `<base>-kill`:
-    // write amplification, stalled p99 over unstalled, killed gap over normal.
-    let racing = |base: &str| {
-        let p99 = |name: &str| get(name).map(|r| r.summary.latency.p99_ms);
-        let gap = |name: &str| get(name).map(|r| r.summary.gap_max_ms);
-        (
-            get(base).and_then(|r| r.amplification.as_ref()).map(|a| a.by_bytes),
-            ratio(p99(&format!("{base}-stall")), p99(base)),
-            ratio(gap(&format!("{base}-kill")), gap(base)),
-        )
-    };
-    let (amplification, stall, gap) = racing("identity-3");
-    let (all_amplification, all_stall, all_gap) = racing("identity-3-all");
-    let (staggered_amplification, staggered_stall, staggered_gap) = racing("identity-3-stagger");
-    let vs_streams = ratio(
-        get("identity-3-stall").map(|r| r.summary.latency.p99_ms),
-        get("streams-identity").map(|r| r.summary.latency.p99_ms),
-    );
-    let vs_streams_stalled = ratio(
-        get("identity-3-stall").map(|r| r.summary.latency.p99_ms),
-        get("streams-identity-stall").map(|r| r.summary.latency.p99_ms),
-    );
+    }
+}
+
+/// One target of the report: its value, its goal, whether it is met (`None`: no goal).
+fn target(value: Option<f64>, goal: &str, ok: Option<fn(f64) -> bool>) -> serde_json::Value {
+    serde_json::json!({"value": value, "goal": goal, "met": ok.and_then(|ok| value.map(ok))})
+}
+
+/// Where the run stands against the goals BENCHMARKS.md states (issues 6 and 15).
+fn targets(results: &[ScenarioResult]) -> serde_json::Value {
+    let f = Figures(results);
+    let throughput = ratio(f.eps("identity-1-flat"), f.eps("raw-idempotent-flat"));
+    let (amplification, stall, gap) = f.racing("identity-3", "");
+    let (all_amplification, all_stall, all_gap) = f.racing("identity-3-all", "");
+    let (staggered_amplification, staggered_stall, staggered_gap) = f.racing("identity-3-stagger", "");
+    let vs_streams = ratio(f.p99("identity-3-stall"), f.p99("streams-identity"));
+    let vs_streams_stalled = ratio(f.p99("identity-3-stall"), f.p99("streams-identity-stall"));
+    let mut targets = serde_json::json!({
+        "1_identity_1_flat_over_raw_throughput": target(throughput, ">= 0.70", Some(|v| v >= 0.7)),
+        "1b_identity_1_flat_over_raw_relay_flat": target(ratio(f.eps("identity-1-flat"), f.eps("raw-relay-flat")), "(the same two hops with plain clients)", None),
+        "1d_identity_1_backlog_over_raw_relay_backlog": target(ratio(f.eps("identity-1-backlog"), f.eps("raw-relay-backlog")), "(the same two hops with plain clients)", None),
+        "2a_stalled_p99_over_unstalled_p99": target(stall, "<= 1.5", Some(|v| v <= 1.5)),
+        "2b_stalled_p99_over_kafka_streams_p99": target(vs_streams, "< 0.5", Some(|v| v < 0.5)),
+        "2c_stalled_p99_over_kafka_streams_stalled_p99": target(vs_streams_stalled, "< 0.5", Some(|v| v < 0.5)),
+        "3_killed_gap_over_normal_gap": target(gap, "<= 2", Some(|v| v <= 2.0)),
+        "4_write_amplification_3_replicas": target(amplification, "<= 1.2", Some(|v| v <= 1.2)),
+        "4a_write_amplification_3_replicas_all_at_once": target(all_amplification, "(all at once: ~N)", None),
+        "2a_all_at_once_stalled_p99_over_unstalled_p99": target(all_stall, "<= 1.5", Some(|v| v <= 1.5)),
+        "3a_all_at_once_killed_gap_over_normal_gap": target(all_gap, "<= 2", Some(|v| v <= 2.0)),
+        "4s_write_amplification_3_replicas_staggered_5ms": target(staggered_amplification, "<= 1.2", Some(|v| v <= 1.2)),
+        "2s_staggered_stalled_p99_over_staggered_p99": target(staggered_stall, "<= 1.5", Some(|v| v <= 1.5)),
+        "3s_staggered_killed_gap_over_staggered_gap": target(staggered_gap, "<= 2", Some(|v| v <= 2.0)),
+    });
+    targets["3_killed_gap_over_normal_gap"]["kafka_streams_failover_gap_ms"] = f.gap("streams-identity-kill").into();
     // Goal 3 with state: the matching engine, whose Kafka Streams peer restores a book on failover.
-    let matching_gap =
-        ratio(get("matching-3-kill").map(|r| r.summary.gap_max_ms), get("matching-3").map(|r| r.summary.gap_max_ms));
-    let met = |value: Option<f64>, ok: fn(f64) -> bool| value.map(ok);
-    serde_json::json!({
-        "1_identity_1_flat_over_raw_throughput": {"value": throughput, "goal": ">= 0.70", "met": met(throughput, |v| v >= 0.7)},
-        "1b_identity_1_flat_over_raw_relay_flat": {"value": over_relay, "goal": "(the same two hops with plain clients)", "met": null},
-        "1d_identity_1_backlog_over_raw_relay_backlog": {"value": backlog_over_relay, "goal": "(the same two hops with plain clients)", "met": null},
-        "2a_stalled_p99_over_unstalled_p99": {"value": stall, "goal": "<= 1.5", "met": met(stall, |v| v <= 1.5)},
-        "2b_stalled_p99_over_kafka_streams_p99": {"value": vs_streams, "goal": "< 0.5", "met": met(vs_streams, |v| v < 0.5)},
-        "2c_stalled_p99_over_kafka_streams_stalled_p99": {"value": vs_streams_stalled, "goal": "< 0.5", "met": met(vs_streams_stalled, |v| v < 0.5)},
-        "3_killed_gap_over_normal_gap": {"value": gap, "goal": "<= 2", "met": met(gap, |v| v <= 2.0),
-            "kafka_streams_failover_gap_ms": get("streams-identity-kill").map(|r| r.summary.gap_max_ms)},
-        "3m_matching_killed_gap_over_normal_gap": {"value": matching_gap, "goal": "<= 2", "met": met(matching_gap, |v| v <= 2.0),
-            "kafka_streams_failover_gap_ms": get("streams-matching-kill").map(|r| r.summary.gap_max_ms)},
-        "4_write_amplification_3_replicas": {"value": amplification, "goal": "<= 1.2", "met": met(amplification, |v| v <= 1.2)},
-        "4a_write_amplification_3_replicas_all_at_once": {"value": all_amplification, "goal": "(all at once: ~N)", "met": null},
-        "2a_all_at_once_stalled_p99_over_unstalled_p99": {"value": all_stall, "goal": "<= 1.5", "met": met(all_stall, |v| v <= 1.5)},
-        "3a_all_at_once_killed_gap_over_normal_gap": {"value": all_gap, "goal": "<= 2", "met": met(all_gap, |v| v <= 2.0)},
-        "4s_write_amplification_3_replicas_staggered_5ms": {"value": staggered_amplification, "goal": "<= 1.2", "met": met(staggered_amplification, |v| v <= 1.2)},
-        "2s_staggered_stalled_p99_over_staggered_p99": {"value": staggered_stall, "goal": "<= 1.5", "met": met(staggered_stall, |v| v <= 1.5)},
-        "3s_staggered_killed_gap_over_staggered_gap": {"value": staggered_gap, "goal": "<= 2", "met": met(staggered_gap, |v| v <= 2.0)},
-    })
+    let (matching_amplification, matching_stall, matching_gap) = f.racing("matching-3", "");
+    targets["3m_matching_killed_gap_over_normal_gap"] = target(matching_gap, "<= 2", Some(|v| v <= 2.0));
+    targets["3m_matching_killed_gap_over_normal_gap"]["kafka_streams_failover_gap_ms"] =
+        f.gap("streams-matching-kill").into();
+    targets["2m_matching_stalled_p99_over_unstalled_p99"] = target(matching_stall, "<= 1.5", Some(|v| v <= 1.5));
+    targets["4m_matching_write_amplification_3_replicas"] =
+        target(matching_amplification, "<= 1.2", Some(|v| v <= 1.2));
+    let (_, matching_all_stall, matching_all_gap) = f.racing("matching-3-all", "");
+    targets["2ma_matching_all_at_once_stalled_p99_over_unstalled_p99"] =
+        target(matching_all_stall, "<= 1.5", Some(|v| v <= 1.5));
+    targets["3ma_matching_all_at_once_killed_gap_over_normal_gap"] =
+        target(matching_all_gap, "<= 2", Some(|v| v <= 2.0));
+    cluster_targets(&f, &mut targets);
+    targets
+}
+
+/// The same goals on the cluster (`@cluster`), and the leader kill beside Kafka Streams'.
+fn cluster_targets(f: &Figures<'_>, targets: &mut serde_json::Value) {
+    let c = |name: &str| format!("{name}{ON_CLUSTER}");
+    if !f.0.iter().any(|r| r.name.ends_with(ON_CLUSTER)) {
+        return;
+    }
+    let (amplification, stall, gap) = f.racing("identity-3", ON_CLUSTER);
+    let flat = |over: &str| ratio(f.eps(&c("identity-1-flat")), f.eps(&c(over)));
+    let leader_gap = f.gap(&c("identity-3-leader-kill"));
+    let entries = [
+        (
+            "c1_identity_1_flat_over_raw_throughput@cluster",
+            target(flat("raw-idempotent-flat"), ">= 0.70", Some(|v| v >= 0.7)),
+        ),
+        (
+            "c1b_identity_1_flat_over_raw_relay_flat@cluster",
+            target(flat("raw-relay-flat"), ">= 0.9 (issue 15)", Some(|v| v >= 0.9)),
+        ),
+        ("c2a_stalled_p99_over_unstalled_p99@cluster", target(stall, "<= 1.5", Some(|v| v <= 1.5))),
+        (
+            "c2b_stalled_p99_over_kafka_streams_p99@cluster",
+            target(ratio(f.p99(&c("identity-3-stall")), f.p99(&c("streams-identity"))), "< 0.5", Some(|v| v < 0.5)),
+        ),
+        ("c3_killed_gap_over_normal_gap@cluster", target(gap, "<= 2", Some(|v| v <= 2.0))),
+        ("c4_write_amplification_3_replicas@cluster", target(amplification, "<= 1.2", Some(|v| v <= 1.2))),
+        (
+            "c5_leader_killed_gap_ms@cluster",
+            target(leader_gap, "(the largest gap; raw Kafka's and Kafka Streams' beside it)", None),
+        ),
+        (
+            "c5b_leader_killed_gap_over_raw_leader_killed_gap@cluster",
+            target(
+                ratio(leader_gap, f.gap(&c("raw-idempotent-leader-kill"))),
+                "(the failover's own cost: raw Kafka's gap)",
+                None,
+            ),
+        ),
+        (
+            "c5c_leader_killed_gap_over_kafka_streams_leader_killed_gap@cluster",
+            target(ratio(leader_gap, f.gap(&c("streams-identity-leader-kill"))), "(ours ÷ Kafka Streams')", None),
+        ),
+    ];
+    for (name, value) in entries {
+        targets[name] = value;
+    }
+    targets["c5_leader_killed_gap_ms@cluster"]["raw_gap_ms"] = f.gap(&c("raw-idempotent-leader-kill")).into();
+    targets["c5_leader_killed_gap_ms@cluster"]["kafka_streams_gap_ms"] =
+        f.gap(&c("streams-identity-leader-kill")).into();
 }
 
 fn markdown(results: &[ScenarioResult], report: &serde_json::Value) -> String {
@@ -1096,6 +1354,32 @@ fn markdown(results: &[ScenarioResult], report: &serde_json::Value) -> String {
         }
     }
     out.push_str(&format!("\nHot path, ns per event (`bench micro`): {}\n", report["micro_ns_per_event"]));
+    out
+}
+
+/// The restart scenarios' table: spawn of every replica to the first output, by log length.
+fn restart_markdown(restarts: &[restart::Restart]) -> String {
+    if restarts.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\nRestart (every replica at once) to the first output:\n\n| scenario | log inputs | snapshots | replicas | first output ms | peak RSS MB | newest snapshot bytes |\n|---|---|---|---|---|---|---|\n",
+    );
+    for r in restarts {
+        let first = match (&r.error, r.first_output_ms) {
+            (Some(error), _) => format!("FAILED: {}", error.replace('|', "/")),
+            (None, ms) => ms.map_or("n/a".into(), |ms| format!("{ms:.0}")),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {first} | {} | {} |\n",
+            r.scenario,
+            r.events,
+            if r.snapshots { "on" } else { "off (replay from 0)" },
+            r.replicas,
+            r.peak_rss_mb.map_or(String::new(), |mb| format!("{mb:.0}")),
+            r.snapshot.as_ref().map_or(String::new(), |m| m.bytes.to_string()),
+        ));
+    }
     out
 }
 

@@ -135,6 +135,11 @@ pub enum Fault {
         at_fraction: f64,
         restart_after_ms: Option<u64>,
     },
+    /// On a cluster: SIGKILL of the broker leading the log's partition at `at_fraction` of
+    /// the load, started again once the scenario has drained (`cluster::kill_leader`).
+    KillLeader {
+        at_fraction: f64,
+    },
 }
 
 impl Fault {
@@ -144,6 +149,7 @@ impl Fault {
             Fault::Stall { stall_ms, every_ms } => format!("SIGSTOP {stall_ms} ms every {every_ms} ms"),
             Fault::Kill { restart_after_ms: Some(ms), .. } => format!("SIGKILL, restart after {ms} ms"),
             Fault::Kill { restart_after_ms: None, .. } => "SIGKILL (no restart)".into(),
+            Fault::KillLeader { .. } => "SIGKILL of the partition leader's broker".into(),
         }
     }
 }
@@ -164,7 +170,8 @@ pub async fn inflict(
     let mut notes = Vec::new();
     let start = Instant::now();
     match fault {
-        Fault::None => {}
+        // Strikes a broker, not a process: `cluster::kill_leader`.
+        Fault::None | Fault::KillLeader { .. } => {}
         Fault::Stall { stall_ms, every_ms } => {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let mut stalled = Vec::new();

@@ -23,55 +23,74 @@ use crate::measure::{SharedTimeline, Timeline};
 use crate::procs::Proc;
 use crate::{peak_rss_mb, raw};
 
-/// `bench restart`'s arguments.
+/// `bench restart`'s arguments; `bench run` makes its own for its `restart-*` scenarios.
 #[derive(clap::Args, Clone)]
 pub struct RestartArgs {
     #[arg(long, env = "KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
-    bootstrap: String,
+    pub bootstrap: String,
     /// Log lengths, in inputs.
     #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
-    events: Vec<u64>,
+    pub events: Vec<u64>,
     /// DETs: identity, matching-engine.
     #[arg(long, value_delimiter = ',', default_value = "identity,matching-engine")]
-    dets: Vec<String>,
+    pub dets: Vec<String>,
     /// Replica processes restarted at once.
     #[arg(long, default_value_t = 3)]
-    replicas: usize,
+    pub replicas: usize,
     /// Inputs between snapshots (the launcher's default).
     #[arg(long, default_value_t = 100_000)]
-    snapshot_every_inputs: u64,
+    pub snapshot_every_inputs: u64,
     /// Where restart.json goes.
     #[arg(long, default_value = "benches/results")]
-    out: PathBuf,
+    pub out: PathBuf,
+    /// Appended to each result's scenario name (`restart-<det><suffix>`): `@cluster` on a
+    /// cluster.
+    #[arg(skip)]
+    pub suffix: String,
 }
 
 /// One restart: all replicas at once, on a log of `events` inputs (and their outputs).
 #[derive(Serialize)]
-struct Restart {
-    det: &'static str,
-    events: u64,
-    snapshots: bool,
-    replicas: usize,
+pub struct Restart {
+    /// `restart-<det>`, with the run's suffix (`@cluster`).
+    pub scenario: String,
+    pub det: &'static str,
+    pub events: u64,
+    pub snapshots: bool,
+    pub replicas: usize,
     /// Spawn to the marker's first canonical output.
-    first_output_ms: Option<f64>,
+    pub first_output_ms: Option<f64>,
     /// The largest peak resident memory of the replicas by then.
-    peak_rss_mb: Option<f64>,
+    pub peak_rss_mb: Option<f64>,
     /// Fill and first drain of the log, for the record.
-    drain_s: f64,
+    pub drain_s: f64,
     /// The newest snapshot when the replicas restarted (with snapshots).
-    snapshot: Option<Manifest>,
-    error: Option<String>,
+    pub snapshot: Option<Manifest>,
+    pub error: Option<String>,
 }
 
 /// Runs every (DET, length) pair and writes `<out>/restart.json`.
 pub async fn run(args: RestartArgs) -> anyhow::Result<()> {
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    let work = std::env::temp_dir().join(format!("competing-transformers-restart-{stamp}"));
+    eprintln!("bench restart: replica logs in {}", work.display());
+    let results = measure(&args, &work, stamp).await?;
+    std::fs::create_dir_all(&args.out)?;
+    let path = args.out.join("restart.json");
+    let report = serde_json::json!({ "machine": crate::machine(), "replicas": args.replicas,
+        "snapshot_every_inputs": args.snapshot_every_inputs, "restarts": results });
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    eprintln!("bench restart: wrote {}", path.display());
+    Ok(())
+}
+
+/// Every (DET, length) pair of `args`, replica logs under `work`: with and without
+/// snapshots each. A failed restart is a result with its error.
+pub async fn measure(args: &RestartArgs, work: &Path, stamp: u128) -> anyhow::Result<Vec<Restart>> {
     let launcher = std::env::current_exe()?.with_file_name("bench-launcher");
     if !launcher.exists() {
         bail!("{} is missing; build it with `cargo build --release -p bench-harness`", launcher.display());
     }
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
-    let work = std::env::temp_dir().join(format!("competing-transformers-restart-{stamp}"));
-    eprintln!("bench restart: replica logs in {}", work.display());
     let mut results = Vec::new();
     for name in &args.dets {
         let det = match name.as_str() {
@@ -80,17 +99,11 @@ pub async fn run(args: RestartArgs) -> anyhow::Result<()> {
             other => bail!("unknown DET `{other}`: identity or matching-engine"),
         };
         for &events in &args.events {
-            let log = LogUnderTest::new(&args, &launcher, &work, det, events, stamp)?;
+            let log = LogUnderTest::new(args, &launcher, work, det, events, stamp)?;
             results.extend(log.measure().await?);
         }
     }
-    std::fs::create_dir_all(&args.out)?;
-    let path = args.out.join("restart.json");
-    let report = serde_json::json!({ "machine": crate::machine(), "replicas": args.replicas,
-        "snapshot_every_inputs": args.snapshot_every_inputs, "restarts": results });
-    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-    eprintln!("bench restart: wrote {}", path.display());
-    Ok(())
+    Ok(results)
 }
 
 /// One log: its topic, its observer, and the replicas run on it.
@@ -114,7 +127,8 @@ impl<'a> LogUnderTest<'a> {
         events: u64,
         stamp: u128,
     ) -> anyhow::Result<Self> {
-        let topic = format!("bench-restart-{}-{events}-{stamp}", det.name());
+        let cluster = if args.suffix.is_empty() { "" } else { "-cluster" };
+        let topic = format!("bench-restart-{}-{events}{cluster}-{stamp}", det.name());
         let dir = work.join(&topic);
         std::fs::create_dir_all(&dir)?;
         let (timeline, stop) = (Arc::new(Mutex::new(Timeline::default())), Arc::new(AtomicBool::new(false)));
@@ -163,9 +177,14 @@ impl<'a> LogUnderTest<'a> {
         Ok(results)
     }
 
+    fn scenario(&self) -> String {
+        format!("restart-{}{}", self.det.name(), self.args.suffix)
+    }
+
     fn failed(&self, snapshots: bool, drain_s: f64, error: &anyhow::Error) -> Restart {
         eprintln!("  {} × {}: {error:#}", self.det.name(), self.events);
         Restart {
+            scenario: self.scenario(),
             det: self.det.name(),
             events: self.events,
             snapshots,
@@ -231,6 +250,7 @@ impl<'a> LogUnderTest<'a> {
         }
         let first_output_ms = Some(answered?.duration_since(spawned).as_secs_f64() * 1e3);
         Ok(Restart {
+            scenario: self.scenario(),
             det: self.det.name(),
             events: self.events,
             snapshots,
