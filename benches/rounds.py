@@ -14,6 +14,8 @@ import statistics
 import sys
 
 CLUSTER = "@cluster"
+# How many rounds were given: a figure from fewer says how many it is from.
+ROUNDS = 0
 
 
 def load(paths):
@@ -38,7 +40,8 @@ def spread(values, fmt="{:.2f}"):
     median = fmt.format(statistics.median(values))
     if len(values) == 1:
         return f"{median} (1 round)"
-    return f"**{median}** ({fmt.format(min(values))}–{fmt.format(max(values))})"
+    fewer = f", {len(values)} rounds" if len(values) < ROUNDS else ""
+    return f"**{median}** ({fmt.format(min(values))}–{fmt.format(max(values))}{fewer})"
 
 
 def ratio(a, b):
@@ -171,7 +174,9 @@ def matching(runs):
 
 
 def main(paths):
+    global ROUNDS
     runs = load(paths)
+    ROUNDS = len(runs)
     print(f"{len(runs)} rounds: " + ", ".join(paths) + "\n")
     side_by_side(runs, ["raw-idempotent", "identity-1", "raw-idempotent-flat", "identity-1-flat", "raw-relay-flat", "identity-3", "identity-3-stall", "identity-3-kill", "streams-identity", "streams-identity-stall", "streams-identity-kill"])
     print()

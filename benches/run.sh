@@ -38,7 +38,7 @@ if ! $quick || [[ " ${args[*]} " == *" --streams true "* ]]; then
   log "building the Kafka Streams peer (Maven, jars cached in ~/.m2)"
   mvn -q -B -Dstyle.color=never -f benches/kafka-streams/pom.xml package -DskipTests
 fi
-"target/$profile_dir/bench" run "${args[@]}"
+"${CARGO_TARGET_DIR:-target}/$profile_dir/bench" run "${args[@]}"
 
 if $profile; then
   log "profiling one identity replica flat out (perf record, 10 s)"
