@@ -8,10 +8,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario=${1:?usage: benches/cpu-split.sh <scenario>}
 out=$(mktemp -d)
-target/release/bench run --only "$scenario" --streams false --out "$out" >"$out/run.log" 2>&1 &
+bin=${CARGO_TARGET_DIR:-target}/release/bench
+"$bin" run --only "$scenario" --streams false --out "$out" >"$out/run.log" 2>&1 &
 bench=$!
+# `bench run` times the hot path (bench micro) first, ~10 s: wait for the scenario's child
+# process (a replica or the relay; a raw scenario has none, so at most 15 s), then past the
+# warm-up.
+for _ in $(seq 150); do
+  pgrep -P "$bench" >/dev/null && break
+  sleep 0.1
+done
 sleep 4.5
-ticks() { for pid in $(pgrep -f 'target/release/bench|kafka.Kafka'); do echo "$pid $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)"; done | sort; }
+ticks() { for pid in $(pgrep -f 'release/bench|kafka.Kafka'); do echo "$pid $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)"; done | sort; }
 ticks >"$out/a"
 for pid in $(cut -d' ' -f1 "$out/a"); do
   name=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)

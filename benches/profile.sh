@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 command -v perf >/dev/null || { echo "profile: perf is not installed (apt-get install linux-perf)" >&2; exit 1; }
 out=benches/results/profile.txt
 data=$(mktemp -d)/perf.data
-target/release/bench run --only identity-1-flat --streams false --out "$(dirname "$data")" >/dev/null 2>"$data.log" &
+"${CARGO_TARGET_DIR:-target}/release/bench" run --only identity-1-flat --streams false --out "$(dirname "$data")" >/dev/null 2>"$data.log" &
 bench=$!
 pid=""
-for _ in $(seq 100); do
+# `bench run` times the hot path (bench micro) first: wait up to 60 s for the replica.
+for _ in $(seq 600); do
   pid=$(pgrep -P "$bench" -f bench-launcher || true)
   [[ -n $pid ]] && break
   sleep 0.1
@@ -27,6 +28,6 @@ wait "$bench" || true
   perf report -i "$data" --stdio --no-children --sort comm 2>/dev/null | grep -E '^ +[0-9]' | head -10
   echo
   echo "# bench micro: ns per event of each step, no Kafka"
-  target/release/bench micro
+  "${CARGO_TARGET_DIR:-target}/release/bench" micro
 } > "$out"
 echo "profile: wrote $out" >&2
