@@ -60,6 +60,15 @@ pub struct KafkaLogConfig {
     pub signer: Option<Signer>,
 }
 
+/// The `transactional.id` of pipeline `pipeline` for a writer configured with `base`: `base`
+/// itself for pipeline 0 (as on a log of one pipeline), `<base>.pipeline-<p>` for the others.
+pub fn pipeline_transactional_id(base: &str, pipeline: u32) -> String {
+    match pipeline {
+        0 => base.to_string(),
+        pipeline => format!("{base}.pipeline-{pipeline}"),
+    }
+}
+
 impl KafkaLogConfig {
     /// A record-group log of partition 0 of `topic`.
     pub fn new(bootstrap_servers: impl Into<String>, topic: impl Into<String>) -> Self {
@@ -81,12 +90,10 @@ impl KafkaLogConfig {
     /// pipelines' writers must never fence each other.
     pub fn pipeline(&self, pipeline: u32) -> KafkaLogConfig {
         let mode = match &self.mode {
-            WriteMode::Transactional { transactional_id, transaction_timeout_ms } if pipeline > 0 => {
-                WriteMode::Transactional {
-                    transactional_id: format!("{transactional_id}.pipeline-{pipeline}"),
-                    transaction_timeout_ms: *transaction_timeout_ms,
-                }
-            }
+            WriteMode::Transactional { transactional_id, transaction_timeout_ms } => WriteMode::Transactional {
+                transactional_id: pipeline_transactional_id(transactional_id, pipeline),
+                transaction_timeout_ms: *transaction_timeout_ms,
+            },
             mode => mode.clone(),
         };
         KafkaLogConfig { partition: pipeline as i32, mode, ..self.clone() }

@@ -149,10 +149,7 @@ impl ExportConfig {
     /// The producer's `transactional.id`: the group's name for pipeline 0, and a name of its
     /// own for each other pipeline, since two pipelines' exporters must never fence each other.
     pub fn transactional_id(&self) -> String {
-        match self.log.partition {
-            0 => self.group_id(),
-            pipeline => format!("{}.pipeline-{pipeline}", self.group_id()),
-        }
+        crate::client::pipeline_transactional_id(&self.group_id(), self.log.partition as u32)
     }
 }
 

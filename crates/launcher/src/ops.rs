@@ -218,14 +218,8 @@ fn publish_route(args: &PublishArgs, pipelines: Pipelines) -> Result<Route, Erro
         return Ok(Route::Fixed(pipeline_of(key.as_bytes(), pipelines)));
     }
     if let Some(pipeline) = args.pipeline {
-        return if pipeline < count {
-            Ok(Route::Fixed(pipeline))
-        } else {
-            Err(Error::Usage(format!(
-                "--pipeline {pipeline} does not exist: the log has {count} pipeline(s), numbered 0 to {}",
-                count - 1
-            )))
-        };
+        chosen_pipelines(pipelines, Some(pipeline))?;
+        return Ok(Route::Fixed(pipeline));
     }
     if let Some(pointer) = &args.shard_field {
         if !pointer.is_empty() && !pointer.starts_with('/') {
@@ -330,15 +324,6 @@ impl Publisher {
         Ok(self.lanes.get_mut(&pipeline).expect("inserted above"))
     }
 
-    /// `p<N> ` before each output line on a log of several pipelines; nothing on a log of one.
-    fn prefix(&self, pipeline: u32) -> String {
-        if self.config.pipelines.count() > 1 {
-            format!("p{pipeline} ")
-        } else {
-            String::new()
-        }
-    }
-
     /// Events written, over every pipeline.
     fn written(&self) -> u64 {
         self.lanes.values().map(|lane| lane.written).sum()
@@ -396,7 +381,7 @@ impl Publisher {
                     lane.written += 1;
                 }
                 self.progress.inc(1);
-                let prefix = self.prefix(pipeline);
+                let prefix = line_prefix(self.config.pipelines, pipeline);
                 self.progress.suspend(|| out(format_args!("{prefix}line {number}: written at offset {offset}")))
             }
             Err(error) => {
@@ -421,7 +406,7 @@ impl Publisher {
     /// Prints what an `exists_or_write` of the `place`-th event of `pipeline` did; a rejected
     /// write ends the publish.
     fn report(&mut self, number: usize, pipeline: u32, place: u64, outcome: WriteOutcome) -> Result<(), Error> {
-        let (key, prefix) = (self.key.clone(), self.prefix(pipeline));
+        let (key, prefix) = (self.key.clone(), line_prefix(self.config.pipelines, pipeline));
         let lane = self.lanes.get_mut(&pipeline).expect("written through its lane");
         match outcome {
             WriteOutcome::Written { offset, index } => {
@@ -929,7 +914,10 @@ mod tests {
         assert_eq!(one, Route::Field("/a".into()), "--start-index with --shard-field is fine on one pipeline");
         for (args, says) in [
             (publish_args((None, None, None), None), "pass --shard-key TEXT"),
-            (publish_args((None, None, Some(3)), None), "--pipeline 3 does not exist: the log has 3 pipeline(s)"),
+            (
+                publish_args((None, None, Some(3)), None),
+                "--pipeline 3 is not a pipeline of this log, which has 3 (0 to 2)",
+            ),
             (publish_args((None, Some("/account"), None), Some(0)), "--start-index counts within one pipeline"),
             (publish_args((None, Some("account"), None), None), "write it from the root, e.g. `/account`"),
         ] {

@@ -4,7 +4,8 @@
 //! transform from the registry each time it starts. On a log of several pipelines each
 //! (pipeline, transformer, replica) is a slot of its own: the client and snapshot store of its
 //! pipeline, its own supervisor and restarts; a slot that stops for good stops alone, as on a
-//! log of one pipeline, and `run` exits with its code when the others end. What ends a replica decides what happens:
+//! log of one pipeline, and `run` exits with its code when the others end. What ends a
+//! replica decides what happens:
 //!
 //! - shutdown (SIGINT or SIGTERM): `run_replica` flushes what is in flight; the replica stops;
 //! - a transient failure (broker trouble, a fatal client error, a panic): restart after an
